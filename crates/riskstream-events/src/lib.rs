@@ -1,0 +1,19 @@
+//! Typed events and verdicts, their Avro schemas (from the repository's `schemas/`), and the
+//! wire framing used on every topic.
+//!
+//! In: raw Kafka payload bytes. Out: [`Event`]s (capture sessions and transactions), and
+//! encoded [`Verdict`] and [`Label`] payloads. Knows nothing of Kafka, Redis or models.
+//!
+//! Two framings are recognised by their first bytes (see [`framing`]): Avro single-object
+//! encoding (`C3 01` + 8-byte schema fingerprint, the registry-free default) and the Confluent
+//! wire format (`00` + 4-byte schema id, resolved through a schema registry).
+
+pub mod framing;
+pub mod registry;
+pub mod schemas;
+pub mod types;
+
+pub use framing::{Codec, DecodeError, EncodeError, Framing};
+pub use registry::{RegistryClient, RegistryError};
+pub use schemas::{SchemaKind, Schemas};
+pub use types::*;

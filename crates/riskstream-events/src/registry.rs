@@ -1,0 +1,94 @@
+//! A minimal Confluent-compatible schema-registry client: look up a schema by id, register
+//! a schema under a subject. Results are cached for the life of the process; the network is
+//! touched only on a cache miss (first sight of an id, first write to a subject).
+//!
+//! Calls block: callers run them off async worker threads (the pipeline decodes in a
+//! blocking task).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A schema-registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("schema registry {url}: {source}")]
+    Http { url: String, source: Box<ureq::Error> },
+    #[error("schema registry {url}: unreadable response: {why}")]
+    BadResponse { url: String, why: String },
+}
+
+/// Client for one registry base URL (e.g. `http://registry:8081`).
+pub struct RegistryClient {
+    base: String,
+    agent: ureq::Agent,
+    schemas_by_id: Mutex<HashMap<u32, String>>,
+    ids_by_subject: Mutex<HashMap<String, u32>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SchemaById {
+    schema: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Registered {
+    id: u32,
+}
+
+impl RegistryClient {
+    pub fn new(base_url: &str) -> Self {
+        RegistryClient {
+            base: base_url.trim_end_matches('/').to_string(),
+            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build(),
+            schemas_by_id: Mutex::new(HashMap::new()),
+            ids_by_subject: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The schema text registered under `id` (`GET /schemas/ids/{id}`).
+    pub fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
+        if let Some(s) = self.schemas_by_id.lock().expect("registry cache poisoned").get(&id) {
+            return Ok(s.clone());
+        }
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        let body = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| RegistryError::Http { url: url.clone(), source: Box::new(e) })?
+            .into_string()
+            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
+        let parsed: SchemaById = serde_json::from_str(&body)
+            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
+        self.schemas_by_id.lock().expect("registry cache poisoned").insert(id, parsed.schema.clone());
+        Ok(parsed.schema)
+    }
+
+    /// Registers `schema` under `subject` (idempotent on the registry side) and returns its id
+    /// (`POST /subjects/{subject}/versions`).
+    pub fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        if let Some(id) = self.ids_by_subject.lock().expect("registry cache poisoned").get(subject) {
+            return Ok(*id);
+        }
+        let url = format!("{}/subjects/{subject}/versions", self.base);
+        let body = serde_json::json!({ "schema": schema }).to_string();
+        let resp = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .send_string(&body)
+            .map_err(|e| RegistryError::Http { url: url.clone(), source: Box::new(e) })?
+            .into_string()
+            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
+        let parsed: Registered = serde_json::from_str(&resp)
+            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
+        self.ids_by_subject.lock().expect("registry cache poisoned").insert(subject.to_string(), parsed.id);
+        self.schemas_by_id.lock().expect("registry cache poisoned").insert(parsed.id, schema.to_string());
+        Ok(parsed.id)
+    }
+}

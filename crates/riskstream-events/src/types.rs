@@ -1,0 +1,390 @@
+//! Rust mirrors of the Avro records in `schemas/`. Field names match the schema exactly.
+
+use serde::{Deserialize, Serialize};
+
+/// The device block shared by capture sessions and transactions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub fingerprint_hash: String,
+    pub platform: Platform,
+    pub app_version: String,
+    pub emulator: bool,
+    pub rooted: bool,
+    pub ip_address: String,
+    pub ip_country: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Platform {
+    Unknown,
+    Ios,
+    Android,
+    Web,
+}
+
+/// An identity-verification capture session (`schemas/capture_session.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureSession {
+    pub event_id: String,
+    pub account_id: String,
+    pub event_time: i64,
+    pub region: String,
+    pub country: String,
+    pub device: Device,
+    pub session_id: String,
+    pub document: Option<Document>,
+    pub vendor: VendorResult,
+    pub injection: InjectionSignals,
+    pub telemetry: Vec<InteractionEvent>,
+    pub steps: Vec<StepDuration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub doc_hash: String,
+    pub doc_type: DocumentType,
+    pub issuing_country: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DocumentType {
+    Unknown,
+    Passport,
+    IdCard,
+    DrivingLicence,
+    ResidencePermit,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VendorResult {
+    pub vendor: String,
+    pub liveness_score: f64,
+    pub face_match_score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InjectionSignals {
+    pub virtual_camera: bool,
+    pub injection_detected: bool,
+    pub screen_replay_score: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InteractionEvent {
+    pub kind: InteractionKind,
+    pub dt_ms: i32,
+    pub x: Option<i32>,
+    pub y: Option<i32>,
+    pub key_class: KeyClass,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum InteractionKind {
+    Other,
+    KeyDown,
+    KeyUp,
+    PointerMove,
+    PointerDown,
+    PointerUp,
+    Scroll,
+    Focus,
+    Blur,
+    Paste,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyClass {
+    None,
+    Letter,
+    Digit,
+    Punctuation,
+    Control,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepDuration {
+    pub step: String,
+    pub duration_ms: i32,
+}
+
+/// A login, money movement or credential change (`schemas/transaction.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub event_id: String,
+    pub account_id: String,
+    pub event_time: i64,
+    pub region: String,
+    pub country: String,
+    pub device: Device,
+    pub kind: TransactionKind,
+    pub amount: Option<Amount>,
+    pub destination: Option<Destination>,
+    pub channel: Channel,
+    pub session_age_s: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransactionKind {
+    Other,
+    Login,
+    TransferOut,
+    Withdrawal,
+    CardPayment,
+    Deposit,
+    Trade,
+    PasswordChange,
+    MfaChange,
+    EmailChange,
+    ApiKeyCreate,
+    AddressAdd,
+}
+
+impl TransactionKind {
+    /// Kinds that move value out of the account.
+    pub fn moves_money_out(self) -> bool {
+        matches!(self, Self::TransferOut | Self::Withdrawal | Self::CardPayment)
+    }
+    /// Kinds that change how the account is accessed or where money can go.
+    pub fn is_credential_change(self) -> bool {
+        matches!(
+            self,
+            Self::PasswordChange | Self::MfaChange | Self::EmailChange | Self::ApiKeyCreate | Self::AddressAdd
+        )
+    }
+}
+
+/// Money in integer minor units: `value_minor / 10^decimals` of `asset`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Amount {
+    pub asset: String,
+    pub value_minor: i64,
+    pub decimals: i32,
+    pub usd_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Destination {
+    pub address_hash: String,
+    pub first_seen: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Channel {
+    Unknown,
+    App,
+    Web,
+    Api,
+}
+
+/// Any input event the pipeline scores.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    CaptureSession(CaptureSession),
+    Transaction(Transaction),
+}
+
+impl Event {
+    pub fn event_id(&self) -> &str {
+        match self {
+            Event::CaptureSession(e) => &e.event_id,
+            Event::Transaction(e) => &e.event_id,
+        }
+    }
+    pub fn account_id(&self) -> &str {
+        match self {
+            Event::CaptureSession(e) => &e.account_id,
+            Event::Transaction(e) => &e.account_id,
+        }
+    }
+    pub fn event_time(&self) -> i64 {
+        match self {
+            Event::CaptureSession(e) => e.event_time,
+            Event::Transaction(e) => e.event_time,
+        }
+    }
+    pub fn device(&self) -> &Device {
+        match self {
+            Event::CaptureSession(e) => &e.device,
+            Event::Transaction(e) => &e.device,
+        }
+    }
+    pub fn region(&self) -> &str {
+        match self {
+            Event::CaptureSession(e) => &e.region,
+            Event::Transaction(e) => &e.region,
+        }
+    }
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Event::CaptureSession(_) => EventType::CaptureSession,
+            Event::Transaction(_) => EventType::Transaction,
+        }
+    }
+
+    /// Checks the invariants Avro cannot express. A failing event is dead-lettered, naming the field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let bad = |field: &'static str, why: &'static str| Err(ValidationError { field, why });
+        if self.event_id().is_empty() {
+            return bad("event_id", "must not be empty");
+        }
+        if self.account_id().is_empty() {
+            return bad("account_id", "must not be empty");
+        }
+        if self.event_time() <= 0 {
+            return bad("event_time", "must be a positive epoch-milliseconds timestamp");
+        }
+        if self.device().fingerprint_hash.is_empty() {
+            return bad("device.fingerprint_hash", "must not be empty");
+        }
+        match self {
+            Event::CaptureSession(c) => {
+                for (field, v) in [
+                    ("vendor.liveness_score", c.vendor.liveness_score),
+                    ("vendor.face_match_score", c.vendor.face_match_score),
+                    ("injection.screen_replay_score", c.injection.screen_replay_score),
+                ] {
+                    if !(0.0..=1.0).contains(&v) {
+                        return bad(field, "must be within [0, 1]");
+                    }
+                }
+                if c.telemetry.iter().any(|t| t.dt_ms < 0) {
+                    return bad("telemetry.dt_ms", "must not be negative");
+                }
+            }
+            Event::Transaction(t) => {
+                if let Some(a) = &t.amount {
+                    if a.value_minor < 0 || a.usd_cents < 0 {
+                        return bad("amount", "must not be negative");
+                    }
+                    if !(0..=30).contains(&a.decimals) {
+                        return bad("amount.decimals", "must be within 0..=30");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A semantic check on a decoded event failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` {why}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub why: &'static str,
+}
+
+/// The scored decision for one event (`schemas/verdict.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub event_id: String,
+    pub event_type: EventType,
+    pub account_id: String,
+    pub event_time: i64,
+    pub scored_at: i64,
+    pub decision: Decision,
+    pub friction: Friction,
+    pub scores: Vec<ModelScore>,
+    pub reasons: Vec<String>,
+    pub features: Vec<FeatureValue>,
+    pub degraded: bool,
+    pub degraded_reasons: Vec<String>,
+    pub source: SourcePosition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    Unknown,
+    CaptureSession,
+    Transaction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Decision {
+    Allow,
+    Challenge,
+    Review,
+    Block,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 4] = [Decision::Allow, Decision::Challenge, Decision::Review, Decision::Block];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "ALLOW",
+            Decision::Challenge => "CHALLENGE",
+            Decision::Review => "REVIEW",
+            Decision::Block => "BLOCK",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Friction {
+    None,
+    StepUpMfa,
+    KnowledgeQuiz,
+    ConversationalAgent,
+    HumanReview,
+    Block,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelScore {
+    pub model: String,
+    pub version: String,
+    pub score: f64,
+    pub shadow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureValue {
+    pub name: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Ground truth about an event or an account (`schemas/label.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub event_id: Option<String>,
+    pub account_id: Option<String>,
+    pub kind: LabelKind,
+    pub source: String,
+    pub label_time: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LabelKind {
+    Unknown,
+    ConfirmedFraud,
+    ConfirmedAto,
+    Chargeback,
+    Legitimate,
+    Bot,
+}
+
+/// Kafka header names riskstream writes on dead letters.
+pub mod dlq_headers {
+    pub const ERROR: &str = "riskstream.error";
+    pub const ERROR_KIND: &str = "riskstream.error.kind";
+    pub const SOURCE_TOPIC: &str = "riskstream.source.topic";
+    pub const SOURCE_PARTITION: &str = "riskstream.source.partition";
+    pub const SOURCE_OFFSET: &str = "riskstream.source.offset";
+}
