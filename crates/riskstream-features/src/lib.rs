@@ -12,6 +12,7 @@
 //! - **bounded**: windows older than the longest window plus the allowed lateness are trimmed.
 
 pub mod catalogue;
+pub mod inputs;
 pub mod memory;
 pub mod redis_store;
 
