@@ -1,5 +1,7 @@
 //! Rust mirrors of the Avro records in `schemas/`. Field names match the schema exactly.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// The device block shared by capture sessions and transactions.
@@ -227,6 +229,16 @@ impl Event {
         }
     }
 
+    /// Like [`Event::validate`], and also refuses event times more than `max_future_ms` after `now_ms`
+    /// (a bogus future time would otherwise trim feature windows).
+    pub fn validate_at(&self, now_ms: i64, max_future_ms: i64) -> Result<(), ValidationError> {
+        self.validate()?;
+        if self.event_time() > now_ms.saturating_add(max_future_ms) {
+            return Err(ValidationError { field: "event_time", why: "is too far in the future" });
+        }
+        Ok(())
+    }
+
     /// Checks the invariants Avro cannot express. A failing event is dead-lettered, naming the field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let bad = |field: &'static str, why: &'static str| Err(ValidationError { field, why });
@@ -340,15 +352,16 @@ pub enum Friction {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelScore {
-    pub model: String,
-    pub version: String,
+    pub model: Cow<'static, str>,
+    pub version: Cow<'static, str>,
     pub score: f64,
     pub shadow: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureValue {
-    pub name: String,
+    /// Borrowed from the model manifest on the hot path (no per-event allocation).
+    pub name: Cow<'static, str>,
     pub value: f64,
 }
 

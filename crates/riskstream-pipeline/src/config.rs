@@ -1,0 +1,64 @@
+//! Worker configuration. Loading (file, environment, flags) happens in the binary; this is
+//! the resolved result, passed down once.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Topic names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topics {
+    pub capture_sessions: String,
+    pub transactions: String,
+    pub verdicts: String,
+    pub dead_letters: String,
+    pub labels: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            capture_sessions: "capture-sessions".into(),
+            transactions: "transactions".into(),
+            verdicts: "verdicts".into(),
+            dead_letters: "verdicts-dlq".into(),
+            labels: "labels".into(),
+        }
+    }
+}
+
+/// Everything [`crate::worker::run`] needs besides the store, the models and the policy.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group id.
+    pub group: String,
+    pub topics: Topics,
+    /// Most records in one batch.
+    pub batch_max: usize,
+    /// Longest wait for a batch to fill after its first record.
+    pub batch_linger: Duration,
+    /// Extra librdkafka properties (`-X key=value`), applied to consumer and producer last.
+    pub kafka: Vec<(String, String)>,
+    /// Schema registry URL; `None` = registry-free (single-object encoding).
+    pub schema_registry: Option<String>,
+    /// Events with an event time further than this in the future are dead-lettered.
+    pub max_future_skew: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(brokers: &str, group: &str) -> Self {
+        WorkerConfig {
+            brokers: brokers.into(),
+            group: group.into(),
+            topics: Topics::default(),
+            batch_max: 512,
+            batch_linger: Duration::from_millis(5),
+            kafka: Vec::new(),
+            schema_registry: None,
+            max_future_skew: Duration::from_secs(3600),
+        }
+    }
+}

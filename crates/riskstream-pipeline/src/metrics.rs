@@ -1,0 +1,41 @@
+//! The metrics catalogue: every metric the worker exports, named once. Served in Prometheus
+//! text format at `--metrics-addr` (see README, "Metrics").
+
+/// Records consumed, by `topic`.
+pub const CONSUMED: &str = "riskstream_consumed_total";
+/// Records produced (verdicts and dead letters), by `topic`.
+pub const PRODUCED: &str = "riskstream_produced_total";
+/// Records dead-lettered, by source `topic` and `reason`.
+pub const DEAD_LETTERS: &str = "riskstream_dead_letters_total";
+/// Records per batch.
+pub const BATCH_SIZE: &str = "riskstream_batch_size";
+/// Event time → verdict produced, seconds (meaningful when producers stamp real time).
+pub const EVENT_TO_VERDICT_SECONDS: &str = "riskstream_event_to_verdict_seconds";
+/// Broker timestamp of the input record → verdict acknowledged, seconds.
+pub const CONSUME_TO_PRODUCE_SECONDS: &str = "riskstream_consume_to_produce_seconds";
+/// One feature-store round trip (per batch), seconds.
+pub const FEATURE_STORE_SECONDS: &str = "riskstream_feature_store_seconds";
+/// One inference call (per batch and model), seconds, by `model`.
+pub const INFERENCE_SECONDS: &str = "riskstream_inference_seconds";
+/// Verdicts by `decision` and `event_type`.
+pub const DECISIONS: &str = "riskstream_decisions_total";
+/// Events scored without some inputs, by `reason`.
+pub const DEGRADED: &str = "riskstream_degraded_total";
+/// Consumer lag in records, by `topic` and `partition` (from librdkafka statistics).
+pub const CONSUMER_LAG: &str = "riskstream_consumer_lag";
+/// 1 for the model version serving each `slot` (labels `slot`, `model`, `version`).
+pub const MODEL_INFO: &str = "riskstream_model_info";
+
+/// Starts the Prometheus exporter's HTTP listener on `addr` (e.g. `0.0.0.0:9464`).
+/// Must run inside a tokio runtime. Installs the process-wide recorder once.
+pub fn install_exporter(addr: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::Matcher;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )?
+        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &[1.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0])?
+        .install()
+}
