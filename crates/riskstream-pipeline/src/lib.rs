@@ -21,4 +21,4 @@ pub mod worker;
 pub use config::{Topics, WorkerConfig};
 pub use policy::{Policy, PolicyConfig};
 pub use scorer::Scorer;
-pub use worker::{run, WorkerError, WorkerReport};
+pub use worker::{run, run_passthrough, WorkerError, WorkerReport};

@@ -104,20 +104,42 @@ struct PendingAcks {
     records: usize,
 }
 
+/// What the worker does with each batch.
+enum Mode<S> {
+    /// decode → enrich → score → decide → publish verdicts.
+    Score { scorer: Arc<Scorer<S>>, codec: Arc<Codec>, buffers: Buffers },
+    /// Copy records unchanged to the verdict topic: the benchmark's ceiling.
+    Passthrough,
+}
+
 /// Runs one worker until `shutdown` turns true (then drains, commits and leaves the group)
 /// or a fatal error occurs.
 pub async fn run<S: FeatureStore>(
     cfg: WorkerConfig,
     scorer: Arc<Scorer<S>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<WorkerReport, WorkerError> {
+    let codec = Arc::new(match &cfg.schema_registry {
+        Some(url) => Codec::with_registry(url),
+        None => Codec::registry_free(),
+    });
+    drive(cfg, Mode::Score { scorer, codec, buffers: Buffers::default() }, shutdown).await
+}
+
+/// Like [`run`], but copies each input record to the verdict topic unchanged, with the same
+/// consumer, batching, producer and acknowledgement path: the ceiling for benchmarks.
+pub async fn run_passthrough(cfg: WorkerConfig, shutdown: watch::Receiver<bool>) -> Result<WorkerReport, WorkerError> {
+    drive::<riskstream_features::MemoryStore>(cfg, Mode::Passthrough, shutdown).await
+}
+
+async fn drive<S: FeatureStore>(
+    cfg: WorkerConfig,
+    mut mode: Mode<S>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerReport, WorkerError> {
     let (consumer_cfg, producer_cfg) = client_configs(&cfg);
     let consumer: Arc<WorkerConsumer> = Arc::new(consumer_cfg.create_with_context(WorkerContext)?);
     let producer: FutureProducer = producer_cfg.create()?;
-    let codec = Arc::new(match &cfg.schema_registry {
-        Some(url) => Codec::with_registry(url),
-        None => Codec::registry_free(),
-    });
     consumer.subscribe(&[&cfg.topics.capture_sessions, &cfg.topics.transactions])?;
     tracing::info!(group = %cfg.group, brokers = %cfg.brokers, "worker subscribed");
 
@@ -125,14 +147,14 @@ pub async fn run<S: FeatureStore>(
     let acker = tokio::spawn(acker(consumer.clone(), ack_rx));
 
     let mut report = WorkerReport::default();
-    let mut buffers = Buffers::default();
     let result = async {
-        loop {
-            let batch = match next_batch(&consumer, &cfg, &mut shutdown).await {
-                Some(b) => b,
-                None => break,
+        while let Some(batch) = next_batch(&consumer, &cfg, &mut shutdown).await {
+            let pending = match &mut mode {
+                Mode::Score { scorer, codec, buffers } => {
+                    process_batch(&cfg, codec, scorer, &producer, batch, buffers, &mut report).await?
+                }
+                Mode::Passthrough => copy_batch(&cfg, &producer, batch, &mut report).await?,
             };
-            let pending = process_batch(&cfg, &codec, &scorer, &producer, batch, &mut buffers, &mut report).await?;
             if ack_tx.send(pending).await.is_err() {
                 break; // the acker stopped: it reports why below
             }
@@ -159,6 +181,42 @@ pub async fn run<S: FeatureStore>(
     tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await??;
     tracing::info!(?report, "worker stopped");
     Ok(report)
+}
+
+async fn copy_batch(
+    cfg: &WorkerConfig,
+    producer: &FutureProducer,
+    batch: Vec<OwnedMessage>,
+    report: &mut WorkerReport,
+) -> Result<PendingAcks, WorkerError> {
+    report.batches += 1;
+    report.consumed += batch.len() as u64;
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for msg in &batch {
+        let mut record = FutureRecord::to(&cfg.topics.verdicts).payload(msg.payload().unwrap_or(&[]));
+        if let Some(k) = msg.key() {
+            record = record.key(k);
+        }
+        deliveries.push(send(producer, record).await?);
+    }
+    report.verdicts += batch.len() as u64;
+    Ok(acks_for(&batch, deliveries))
+}
+
+/// The offsets (next to consume, per partition) and timestamps a batch acknowledges.
+fn acks_for(batch: &[OwnedMessage], deliveries: Vec<DeliveryFuture>) -> PendingAcks {
+    let mut offsets: Vec<(String, i32, i64)> = Vec::new();
+    let mut oldest_ts: Option<i64> = None;
+    for msg in batch {
+        if let Some(ts) = msg.timestamp().to_millis() {
+            oldest_ts = Some(oldest_ts.map_or(ts, |o: i64| o.min(ts)));
+        }
+        match offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
+            Some(entry) => entry.2 = entry.2.max(msg.offset() + 1),
+            None => offsets.push((msg.topic().to_string(), msg.partition(), msg.offset() + 1)),
+        }
+    }
+    PendingAcks { deliveries, offsets, oldest_ts, records: batch.len() }
 }
 
 /// Waits for the first record, then fills the batch until it is full or the linger expires.
@@ -286,18 +344,7 @@ async fn process_batch<S: FeatureStore>(
         metrics::counter!(m::PRODUCED, "topic" => cfg.topics.dead_letters.clone()).increment(dead);
     }
 
-    let mut offsets: Vec<(String, i32, i64)> = Vec::new();
-    let mut oldest_ts: Option<i64> = None;
-    for msg in &batch {
-        if let Some(ts) = msg.timestamp().to_millis() {
-            oldest_ts = Some(oldest_ts.map_or(ts, |o: i64| o.min(ts)));
-        }
-        match offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
-            Some(entry) => entry.2 = entry.2.max(msg.offset() + 1),
-            None => offsets.push((msg.topic().to_string(), msg.partition(), msg.offset() + 1)),
-        }
-    }
-    Ok(PendingAcks { deliveries, offsets, oldest_ts, records: batch.len() })
+    Ok(acks_for(&batch, deliveries))
 }
 
 /// The dead-letter record: original key, payload and headers, plus headers naming the error

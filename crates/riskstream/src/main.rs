@@ -1,1 +1,61 @@
-fn main() {}
+//! The `riskstream` command line. Parses arguments, loads configuration, and calls into the
+//! library crates; business logic lives there.
+
+mod config;
+mod demo;
+mod embedded;
+mod kafka_util;
+mod run;
+mod simulate;
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+/// Streaming fraud scoring on Kafka: capture sessions and transactions in, verdicts out.
+#[derive(Parser)]
+#[command(name = "riskstream", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scoring worker (join the consumer group, score until SIGTERM/SIGINT).
+    Run(run::RunArgs),
+    /// Run the whole pipeline in-process on an embedded Kafka and print a summary.
+    Demo(demo::DemoArgs),
+    /// Produce synthetic traffic to a broker, or write training data to a file.
+    Simulate(simulate::SimulateArgs),
+    /// Measure end-to-end throughput, latency and memory against a broker and Redis.
+    Bench(bench::BenchArgs),
+    /// Print the embedded Avro schemas and their single-object fingerprints.
+    Schema,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RISKSTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::demo(args)),
+        Command::Simulate(args) => runtime.block_on(simulate::simulate(args)),
+        Command::Bench(args) => runtime.block_on(bench::bench(args)),
+        Command::Schema => {
+            let schemas = riskstream_events::Schemas::embedded();
+            for kind in riskstream_events::SchemaKind::ALL {
+                let l = schemas.get(kind);
+                let fp: String = l.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+                println!("{:<22} {:<30} single-object fingerprint {fp}", kind.file_name(), kind.full_name());
+            }
+            Ok(())
+        }
+    }
+}

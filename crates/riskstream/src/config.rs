@@ -1,0 +1,206 @@
+//! Worker configuration: defaults, then a TOML file (`--config`), then `RISKSTREAM_*`
+//! environment variables, then flags. Every option is documented once, here (the README's
+//! reference table is generated from the same names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use riskstream_pipeline::{PolicyConfig, Topics, WorkerConfig};
+use serde::Deserialize;
+
+/// Options shared by `run` (and, where they make sense, other commands).
+#[derive(Args, Debug, Clone, Default)]
+pub struct WorkerArgs {
+    /// TOML configuration file; flags and environment variables override it.
+    #[arg(long, env = "RISKSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers. [default: localhost:9092]
+    #[arg(long, env = "RISKSTREAM_BROKERS")]
+    pub brokers: Option<String>,
+    /// Consumer group id; scale by starting more workers with the same group. [default: riskstream]
+    #[arg(long, env = "RISKSTREAM_GROUP")]
+    pub group: Option<String>,
+    /// Feature store: a redis:// URL, or `memory` for a process-local store (single worker only).
+    /// [default: redis://127.0.0.1:6379/]
+    #[arg(long, env = "RISKSTREAM_REDIS")]
+    pub redis: Option<String>,
+    /// Prefix of every feature-store key: one namespace per deployment (or per replay). [default: riskstream]
+    #[arg(long, env = "RISKSTREAM_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Model directory holding `behavioral/` and `ato/`. [default: models]
+    #[arg(long, env = "RISKSTREAM_MODELS")]
+    pub models: Option<PathBuf>,
+    /// Schema registry URL. Without it, output uses Avro single-object encoding (registry-free).
+    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY")]
+    pub schema_registry: Option<String>,
+    /// Address for the Prometheus metrics endpoint, or `off`. [default: 0.0.0.0:9464]
+    #[arg(long, env = "RISKSTREAM_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Capture-session input topic. [default: capture-sessions]
+    #[arg(long, env = "RISKSTREAM_TOPIC_CAPTURE_SESSIONS")]
+    pub topic_capture_sessions: Option<String>,
+    /// Transaction input topic. [default: transactions]
+    #[arg(long, env = "RISKSTREAM_TOPIC_TRANSACTIONS")]
+    pub topic_transactions: Option<String>,
+    /// Verdict output topic. [default: verdicts]
+    #[arg(long, env = "RISKSTREAM_TOPIC_VERDICTS")]
+    pub topic_verdicts: Option<String>,
+    /// Dead-letter topic. [default: verdicts-dlq]
+    #[arg(long, env = "RISKSTREAM_TOPIC_DLQ")]
+    pub topic_dlq: Option<String>,
+    /// Labels topic. [default: labels]
+    #[arg(long, env = "RISKSTREAM_TOPIC_LABELS")]
+    pub topic_labels: Option<String>,
+    /// Most records per batch. [default: 512]
+    #[arg(long, env = "RISKSTREAM_BATCH_MAX")]
+    pub batch_max: Option<usize>,
+    /// Longest wait for a batch to fill, ms. [default: 5]
+    #[arg(long, env = "RISKSTREAM_BATCH_LINGER_MS")]
+    pub batch_linger_ms: Option<u64>,
+    /// Per-batch feature-store deadline, ms; slower batches are scored degraded. [default: 100]
+    #[arg(long, env = "RISKSTREAM_STORE_DEADLINE_MS")]
+    pub store_deadline_ms: Option<u64>,
+    /// Any librdkafka property, as in kcat: `-X fetch.wait.max.ms=10` (repeatable; env: semicolon-separated).
+    #[arg(short = 'X', value_name = "KEY=VALUE", env = "RISKSTREAM_KAFKA", value_delimiter = ';')]
+    pub kafka: Vec<String>,
+}
+
+/// The TOML file: the same options as the flags (snake_case), plus `[topics]`, `[kafka]` and `[policy]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    brokers: Option<String>,
+    group: Option<String>,
+    redis: Option<String>,
+    key_prefix: Option<String>,
+    models: Option<PathBuf>,
+    schema_registry: Option<String>,
+    metrics_addr: Option<String>,
+    batch_max: Option<usize>,
+    batch_linger_ms: Option<u64>,
+    store_deadline_ms: Option<u64>,
+    topics: Option<Topics>,
+    #[serde(default)]
+    kafka: std::collections::BTreeMap<String, String>,
+    policy: Option<PolicyConfig>,
+}
+
+/// Where features live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreChoice {
+    Memory,
+    Redis(String),
+}
+
+/// Fully resolved settings for a worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub worker: WorkerConfig,
+    pub store: StoreChoice,
+    pub key_prefix: String,
+    pub models: PathBuf,
+    pub metrics_addr: Option<SocketAddr>,
+    pub store_deadline: Duration,
+    pub policy: PolicyConfig,
+}
+
+pub fn parse_kafka_prop(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => bail!("-X expects KEY=VALUE (a librdkafka property), got `{s}`"),
+    }
+}
+
+impl WorkerArgs {
+    pub fn resolve(&self) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
+            flag.clone().or_else(|| file.clone()).unwrap_or_else(|| default.to_string())
+        };
+        let brokers = pick(&self.brokers, &file.brokers, "localhost:9092");
+        let group = pick(&self.group, &file.group, "riskstream");
+        let mut worker = WorkerConfig::new(&brokers, &group);
+        let mut topics = file.topics.unwrap_or_default();
+        for (flag, slot) in [
+            (&self.topic_capture_sessions, &mut topics.capture_sessions),
+            (&self.topic_transactions, &mut topics.transactions),
+            (&self.topic_verdicts, &mut topics.verdicts),
+            (&self.topic_dlq, &mut topics.dead_letters),
+            (&self.topic_labels, &mut topics.labels),
+        ] {
+            if let Some(v) = flag {
+                *slot = v.clone();
+            }
+        }
+        worker.topics = topics;
+        worker.batch_max = self.batch_max.or(file.batch_max).unwrap_or(512);
+        if worker.batch_max == 0 {
+            bail!("batch_max must be at least 1");
+        }
+        worker.batch_linger = Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(5));
+        worker.schema_registry = self.schema_registry.clone().or(file.schema_registry);
+        worker.kafka = file.kafka.into_iter().collect();
+        for p in &self.kafka {
+            worker.kafka.push(parse_kafka_prop(p)?);
+        }
+        let redis = pick(&self.redis, &file.redis, "redis://127.0.0.1:6379/");
+        let store = match redis.as_str() {
+            "memory" | "memory://" => StoreChoice::Memory,
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => StoreChoice::Redis(url.to_string()),
+            other => bail!("redis: expected a redis:// URL or `memory`, got `{other}`"),
+        };
+        let metrics = pick(&self.metrics_addr, &file.metrics_addr, "0.0.0.0:9464");
+        let metrics_addr = match metrics.as_str() {
+            "off" | "" => None,
+            addr => Some(addr.parse().with_context(|| format!("metrics_addr: expected HOST:PORT or `off`, got `{addr}`"))?),
+        };
+        Ok(Settings {
+            worker,
+            store,
+            key_prefix: pick(&self.key_prefix, &file.key_prefix, "riskstream"),
+            models: self.models.clone().or(file.models).unwrap_or_else(|| PathBuf::from("models")),
+            metrics_addr,
+            store_deadline: Duration::from_millis(self.store_deadline_ms.or(file.store_deadline_ms).unwrap_or(100)),
+            policy: file.policy.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("rs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "brokers = \"file:1\"\ngroup = \"g-file\"\nbatch_max = 7\n[topics]\nverdicts = \"v-file\"\n[kafka]\n\"fetch.wait.max.ms\" = \"10\"\n").unwrap();
+        let args = WorkerArgs { config: Some(path), group: Some("g-flag".into()), kafka: vec!["linger.ms=1".into()], ..Default::default() };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.worker.brokers, "file:1");
+        assert_eq!(s.worker.group, "g-flag");
+        assert_eq!(s.worker.batch_max, 7);
+        assert_eq!(s.worker.topics.verdicts, "v-file");
+        assert_eq!(s.worker.topics.transactions, "transactions");
+        assert_eq!(s.worker.kafka, vec![("fetch.wait.max.ms".into(), "10".into()), ("linger.ms".into(), "1".into())]);
+        assert_eq!(s.store, StoreChoice::Redis("redis://127.0.0.1:6379/".into()));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = WorkerArgs { redis: Some("mysql://x".into()), ..Default::default() }.resolve().unwrap_err();
+        assert!(err.to_string().contains("redis"), "{err}");
+        let err = WorkerArgs { kafka: vec!["nokey".into()], ..Default::default() }.resolve().unwrap_err();
+        assert!(err.to_string().contains("-X"), "{err}");
+    }
+}

@@ -1,0 +1,85 @@
+//! `riskstream run`: one scoring worker.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use riskstream_features::{inputs, AnyStore, MemoryStore, RedisStore, StoreLimits};
+use riskstream_models::ModelSet;
+use riskstream_pipeline::{metrics as m, Policy, Scorer};
+use tokio::sync::watch;
+
+use crate::config::{Settings, StoreChoice, WorkerArgs};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Benchmark ceiling: copy input records to the verdict topic unchanged (no decode, features or models).
+    #[arg(long, hide = true)]
+    pub passthrough: bool,
+}
+
+/// Builds the feature store chosen by the settings.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
+    Ok(match &settings.store {
+        StoreChoice::Memory => AnyStore::Memory(MemoryStore::new(StoreLimits::default())),
+        StoreChoice::Redis(url) => AnyStore::Redis(
+            RedisStore::connect(url, &settings.key_prefix, StoreLimits::default(), settings.store_deadline)
+                .await
+                .with_context(|| format!("connecting to the feature store at {url}"))?,
+        ),
+    })
+}
+
+/// Loads models and policy into a scorer over `store`.
+pub fn build_scorer(settings: &Settings, store: AnyStore) -> anyhow::Result<Scorer<AnyStore>> {
+    let models = ModelSet::load(&settings.models, &inputs::input_index)
+        .with_context(|| format!("loading models from {}", settings.models.display()))?;
+    for model in [&models.behavioral, &models.ato] {
+        tracing::info!(model = model.name(), version = model.version(), "model loaded");
+        metrics::gauge!(m::MODEL_INFO, "slot" => model.name(), "model" => model.name(), "version" => model.version()).set(1.0);
+    }
+    let policy = Policy::new(&settings.policy, models.behavioral.manifest.thresholds, models.ato.manifest.thresholds);
+    Ok(Scorer::new(store, models, policy))
+}
+
+/// A watch channel that turns true on SIGTERM or SIGINT.
+pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
+    let (tx, rx) = watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("shutdown requested: finishing the in-flight batch");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = args.worker.resolve()?;
+    if let Some(addr) = settings.metrics_addr {
+        m::install_exporter(addr).with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+        tracing::info!(%addr, "metrics endpoint");
+    }
+    let shutdown = shutdown_on_signals()?;
+    if args.passthrough {
+        let report = riskstream_pipeline::run_passthrough(settings.worker.clone(), shutdown).await?;
+        tracing::info!(?report, "passthrough stopped");
+        return Ok(());
+    }
+    if settings.store == StoreChoice::Memory {
+        tracing::warn!("in-memory feature store: features are not shared between workers");
+    }
+    let store = open_store(&settings).await?;
+    let scorer = Arc::new(build_scorer(&settings, store)?);
+    let report = riskstream_pipeline::run(settings.worker.clone(), scorer, shutdown).await?;
+    println!(
+        "riskstream run: consumed {} records in {} batches, {} verdicts, {} dead letters",
+        report.consumed, report.batches, report.verdicts, report.dead_letters
+    );
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! `riskstream simulate`: synthetic traffic to a broker, or training data to a file.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer};
+use riskstream_events::{Codec, Event, SchemaKind};
+use riskstream_features::inputs::{self, N_INPUTS};
+use riskstream_features::{FeatureStore, MemoryStore, StoreLimits};
+use riskstream_pipeline::Topics;
+use riskstream_sim::{SimConfig, SimEvent, Simulator};
+
+use crate::config::parse_kafka_prop;
+use crate::kafka_util::{self, LoadProducer};
+
+/// Header carrying a simulated event's ground-truth scenario.
+pub const SCENARIO_HEADER: &str = "riskstream.scenario";
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "RISKSTREAM_BROKERS", default_value = "localhost:9092")]
+    pub brokers: String,
+    /// Number of events.
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Events per second (wall clock); unlimited when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Random seed: the same seed gives the same stream.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Any librdkafka property for the producer (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
+    #[arg(long, default_value = "capture-sessions")]
+    pub topic_capture_sessions: String,
+    #[arg(long, default_value = "transactions")]
+    pub topic_transactions: String,
+    #[arg(long, default_value = "labels")]
+    pub topic_labels: String,
+    /// Do not write ground-truth labels to the labels topic.
+    #[arg(long)]
+    pub no_labels: bool,
+    /// Create the topics first with this many partitions (brokers like tansu do not auto-create).
+    #[arg(long, value_name = "PARTITIONS")]
+    pub create_topics: Option<i32>,
+    /// Schema registry URL: write the Confluent wire format instead of single-object encoding.
+    #[arg(long)]
+    pub schema_registry: Option<String>,
+    /// Write training data (JSON lines: event, ground truth, and every model input as the
+    /// pipeline computes it) to this file instead of producing to Kafka.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let sim = Simulator::new(SimConfig::for_events(args.events, args.seed));
+    if let Some(path) = &args.output {
+        let n = write_training_data(sim, args.events, path).await?;
+        println!("simulate: wrote {n} events with features to {}", path.display());
+        return Ok(());
+    }
+    let extra = args.kafka.iter().map(|p| parse_kafka_prop(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let topics = Topics {
+        capture_sessions: args.topic_capture_sessions.clone(),
+        transactions: args.topic_transactions.clone(),
+        labels: args.topic_labels.clone(),
+        ..Topics::default()
+    };
+    if let Some(p) = args.create_topics {
+        kafka_util::create_topics(&args.brokers, &extra, &[(&topics.capture_sessions, p), (&topics.transactions, p), (&topics.labels, p)]).await?;
+    }
+    let codec = match &args.schema_registry {
+        Some(url) => Codec::with_registry(url),
+        None => Codec::registry_free(),
+    };
+    let (producer, counter) = kafka_util::load_producer(&args.brokers, &extra)?;
+    let started = Instant::now();
+    let mut by_scenario: HashMap<&'static str, u64> = HashMap::new();
+    let labels = !args.no_labels;
+    produce(&producer, &codec, &topics, sim, args.events, args.rate, labels, |e| {
+        *by_scenario.entry(e.scenario.as_str()).or_default() += 1;
+    })
+    .await?;
+    let producer = tokio::task::spawn_blocking(move || {
+        let r = producer.flush(Duration::from_secs(60));
+        (producer, r)
+    })
+    .await?;
+    producer.1.context("flushing the producer")?;
+    let failed = counter.failed.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "simulate: produced {} events in {secs:.1} s ({:.0}/s), {failed} failed deliveries; by scenario: {:?}",
+        args.events,
+        args.events as f64 / secs,
+        by_scenario
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} records were not delivered");
+    }
+    Ok(())
+}
+
+/// Produces `n` simulated events (and their labels), paced to `rate` per second if given.
+/// `on_sent` sees each event as it is handed to the producer.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce(
+    producer: &LoadProducer,
+    codec: &Codec,
+    topics: &Topics,
+    mut sim: Simulator,
+    n: u64,
+    rate: Option<f64>,
+    labels: bool,
+    mut on_sent: impl FnMut(&SimEvent),
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut payload = Vec::with_capacity(2048);
+    for i in 0..n {
+        if let Some(rate) = rate {
+            if i % 16 == 0 {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                let now = Instant::now();
+                if due > now {
+                    tokio::time::sleep(due - now).await;
+                }
+            }
+        }
+        let e = sim.next_event();
+        payload.clear();
+        let (topic, kind) = match &e.event {
+            Event::CaptureSession(c) => {
+                codec.encode_into(SchemaKind::CaptureSession, &topics.capture_sessions, c, &mut payload)?;
+                (&topics.capture_sessions, SchemaKind::CaptureSession)
+            }
+            Event::Transaction(t) => {
+                codec.encode_into(SchemaKind::Transaction, &topics.transactions, t, &mut payload)?;
+                (&topics.transactions, SchemaKind::Transaction)
+            }
+        };
+        let _ = kind;
+        let headers = OwnedHeaders::new().insert(Header { key: SCENARIO_HEADER, value: Some(e.scenario.as_str()) });
+        let record = BaseRecord::to(topic).key(e.event.account_id()).payload(payload.as_slice()).headers(headers);
+        send_blocking(producer, record).await?;
+        if labels {
+            if let Some(label) = e.label() {
+                let bytes = codec.encode(SchemaKind::Label, &topics.labels, &label)?;
+                let key = label.account_id.clone().unwrap_or_default();
+                send_blocking(producer, BaseRecord::to(&topics.labels).key(key.as_str()).payload(bytes.as_slice())).await?;
+            }
+        }
+        on_sent(&e);
+    }
+    Ok(())
+}
+
+/// Sends, waiting while the local queue is full.
+pub async fn send_blocking<'a>(producer: &LoadProducer, mut record: BaseRecord<'a, str, [u8]>) -> anyhow::Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err((e, _)) => return Err(e).context("producing"),
+        }
+    }
+}
+
+/// Runs the stream through the in-memory feature store (the serving code path) and writes one
+/// JSON line per event: ids, ground truth, and every model input by name.
+async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyhow::Result<u64> {
+    let store = MemoryStore::new(StoreLimits::default());
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let names: Vec<&str> = inputs::input_names().collect();
+    let mut written = 0;
+    let mut row = vec![0f32; N_INPUTS];
+    while written < n {
+        let batch: Vec<SimEvent> = (0..(n - written).min(256)).map(|_| sim.next_event()).collect();
+        let facts: Vec<_> = batch.iter().map(|e| inputs::facts(&e.event)).collect();
+        let features = store.enrich_batch(&facts).await?;
+        for (e, f) in batch.iter().zip(&features) {
+            inputs::fill_row(&e.event, f, &mut row);
+            let inputs: serde_json::Map<String, serde_json::Value> =
+                names.iter().zip(&row).map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect();
+            let line = serde_json::json!({
+                "event_id": e.event.event_id(),
+                "event_type": match e.event { Event::CaptureSession(_) => "capture_session", Event::Transaction(_) => "transaction" },
+                "scenario": e.scenario.as_str(),
+                "fraud": e.scenario.is_fraud() as u8,
+                "region": e.event.region(),
+                "inputs": inputs,
+            });
+            writeln!(out, "{line}")?;
+        }
+        written += batch.len() as u64;
+    }
+    out.flush()?;
+    Ok(written)
+}
