@@ -34,14 +34,19 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo prints its own progress; keep library chatter down there.
+    let default_filter = match cli.command {
+        Command::Demo(_) | Command::Bench(_) => "warn,librdkafka=error,rdkafka=error",
+        _ => "info,librdkafka=warn,rdkafka=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RISKSTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),

@@ -110,7 +110,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// Produces `n` simulated events (and their labels), paced to `rate` per second if given.
-/// `on_sent` sees each event as it is handed to the producer.
+/// `on_sent` sees each event as it is handed to the producer. Returns the simulator, so a
+/// stream can be produced in parts.
 #[allow(clippy::too_many_arguments)]
 pub async fn produce(
     producer: &LoadProducer,
@@ -121,7 +122,7 @@ pub async fn produce(
     rate: Option<f64>,
     labels: bool,
     mut on_sent: impl FnMut(&SimEvent),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Simulator> {
     let started = Instant::now();
     let mut payload = Vec::with_capacity(2048);
     for i in 0..n {
@@ -136,17 +137,16 @@ pub async fn produce(
         }
         let e = sim.next_event();
         payload.clear();
-        let (topic, kind) = match &e.event {
+        let topic = match &e.event {
             Event::CaptureSession(c) => {
                 codec.encode_into(SchemaKind::CaptureSession, &topics.capture_sessions, c, &mut payload)?;
-                (&topics.capture_sessions, SchemaKind::CaptureSession)
+                &topics.capture_sessions
             }
             Event::Transaction(t) => {
                 codec.encode_into(SchemaKind::Transaction, &topics.transactions, t, &mut payload)?;
-                (&topics.transactions, SchemaKind::Transaction)
+                &topics.transactions
             }
         };
-        let _ = kind;
         let headers = OwnedHeaders::new().insert(Header { key: SCENARIO_HEADER, value: Some(e.scenario.as_str()) });
         let record = BaseRecord::to(topic).key(e.event.account_id()).payload(payload.as_slice()).headers(headers);
         send_blocking(producer, record).await?;
@@ -159,7 +159,7 @@ pub async fn produce(
         }
         on_sent(&e);
     }
-    Ok(())
+    Ok(sim)
 }
 
 /// Sends, waiting while the local queue is full.
