@@ -1,1 +1,212 @@
+//! Black-box tests: the `riskstream` binary against a real tansu broker and a real
+//! `redis-server`, both started on free loopback ports by `riskstream-testkit`.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use riskstream_events::{dlq_headers, Codec, SchemaKind, Verdict};
+use riskstream_testkit::{free_port, repo_root, Broker, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_riskstream");
+
+/// A broker with riskstream's topics, and a Redis.
+struct Env {
+    broker: Broker,
+    redis: RedisServer,
+}
+
+impl Env {
+    fn start() -> Env {
+        let broker = Broker::start();
+        for (t, p) in [("capture-sessions", 2), ("transactions", 2), ("verdicts", 2), ("verdicts-dlq", 1), ("labels", 1)] {
+            broker.create_topic(t, p);
+        }
+        Env { broker, redis: RedisServer::start() }
+    }
+
+    fn simulate(&self, events: u64, seed: u64) {
+        let out = Command::new(BIN)
+            .args(["simulate", "--brokers", &self.broker.bootstrap(), "--events", &events.to_string(), "--seed", &seed.to_string()])
+            .output()
+            .expect("run riskstream simulate");
+        assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts `riskstream run` with test-friendly group timings (tansu's join waits half the session timeout).
+    fn worker(&self, metrics_port: Option<u16>) -> Child {
+        let metrics = metrics_port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "off".into());
+        Command::new(BIN)
+            .args(["run", "--brokers", &self.broker.bootstrap(), "--redis", &self.redis.url(), "--group", "e2e"])
+            .args(["--models", &repo_root().join("models").to_string_lossy(), "--metrics-addr", &metrics])
+            .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=2000", "-X", "fetch.wait.max.ms=100"])
+            .env("RISKSTREAM_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start riskstream run")
+    }
+
+    fn consumer(&self, topic: &str) -> BaseConsumer {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.broker.bootstrap())
+            .set("group.id", format!("reader-{topic}-{}", free_port()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "2000")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("consumer");
+        c.subscribe(&[topic]).expect("subscribe");
+        c
+    }
+}
+
+/// Reads verdicts until `want` distinct event ids were seen or `timeout` passes.
+/// Every verdict must decode against the verdict schema.
+fn read_verdicts(consumer: &BaseConsumer, want: usize, timeout: Duration, seen: &mut HashSet<String>) -> Vec<Verdict> {
+    let codec = Codec::registry_free();
+    let deadline = Instant::now() + timeout;
+    let mut all = Vec::new();
+    while seen.len() < want && Instant::now() < deadline {
+        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+            let msg = msg.expect("consume verdict");
+            let v: Verdict = codec
+                .decode_as(SchemaKind::Verdict, msg.payload().expect("payload"))
+                .unwrap_or_else(|e| panic!("verdict at offset {} does not decode: {e}", msg.offset()));
+            assert_eq!(msg.key(), Some(v.account_id.as_bytes()), "verdicts are keyed by account");
+            seen.insert(v.event_id.clone());
+            all.push(v);
+        }
+    }
+    all
+}
+
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn expected_ids(seed: u64, n: u64) -> HashSet<String> {
+    (1..=n).map(|i| format!("ev-{seed}-{i}")).collect()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn every_event_gets_exactly_one_distinct_verdict() {
+    let env = Env::start();
+    let n = 3000;
+    env.simulate(n, 21);
+    let metrics_port = free_port();
+    let mut worker = env.worker(Some(metrics_port));
+    let verdicts = env.consumer("verdicts");
+    let mut seen = HashSet::new();
+    let all = read_verdicts(&verdicts, n as usize, Duration::from_secs(120), &mut seen);
+    assert_eq!(seen, expected_ids(21, n), "verdict event ids must be exactly the produced ones");
+    // Scored with both models, with features logged, and real decisions.
+    assert!(all.iter().any(|v| v.scores[0].model == "behavioral"));
+    assert!(all.iter().any(|v| v.scores[0].model == "ato"));
+    assert!(all.iter().all(|v| !v.features.is_empty() && !v.degraded));
+    assert!(all.iter().any(|v| v.decision != riskstream_events::Decision::Allow));
+    assert!(all.iter().any(|v| v.decision == riskstream_events::Decision::Allow));
+
+    let metrics = http_get(metrics_port, "/metrics");
+    for name in ["riskstream_consumed_total", "riskstream_produced_total", "riskstream_decisions_total", "riskstream_feature_store_seconds", "riskstream_inference_seconds", "riskstream_batch_size"] {
+        assert!(metrics.contains(name), "metric {name} missing from:\n{metrics}");
+    }
+    let status = sigterm(&mut worker);
+    assert!(status.success(), "worker exited with {status} after SIGTERM");
+}
+
+#[test]
+fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
+    let env = Env::start();
+    env.simulate(300, 31);
+    let bad_payload = b"\xC3\x01this is not a fingerprint nor avro".to_vec();
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", env.broker.bootstrap()).create().unwrap();
+    producer
+        .send(BaseRecord::to("transactions").key("bad-key").payload(&bad_payload).partition(0))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    env.simulate(300, 32);
+
+    let mut worker = env.worker(None);
+    let mut seen = HashSet::new();
+    read_verdicts(&env.consumer("verdicts"), 600, Duration::from_secs(120), &mut seen);
+    let mut expected = expected_ids(31, 300);
+    expected.extend(expected_ids(32, 300));
+    assert_eq!(seen, expected);
+
+    let dlq = env.consumer("verdicts-dlq");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dead = Vec::new();
+    while Instant::now() < deadline && dead.is_empty() {
+        if let Some(m) = dlq.poll(Duration::from_millis(200)) {
+            dead.push(m.unwrap().detach());
+        }
+    }
+    assert_eq!(dead.len(), 1, "exactly one dead letter");
+    let d = &dead[0];
+    assert_eq!(d.payload(), Some(bad_payload.as_slice()), "original bytes are kept");
+    assert_eq!(d.key(), Some(b"bad-key".as_slice()));
+    let headers = d.headers().expect("dead-letter headers");
+    let header = |name: &str| {
+        headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header(dlq_headers::SOURCE_TOPIC).as_deref(), Some("transactions"));
+    assert_eq!(header(dlq_headers::SOURCE_PARTITION).as_deref(), Some("0"));
+    assert!(header(dlq_headers::SOURCE_OFFSET).is_some());
+    assert_eq!(header(dlq_headers::ERROR_KIND).as_deref(), Some("unknown_fingerprint"));
+    assert!(header(dlq_headers::ERROR).unwrap().contains("fingerprint"));
+    assert!(sigterm(&mut worker).success());
+}
+
+#[test]
+fn sigterm_mid_stream_then_restart_leaves_no_event_without_a_verdict() {
+    let env = Env::start();
+    let n = 6000;
+    env.simulate(n, 41);
+    let verdicts = env.consumer("verdicts");
+    let mut seen = HashSet::new();
+
+    let mut first = env.worker(None);
+    read_verdicts(&verdicts, 500, Duration::from_secs(120), &mut seen);
+    let status = sigterm(&mut first);
+    assert!(status.success(), "graceful shutdown must exit 0, got {status}");
+    let before_restart = seen.len();
+    assert!(before_restart >= 500);
+
+    // Restart as two workers in the same group: the rest is shared out and nothing is lost.
+    let mut a = env.worker(None);
+    let mut b = env.worker(None);
+    read_verdicts(&verdicts, n as usize, Duration::from_secs(180), &mut seen);
+    assert_eq!(seen, expected_ids(41, n), "events without a verdict after restart");
+    assert!(sigterm(&mut a).success());
+    assert!(sigterm(&mut b).success());
+}
 
