@@ -40,7 +40,8 @@ pub struct WorkerConfig {
     pub batch_max: usize,
     /// Longest wait for a batch to fill after its first record.
     pub batch_linger: Duration,
-    /// Extra librdkafka properties (`-X key=value`), applied to consumer and producer last.
+    /// Extra librdkafka properties (`-X key=value`), applied last to both clients, or to one
+    /// with a `consumer.` / `producer.` prefix on the key.
     pub kafka: Vec<(String, String)>,
     /// Schema registry URL; `None` = registry-free (single-object encoding).
     pub schema_registry: Option<String>,

@@ -68,7 +68,8 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Builds the consumer and producer configs (defaults, then the user's `-X` overrides).
+/// Builds the consumer and producer configs (defaults, then the user's `-X` overrides; a
+/// `consumer.` or `producer.` prefix applies a property to that client only).
 pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
     let mut consumer = ClientConfig::new();
     consumer
@@ -88,8 +89,14 @@ pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
         .set("linger.ms", "2")
         .set("compression.type", "lz4");
     for (k, v) in &cfg.kafka {
-        consumer.set(k, v);
-        producer.set(k, v);
+        if let Some(k) = k.strip_prefix("consumer.") {
+            consumer.set(k, v);
+        } else if let Some(k) = k.strip_prefix("producer.") {
+            producer.set(k, v);
+        } else {
+            consumer.set(k, v);
+            producer.set(k, v);
+        }
     }
     (consumer, producer)
 }

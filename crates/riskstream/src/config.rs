@@ -63,7 +63,8 @@ pub struct WorkerArgs {
     /// Per-batch feature-store deadline, ms; slower batches are scored degraded. [default: 100]
     #[arg(long, env = "RISKSTREAM_STORE_DEADLINE_MS")]
     pub store_deadline_ms: Option<u64>,
-    /// Any librdkafka property, as in kcat: `-X fetch.wait.max.ms=10` (repeatable; env: semicolon-separated).
+    /// Any librdkafka property, as in kcat: `-X linger.ms=5` (repeatable; env: semicolon-separated).
+    /// Prefix the key with `consumer.` or `producer.` to set it on one client only.
     #[arg(short = 'X', value_name = "KEY=VALUE", env = "RISKSTREAM_KAFKA", value_delimiter = ';')]
     pub kafka: Vec<String>,
 }

@@ -96,7 +96,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let latency_props = vec![("fetch.wait.max.ms".to_string(), "5".to_string())];
     let mut worker = WorkerConfig::new(&brokers, "riskstream-demo");
-    worker.kafka = latency_props.clone();
+    worker.kafka = vec![("consumer.fetch.wait.max.ms".to_string(), "5".to_string())];
     let settings = Settings {
         worker,
         store: match &args.redis {
