@@ -44,7 +44,7 @@ impl Env {
             .args(["run", "--brokers", &self.broker.bootstrap(), "--redis", &self.redis.url(), "--group", "e2e"])
             .args(["--models", &repo_root().join("models").to_string_lossy(), "--metrics-addr", &metrics])
             .args(["-X", "consumer.session.timeout.ms=6000", "-X", "consumer.heartbeat.interval.ms=2000", "-X", "consumer.fetch.wait.max.ms=100"])
-            .env("RISKSTREAM_LOG", "info")
+            .env("RISKSTREAM_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -58,7 +58,11 @@ impl ClientContext for WorkerContext {
 
 impl ConsumerContext for WorkerContext {
     fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
-        tracing::info!(?rebalance, "rebalance");
+        match rebalance {
+            rdkafka::consumer::Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
+            rdkafka::consumer::Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            rdkafka::consumer::Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
     }
 }
 
@@ -179,7 +183,9 @@ async fn drive<S: FeatureStore>(
         match c.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => {}
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => tracing::warn!(error = %e, "final commit failed"),
+            // Another member leaving at the same moment bumps the generation; what was stored is
+            // re-delivered at worst (at-least-once), and the periodic auto-commit covered the rest.
+            Err(e) => tracing::warn!(error = %e, "final commit failed; uncommitted records will be redelivered"),
         }
         c.unsubscribe();
     })
