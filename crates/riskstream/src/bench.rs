@@ -53,9 +53,42 @@ pub struct BenchArgs {
 /// A worker child process.
 struct Worker {
     child: Child,
+    metrics_port: u16,
 }
 
 impl Worker {
+    /// Per-stage costs from the worker's own metrics: mean batch size, and per batch and per
+    /// event the feature-store round trip and each model's inference call.
+    fn stage_report(&self) -> String {
+        let body = http_get(self.metrics_port, "/metrics").unwrap_or_default();
+        let value = |name: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let batches = value("riskstream_batch_size_count");
+        let events = value("riskstream_batch_size_sum");
+        if batches == 0.0 {
+            return "no batches recorded".into();
+        }
+        let store = value("riskstream_feature_store_seconds_sum");
+        let mut out = format!(
+            "mean batch {:.0} events; feature store {:.2} ms/batch = {:.1} us/event",
+            events / batches,
+            1e3 * store / batches,
+            1e6 * store / events
+        );
+        for model in ["behavioral", "ato"] {
+            let sum = value(&format!("riskstream_inference_seconds_sum{{model=\"{model}\"}}"));
+            let count = value(&format!("riskstream_inference_seconds_count{{model=\"{model}\"}}"));
+            if count > 0.0 {
+                out += &format!("; {model} {:.3} ms/call", 1e3 * sum / count);
+            }
+        }
+        out
+    }
+
     fn peak_rss_mb(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
@@ -127,6 +160,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         worker.peak_rss_mb(),
         full.throughput / pass.throughput
     );
+    println!("                    {}", worker.stage_report());
 
     // 3. Latency at a fixed offered rate, same worker (now caught up).
     let n = (args.latency_rate * args.latency_seconds as f64) as u64;
@@ -140,6 +174,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     .await?;
     let lat = reader.await??;
     let rss = worker.peak_rss_mb();
+    println!("                    whole scoring worker: {}", worker.stage_report());
     worker.stop()?;
     let h = lat.latency.as_ref().context("latency histogram")?;
     println!(
@@ -168,10 +203,11 @@ async fn flush(producer: kafka_util::LoadProducer) -> anyhow::Result<kafka_util:
 
 fn spawn_worker(args: &BenchArgs, topics: &Topics, out: &str, group: &str, passthrough: bool) -> anyhow::Result<Worker> {
     let exe = std::env::current_exe()?;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut cmd = Command::new(exe);
     cmd.args(["run", "--brokers", &args.brokers, "--redis", &args.redis, "--group", group, "--models", &args.models])
         .args(["--topic-capture-sessions", &topics.capture_sessions, "--topic-transactions", &topics.transactions])
-        .args(["--topic-verdicts", out, "--topic-dlq", &topics.dead_letters, "--metrics-addr", "off"])
+        .args(["--topic-verdicts", out, "--topic-dlq", &topics.dead_letters, "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(["--key-prefix", group])
         .args(["-X", "consumer.session.timeout.ms=6000", "-X", "consumer.heartbeat.interval.ms=2000", "-X", "consumer.fetch.wait.max.ms=2"]);
     for x in &args.kafka {
@@ -181,7 +217,7 @@ fn spawn_worker(args: &BenchArgs, topics: &Topics, out: &str, group: &str, passt
         cmd.arg("--passthrough");
     }
     let child = cmd.env("RISKSTREAM_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).spawn().context("starting a worker")?;
-    Ok(Worker { child })
+    Ok(Worker { child, metrics_port })
 }
 
 struct Drained {
@@ -249,4 +285,14 @@ async fn drain(
         })
     })
     .await?
+}
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
 }
