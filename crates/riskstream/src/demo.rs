@@ -31,8 +31,9 @@ pub struct DemoArgs {
     /// Events per second offered by the simulator (0 = as fast as possible).
     #[arg(long, default_value_t = 5_000.0)]
     pub rate: f64,
-    /// Worker tasks in the consumer group.
-    #[arg(long, default_value_t = 2)]
+    /// Worker tasks in the consumer group. The embedded mock broker rebalances slowly (seconds,
+    /// with redelivery), so the default is one; use a real broker to watch a group scale out.
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
     /// Malformed records to inject (they must end up in the dead-letter topic).
     #[arg(long, default_value_t = 3)]
@@ -96,7 +97,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let latency_props = vec![("fetch.wait.max.ms".to_string(), "5".to_string())];
     let mut worker = WorkerConfig::new(&brokers, "riskstream-demo");
-    worker.kafka = vec![("consumer.fetch.wait.max.ms".to_string(), "5".to_string())];
+    // The mock coordinator can hold a join until a member's session times out when members
+    // join at the same instant: keep sessions short and stagger the workers' start.
+    worker.kafka = vec![
+        ("consumer.fetch.wait.max.ms".to_string(), "5".to_string()),
+        ("consumer.session.timeout.ms".to_string(), "6000".to_string()),
+        ("consumer.heartbeat.interval.ms".to_string(), "1000".to_string()),
+    ];
     let settings = Settings {
         worker,
         store: match &args.redis {
@@ -125,7 +132,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut workers = Vec::new();
     for _ in 0..args.workers {
-        workers.push(tokio::spawn(riskstream_pipeline::run(settings.worker.clone(), scorer.clone(), stop_rx.clone())));
+        // One stop signal per worker: they leave the group one after another (no commit races).
+        let (tx, rx) = watch::channel(false);
+        workers.push((tx, tokio::spawn(riskstream_pipeline::run(settings.worker.clone(), scorer.clone(), rx))));
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     // Readers: verdicts and dead letters.
@@ -254,10 +264,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = last_verdict_at.duration_since(started).as_secs_f64();
-    let _ = stop_tx.send(true);
-    for w in workers {
+    for (stop, w) in workers {
+        let _ = stop.send(true);
         w.await??;
     }
+    let _ = stop_tx.send(true);
     progress.abort();
     let readers = (reader_task.await?, dlq_task.await?);
     // Dropping a consumer blocks while it leaves its group.

@@ -45,10 +45,17 @@ pub struct SimulateArgs {
     pub topic_transactions: String,
     #[arg(long, default_value = "labels")]
     pub topic_labels: String,
+    /// Verdict topic (only used by --create-topics).
+    #[arg(long, default_value = "verdicts")]
+    pub topic_verdicts: String,
+    /// Dead-letter topic (only used by --create-topics).
+    #[arg(long, default_value = "verdicts-dlq")]
+    pub topic_dlq: String,
     /// Do not write ground-truth labels to the labels topic.
     #[arg(long)]
     pub no_labels: bool,
-    /// Create the topics first with this many partitions (brokers like tansu do not auto-create).
+    /// Create riskstream's topics first (inputs, labels, verdicts with this many partitions;
+    /// dead letters with one). Brokers like tansu do not auto-create. Existing topics are kept.
     #[arg(long, value_name = "PARTITIONS")]
     pub create_topics: Option<i32>,
     /// Schema registry URL: write the Confluent wire format instead of single-object encoding.
@@ -75,7 +82,13 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         ..Topics::default()
     };
     if let Some(p) = args.create_topics {
-        kafka_util::create_topics(&args.brokers, &extra, &[(&topics.capture_sessions, p), (&topics.transactions, p), (&topics.labels, p)]).await?;
+        kafka_util::create_topics(
+            &args.brokers,
+            &extra,
+            &[(&topics.capture_sessions, p), (&topics.transactions, p), (&topics.labels, p), (&args.topic_verdicts, p), (&args.topic_dlq, 1)],
+        )
+        .await?;
+        println!("simulate: topics ready");
     }
     let codec = match &args.schema_registry {
         Some(url) => Codec::with_registry(url),
