@@ -210,6 +210,9 @@ async fn copy_batch(
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
+        if let Some(h) = msg.headers() {
+            record = record.headers(h.clone());
+        }
         deliveries.push(send(producer, record).await?);
     }
     report.verdicts += batch.len() as u64;

@@ -147,9 +147,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // 1. Passthrough ceiling.
     let worker = spawn_worker(&args, &topics, &passthrough_out, &format!("{run_id}-pass"), true)?;
     let pass = drain(args.brokers.clone(), extra.clone(), passthrough_out.clone(), args.events, None).await?;
-    let pass_rss = worker.peak_rss_mb();
+    println!("  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB", pass.throughput, worker.peak_rss_mb());
+    let producer = latency_run(&args, &extra, &topics, &passthrough_out, producer, 303, "passthrough").await?;
     worker.stop()?;
-    println!("  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB", pass.throughput, pass_rss);
 
     // 2. Full pipeline: decode, Redis features, both models, policy, verdicts.
     let worker = spawn_worker(&args, &topics, &topics.verdicts, &format!("{run_id}-score"), false)?;
@@ -163,22 +163,39 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("                    {}", worker.stage_report());
 
     // 3. Latency at a fixed offered rate, same worker (now caught up).
+    let producer = latency_run(&args, &extra, &topics, &topics.verdicts, producer, 202, "pipeline").await?;
+    let rss = worker.peak_rss_mb();
+    println!("                    whole scoring worker: {}", worker.stage_report());
+    worker.stop()?;
+    println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
+    tokio::task::spawn_blocking(move || drop(producer)).await?;
+    Ok(())
+}
+
+/// Offers `latency_rate` events/s for `latency_seconds` to the running worker and prints
+/// produce → output-read latency percentiles (matched by the `riskstream.event_id` header).
+async fn latency_run(
+    args: &BenchArgs,
+    extra: &[(String, String)],
+    topics: &Topics,
+    out_topic: &str,
+    producer: kafka_util::LoadProducer,
+    seed: u64,
+    label: &str,
+) -> anyhow::Result<kafka_util::LoadProducer> {
     let n = (args.latency_rate * args.latency_seconds as f64) as u64;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
-    let reader = tokio::spawn(drain(args.brokers.clone(), extra.clone(), topics.verdicts.clone(), n, Some(sent.clone())));
+    let reader = tokio::spawn(drain(args.brokers.clone(), extra.to_vec(), out_topic.to_string(), n, Some(sent.clone())));
     tokio::time::sleep(Duration::from_secs(4)).await; // let the reader join before timing starts
-    let sim = Simulator::new(SimConfig::for_events(n, 202));
-    produce(&producer, &codec, &topics, sim, n, Some(args.latency_rate), false, |e| {
+    let codec = Codec::registry_free();
+    produce(&producer, &codec, topics, Simulator::new(SimConfig::for_events(n, seed)), n, Some(args.latency_rate), false, |e| {
         sent.lock().expect("sent").insert(e.event.event_id().to_string(), Instant::now());
     })
     .await?;
     let lat = reader.await??;
-    let rss = worker.peak_rss_mb();
-    println!("                    whole scoring worker: {}", worker.stage_report());
-    worker.stop()?;
     let h = lat.latency.as_ref().context("latency histogram")?;
     println!(
-        "  latency @ {:.0}/s   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} events, produce → verdict read)",
+        "  latency {label:<11} @ {:.0}/s   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} events, produce → output read)",
         args.latency_rate,
         h.value_at_quantile(0.5) as f64 / 1000.0,
         h.value_at_quantile(0.9) as f64 / 1000.0,
@@ -186,9 +203,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         h.max() as f64 / 1000.0,
         h.len()
     );
-    println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
-    tokio::task::spawn_blocking(move || drop(producer)).await?;
-    Ok(())
+    Ok(producer)
 }
 
 async fn flush(producer: kafka_util::LoadProducer) -> anyhow::Result<kafka_util::LoadProducer> {

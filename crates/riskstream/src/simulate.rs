@@ -21,6 +21,8 @@ use crate::kafka_util::{self, LoadProducer};
 
 /// Header carrying a simulated event's ground-truth scenario.
 pub const SCENARIO_HEADER: &str = "riskstream.scenario";
+/// Header carrying the event id (also on verdicts), so tools can match records without decoding.
+pub const EVENT_ID_HEADER: &str = "riskstream.event_id";
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
@@ -160,7 +162,9 @@ pub async fn produce(
                 &topics.transactions
             }
         };
-        let headers = OwnedHeaders::new().insert(Header { key: SCENARIO_HEADER, value: Some(e.scenario.as_str()) });
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: SCENARIO_HEADER, value: Some(e.scenario.as_str()) })
+            .insert(Header { key: EVENT_ID_HEADER, value: Some(e.event.event_id()) });
         let record = BaseRecord::to(topic).key(e.event.account_id()).payload(payload.as_slice()).headers(headers);
         send_blocking(producer, record).await?;
         if labels {
