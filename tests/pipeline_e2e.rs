@@ -210,3 +210,46 @@ fn sigterm_mid_stream_then_restart_leaves_no_event_without_a_verdict() {
     assert!(sigterm(&mut b).success());
 }
 
+
+#[test]
+fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
+    let mut env = Env::start();
+    let mut worker = env.worker(None);
+    let verdicts = env.consumer("verdicts");
+    let mut seen = HashSet::new();
+
+    // Before the outage: normal verdicts.
+    env.simulate(300, 51);
+    let before = read_verdicts(&verdicts, 300, Duration::from_secs(120), &mut seen);
+    assert!(before.iter().all(|v| !v.degraded), "no degradation while Redis is up");
+
+    // Outage: Redis is killed; events keep coming and still get verdicts, marked degraded.
+    env.redis.stop();
+    env.simulate(300, 52);
+    let during = read_verdicts(&verdicts, 600, Duration::from_secs(120), &mut seen);
+    let degraded: Vec<_> = during.iter().filter(|v| v.event_id.starts_with("ev-52-")).collect();
+    assert_eq!(degraded.len(), 300);
+    assert!(degraded.iter().all(|v| v.degraded && v.degraded_reasons.iter().any(|r| r == "feature_store_unavailable")));
+
+    // Recovery: Redis comes back on the same address; the worker reconnects by itself.
+    env.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seed = 53;
+    let mut recovered = false;
+    while !recovered && Instant::now() < deadline {
+        env.simulate(50, seed);
+        let want = seen.len() + 50;
+        let batch = read_verdicts(&verdicts, want, Duration::from_secs(60), &mut seen);
+        recovered = batch.iter().any(|v| v.event_id.starts_with(&format!("ev-{seed}-")) && !v.degraded);
+        seed += 1;
+    }
+    assert!(recovered, "verdicts stayed degraded after Redis came back");
+    // Nothing was lost on the way.
+    let mut expected = expected_ids(51, 300);
+    expected.extend(expected_ids(52, 300));
+    for s in 53..seed {
+        expected.extend(expected_ids(s, 50));
+    }
+    assert_eq!(seen, expected);
+    assert!(sigterm(&mut worker).success());
+}

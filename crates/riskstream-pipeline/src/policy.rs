@@ -93,3 +93,65 @@ impl Policy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riskstream_events::{Amount, Channel, Device, Platform, Transaction};
+
+    fn policy() -> Policy {
+        let t = Thresholds { challenge: 0.3, review: 0.6, block: 0.9 };
+        Policy::new(&PolicyConfig::default(), t, t)
+    }
+
+    fn tx(kind: TransactionKind, usd: i64) -> Event {
+        Event::Transaction(Transaction {
+            event_id: "e".into(),
+            account_id: "a".into(),
+            event_time: 1,
+            region: String::new(),
+            country: String::new(),
+            device: Device {
+                fingerprint_hash: "d".into(),
+                platform: Platform::Ios,
+                app_version: String::new(),
+                emulator: false,
+                rooted: false,
+                ip_address: String::new(),
+                ip_country: String::new(),
+            },
+            kind,
+            amount: Some(Amount { asset: "USD".into(), value_minor: usd * 100, decimals: 2, usd_cents: usd * 100 }),
+            destination: None,
+            channel: Channel::App,
+            session_age_s: 0,
+        })
+    }
+
+    #[test]
+    fn score_bands_map_to_decisions_and_friction() {
+        let p = policy();
+        let w = tx(TransactionKind::Withdrawal, 100);
+        assert_eq!(p.decide(&w, 0.1, false), (Decision::Allow, Friction::None));
+        assert_eq!(p.decide(&w, 0.4, false), (Decision::Challenge, Friction::StepUpMfa));
+        assert_eq!(p.decide(&tx(TransactionKind::Login, 0), 0.4, false), (Decision::Challenge, Friction::KnowledgeQuiz));
+        assert_eq!(p.decide(&w, 0.7, false), (Decision::Review, Friction::HumanReview));
+        assert_eq!(p.decide(&w, 0.95, false), (Decision::Block, Friction::Block));
+    }
+
+    #[test]
+    fn large_amounts_are_reviewed_rather_than_challenged() {
+        let p = policy();
+        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 20_000), 0.4, false).0, Decision::Review);
+        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 20_000), 0.1, false).0, Decision::Allow);
+    }
+
+    #[test]
+    fn degraded_policy_reviews_large_money_out_and_decides_small_on_score() {
+        let p = policy();
+        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 5_000), 0.0, true).0, Decision::Review);
+        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 50), 0.0, true).0, Decision::Allow);
+        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 50), 0.95, true).0, Decision::Block);
+        assert_eq!(p.decide(&tx(TransactionKind::Trade, 5_000), 0.0, true).0, Decision::Allow);
+    }
+}

@@ -180,3 +180,62 @@ fn explain(model: &Model, row: &[f32]) -> Vec<String> {
     z.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
     z.into_iter().take(3).map(|(z, name)| format!("{name}:{z:+.1}sd")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyConfig;
+    use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
+    use riskstream_features::inputs::input_index;
+    use riskstream_sim::{SimConfig, Simulator};
+
+    struct DownStore;
+    impl FeatureStore for DownStore {
+        async fn enrich_batch(&self, _: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
+            Err(StoreError::Timeout(std::time::Duration::from_millis(1)))
+        }
+    }
+
+    fn scorer<S: FeatureStore>(store: S) -> Scorer<S> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let models = ModelSet::load(&dir, &input_index).expect("committed models");
+        let policy = Policy::new(&PolicyConfig::default(), models.behavioral.manifest.thresholds, models.ato.manifest.thresholds);
+        Scorer::new(store, models, policy)
+    }
+
+    fn batch(n: usize) -> (Vec<Event>, Vec<SourcePosition>) {
+        let events: Vec<Event> = Simulator::new(SimConfig::for_events(n as u64, 3)).take(n).map(|e| e.event).collect();
+        let sources = (0..n).map(|i| SourcePosition { topic: "t".into(), partition: 0, offset: i as i64 }).collect();
+        (events, sources)
+    }
+
+    #[tokio::test]
+    async fn one_verdict_per_event_in_order_with_logged_features() {
+        let s = scorer(MemoryStore::new(StoreLimits::default()));
+        let (events, sources) = batch(300);
+        let verdicts = s.score_batch(&events, &sources, 42, &mut Buffers::default()).await;
+        assert_eq!(verdicts.len(), 300);
+        for (i, (v, e)) in verdicts.iter().zip(&events).enumerate() {
+            assert_eq!(v.event_id, e.event_id());
+            assert_eq!(v.source.offset, i as i64);
+            assert_eq!(v.scored_at, 42);
+            assert!(!v.degraded);
+            let model = if matches!(e, Event::CaptureSession(_)) { &s.models.behavioral } else { &s.models.ato };
+            assert_eq!(v.scores[0].model, model.name());
+            assert_eq!(v.features.len(), model.input_names().len());
+            assert!((0.0..=1.0).contains(&v.scores[0].score));
+            if v.decision != Decision::Allow {
+                assert!(!v.reasons.is_empty(), "a non-ALLOW verdict says why");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn store_outage_scores_degraded_instead_of_failing() {
+        let s = scorer(DownStore);
+        let (events, sources) = batch(50);
+        let verdicts = s.score_batch(&events, &sources, 1, &mut Buffers::default()).await;
+        assert_eq!(verdicts.len(), 50);
+        assert!(verdicts.iter().all(|v| v.degraded && v.degraded_reasons == [DEGRADED_FEATURE_STORE]));
+    }
+}
