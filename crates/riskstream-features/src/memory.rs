@@ -8,7 +8,7 @@ use crate::{EventFacts, FeatureStore, StoreError, StoreLimits};
 
 #[derive(Default)]
 struct Account {
-    /// (event_time, member) -> (kind code, usd cents); member = "event_id|code|usd" as in Redis.
+    /// (event_time, event_id) -> (kind code, usd cents)
     events: BTreeMap<(i64, String), (char, i64)>,
     /// device -> first-seen event time
     devices: HashMap<String, i64>,
@@ -41,12 +41,19 @@ impl MemoryStore {
     }
 }
 
+/// Per-entity caps, as in `enrich.lua`: links beyond MAX_LINKS are not recorded; beyond
+/// MAX_EVENTS the oldest event is dropped (sessions: new ones are not recorded).
+const MAX_EVENTS: usize = 1000;
+const MAX_LINKS: usize = 500;
+
 fn first_seen(map: &mut HashMap<String, i64>, key: &str, t: i64) {
+    let full = map.len() >= MAX_LINKS;
     match map.get_mut(key) {
         Some(v) => *v = (*v).min(t),
-        None => {
+        None if !full => {
             map.insert(key.to_string(), t);
         }
+        None => {}
     }
 }
 
@@ -72,9 +79,14 @@ impl State {
             }
         }
         let code = e.kind.code();
-        let member = format!("{}|{}|{}", e.event_id, code, e.kind.usd_cents());
-        account.events.insert((t, member), (code, e.kind.usd_cents()));
+        // Idempotent by event id: a redelivery (whatever its time) records nothing new.
+        if !account.events.keys().any(|(_, id)| id == e.event_id) {
+            account.events.insert((t, e.event_id.to_string()), (code, e.kind.usd_cents()));
+        }
         account.events = account.events.split_off(&(t - retention, String::new()));
+        if account.events.len() > MAX_EVENTS {
+            account.events.pop_first();
+        }
 
         let is_new = match account.devices.get(e.device_id) {
             Some(first) if *first < t => 0,
@@ -89,7 +101,9 @@ impl State {
 
         let sessions = device.sessions.range((t - DAY_MS, String::new())..(t, String::new())).count() as i64;
         if code == 's' {
-            device.sessions.insert((t, e.event_id.to_string()), ());
+            if device.sessions.len() < MAX_EVENTS && !device.sessions.keys().any(|(_, id)| id == e.event_id) {
+                device.sessions.insert((t, e.event_id.to_string()), ());
+            }
             device.sessions = device.sessions.split_off(&(t - retention, String::new()));
         }
         StoreFeatures::from_raw([mo1, mo24, usd1, usd24, cred24, login24, devices, is_new, accounts, sessions])

@@ -1,8 +1,9 @@
 //! The Redis feature store: one server-side script call per batch (see `enrich.lua`).
 //!
-//! Keys, under a per-deployment prefix: `{prefix}:a:{account}:ev` (account events by event
-//! time), `{prefix}:a:{account}:dev` (devices by first-seen time), `{prefix}:d:{device}:acc`
-//! (accounts by first-seen time), `{prefix}:d:{device}:ses` (capture sessions by event time).
+//! One key per entity under a per-deployment prefix, holding its state as MessagePack:
+//! `{prefix}:{a:<account>}` (recent events, devices with first-seen times) and
+//! `{prefix}:{d:<device>}` (accounts with first-seen times, recent capture sessions). Each
+//! entity is read and written once per batch, so an event costs about four Redis calls.
 
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use redis::aio::ConnectionManager;
 use crate::catalogue::{StoreFeatures, N_STORE_FEATURES};
 use crate::{EventFacts, FeatureStore, StoreError, StoreLimits};
 
-const DEVICE_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// An entity untouched this long is forgotten.
+const ENTITY_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 /// Feature store backed by one Redis server.
 pub struct RedisStore {
@@ -48,7 +50,7 @@ impl FeatureStore for RedisStore {
             return Ok(Vec::new());
         }
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(&self.prefix).arg(self.limits.retention_ms()).arg(DEVICE_TTL_MS).arg(batch.len());
+        invocation.arg(&self.prefix).arg(self.limits.retention_ms()).arg(ENTITY_TTL_MS).arg(batch.len());
         let mut code = [0u8; 4];
         for e in batch {
             invocation
