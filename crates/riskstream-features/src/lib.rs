@@ -3,6 +3,7 @@
 //!
 //! In: one batch of [`EventFacts`] (what the store needs to know about each event).
 //! Out: one [`StoreFeatures`] per event, in batch order, and the store updated with the batch.
+//! Both stores run the same algorithm (`state.rs`); they differ only in where state lives.
 //!
 //! Semantics shared by both stores (pinned by the conformance suite in `tests/conformance.rs`):
 //! - **point-in-time**: an event's features see only the entity's events with an event time
@@ -15,6 +16,7 @@ pub mod catalogue;
 pub mod inputs;
 pub mod memory;
 pub mod redis_store;
+mod state;
 
 use std::future::Future;
 

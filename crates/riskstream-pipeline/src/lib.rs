@@ -6,7 +6,7 @@
 //! ```
 //!
 //! [`worker::run`] owns the Kafka side: it micro-batches records (bounded by count and time),
-//! hands each batch to the [`scorer::Scorer`] (one feature-store round trip, one inference
+//! hands each batch to the [`scorer::Scorer`] (one feature-store call (a pipelined read and write), one inference
 //! call per model, the decision policy), produces verdicts and dead letters, and passes the
 //! delivery futures to an acker task that stores offsets only once every record of the batch
 //! is acknowledged by the broker (at-least-once, in order per partition). librdkafka commits

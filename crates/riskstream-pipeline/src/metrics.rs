@@ -13,7 +13,7 @@ pub const BATCH_SIZE: &str = "riskstream_batch_size";
 pub const EVENT_TO_VERDICT_SECONDS: &str = "riskstream_event_to_verdict_seconds";
 /// Broker timestamp of the input record → verdict acknowledged, seconds.
 pub const CONSUME_TO_PRODUCE_SECONDS: &str = "riskstream_consume_to_produce_seconds";
-/// One feature-store round trip (per batch), seconds.
+/// One feature-store call (per batch: read and write), seconds.
 pub const FEATURE_STORE_SECONDS: &str = "riskstream_feature_store_seconds";
 /// One inference call (per batch and model), seconds, by `model`.
 pub const INFERENCE_SECONDS: &str = "riskstream_inference_seconds";

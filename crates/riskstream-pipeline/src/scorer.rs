@@ -1,4 +1,4 @@
-//! enrich → score → decide for one batch: one feature-store round trip, one inference call per
+//! enrich → score → decide for one batch: one feature-store call (a pipelined read and write), one inference call per
 //! model, then the policy. No Kafka here, so the demo, the replay tool and tests share it.
 
 use std::borrow::Cow;
@@ -50,7 +50,7 @@ impl<S: FeatureStore> Scorer<S> {
         if n == 0 {
             return Vec::new();
         }
-        // enrich: one round trip
+        // enrich: one store call
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let started = Instant::now();
         let (store_features, degraded) = match self.store.enrich_batch(&facts).await {
