@@ -11,16 +11,29 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     let dir = tempfile::tempdir().unwrap();
     let summary_path = dir.path().join("summary.json");
     let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .args(["demo", "--events", "3000", "--rate", "0", "--bad-records", "3"])
+        .args([
+            "demo",
+            "--events",
+            "3000",
+            "--rate",
+            "0",
+            "--bad-records",
+            "3",
+        ])
         .args(["--models", &repo_root().join("models").to_string_lossy()])
         .arg("--summary-json")
         .arg(&summary_path)
         .output()
         .expect("run riskstream demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("every event: yes"), "{stdout}");
-    let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
     assert_eq!(s["events"], 3000);
     assert_eq!(s["verdicts"], 3000);
     assert_eq!(s["dead_letters"], 3);
@@ -28,7 +41,10 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert!(s["latency_ms"]["p99"].as_f64().unwrap() >= s["latency_ms"]["p50"].as_f64().unwrap());
     let decisions = s["decisions"].as_object().unwrap();
-    assert_eq!(decisions.values().map(|v| v.as_u64().unwrap()).sum::<u64>(), 3000);
+    assert_eq!(
+        decisions.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
+        3000
+    );
     // The models do their job on the simulator's scenarios.
     let by = &s["by_scenario"];
     let stopped = |scenario: &str| {
@@ -38,5 +54,9 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     };
     assert!(stopped("bot") > 0.9, "bots stopped: {}", stopped("bot"));
     assert!(stopped("ato") > 0.5, "ATO stopped: {}", stopped("ato"));
-    assert!(stopped("legit") < 0.05, "legit stopped: {}", stopped("legit"));
+    assert!(
+        stopped("legit") < 0.05,
+        "legit stopped: {}",
+        stopped("legit")
+    );
 }

@@ -23,27 +23,70 @@ struct Env {
 impl Env {
     fn start() -> Env {
         let broker = Broker::start();
-        for (t, p) in [("capture-sessions", 2), ("transactions", 2), ("verdicts", 2), ("verdicts-dlq", 1), ("labels", 1)] {
+        for (t, p) in [
+            ("capture-sessions", 2),
+            ("transactions", 2),
+            ("verdicts", 2),
+            ("verdicts-dlq", 1),
+            ("labels", 1),
+        ] {
             broker.create_topic(t, p);
         }
-        Env { broker, redis: RedisServer::start() }
+        Env {
+            broker,
+            redis: RedisServer::start(),
+        }
     }
 
     fn simulate(&self, events: u64, seed: u64) {
         let out = Command::new(BIN)
-            .args(["simulate", "--brokers", &self.broker.bootstrap(), "--events", &events.to_string(), "--seed", &seed.to_string()])
+            .args([
+                "simulate",
+                "--brokers",
+                &self.broker.bootstrap(),
+                "--events",
+                &events.to_string(),
+                "--seed",
+                &seed.to_string(),
+            ])
             .output()
             .expect("run riskstream simulate");
-        assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "simulate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Starts `riskstream run` with test-friendly group timings (tansu's join waits half the session timeout).
     fn worker(&self, metrics_port: Option<u16>) -> Child {
-        let metrics = metrics_port.map(|p| format!("127.0.0.1:{p}")).unwrap_or_else(|| "off".into());
+        let metrics = metrics_port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_else(|| "off".into());
         Command::new(BIN)
-            .args(["run", "--brokers", &self.broker.bootstrap(), "--redis", &self.redis.url(), "--group", "e2e"])
-            .args(["--models", &repo_root().join("models").to_string_lossy(), "--metrics-addr", &metrics])
-            .args(["-X", "consumer.session.timeout.ms=6000", "-X", "consumer.heartbeat.interval.ms=2000", "-X", "consumer.fetch.wait.max.ms=100"])
+            .args([
+                "run",
+                "--brokers",
+                &self.broker.bootstrap(),
+                "--redis",
+                &self.redis.url(),
+                "--group",
+                "e2e",
+            ])
+            .args([
+                "--models",
+                &repo_root().join("models").to_string_lossy(),
+                "--metrics-addr",
+                &metrics,
+            ])
+            .args([
+                "-X",
+                "consumer.session.timeout.ms=6000",
+                "-X",
+                "consumer.heartbeat.interval.ms=2000",
+                "-X",
+                "consumer.fetch.wait.max.ms=100",
+            ])
             .env("RISKSTREAM_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,7 +113,12 @@ impl Env {
 
 /// Reads verdicts until `want` distinct event ids were seen or `timeout` passes.
 /// Every verdict must decode against the verdict schema.
-fn read_verdicts(consumer: &BaseConsumer, want: usize, timeout: Duration, seen: &mut HashSet<String>) -> Vec<Verdict> {
+fn read_verdicts(
+    consumer: &BaseConsumer,
+    want: usize,
+    timeout: Duration,
+    seen: &mut HashSet<String>,
+) -> Vec<Verdict> {
     let codec = Codec::registry_free();
     let deadline = Instant::now() + timeout;
     let mut all = Vec::new();
@@ -79,8 +127,14 @@ fn read_verdicts(consumer: &BaseConsumer, want: usize, timeout: Duration, seen: 
             let msg = msg.expect("consume verdict");
             let v: Verdict = codec
                 .decode_as(SchemaKind::Verdict, msg.payload().expect("payload"))
-                .unwrap_or_else(|e| panic!("verdict at offset {} does not decode: {e}", msg.offset()));
-            assert_eq!(msg.key(), Some(v.account_id.as_bytes()), "verdicts are keyed by account");
+                .unwrap_or_else(|e| {
+                    panic!("verdict at offset {} does not decode: {e}", msg.offset())
+                });
+            assert_eq!(
+                msg.key(),
+                Some(v.account_id.as_bytes()),
+                "verdicts are keyed by account"
+            );
             seen.insert(v.event_id.clone());
             all.push(v);
         }
@@ -110,7 +164,11 @@ fn expected_ids(seed: u64, n: u64) -> HashSet<String> {
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
@@ -126,20 +184,41 @@ fn every_event_gets_exactly_one_distinct_verdict() {
     let verdicts = env.consumer("verdicts");
     let mut seen = HashSet::new();
     let all = read_verdicts(&verdicts, n as usize, Duration::from_secs(120), &mut seen);
-    assert_eq!(seen, expected_ids(21, n), "verdict event ids must be exactly the produced ones");
+    assert_eq!(
+        seen,
+        expected_ids(21, n),
+        "verdict event ids must be exactly the produced ones"
+    );
     // Scored with both models, with features logged, and real decisions.
     assert!(all.iter().any(|v| v.scores[0].model == "behavioral"));
     assert!(all.iter().any(|v| v.scores[0].model == "ato"));
     assert!(all.iter().all(|v| !v.features.is_empty() && !v.degraded));
-    assert!(all.iter().any(|v| v.decision != riskstream_events::Decision::Allow));
-    assert!(all.iter().any(|v| v.decision == riskstream_events::Decision::Allow));
+    assert!(all
+        .iter()
+        .any(|v| v.decision != riskstream_events::Decision::Allow));
+    assert!(all
+        .iter()
+        .any(|v| v.decision == riskstream_events::Decision::Allow));
 
     let metrics = http_get(metrics_port, "/metrics");
-    for name in ["riskstream_consumed_total", "riskstream_produced_total", "riskstream_decisions_total", "riskstream_feature_store_seconds", "riskstream_inference_seconds", "riskstream_batch_size"] {
-        assert!(metrics.contains(name), "metric {name} missing from:\n{metrics}");
+    for name in [
+        "riskstream_consumed_total",
+        "riskstream_produced_total",
+        "riskstream_decisions_total",
+        "riskstream_feature_store_seconds",
+        "riskstream_inference_seconds",
+        "riskstream_batch_size",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "metric {name} missing from:\n{metrics}"
+        );
     }
     let status = sigterm(&mut worker);
-    assert!(status.success(), "worker exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "worker exited with {status} after SIGTERM"
+    );
 }
 
 #[test]
@@ -147,9 +226,17 @@ fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
     let env = Env::start();
     env.simulate(300, 31);
     let bad_payload = b"\xC3\x01this is not a fingerprint nor avro".to_vec();
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", env.broker.bootstrap()).create().unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", env.broker.bootstrap())
+        .create()
+        .unwrap();
     producer
-        .send(BaseRecord::to("transactions").key("bad-key").payload(&bad_payload).partition(0))
+        .send(
+            BaseRecord::to("transactions")
+                .key("bad-key")
+                .payload(&bad_payload)
+                .partition(0),
+        )
         .map_err(|(e, _)| e)
         .unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
@@ -157,7 +244,12 @@ fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
 
     let mut worker = env.worker(None);
     let mut seen = HashSet::new();
-    read_verdicts(&env.consumer("verdicts"), 600, Duration::from_secs(120), &mut seen);
+    read_verdicts(
+        &env.consumer("verdicts"),
+        600,
+        Duration::from_secs(120),
+        &mut seen,
+    );
     let mut expected = expected_ids(31, 300);
     expected.extend(expected_ids(32, 300));
     assert_eq!(seen, expected);
@@ -172,16 +264,30 @@ fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
     }
     assert_eq!(dead.len(), 1, "exactly one dead letter");
     let d = &dead[0];
-    assert_eq!(d.payload(), Some(bad_payload.as_slice()), "original bytes are kept");
+    assert_eq!(
+        d.payload(),
+        Some(bad_payload.as_slice()),
+        "original bytes are kept"
+    );
     assert_eq!(d.key(), Some(b"bad-key".as_slice()));
     let headers = d.headers().expect("dead-letter headers");
     let header = |name: &str| {
-        headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    assert_eq!(header(dlq_headers::SOURCE_TOPIC).as_deref(), Some("transactions"));
+    assert_eq!(
+        header(dlq_headers::SOURCE_TOPIC).as_deref(),
+        Some("transactions")
+    );
     assert_eq!(header(dlq_headers::SOURCE_PARTITION).as_deref(), Some("0"));
     assert!(header(dlq_headers::SOURCE_OFFSET).is_some());
-    assert_eq!(header(dlq_headers::ERROR_KIND).as_deref(), Some("unknown_fingerprint"));
+    assert_eq!(
+        header(dlq_headers::ERROR_KIND).as_deref(),
+        Some("unknown_fingerprint")
+    );
     assert!(header(dlq_headers::ERROR).unwrap().contains("fingerprint"));
     assert!(sigterm(&mut worker).success());
 }
@@ -197,7 +303,10 @@ fn sigterm_mid_stream_then_restart_leaves_no_event_without_a_verdict() {
     let mut first = env.worker(None);
     read_verdicts(&verdicts, 500, Duration::from_secs(120), &mut seen);
     let status = sigterm(&mut first);
-    assert!(status.success(), "graceful shutdown must exit 0, got {status}");
+    assert!(
+        status.success(),
+        "graceful shutdown must exit 0, got {status}"
+    );
     let before_restart = seen.len();
     assert!(before_restart >= 500);
 
@@ -205,11 +314,14 @@ fn sigterm_mid_stream_then_restart_leaves_no_event_without_a_verdict() {
     let mut a = env.worker(None);
     let mut b = env.worker(None);
     read_verdicts(&verdicts, n as usize, Duration::from_secs(180), &mut seen);
-    assert_eq!(seen, expected_ids(41, n), "events without a verdict after restart");
+    assert_eq!(
+        seen,
+        expected_ids(41, n),
+        "events without a verdict after restart"
+    );
     assert!(sigterm(&mut a).success());
     assert!(sigterm(&mut b).success());
 }
-
 
 #[test]
 fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
@@ -221,15 +333,24 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
     // Before the outage: normal verdicts.
     env.simulate(300, 51);
     let before = read_verdicts(&verdicts, 300, Duration::from_secs(120), &mut seen);
-    assert!(before.iter().all(|v| !v.degraded), "no degradation while Redis is up");
+    assert!(
+        before.iter().all(|v| !v.degraded),
+        "no degradation while Redis is up"
+    );
 
     // Outage: Redis is killed; events keep coming and still get verdicts, marked degraded.
     env.redis.stop();
     env.simulate(300, 52);
     let during = read_verdicts(&verdicts, 600, Duration::from_secs(120), &mut seen);
-    let degraded: Vec<_> = during.iter().filter(|v| v.event_id.starts_with("ev-52-")).collect();
+    let degraded: Vec<_> = during
+        .iter()
+        .filter(|v| v.event_id.starts_with("ev-52-"))
+        .collect();
     assert_eq!(degraded.len(), 300);
-    assert!(degraded.iter().all(|v| v.degraded && v.degraded_reasons.iter().any(|r| r == "feature_store_unavailable")));
+    assert!(degraded.iter().all(|v| v.degraded
+        && v.degraded_reasons
+            .iter()
+            .any(|r| r == "feature_store_unavailable")));
 
     // Recovery: Redis comes back on the same address; the worker reconnects by itself.
     env.redis.restart();
@@ -240,7 +361,9 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
         env.simulate(50, seed);
         let want = seen.len() + 50;
         let batch = read_verdicts(&verdicts, want, Duration::from_secs(60), &mut seen);
-        recovered = batch.iter().any(|v| v.event_id.starts_with(&format!("ev-{seed}-")) && !v.degraded);
+        recovered = batch
+            .iter()
+            .any(|v| v.event_id.starts_with(&format!("ev-{seed}-")) && !v.degraded);
         seed += 1;
     }
     assert!(recovered, "verdicts stayed degraded after Redis came back");

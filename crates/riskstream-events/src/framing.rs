@@ -36,7 +36,9 @@ pub enum Framing {
 pub enum DecodeError {
     #[error("empty payload")]
     Empty,
-    #[error("unknown framing: first byte 0x{0:02x} is neither single-object (C3 01) nor Confluent (00)")]
+    #[error(
+        "unknown framing: first byte 0x{0:02x} is neither single-object (C3 01) nor Confluent (00)"
+    )]
     UnknownFraming(u8),
     #[error("truncated {framing} header ({len} bytes)")]
     TruncatedHeader { framing: &'static str, len: usize },
@@ -49,7 +51,10 @@ pub enum DecodeError {
     #[error("registry schema id {id} is not usable: {why}")]
     BadRegistrySchema { id: u32, why: String },
     #[error("record is a {found:?}, expected one of {expected:?}")]
-    WrongRecordType { found: SchemaKind, expected: &'static [SchemaKind] },
+    WrongRecordType {
+        found: SchemaKind,
+        expected: &'static [SchemaKind],
+    },
     #[error("Avro body does not match {kind:?}: {why}")]
     Body { kind: SchemaKind, why: String },
     #[error("{0} trailing bytes after the Avro body")]
@@ -131,7 +136,11 @@ impl Codec {
     fn new(registry: Option<RegistryClient>) -> Self {
         // Hostile input: Avro length prefixes must not make us allocate gigabytes.
         apache_avro::util::max_allocation_bytes(64 * 1024 * 1024);
-        Codec { schemas: Schemas::embedded(), registry, registry_schemas: Mutex::new(HashMap::new()) }
+        Codec {
+            schemas: Schemas::embedded(),
+            registry,
+            registry_schemas: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn schemas(&self) -> &Schemas {
@@ -153,7 +162,12 @@ impl Codec {
         let event = match located.kind() {
             SchemaKind::CaptureSession => Event::CaptureSession(self.read(&located, body)?),
             SchemaKind::Transaction => Event::Transaction(self.read(&located, body)?),
-            found => return Err(DecodeError::WrongRecordType { found, expected: EVENT_KINDS }),
+            found => {
+                return Err(DecodeError::WrongRecordType {
+                    found,
+                    expected: EVENT_KINDS,
+                })
+            }
         };
         event.validate()?;
         Ok(event)
@@ -164,22 +178,37 @@ impl Codec {
         let (located, body) = self.locate(payload)?;
         match located.kind() {
             SchemaKind::Label => self.read(&located, body),
-            found => Err(DecodeError::WrongRecordType { found, expected: LABEL_KINDS }),
+            found => Err(DecodeError::WrongRecordType {
+                found,
+                expected: LABEL_KINDS,
+            }),
         }
     }
 
     /// Decodes any of our record types as `T`, checking the payload's schema is `kind`.
-    pub fn decode_as<T: DeserializeOwned>(&self, kind: SchemaKind, payload: &[u8]) -> Result<T, DecodeError> {
+    pub fn decode_as<T: DeserializeOwned>(
+        &self,
+        kind: SchemaKind,
+        payload: &[u8],
+    ) -> Result<T, DecodeError> {
         let (located, body) = self.locate(payload)?;
         if located.kind() != kind {
-            return Err(DecodeError::WrongRecordType { found: located.kind(), expected: SchemaKind::ALL.as_slice() });
+            return Err(DecodeError::WrongRecordType {
+                found: located.kind(),
+                expected: SchemaKind::ALL.as_slice(),
+            });
         }
         self.read(&located, body)
     }
 
     /// Encodes `value` as a `kind` record for `topic`, in this codec's output framing.
     /// With a registry, the schema is registered under the subject `{topic}-value` once.
-    pub fn encode<T: Serialize>(&self, kind: SchemaKind, topic: &str, value: &T) -> Result<Vec<u8>, EncodeError> {
+    pub fn encode<T: Serialize>(
+        &self,
+        kind: SchemaKind,
+        topic: &str,
+        value: &T,
+    ) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(256);
         self.encode_into(kind, topic, value, &mut out)?;
         Ok(out)
@@ -205,7 +234,13 @@ impl Codec {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
-        loaded.writer.write_ser(out, value).map_err(|e| EncodeError::Avro { kind, why: e.to_string() })?;
+        loaded
+            .writer
+            .write_ser(out, value)
+            .map_err(|e| EncodeError::Avro {
+                kind,
+                why: e.to_string(),
+            })?;
         Ok(())
     }
 
@@ -214,7 +249,10 @@ impl Codec {
             [] => Err(DecodeError::Empty),
             [0xC3, 0x01, rest @ ..] => {
                 if rest.len() < 8 {
-                    return Err(DecodeError::TruncatedHeader { framing: "single-object", len: payload.len() });
+                    return Err(DecodeError::TruncatedHeader {
+                        framing: "single-object",
+                        len: payload.len(),
+                    });
                 }
                 let (fp, body) = rest.split_at(8);
                 let loaded = self.schemas.by_fingerprint(fp).ok_or_else(|| {
@@ -224,7 +262,10 @@ impl Codec {
             }
             [CONFLUENT_MAGIC, rest @ ..] => {
                 if rest.len() < 4 {
-                    return Err(DecodeError::TruncatedHeader { framing: "Confluent", len: payload.len() });
+                    return Err(DecodeError::TruncatedHeader {
+                        framing: "Confluent",
+                        len: payload.len(),
+                    });
                 }
                 let (id, body) = rest.split_at(4);
                 let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
@@ -235,28 +276,49 @@ impl Codec {
     }
 
     fn registry_schema(&self, id: u32) -> Result<Arc<RegistrySchema>, DecodeError> {
-        if let Some(s) = self.registry_schemas.lock().expect("codec cache poisoned").get(&id) {
+        if let Some(s) = self
+            .registry_schemas
+            .lock()
+            .expect("codec cache poisoned")
+            .get(&id)
+        {
             return Ok(s.clone());
         }
         let registry = self.registry.as_ref().ok_or(DecodeError::NoRegistry(id))?;
         let text = registry.schema_by_id(id)?;
         let bad = |why: String| DecodeError::BadRegistrySchema { id, why };
-        let writer: &'static Schema = Box::leak(Box::new(Schema::parse_str(&text).map_err(|e| bad(e.to_string()))?));
-        let name = writer.name().map(|n| n.fullname(None)).ok_or_else(|| bad("not a named record".into()))?;
-        let kind = SchemaKind::from_full_name(&name).ok_or_else(|| bad(format!("record {name} is not one of ours")))?;
+        let writer: &'static Schema = Box::leak(Box::new(
+            Schema::parse_str(&text).map_err(|e| bad(e.to_string()))?,
+        ));
+        let name = writer
+            .name()
+            .map(|n| n.fullname(None))
+            .ok_or_else(|| bad("not a named record".into()))?;
+        let kind = SchemaKind::from_full_name(&name)
+            .ok_or_else(|| bad(format!("record {name} is not one of ours")))?;
         let reader = GenericDatumReader::builder(writer)
             .reader_schema(self.schemas.get(kind).schema)
             .build()
             .map_err(|e| bad(e.to_string()))?;
         let resolved = Arc::new(RegistrySchema { kind, reader });
-        self.registry_schemas.lock().expect("codec cache poisoned").insert(id, resolved.clone());
+        self.registry_schemas
+            .lock()
+            .expect("codec cache poisoned")
+            .insert(id, resolved.clone());
         Ok(resolved)
     }
 
-    fn read<T: DeserializeOwned>(&self, located: &Located<'_>, body: &[u8]) -> Result<T, DecodeError> {
+    fn read<T: DeserializeOwned>(
+        &self,
+        located: &Located<'_>,
+        body: &[u8],
+    ) -> Result<T, DecodeError> {
         let mut cursor = body;
         let kind = located.kind();
-        let body_err = |e: apache_avro::Error| DecodeError::Body { kind, why: e.to_string() };
+        let body_err = |e: apache_avro::Error| DecodeError::Body {
+            kind,
+            why: e.to_string(),
+        };
         let value = match located {
             Located::Own(l) => l.reader.read_deser::<T>(&mut cursor).map_err(body_err)?,
             Located::Registry(r) => {

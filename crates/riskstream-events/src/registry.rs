@@ -13,7 +13,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("schema registry {url}: {source}")]
-    Http { url: String, source: Box<ureq::Error> },
+    Http {
+        url: String,
+        source: Box<ureq::Error>,
+    },
     #[error("schema registry {url}: unreadable response: {why}")]
     BadResponse { url: String, why: String },
 }
@@ -40,7 +43,9 @@ impl RegistryClient {
     pub fn new(base_url: &str) -> Self {
         RegistryClient {
             base: base_url.trim_end_matches('/').to_string(),
-            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(10))
+                .build(),
             schemas_by_id: Mutex::new(HashMap::new()),
             ids_by_subject: Mutex::new(HashMap::new()),
         }
@@ -52,7 +57,12 @@ impl RegistryClient {
 
     /// The schema text registered under `id` (`GET /schemas/ids/{id}`).
     pub fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
-        if let Some(s) = self.schemas_by_id.lock().expect("registry cache poisoned").get(&id) {
+        if let Some(s) = self
+            .schemas_by_id
+            .lock()
+            .expect("registry cache poisoned")
+            .get(&id)
+        {
             return Ok(s.clone());
         }
         let url = format!("{}/schemas/ids/{id}", self.base);
@@ -60,19 +70,36 @@ impl RegistryClient {
             .agent
             .get(&url)
             .call()
-            .map_err(|e| RegistryError::Http { url: url.clone(), source: Box::new(e) })?
+            .map_err(|e| RegistryError::Http {
+                url: url.clone(),
+                source: Box::new(e),
+            })?
             .into_string()
-            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
-        let parsed: SchemaById = serde_json::from_str(&body)
-            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
-        self.schemas_by_id.lock().expect("registry cache poisoned").insert(id, parsed.schema.clone());
+            .map_err(|e| RegistryError::BadResponse {
+                url: url.clone(),
+                why: e.to_string(),
+            })?;
+        let parsed: SchemaById =
+            serde_json::from_str(&body).map_err(|e| RegistryError::BadResponse {
+                url: url.clone(),
+                why: e.to_string(),
+            })?;
+        self.schemas_by_id
+            .lock()
+            .expect("registry cache poisoned")
+            .insert(id, parsed.schema.clone());
         Ok(parsed.schema)
     }
 
     /// Registers `schema` under `subject` (idempotent on the registry side) and returns its id
     /// (`POST /subjects/{subject}/versions`).
     pub fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        if let Some(id) = self.ids_by_subject.lock().expect("registry cache poisoned").get(subject) {
+        if let Some(id) = self
+            .ids_by_subject
+            .lock()
+            .expect("registry cache poisoned")
+            .get(subject)
+        {
             return Ok(*id);
         }
         let url = format!("{}/subjects/{subject}/versions", self.base);
@@ -82,13 +109,28 @@ impl RegistryClient {
             .post(&url)
             .set("Content-Type", "application/vnd.schemaregistry.v1+json")
             .send_string(&body)
-            .map_err(|e| RegistryError::Http { url: url.clone(), source: Box::new(e) })?
+            .map_err(|e| RegistryError::Http {
+                url: url.clone(),
+                source: Box::new(e),
+            })?
             .into_string()
-            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
-        let parsed: Registered = serde_json::from_str(&resp)
-            .map_err(|e| RegistryError::BadResponse { url: url.clone(), why: e.to_string() })?;
-        self.ids_by_subject.lock().expect("registry cache poisoned").insert(subject.to_string(), parsed.id);
-        self.schemas_by_id.lock().expect("registry cache poisoned").insert(parsed.id, schema.to_string());
+            .map_err(|e| RegistryError::BadResponse {
+                url: url.clone(),
+                why: e.to_string(),
+            })?;
+        let parsed: Registered =
+            serde_json::from_str(&resp).map_err(|e| RegistryError::BadResponse {
+                url: url.clone(),
+                why: e.to_string(),
+            })?;
+        self.ids_by_subject
+            .lock()
+            .expect("registry cache poisoned")
+            .insert(subject.to_string(), parsed.id);
+        self.schemas_by_id
+            .lock()
+            .expect("registry cache poisoned")
+            .insert(parsed.id, schema.to_string());
         Ok(parsed.id)
     }
 }

@@ -16,8 +16,12 @@ pub enum SchemaKind {
 }
 
 impl SchemaKind {
-    pub const ALL: [SchemaKind; 4] =
-        [SchemaKind::CaptureSession, SchemaKind::Transaction, SchemaKind::Verdict, SchemaKind::Label];
+    pub const ALL: [SchemaKind; 4] = [
+        SchemaKind::CaptureSession,
+        SchemaKind::Transaction,
+        SchemaKind::Verdict,
+        SchemaKind::Label,
+    ];
 
     /// The record's Avro full name, used to recognise registry schemas.
     pub fn full_name(self) -> &'static str {
@@ -75,7 +79,9 @@ impl LoadedSchema {
             schema,
             fingerprint,
             reader: GenericDatumReader::builder(schema).build()?,
-            writer: GenericDatumWriter::builder(schema).validate(false).build()?,
+            writer: GenericDatumWriter::builder(schema)
+                .validate(false)
+                .build()?,
         })
     }
 }
@@ -91,15 +97,19 @@ impl Schemas {
         let loaded = SchemaKind::ALL
             .into_iter()
             .map(|k| {
-                LoadedSchema::parse(k, k.source())
-                    .unwrap_or_else(|e| panic!("embedded schema {} does not parse: {e}", k.file_name()))
+                LoadedSchema::parse(k, k.source()).unwrap_or_else(|e| {
+                    panic!("embedded schema {} does not parse: {e}", k.file_name())
+                })
             })
             .collect();
         Schemas { loaded }
     }
 
     pub fn get(&self, kind: SchemaKind) -> &LoadedSchema {
-        self.loaded.iter().find(|l| l.kind == kind).expect("every kind is loaded")
+        self.loaded
+            .iter()
+            .find(|l| l.kind == kind)
+            .expect("every kind is loaded")
     }
 
     pub fn by_fingerprint(&self, fp: &[u8]) -> Option<&LoadedSchema> {

@@ -148,14 +148,40 @@ pub enum TransactionKind {
 
 impl TransactionKind {
     /// Kinds that move value out of the account.
+    /// Every kind, in schema order (`kind as u8` is the index).
+    pub const ALL: [TransactionKind; 12] = [
+        Self::Other,
+        Self::Login,
+        Self::TransferOut,
+        Self::Withdrawal,
+        Self::CardPayment,
+        Self::Deposit,
+        Self::Trade,
+        Self::PasswordChange,
+        Self::MfaChange,
+        Self::EmailChange,
+        Self::ApiKeyCreate,
+        Self::AddressAdd,
+    ];
+    /// The kind with schema index `code`.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(code as usize).copied()
+    }
     pub fn moves_money_out(self) -> bool {
-        matches!(self, Self::TransferOut | Self::Withdrawal | Self::CardPayment)
+        matches!(
+            self,
+            Self::TransferOut | Self::Withdrawal | Self::CardPayment
+        )
     }
     /// Kinds that change how the account is accessed or where money can go.
     pub fn is_credential_change(self) -> bool {
         matches!(
             self,
-            Self::PasswordChange | Self::MfaChange | Self::EmailChange | Self::ApiKeyCreate | Self::AddressAdd
+            Self::PasswordChange
+                | Self::MfaChange
+                | Self::EmailChange
+                | Self::ApiKeyCreate
+                | Self::AddressAdd
         )
     }
 }
@@ -234,7 +260,10 @@ impl Event {
     pub fn validate_at(&self, now_ms: i64, max_future_ms: i64) -> Result<(), ValidationError> {
         self.validate()?;
         if self.event_time() > now_ms.saturating_add(max_future_ms) {
-            return Err(ValidationError { field: "event_time", why: "is too far in the future" });
+            return Err(ValidationError {
+                field: "event_time",
+                why: "is too far in the future",
+            });
         }
         Ok(())
     }
@@ -249,7 +278,10 @@ impl Event {
             return bad("account_id", "must not be empty");
         }
         if self.event_time() <= 0 {
-            return bad("event_time", "must be a positive epoch-milliseconds timestamp");
+            return bad(
+                "event_time",
+                "must be a positive epoch-milliseconds timestamp",
+            );
         }
         if self.device().fingerprint_hash.is_empty() {
             return bad("device.fingerprint_hash", "must not be empty");
@@ -259,7 +291,10 @@ impl Event {
                 for (field, v) in [
                     ("vendor.liveness_score", c.vendor.liveness_score),
                     ("vendor.face_match_score", c.vendor.face_match_score),
-                    ("injection.screen_replay_score", c.injection.screen_replay_score),
+                    (
+                        "injection.screen_replay_score",
+                        c.injection.screen_replay_score,
+                    ),
                 ] {
                     if !(0.0..=1.0).contains(&v) {
                         return bad(field, "must be within [0, 1]");
@@ -328,7 +363,12 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub const ALL: [Decision; 4] = [Decision::Allow, Decision::Challenge, Decision::Review, Decision::Block];
+    pub const ALL: [Decision; 4] = [
+        Decision::Allow,
+        Decision::Challenge,
+        Decision::Review,
+        Decision::Block,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Allow => "ALLOW",
@@ -400,4 +440,31 @@ pub mod dlq_headers {
     pub const SOURCE_TOPIC: &str = "riskstream.source.topic";
     pub const SOURCE_PARTITION: &str = "riskstream.source.partition";
     pub const SOURCE_OFFSET: &str = "riskstream.source.offset";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_kind_codes_follow_schema_order() {
+        for (i, k) in TransactionKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            assert_eq!(TransactionKind::from_code(i as u8), Some(*k));
+        }
+        assert_eq!(TransactionKind::from_code(12), None);
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../schemas/transaction.avsc"))
+                .expect("schema");
+        let symbols = schema["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .find(|f| f["name"] == "kind")
+            .expect("kind")["type"]["symbols"]
+            .as_array()
+            .expect("symbols")
+            .len();
+        assert_eq!(symbols, TransactionKind::ALL.len());
+    }
 }

@@ -19,9 +19,21 @@ async fn main() {
     let store = if url == "memory" {
         AnyStore::Memory(MemoryStore::new(StoreLimits::default()))
     } else {
-        AnyStore::Redis(RedisStore::connect(&url, &prefix, StoreLimits::default(), Duration::from_secs(10)).await.expect("connect"))
+        AnyStore::Redis(
+            RedisStore::connect(
+                &url,
+                &prefix,
+                StoreLimits::default(),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("connect"),
+        )
     };
-    let sim: Vec<_> = Simulator::new(SimConfig::for_events(events as u64, 5)).take(events).map(|e| e.event).collect();
+    let sim: Vec<_> = Simulator::new(SimConfig::for_events(events as u64, 5))
+        .take(events)
+        .map(|e| e.event)
+        .collect();
     let before = redis_eval_usec(&url);
     let mut per_batch = Vec::new();
     let started = Instant::now();
@@ -41,7 +53,10 @@ async fn main() {
         q(0.99)
     );
     if let (Some(b), Some(a)) = (before, redis_eval_usec(&url)) {
-        println!("  redis server time: {:.1} us/event", (a - b) / events as f64);
+        println!(
+            "  redis server time: {:.1} us/event",
+            (a - b) / events as f64
+        );
     }
 }
 
@@ -52,11 +67,18 @@ fn redis_eval_usec(url: &str) -> Option<f64> {
     }
     let client = redis::Client::open(url).ok()?;
     let mut conn = client.get_connection().ok()?;
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut conn).ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .ok()?;
     Some(
         info.lines()
             .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-            .filter_map(|l| l.split(',').find_map(|kv| kv.strip_prefix("usec=")).and_then(|v| v.parse::<f64>().ok()))
+            .filter_map(|l| {
+                l.split(',')
+                    .find_map(|kv| kv.strip_prefix("usec="))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
             .sum(),
     )
 }

@@ -1,56 +1,230 @@
-//! The feature catalogue: every feature the store computes, defined once.
+//! The feature catalogue: every feature the store computes, defined once (name, entity,
+//! window, group, meaning). `riskstream features` prints it; the README table is its output.
 
-/// One feature the store computes.
+use std::sync::LazyLock;
+
+/// One feature.
 #[derive(Debug, Clone, Copy)]
 pub struct FeatureDef {
     pub name: &'static str,
+    /// What the feature is about: account, device, ip, document, account x device, ...
     pub entity: &'static str,
+    /// The look-back window, `-` for none.
     pub window: &'static str,
+    /// The feature group: the unit the store reports missing in degraded mode.
+    pub group: &'static str,
     pub meaning: &'static str,
 }
 
-pub const HOUR_MS: i64 = 60 * 60 * 1000;
+pub const MINUTE_MS: i64 = 60 * 1000;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
-/// The longest window any feature looks back over.
-pub const LONGEST_WINDOW_MS: i64 = DAY_MS;
+/// The longest window any windowed feature looks back over.
+pub const LONGEST_WINDOW_MS: i64 = 7 * DAY_MS;
+/// "Time since" features report this many seconds when the store holds no earlier event.
+pub const NEVER_SECS: f32 = 30.0 * 86_400.0;
+/// A vendor check failed when liveness or face match is below this.
+pub const FAILED_CHECK_BELOW: f64 = 0.5;
+/// Graph features skip a device / IP / document linked to more accounts than this (a shared
+/// public IP must not explode the work or make everyone look linked).
+pub const GRAPH_FANOUT_LIMIT: usize = 50;
 
-/// The store's features, in the order of [`StoreFeatures::values`].
-pub const STORE_FEATURES: [FeatureDef; 10] = [
-    FeatureDef { name: "acct_money_out_count_1h", entity: "account", window: "1h", meaning: "Money-out transactions (transfer, withdrawal, card payment) in the hour before the event." },
-    FeatureDef { name: "acct_money_out_count_24h", entity: "account", window: "24h", meaning: "Money-out transactions in the 24 hours before the event." },
-    FeatureDef { name: "acct_money_out_usd_1h", entity: "account", window: "1h", meaning: "Sum of money-out notional value, USD, in the hour before the event." },
-    FeatureDef { name: "acct_money_out_usd_24h", entity: "account", window: "24h", meaning: "Sum of money-out notional value, USD, in the 24 hours before the event." },
-    FeatureDef { name: "acct_credential_changes_24h", entity: "account", window: "24h", meaning: "Password, MFA, e-mail, API-key and payout-address changes in the 24 hours before the event." },
-    FeatureDef { name: "acct_logins_24h", entity: "account", window: "24h", meaning: "Logins in the 24 hours before the event." },
-    FeatureDef { name: "acct_distinct_devices", entity: "account", window: "all (TTL 30d)", meaning: "Distinct device fingerprints seen on the account before the event." },
-    FeatureDef { name: "acct_device_is_new", entity: "account x device", window: "all (TTL 30d)", meaning: "1 if the event's device was never seen on the account before the event, else 0." },
-    FeatureDef { name: "device_distinct_accounts", entity: "device", window: "all (TTL 30d)", meaning: "Distinct accounts seen on the event's device before the event." },
-    FeatureDef { name: "device_capture_sessions_24h", entity: "device", window: "24h", meaning: "Capture sessions on the event's device in the 24 hours before the event." },
+/// Velocity windows: (suffix, length).
+pub const WINDOWS: [(&str, i64); 4] = [
+    ("10m", 10 * MINUTE_MS),
+    ("1h", HOUR_MS),
+    ("24h", DAY_MS),
+    ("7d", 7 * DAY_MS),
+];
+/// Money-moving transaction kinds with velocity features (`money_out` = any of the other three).
+pub const MONEY_KINDS: [&str; 4] = ["money_out", "transfer_out", "withdrawal", "card_payment"];
+/// Per window: 4 money kinds x (count, usd, usd_max), then logins and credential changes.
+pub const VELOCITY_PER_WINDOW: usize = MONEY_KINDS.len() * 3 + 2;
+pub const N_VELOCITY: usize = WINDOWS.len() * VELOCITY_PER_WINDOW;
+
+/// Index of a money velocity feature; `stat`: 0 count, 1 usd sum, 2 usd max.
+pub const fn velocity(window: usize, kind: usize, stat: usize) -> usize {
+    window * VELOCITY_PER_WINDOW + kind * 3 + stat
+}
+pub const fn logins(window: usize) -> usize {
+    window * VELOCITY_PER_WINDOW + 12
+}
+pub const fn credential_changes(window: usize) -> usize {
+    window * VELOCITY_PER_WINDOW + 13
+}
+
+// Indices of the non-velocity features, in `FIXED` order.
+pub const SECS_SINCE_LOGIN: usize = N_VELOCITY;
+pub const SECS_SINCE_PASSWORD_CHANGE: usize = N_VELOCITY + 1;
+pub const SECS_SINCE_MFA_CHANGE: usize = N_VELOCITY + 2;
+pub const DEVICE_IS_NEW: usize = N_VELOCITY + 3;
+pub const DESTINATION_IS_NEW: usize = N_VELOCITY + 4;
+pub const DISTINCT_DEVICES: usize = N_VELOCITY + 5;
+/// distinct devices, IPs, countries in 24h then 7d: `DISTINCT_WINDOWED + 2 * what + w` (w: 0 = 24h, 1 = 7d).
+pub const DISTINCT_WINDOWED: usize = N_VELOCITY + 6;
+pub const DEVICE_AGE: usize = N_VELOCITY + 12;
+pub const DEVICE_ACCOUNTS: usize = N_VELOCITY + 13;
+pub const DEVICE_SESSIONS_24H: usize = N_VELOCITY + 14;
+pub const DEVICE_FAILED_24H: usize = N_VELOCITY + 15;
+pub const DEVICE_FAILED_7D: usize = N_VELOCITY + 16;
+pub const IP_ACCOUNTS: usize = N_VELOCITY + 17;
+pub const DOCUMENT_ACCOUNTS: usize = N_VELOCITY + 18;
+pub const ACCOUNT_LABELLED: usize = N_VELOCITY + 19;
+pub const GRAPH_LINKED: usize = N_VELOCITY + 20;
+pub const GRAPH_FRAUD_1HOP: usize = N_VELOCITY + 21;
+pub const GRAPH_FRAUD_2HOP: usize = N_VELOCITY + 22;
+
+const fn fixed(
+    name: &'static str,
+    entity: &'static str,
+    window: &'static str,
+    group: &'static str,
+    meaning: &'static str,
+) -> FeatureDef {
+    FeatureDef {
+        name,
+        entity,
+        window,
+        group,
+        meaning,
+    }
+}
+
+const FIXED: [FeatureDef; 23] = [
+    fixed("acct_secs_since_login", "account", "30d", "account", "Seconds since the account's previous login (30 days if none is known)."),
+    fixed("acct_secs_since_password_change", "account", "30d", "account", "Seconds since the account's previous password change (30 days if none is known)."),
+    fixed("acct_secs_since_mfa_change", "account", "30d", "account", "Seconds since the account's previous MFA change (30 days if none is known)."),
+    fixed("acct_device_is_new", "account x device", "30d", "account", "1 if the event's device was never seen on the account before the event."),
+    fixed("acct_destination_is_new", "account x destination", "30d", "account", "1 if the transaction's destination address was never used by the account before (0 without a destination)."),
+    fixed("acct_distinct_devices", "account", "30d", "account", "Distinct device fingerprints seen on the account before the event."),
+    fixed("acct_distinct_devices_24h", "account", "24h", "account", "Distinct devices the account used in the 24 hours before the event."),
+    fixed("acct_distinct_devices_7d", "account", "7d", "account", "Distinct devices the account used in the 7 days before the event."),
+    fixed("acct_distinct_ips_24h", "account", "24h", "account", "Distinct IP addresses the account used in the 24 hours before the event."),
+    fixed("acct_distinct_ips_7d", "account", "7d", "account", "Distinct IP addresses the account used in the 7 days before the event."),
+    fixed("acct_distinct_countries_24h", "account", "24h", "account", "Distinct IP countries the account used in the 24 hours before the event."),
+    fixed("acct_distinct_countries_7d", "account", "7d", "account", "Distinct IP countries the account used in the 7 days before the event."),
+    fixed("device_first_seen_age_s", "device", "30d", "device", "Seconds since the device was first seen on any account (0 if this is its first event)."),
+    fixed("device_distinct_accounts", "device", "30d", "device", "Distinct accounts seen on the event's device before the event (including this one, if seen before)."),
+    fixed("device_capture_sessions_24h", "device", "24h", "device", "Capture sessions on the event's device in the 24 hours before the event."),
+    fixed("device_failed_checks_24h", "device", "24h", "device", "Capture sessions on the device whose vendor liveness or face match was below 0.5, in the 24 hours before the event."),
+    fixed("device_failed_checks_7d", "device", "7d", "device", "As device_failed_checks_24h, over 7 days."),
+    fixed("ip_distinct_accounts", "ip", "30d", "ip", "Distinct accounts seen on the event's IP address before the event (0 without an IP)."),
+    fixed("document_distinct_accounts", "document", "30d", "document", "Distinct accounts that presented the capture's document before the event (0 without a document)."),
+    fixed("acct_labelled_fraud", "account", "label", "graph", "1 if the account itself carries a confirmed-fraud / ATO / chargeback / bot label."),
+    fixed("graph_linked_accounts", "account -> device/ip/document -> account", "30d", "graph", "Other accounts sharing the event's device, IP or document (entities with more than 50 accounts are skipped)."),
+    fixed("graph_fraud_accounts_1hop", "account -> entity -> account", "label", "graph", "Labelled accounts sharing the event's device, IP or document."),
+    fixed("graph_fraud_accounts_2hop", "account -> entity -> account -> entity -> account", "label", "graph", "Labelled accounts two hops away through the event's device, IP or document (and not one hop away)."),
 ];
 
 /// Number of store features.
-pub const N_STORE_FEATURES: usize = STORE_FEATURES.len();
+pub const N_STORE_FEATURES: usize = N_VELOCITY + FIXED.len();
 
-/// The store's features for one event, in [`STORE_FEATURES`] order.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// Feature groups, for degraded verdicts.
+pub const GROUPS: [&str; 6] = ["velocity", "account", "device", "ip", "document", "graph"];
+
+static CATALOGUE: LazyLock<Vec<FeatureDef>> = LazyLock::new(|| {
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let mut out = Vec::with_capacity(N_STORE_FEATURES);
+    for (w, (suffix, _)) in WINDOWS.iter().enumerate() {
+        for (k, kind) in MONEY_KINDS.iter().enumerate() {
+            let what = if k == 0 {
+                "money-out transactions (transfer out, withdrawal, card payment)".to_string()
+            } else {
+                kind.replace('_', " ") + " transactions"
+            };
+            for (stat, label) in ["count", "usd", "usd_max"].iter().enumerate() {
+                let meaning = match stat {
+                    0 => format!("Number of {what} in the {suffix} before the event."),
+                    1 => format!("Sum of the notional USD of {what} in the {suffix} before the event."),
+                    _ => format!("Largest notional USD of one of the {what} in the {suffix} before the event."),
+                };
+                debug_assert_eq!(out.len(), velocity(w, k, stat));
+                out.push(FeatureDef {
+                    name: leak(format!("acct_{kind}_{label}_{suffix}")),
+                    entity: "account",
+                    window: suffix,
+                    group: "velocity",
+                    meaning: leak(meaning),
+                });
+            }
+        }
+        out.push(FeatureDef {
+            name: leak(format!("acct_logins_{suffix}")),
+            entity: "account",
+            window: suffix,
+            group: "velocity",
+            meaning: leak(format!("Logins in the {suffix} before the event.")),
+        });
+        out.push(FeatureDef {
+            name: leak(format!("acct_credential_changes_{suffix}")),
+            entity: "account",
+            window: suffix,
+            group: "velocity",
+            meaning: leak(format!("Password, MFA, e-mail, API-key and payout-address changes in the {suffix} before the event.")),
+        });
+    }
+    out.extend_from_slice(&FIXED);
+    assert_eq!(out.len(), N_STORE_FEATURES);
+    out
+});
+
+/// The store's features, in [`StoreFeatures::values`] order.
+pub fn store_features() -> &'static [FeatureDef] {
+    &CATALOGUE
+}
+
+/// The store's features for one event, in [`store_features`] order.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoreFeatures {
     pub values: [f32; N_STORE_FEATURES],
 }
 
-impl StoreFeatures {
-    /// Builds features from the raw integers both stores compute (sums in cents).
-    pub(crate) fn from_raw(raw: [i64; N_STORE_FEATURES]) -> Self {
-        let mut values = [0f32; N_STORE_FEATURES];
-        for (i, v) in raw.iter().enumerate() {
-            values[i] = *v as f32;
+impl Default for StoreFeatures {
+    fn default() -> Self {
+        StoreFeatures {
+            values: [0.0; N_STORE_FEATURES],
         }
-        // USD sums are kept in cents by the stores.
-        values[2] /= 100.0;
-        values[3] /= 100.0;
-        StoreFeatures { values }
     }
+}
 
+impl StoreFeatures {
     pub fn get(&self, name: &str) -> Option<f32> {
-        STORE_FEATURES.iter().position(|f| f.name == name).map(|i| self.values[i])
+        store_features()
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| self.values[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_names_are_unique_and_indices_match() {
+        let names: Vec<_> = store_features().iter().map(|f| f.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), N_STORE_FEATURES);
+        assert_eq!(names[velocity(1, 0, 0)], "acct_money_out_count_1h");
+        assert_eq!(names[velocity(2, 0, 1)], "acct_money_out_usd_24h");
+        assert_eq!(names[velocity(3, 2, 2)], "acct_withdrawal_usd_max_7d");
+        assert_eq!(names[logins(2)], "acct_logins_24h");
+        assert_eq!(names[credential_changes(0)], "acct_credential_changes_10m");
+        assert_eq!(
+            names[DISTINCT_WINDOWED + 2 * 2 + 1],
+            "acct_distinct_countries_7d"
+        );
+        assert_eq!(names[GRAPH_FRAUD_2HOP], "graph_fraud_accounts_2hop");
+        assert_eq!(names[DOCUMENT_ACCOUNTS], "document_distinct_accounts");
+        for f in store_features() {
+            assert!(
+                GROUPS.contains(&f.group),
+                "{} has unknown group {}",
+                f.name,
+                f.group
+            );
+        }
     }
 }

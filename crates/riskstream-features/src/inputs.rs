@@ -4,36 +4,194 @@
 
 use riskstream_events::{CaptureSession, Event, InteractionKind, Transaction, TransactionKind};
 
-use crate::catalogue::{FeatureDef, StoreFeatures, N_STORE_FEATURES, STORE_FEATURES};
+use crate::catalogue::{
+    store_features, FeatureDef, StoreFeatures, FAILED_CHECK_BELOW, N_STORE_FEATURES,
+};
 
 /// Features computed from the event itself (no state), after the store features in [`input_names`] order.
 pub const EVENT_FEATURES: [FeatureDef; 26] = [
-    FeatureDef { name: "device_emulator", entity: "event", window: "-", meaning: "1 if client emulator detection fired." },
-    FeatureDef { name: "device_rooted", entity: "event", window: "-", meaning: "1 if the device is rooted / jailbroken." },
-    FeatureDef { name: "ip_country_mismatch", entity: "event", window: "-", meaning: "1 if the IP's country differs from the account's country." },
-    FeatureDef { name: "platform_web", entity: "event", window: "-", meaning: "1 for the web platform." },
-    FeatureDef { name: "vendor_liveness", entity: "capture", window: "-", meaning: "Vendor liveness score." },
-    FeatureDef { name: "vendor_face_match", entity: "capture", window: "-", meaning: "Vendor face-match score." },
-    FeatureDef { name: "virtual_camera", entity: "capture", window: "-", meaning: "1 if a virtual camera was detected." },
-    FeatureDef { name: "injection_detected", entity: "capture", window: "-", meaning: "1 if frame injection was detected." },
-    FeatureDef { name: "screen_replay_score", entity: "capture", window: "-", meaning: "Screen-replay probability." },
-    FeatureDef { name: "tel_events", entity: "capture", window: "-", meaning: "Number of interaction events." },
-    FeatureDef { name: "tel_dt_log_mean", entity: "capture", window: "-", meaning: "Mean of ln(1 + dt_ms) between interactions." },
-    FeatureDef { name: "tel_dt_log_std", entity: "capture", window: "-", meaning: "Standard deviation of ln(1 + dt_ms): humans are irregular." },
-    FeatureDef { name: "tel_paste_frac", entity: "capture", window: "-", meaning: "Fraction of interactions that are pastes." },
-    FeatureDef { name: "tel_key_frac", entity: "capture", window: "-", meaning: "Fraction of interactions that are key events." },
-    FeatureDef { name: "tel_pointer_straightness", entity: "capture", window: "-", meaning: "Net displacement / path length of pointer moves (1 = ruler-straight)." },
-    FeatureDef { name: "steps_total_log_s", entity: "capture", window: "-", meaning: "ln(1 + total seconds spent in the capture steps)." },
-    FeatureDef { name: "steps_min_s", entity: "capture", window: "-", meaning: "Shortest step, seconds." },
-    FeatureDef { name: "tx_money_out", entity: "transaction", window: "-", meaning: "1 for transfer out, withdrawal or card payment." },
-    FeatureDef { name: "tx_credential_change", entity: "transaction", window: "-", meaning: "1 for password, MFA, e-mail, API-key or address changes." },
-    FeatureDef { name: "tx_login", entity: "transaction", window: "-", meaning: "1 for a login." },
-    FeatureDef { name: "tx_amount_usd_log", entity: "transaction", window: "-", meaning: "ln(1 + notional USD)." },
-    FeatureDef { name: "tx_amount_usd", entity: "transaction", window: "-", meaning: "Notional USD (for policy amount bands; models should prefer the log)." },
-    FeatureDef { name: "tx_dest_first_seen", entity: "transaction", window: "-", meaning: "1 if the destination was never used by the account." },
-    FeatureDef { name: "tx_session_age_log_s", entity: "transaction", window: "-", meaning: "ln(1 + seconds since the session began)." },
-    FeatureDef { name: "tx_channel_api", entity: "transaction", window: "-", meaning: "1 if the action came through the API." },
-    FeatureDef { name: "tx_amount_vs_24h", entity: "transaction", window: "24h", meaning: "USD amount / (1 + money-out USD in the previous 24 h)." },
+    FeatureDef {
+        name: "device_emulator",
+        entity: "event",
+        window: "-",
+        group: "event",
+        meaning: "1 if client emulator detection fired.",
+    },
+    FeatureDef {
+        name: "device_rooted",
+        entity: "event",
+        window: "-",
+        group: "event",
+        meaning: "1 if the device is rooted / jailbroken.",
+    },
+    FeatureDef {
+        name: "ip_country_mismatch",
+        entity: "event",
+        window: "-",
+        group: "event",
+        meaning: "1 if the IP's country differs from the account's country.",
+    },
+    FeatureDef {
+        name: "platform_web",
+        entity: "event",
+        window: "-",
+        group: "event",
+        meaning: "1 for the web platform.",
+    },
+    FeatureDef {
+        name: "vendor_liveness",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Vendor liveness score.",
+    },
+    FeatureDef {
+        name: "vendor_face_match",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Vendor face-match score.",
+    },
+    FeatureDef {
+        name: "virtual_camera",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "1 if a virtual camera was detected.",
+    },
+    FeatureDef {
+        name: "injection_detected",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "1 if frame injection was detected.",
+    },
+    FeatureDef {
+        name: "screen_replay_score",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Screen-replay probability.",
+    },
+    FeatureDef {
+        name: "tel_events",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Number of interaction events.",
+    },
+    FeatureDef {
+        name: "tel_dt_log_mean",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Mean of ln(1 + dt_ms) between interactions.",
+    },
+    FeatureDef {
+        name: "tel_dt_log_std",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Standard deviation of ln(1 + dt_ms): humans are irregular.",
+    },
+    FeatureDef {
+        name: "tel_paste_frac",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Fraction of interactions that are pastes.",
+    },
+    FeatureDef {
+        name: "tel_key_frac",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Fraction of interactions that are key events.",
+    },
+    FeatureDef {
+        name: "tel_pointer_straightness",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Net displacement / path length of pointer moves (1 = ruler-straight).",
+    },
+    FeatureDef {
+        name: "steps_total_log_s",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "ln(1 + total seconds spent in the capture steps).",
+    },
+    FeatureDef {
+        name: "steps_min_s",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Shortest step, seconds.",
+    },
+    FeatureDef {
+        name: "tx_money_out",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "1 for transfer out, withdrawal or card payment.",
+    },
+    FeatureDef {
+        name: "tx_credential_change",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "1 for password, MFA, e-mail, API-key or address changes.",
+    },
+    FeatureDef {
+        name: "tx_login",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "1 for a login.",
+    },
+    FeatureDef {
+        name: "tx_amount_usd_log",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "ln(1 + notional USD).",
+    },
+    FeatureDef {
+        name: "tx_amount_usd",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "Notional USD (for policy amount bands; models should prefer the log).",
+    },
+    FeatureDef {
+        name: "tx_dest_first_seen",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "1 if the destination was never used by the account.",
+    },
+    FeatureDef {
+        name: "tx_session_age_log_s",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "ln(1 + seconds since the session began).",
+    },
+    FeatureDef {
+        name: "tx_channel_api",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "1 if the action came through the API.",
+    },
+    FeatureDef {
+        name: "tx_amount_vs_24h",
+        entity: "transaction",
+        window: "24h",
+        group: "event",
+        meaning: "USD amount / (1 + money-out USD in the previous 24 h).",
+    },
 ];
 
 /// Total number of model inputs (store features then event features).
@@ -41,12 +199,15 @@ pub const N_INPUTS: usize = N_STORE_FEATURES + EVENT_FEATURES.len();
 
 /// Every input name, in row order.
 pub fn input_names() -> impl Iterator<Item = &'static str> {
-    STORE_FEATURES.iter().chain(EVENT_FEATURES.iter()).map(|f| f.name)
+    store_features()
+        .iter()
+        .chain(EVENT_FEATURES.iter())
+        .map(|f| f.name)
 }
 
 /// Every input definition, in row order.
 pub fn input_defs() -> impl Iterator<Item = &'static FeatureDef> {
-    STORE_FEATURES.iter().chain(EVENT_FEATURES.iter())
+    store_features().iter().chain(EVENT_FEATURES.iter())
 }
 
 /// The row index of a named input.
@@ -89,7 +250,8 @@ fn fill_capture(c: &CaptureSession, out: &mut [f32]) {
     out[5] = n as f32;
     if n > 0 {
         let (mut sum, mut sum_sq, mut pastes, mut keys) = (0f64, 0f64, 0usize, 0usize);
-        let (mut path, mut start, mut last): (f64, Option<(i32, i32)>, Option<(i32, i32)>) = (0.0, None, None);
+        let (mut path, mut start, mut last): (f64, Option<(i32, i32)>, Option<(i32, i32)>) =
+            (0.0, None, None);
         for t in &c.telemetry {
             let l = (1.0 + t.dt_ms.max(0) as f64).ln();
             sum += l;
@@ -122,7 +284,13 @@ fn fill_capture(c: &CaptureSession, out: &mut [f32]) {
     if !c.steps.is_empty() {
         let total: i64 = c.steps.iter().map(|s| s.duration_ms.max(0) as i64).sum();
         out[11] = (1.0 + total as f64 / 1000.0).ln() as f32;
-        out[12] = c.steps.iter().map(|s| s.duration_ms.max(0)).min().unwrap_or(0) as f32 / 1000.0;
+        out[12] = c
+            .steps
+            .iter()
+            .map(|s| s.duration_ms.max(0))
+            .min()
+            .unwrap_or(0) as f32
+            / 1000.0;
     }
 }
 
@@ -130,30 +298,65 @@ fn fill_transaction(t: &Transaction, store: &StoreFeatures, out: &mut [f32]) {
     out[0] = b(t.kind.moves_money_out());
     out[1] = b(t.kind.is_credential_change());
     out[2] = b(t.kind == TransactionKind::Login);
-    let usd = t.amount.as_ref().map(|a| a.usd_cents as f64 / 100.0).unwrap_or(0.0);
+    let usd = t
+        .amount
+        .as_ref()
+        .map(|a| a.usd_cents as f64 / 100.0)
+        .unwrap_or(0.0);
     out[3] = (1.0 + usd).ln() as f32;
     out[4] = usd as f32;
     out[5] = b(t.destination.as_ref().is_some_and(|d| d.first_seen));
     out[6] = (1.0 + t.session_age_s.max(0) as f64).ln() as f32;
     out[7] = b(t.channel == riskstream_events::Channel::Api);
-    out[8] = (usd / (1.0 + store.values[3] as f64)) as f32;
+    out[8] = (usd / (1.0 + store.values[crate::catalogue::velocity(2, 0, 1)] as f64)) as f32;
 }
 
 /// What the feature store needs from an event.
 pub fn facts(event: &Event) -> crate::EventFacts<'_> {
-    let kind = match event {
-        Event::CaptureSession(_) => crate::FactKind::CaptureSession,
-        Event::Transaction(t) if t.kind.moves_money_out() => {
-            crate::FactKind::MoneyOut { usd_cents: t.amount.as_ref().map(|a| a.usd_cents).unwrap_or(0) }
+    let device = event.device();
+    let (kind, country, document, destination) = match event {
+        Event::CaptureSession(c) => {
+            let failed = c.vendor.liveness_score < FAILED_CHECK_BELOW
+                || c.vendor.face_match_score < FAILED_CHECK_BELOW;
+            let document = c.document.as_ref().map_or("", |d| d.doc_hash.as_str());
+            (
+                crate::FactKind::CaptureSession {
+                    failed_check: failed,
+                },
+                &c.country,
+                document,
+                "",
+            )
         }
-        Event::Transaction(t) if t.kind.is_credential_change() => crate::FactKind::CredentialChange,
-        Event::Transaction(t) if t.kind == TransactionKind::Login => crate::FactKind::Login,
-        Event::Transaction(_) => crate::FactKind::OtherTransaction,
+        Event::Transaction(t) => {
+            let usd_cents = t.amount.as_ref().map_or(0, |a| a.usd_cents);
+            let destination = t
+                .destination
+                .as_ref()
+                .map_or("", |d| d.address_hash.as_str());
+            (
+                crate::FactKind::Transaction {
+                    kind: t.kind,
+                    usd_cents,
+                },
+                &t.country,
+                "",
+                destination,
+            )
+        }
     };
     crate::EventFacts {
         event_id: event.event_id(),
         account_id: event.account_id(),
-        device_id: &event.device().fingerprint_hash,
+        device_id: &device.fingerprint_hash,
+        ip: &device.ip_address,
+        country: if device.ip_country.is_empty() {
+            country
+        } else {
+            &device.ip_country
+        },
+        document,
+        destination,
         event_time: event.event_time(),
         kind,
     }
@@ -171,7 +374,10 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), N_INPUTS, "duplicate input name");
-        assert_eq!(input_index("tx_amount_usd_log"), Some(N_STORE_FEATURES + 20));
+        assert_eq!(
+            input_index("tx_amount_usd_log"),
+            Some(N_STORE_FEATURES + 20)
+        );
         assert_eq!(input_index("steps_min_s"), Some(N_STORE_FEATURES + 16));
     }
 }

@@ -3,69 +3,74 @@
 //!
 //! In: one batch of [`EventFacts`] (what the store needs to know about each event).
 //! Out: one [`StoreFeatures`] per event, in batch order, and the store updated with the batch.
-//! Both stores run the same algorithm (`state.rs`); they differ only in where state lives.
+//! Both stores run the same algorithm (`algorithm.rs`) over the same data model
+//! (`keyspace.rs`); they differ only in where the data lives.
 //!
 //! Semantics shared by both stores (pinned by the conformance suite in `tests/conformance.rs`):
 //! - **point-in-time**: an event's features see only the entity's events with an event time
 //!   strictly before its own;
 //! - **idempotent**: applying an `event_id` again changes nothing, so a redelivered or replayed
 //!   event gets the same features;
-//! - **bounded**: windows older than the longest window plus the allowed lateness are trimmed.
+//! - **order-independent**: any delivery order and batching within the allowed lateness gives
+//!   the same features (property-tested with shuffled, duplicated deliveries);
+//! - **bounded**: windows older than the longest window plus the allowed lateness are trimmed,
+//!   and every entity has caps (`algorithm.rs`) and a TTL;
+//! - **labels** (the identity graph) take effect in processing time, when applied.
 
+mod algorithm;
 pub mod catalogue;
 pub mod inputs;
+mod keyspace;
 pub mod memory;
 pub mod redis_store;
-mod state;
 
 use std::future::Future;
 
-pub use catalogue::{FeatureDef, StoreFeatures, STORE_FEATURES};
+pub use catalogue::{store_features, FeatureDef, StoreFeatures, GROUPS, N_STORE_FEATURES};
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
+pub use riskstream_events::TransactionKind;
 
 /// What kind of event, as far as the store is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactKind {
-    /// A money movement out of the account (transfer, withdrawal, card payment), worth `usd_cents`.
-    MoneyOut { usd_cents: i64 },
-    /// A credential or payout-address change.
-    CredentialChange,
-    /// A login.
-    Login,
-    /// Any other transaction (trade, deposit, ...).
-    OtherTransaction,
-    /// An identity-verification capture session.
-    CaptureSession,
+    /// A transaction of `kind`, worth `usd_cents` (0 when it moves no money).
+    Transaction {
+        kind: TransactionKind,
+        usd_cents: i64,
+    },
+    /// An identity-verification capture session; `failed_check` = the vendor's liveness or
+    /// face match was below [`catalogue::FAILED_CHECK_BELOW`].
+    CaptureSession { failed_check: bool },
 }
 
-impl FactKind {
-    /// One-character code used in stored members.
-    pub(crate) fn code(self) -> char {
-        match self {
-            FactKind::MoneyOut { .. } => 'm',
-            FactKind::CredentialChange => 'c',
-            FactKind::Login => 'l',
-            FactKind::OtherTransaction => 'o',
-            FactKind::CaptureSession => 's',
-        }
-    }
-    pub(crate) fn usd_cents(self) -> i64 {
-        match self {
-            FactKind::MoneyOut { usd_cents } => usd_cents,
-            _ => 0,
-        }
-    }
-}
-
-/// The parts of one event the feature store reads and writes.
+/// The parts of one event the feature store reads and writes. Empty strings mean "absent".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventFacts<'a> {
     pub event_id: &'a str,
     pub account_id: &'a str,
     pub device_id: &'a str,
+    /// Client IP address (or its hash).
+    pub ip: &'a str,
+    /// The IP's country (the account's country when geo-IP gave none).
+    pub country: &'a str,
+    /// Hash of the identity document (capture sessions).
+    pub document: &'a str,
+    /// Hash of the destination address (money-out transactions).
+    pub destination: &'a str,
     pub event_time: i64,
     pub kind: FactKind,
+}
+
+/// What applying one label touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LabelOutcome {
+    /// The labelled account's devices, IPs and documents (taint at one hop).
+    pub entities: usize,
+    /// Accounts sharing one of those entities.
+    pub neighbours: usize,
+    /// The neighbours' other entities (taint at two hops).
+    pub second_hop_entities: usize,
 }
 
 /// The feature store could not answer for a batch (the pipeline then scores degraded).
@@ -75,7 +80,7 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("feature store did not answer within {0:?}")]
     Timeout(std::time::Duration),
-    #[error("unexpected reply from the feature-store script: {0}")]
+    #[error("unexpected reply from the feature store: {0}")]
     BadReply(String),
 }
 
@@ -88,7 +93,9 @@ pub struct StoreLimits {
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        StoreLimits { allowed_lateness_ms: 60 * 60 * 1000 }
+        StoreLimits {
+            allowed_lateness_ms: 60 * 60 * 1000,
+        }
     }
 }
 
@@ -106,6 +113,16 @@ pub trait FeatureStore: Send + Sync + 'static {
         &self,
         batch: &[EventFacts<'_>],
     ) -> impl Future<Output = Result<Vec<StoreFeatures>, StoreError>> + Send;
+
+    /// Marks `account` as labelled (`tainted`: confirmed fraud, ATO, chargeback, bot) or
+    /// clears the mark (`false`: confirmed legitimate), and propagates it through the
+    /// identity graph (one and two hops). Processing time: the mark applies from now on.
+    fn apply_label(
+        &self,
+        account: &str,
+        tainted: bool,
+        label_time: i64,
+    ) -> impl Future<Output = Result<LabelOutcome, StoreError>> + Send;
 }
 
 /// The store chosen at start-up.
@@ -115,10 +132,25 @@ pub enum AnyStore {
 }
 
 impl FeatureStore for AnyStore {
-    async fn enrich_batch(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
+    async fn enrich_batch(
+        &self,
+        batch: &[EventFacts<'_>],
+    ) -> Result<Vec<StoreFeatures>, StoreError> {
         match self {
             AnyStore::Memory(s) => s.enrich_batch(batch).await,
             AnyStore::Redis(s) => s.enrich_batch(batch).await,
+        }
+    }
+
+    async fn apply_label(
+        &self,
+        account: &str,
+        tainted: bool,
+        label_time: i64,
+    ) -> Result<LabelOutcome, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.apply_label(account, tainted, label_time).await,
+            AnyStore::Redis(s) => s.apply_label(account, tainted, label_time).await,
         }
     }
 }

@@ -1,29 +1,74 @@
-//! The in-memory feature store: the shared algorithm (`state.rs`) over process memory, for the
-//! demo and tests.
+//! The in-memory feature store: the shared data model (`keyspace.rs`) and algorithm
+//! (`algorithm.rs`) over process memory, for the demo, training data and tests. Not shared
+//! between processes; no TTLs (state is bounded per entity by the trims, not in entity count).
 
 use std::sync::Mutex;
 
+use crate::algorithm::{self, Exec};
 use crate::catalogue::StoreFeatures;
-use crate::state::State;
-use crate::{EventFacts, FeatureStore, StoreError, StoreLimits};
+use crate::keyspace::{Keys, Keyspace, Op, Read};
+use crate::{EventFacts, FeatureStore, LabelOutcome, StoreError, StoreLimits};
 
-/// Feature store held in process memory. Not shared between processes.
-#[derive(Default)]
+/// Feature store held in process memory.
 pub struct MemoryStore {
-    state: Mutex<State>,
+    keyspace: Mutex<Keyspace>,
+    keys: Keys,
     limits: StoreLimits,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new(StoreLimits::default())
+    }
 }
 
 impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Self {
-        MemoryStore { state: Mutex::new(State::default()), limits }
+        MemoryStore {
+            keyspace: Mutex::new(Keyspace::default()),
+            keys: Keys::new("mem"),
+            limits,
+        }
+    }
+}
+
+impl Exec for MemoryStore {
+    async fn exec(&self, ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
+        let mut ks = self.keyspace.lock().expect("memory store poisoned");
+        for op in &ops {
+            ks.apply(op);
+        }
+        Ok(ks.read(&reads))
     }
 }
 
 impl FeatureStore for MemoryStore {
-    async fn enrich_batch(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
-        let retention = self.limits.retention_ms();
-        let mut state = self.state.lock().expect("memory store poisoned");
-        Ok(batch.iter().map(|e| state.apply(e, retention)).collect())
+    async fn enrich_batch(
+        &self,
+        batch: &[EventFacts<'_>],
+    ) -> Result<Vec<StoreFeatures>, StoreError> {
+        let (ops, _reads) = algorithm::plan_batch(&self.keys, batch, self.limits.retention_ms());
+        let mut ks = self.keyspace.lock().expect("memory store poisoned");
+        for op in &ops {
+            ks.apply(op);
+        }
+        // Features straight from the store's own state (the reads would copy it).
+        let features = batch
+            .iter()
+            .map(|e| algorithm::features(&self.keys, &ks, e))
+            .collect();
+        for op in algorithm::taint_fixups(&self.keys, &ks, batch) {
+            ks.apply(&op);
+        }
+        Ok(features)
+    }
+
+    async fn apply_label(
+        &self,
+        account: &str,
+        tainted: bool,
+        label_time: i64,
+    ) -> Result<LabelOutcome, StoreError> {
+        algorithm::apply_label(self, &self.keys, account, tainted, label_time).await
     }
 }

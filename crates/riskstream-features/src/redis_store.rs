@@ -1,255 +1,268 @@
-//! The Redis feature store. Redis holds the state; the worker computes the features.
+//! The Redis feature store: the shared data model (`keyspace.rs`, which documents the keys)
+//! kept in one Redis server or a Redis Cluster; the worker computes the features.
 //!
-//! Per batch, two pipelined round trips and no server-side scripts:
-//! 1. **read** every entity the batch touches: `GET {prefix}:{a:<account>}` (the account's
-//!    recent events and devices, a compact binary value) and `ZRANGE … WITHSCORES` of
-//!    `{prefix}:{d:<device>}:acc` (accounts by first-seen time) and `{prefix}:{d:<device>}:ses`
-//!    (capture sessions by event time);
-//! 2. run the shared algorithm (`state.rs`, the same code as the in-memory store) over the batch;
-//! 3. **write** the changes: the account values (`SET … PX`), and for devices only commutative,
-//!    idempotent updates (`ZADD LT` of first-seen times, `ZADD` of sessions by event id, `ZREM`
-//!    of trimmed sessions), so concurrent workers sharing a device cannot lose each other's writes.
+//! Per batch, **one round trip**: the batch's writes (all commutative and idempotent) and then
+//! the reads of every entity it touches, pipelined. On a single server that is one pipeline; on
+//! a cluster, one pipeline per hash slot (every key of one entity shares a slot through its
+//! hash tag), all sent at once. A second, small round trip happens only when the batch meets a
+//! labelled neighbourhood (taint fix-ups, see `algorithm.rs`).
 //!
-//! Accounts are written whole: the input topics are keyed by account, so one worker owns an
-//! account at a time (during a rebalance, an in-flight batch of the old owner can race the new
-//! owner; the loser's update of that account is lost — at most one batch, never a crash).
-//! The braces in the keys are Redis Cluster hash tags.
+//! Because no write depends on a read, concurrent workers sharing a device, IP or account
+//! (e.g. during a rebalance) cannot lose each other's updates.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::Value;
+use redis::cluster_async::ClusterConnection;
+use redis::{Pipeline, Value};
 
+use crate::algorithm::{self, Exec};
 use crate::catalogue::StoreFeatures;
-use crate::state::{Account, Device, State};
-use crate::{EventFacts, FeatureStore, StoreError, StoreLimits};
+use crate::keyspace::{self, Keys, Keyspace, Op, Read};
+use crate::{EventFacts, FeatureStore, LabelOutcome, StoreError, StoreLimits};
 
-/// An entity untouched this long is forgotten.
-const ENTITY_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+/// How the store reaches Redis.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
 
-/// Feature store backed by one Redis server.
+/// Feature store backed by Redis or Redis Cluster.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    conn: Conn,
+    keys: Keys,
     limits: StoreLimits,
     deadline: Duration,
 }
 
 impl RedisStore {
-    /// Connects to `url` (e.g. `redis://127.0.0.1:6379/`). Keys are written under `prefix`;
-    /// a batch that takes longer than `deadline` fails with [`StoreError::Timeout`].
-    pub async fn connect(url: &str, prefix: &str, limits: StoreLimits, deadline: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(deadline.max(Duration::from_millis(100)))
-            .set_response_timeout(deadline.max(Duration::from_millis(100)))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(RedisStore { conn, prefix: prefix.to_string(), limits, deadline })
+    /// Connects to `url`: `redis://host:port/` for one server, or
+    /// `redis+cluster://host:port,host:port,…` for a cluster (any reachable subset of its nodes).
+    /// Keys are written under `prefix` (a namespace: a replay uses its own); a batch that takes
+    /// longer than `deadline` fails with [`StoreError::Timeout`].
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        limits: StoreLimits,
+        deadline: Duration,
+    ) -> Result<Self, StoreError> {
+        let io_timeout = deadline.max(Duration::from_millis(100));
+        let conn = if let Some(nodes) = url.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = nodes
+                .trim_end_matches('/')
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("redis://{n}/"))
+                .collect();
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(io_timeout)
+                .response_timeout(io_timeout)
+                .retries(2)
+                .build()?;
+            Conn::Cluster(client.get_async_connection().await?)
+        } else {
+            let client = redis::Client::open(url)?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(io_timeout)
+                .set_response_timeout(io_timeout)
+                .set_number_of_retries(1);
+            Conn::Single(ConnectionManager::new_with_config(client, config).await?)
+        };
+        Ok(RedisStore {
+            conn,
+            keys: Keys::new(prefix),
+            limits,
+            deadline,
+        })
     }
 
-    fn account_key(&self, account: &str) -> String {
-        format!("{}:{{a:{account}}}", self.prefix)
-    }
-
-    fn device_keys(&self, device: &str) -> (String, String) {
-        (format!("{}:{{d:{device}}}:acc", self.prefix), format!("{}:{{d:{device}}}:ses", self.prefix))
+    /// True when connected to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     async fn enrich(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
-        let mut seen = HashSet::new();
-        let accounts: Vec<&str> = batch.iter().map(|e| e.account_id).filter(|a| seen.insert(("a", *a))).collect();
-        let devices: Vec<&str> = batch.iter().map(|e| e.device_id).filter(|d| seen.insert(("d", *d))).collect();
-        let mut conn = self.conn.clone();
-
-        // 1. read
-        let mut read = redis::pipe();
-        for a in &accounts {
-            read.cmd("GET").arg(self.account_key(a));
+        let (ops, reads) = algorithm::plan_batch(&self.keys, batch, self.limits.retention_ms());
+        let ks = self.exec(ops, reads).await?;
+        let features = batch
+            .iter()
+            .map(|e| algorithm::features(&self.keys, &ks, e))
+            .collect();
+        let fixups = algorithm::taint_fixups(&self.keys, &ks, batch);
+        if !fixups.is_empty() {
+            self.exec(fixups, Vec::new()).await?;
         }
-        for d in &devices {
-            let (acc, ses) = self.device_keys(d);
-            read.cmd("ZRANGE").arg(acc).arg(0).arg(-1).arg("WITHSCORES");
-            read.cmd("ZRANGE").arg(ses).arg(0).arg(-1).arg("WITHSCORES");
-        }
-        let replies: Vec<Value> = read.query_async(&mut conn).await?;
-        if replies.len() != accounts.len() + 2 * devices.len() {
-            return Err(StoreError::BadReply(format!("{} replies for {} reads", replies.len(), accounts.len() + 2 * devices.len())));
-        }
-        let mut state = State::default();
-        for (a, reply) in accounts.iter().zip(&replies) {
-            let account = match reply {
-                Value::Nil => Account::default(),
-                Value::BulkString(bytes) => decode_account(bytes).unwrap_or_else(|| {
-                    tracing::warn!(account = a, "unreadable account state in Redis; starting it afresh");
-                    Account::default()
-                }),
-                other => return Err(StoreError::BadReply(format!("GET account: {other:?}"))),
-            };
-            state.accounts.insert(a.to_string(), account);
-        }
-        for (i, d) in devices.iter().enumerate() {
-            let acc = scored(&replies[accounts.len() + 2 * i])?;
-            let ses = scored(&replies[accounts.len() + 2 * i + 1])?;
-            let device = Device {
-                accounts: acc.into_iter().collect(),
-                sessions: ses.into_iter().map(|(id, t)| ((t, id), ())).collect(),
-            };
-            state.devices.insert(d.to_string(), device);
-        }
-        let before: HashMap<String, Device> = state.devices.clone();
-
-        // 2. compute
-        let retention = self.limits.retention_ms();
-        let features: Vec<StoreFeatures> = batch.iter().map(|e| state.apply(e, retention)).collect();
-
-        // 3. write
-        let mut write = redis::pipe();
-        for a in &accounts {
-            let value = encode_account(&state.accounts[*a]);
-            write.cmd("SET").arg(self.account_key(a)).arg(value).arg("PX").arg(ENTITY_TTL_MS).ignore();
-        }
-        for d in &devices {
-            let (acc_key, ses_key) = self.device_keys(d);
-            let (old, new) = (&before[*d], &state.devices[*d]);
-            let links: Vec<(i64, &str)> = new
-                .accounts
-                .iter()
-                .filter(|(a, t)| old.accounts.get(*a) != Some(*t))
-                .map(|(a, t)| (*t, a.as_str()))
-                .collect();
-            if !links.is_empty() {
-                write.cmd("ZADD").arg(&acc_key).arg("LT").arg(&links).ignore();
-            }
-            let added: Vec<(i64, &str)> =
-                new.sessions.keys().filter(|k| !old.sessions.contains_key(*k)).map(|(t, id)| (*t, id.as_str())).collect();
-            if !added.is_empty() {
-                write.cmd("ZADD").arg(&ses_key).arg(&added).ignore();
-            }
-            let trimmed: Vec<&str> =
-                old.sessions.keys().filter(|k| !new.sessions.contains_key(*k)).map(|(_, id)| id.as_str()).collect();
-            if !trimmed.is_empty() {
-                write.cmd("ZREM").arg(&ses_key).arg(&trimmed).ignore();
-            }
-            if !links.is_empty() {
-                write.cmd("PEXPIRE").arg(&acc_key).arg(ENTITY_TTL_MS).ignore();
-            }
-            if !added.is_empty() {
-                write.cmd("PEXPIRE").arg(&ses_key).arg(ENTITY_TTL_MS).ignore();
-            }
-        }
-        let () = write.query_async(&mut conn).await?;
         Ok(features)
     }
 }
 
+fn add_op(p: &mut Pipeline, op: &Op) {
+    match op {
+        Op::ZAdd { key, lt, members } => {
+            let c = p.cmd("ZADD").arg(key);
+            if *lt {
+                c.arg("LT");
+            }
+            for (score, member) in members {
+                c.arg(*score).arg(member.as_slice());
+            }
+            c.ignore();
+        }
+        Op::ZRem { key, members } => {
+            let c = p.cmd("ZREM").arg(key);
+            for m in members {
+                c.arg(m.as_slice());
+            }
+            c.ignore();
+        }
+        Op::ZTrimBelow { key, score } => {
+            p.cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(format!("({score}"))
+                .ignore();
+        }
+        Op::ZKeepLowest { key, n } => {
+            p.cmd("ZREMRANGEBYRANK")
+                .arg(key)
+                .arg(*n as i64)
+                .arg(-1)
+                .ignore();
+        }
+        Op::ZKeepHighest { key, n } => {
+            p.cmd("ZREMRANGEBYRANK")
+                .arg(key)
+                .arg(0)
+                .arg(-(*n as i64) - 1)
+                .ignore();
+        }
+        Op::HSet {
+            key,
+            field,
+            value,
+            only_new,
+        } => {
+            p.cmd(if *only_new { "HSETNX" } else { "HSET" })
+                .arg(key)
+                .arg(field)
+                .arg(*value)
+                .ignore();
+        }
+        Op::HDel { key, field } => {
+            p.cmd("HDEL").arg(key).arg(field).ignore();
+        }
+        Op::Expire { key, ms } => {
+            p.cmd("PEXPIRE").arg(key).arg(*ms).ignore();
+        }
+    }
+}
+
+fn add_read(p: &mut Pipeline, read: &Read) {
+    match read {
+        Read::ZRange(key) => p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+        Read::HGetAll(key) => p.cmd("HGETALL").arg(key),
+    };
+}
+
+/// Stores the replies to `reads` (same order) in `ks`.
+fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Result<(), StoreError> {
+    if replies.len() != reads.len() {
+        return Err(StoreError::BadReply(format!(
+            "{} replies for {} reads",
+            replies.len(),
+            reads.len()
+        )));
+    }
+    for (read, reply) in reads.iter().zip(replies) {
+        match read {
+            Read::ZRange(key) => {
+                let pairs: Vec<(Vec<u8>, f64)> = redis::from_redis_value(&reply)
+                    .map_err(|e| StoreError::BadReply(format!("ZRANGE {key}: {e}")))?;
+                ks.zsets.insert(
+                    key.clone(),
+                    pairs.into_iter().map(|(m, s)| (m, s as i64)).collect(),
+                );
+            }
+            Read::HGetAll(key) => {
+                let pairs: Vec<(String, u8)> = redis::from_redis_value(&reply)
+                    .map_err(|e| StoreError::BadReply(format!("HGETALL {key}: {e}")))?;
+                ks.hashes.insert(key.clone(), pairs.into_iter().collect());
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Exec for RedisStore {
+    async fn exec(&self, ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
+        let mut ks = Keyspace::default();
+        if ops.is_empty() && reads.is_empty() {
+            return Ok(ks);
+        }
+        match &self.conn {
+            Conn::Single(conn) => {
+                let mut p = redis::pipe();
+                ops.iter().for_each(|op| add_op(&mut p, op));
+                reads.iter().for_each(|r| add_read(&mut p, r));
+                let replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
+                take_replies(&mut ks, &reads.iter().collect::<Vec<_>>(), replies)?;
+            }
+            Conn::Cluster(conn) => {
+                // One pipeline per slot, writes before reads within each, all in flight at once.
+                let mut groups: BTreeMap<u16, (Pipeline, Vec<&Read>)> = BTreeMap::new();
+                for op in &ops {
+                    add_op(
+                        &mut groups
+                            .entry(keyspace::slot(op.key()))
+                            .or_insert_with(|| (redis::pipe(), Vec::new()))
+                            .0,
+                        op,
+                    );
+                }
+                for read in &reads {
+                    let g = groups
+                        .entry(keyspace::slot(read.key()))
+                        .or_insert_with(|| (redis::pipe(), Vec::new()));
+                    add_read(&mut g.0, read);
+                    g.1.push(read);
+                }
+                let calls = groups.into_values().map(|(p, reads)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        let replies: Vec<Value> = p.query_async(&mut conn).await?;
+                        Ok::<_, StoreError>((reads, replies))
+                    }
+                });
+                for (reads, replies) in futures::future::try_join_all(calls).await? {
+                    take_replies(&mut ks, &reads, replies)?;
+                }
+            }
+        }
+        Ok(ks)
+    }
+}
+
 impl FeatureStore for RedisStore {
-    async fn enrich_batch(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
+    async fn enrich_batch(
+        &self,
+        batch: &[EventFacts<'_>],
+    ) -> Result<Vec<StoreFeatures>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        tokio::time::timeout(self.deadline, self.enrich(batch)).await.map_err(|_| StoreError::Timeout(self.deadline))?
+        tokio::time::timeout(self.deadline, self.enrich(batch))
+            .await
+            .map_err(|_| StoreError::Timeout(self.deadline))?
     }
-}
 
-/// `ZRANGE … WITHSCORES` → (member, integer score).
-fn scored(reply: &Value) -> Result<Vec<(String, i64)>, StoreError> {
-    let pairs: Vec<(String, f64)> = redis::from_redis_value(reply).map_err(|e| StoreError::BadReply(e.to_string()))?;
-    Ok(pairs.into_iter().map(|(m, s)| (m, s as i64)).collect())
-}
-
-const ACCOUNT_FORMAT: u8 = 1;
-
-/// Account state as bytes: format byte, events (time, kind code, usd cents, event id), devices
-/// (id, first-seen time); integers little-endian, strings u16-length-prefixed.
-fn encode_account(a: &Account) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + a.events.len() * 48 + a.devices.len() * 32);
-    out.push(ACCOUNT_FORMAT);
-    out.extend_from_slice(&(a.events.len() as u32).to_le_bytes());
-    for ((t, id), (code, usd)) in &a.events {
-        out.extend_from_slice(&t.to_le_bytes());
-        out.push(*code as u8);
-        out.extend_from_slice(&usd.to_le_bytes());
-        put_str(&mut out, id);
-    }
-    out.extend_from_slice(&(a.devices.len() as u32).to_le_bytes());
-    for (d, first) in &a.devices {
-        put_str(&mut out, d);
-        out.extend_from_slice(&first.to_le_bytes());
-    }
-    out
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let b = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
-    out.extend_from_slice(b);
-}
-
-/// Inverse of [`encode_account`]; `None` for anything malformed.
-fn decode_account(bytes: &[u8]) -> Option<Account> {
-    let mut r = Reader(bytes);
-    if r.u8()? != ACCOUNT_FORMAT {
-        return None;
-    }
-    let mut events = BTreeMap::new();
-    for _ in 0..r.u32()? {
-        let t = r.i64()?;
-        let code = r.u8()? as char;
-        let usd = r.i64()?;
-        let id = r.str()?;
-        events.insert((t, id), (code, usd));
-    }
-    let mut devices = HashMap::new();
-    for _ in 0..r.u32()? {
-        let d = r.str()?;
-        devices.insert(d, r.i64()?);
-    }
-    r.0.is_empty().then_some(Account { events, devices })
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn account_encoding_round_trips_and_rejects_garbage() {
-        let mut a = Account::default();
-        a.events.insert((5, "e1".into()), ('m', 1234));
-        a.events.insert((-7, "é2".into()), ('c', 0));
-        a.devices.insert("d1".into(), 3);
-        let bytes = encode_account(&a);
-        assert_eq!(decode_account(&bytes), Some(a));
-        for n in 0..bytes.len() {
-            assert_eq!(decode_account(&bytes[..n]), None, "prefix {n}");
-        }
-        assert_eq!(decode_account(b"\x02"), None);
+    async fn apply_label(
+        &self,
+        account: &str,
+        tainted: bool,
+        label_time: i64,
+    ) -> Result<LabelOutcome, StoreError> {
+        algorithm::apply_label(self, &self.keys, account, tainted, label_time).await
     }
 }

@@ -1,44 +1,103 @@
-//! The feature-store conformance suite: one set of behaviours, run against the in-memory store
-//! and a real `redis-server`. A store that passes is interchangeable with the other.
+//! The feature-store conformance suite: one set of behaviours, run against the in-memory store,
+//! a real `redis-server`, and a real 3-node Redis Cluster. A store that passes is
+//! interchangeable with the others.
 
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use riskstream_features::*;
-use riskstream_testkit::RedisServer;
+use riskstream_testkit::{RedisCluster, RedisServer};
 
 const T0: i64 = 1_700_000_000_000;
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Ev {
     id: String,
     acct: String,
     dev: String,
+    ip: String,
+    country: String,
+    doc: String,
+    dest: String,
     t: i64,
     kind: FactKind,
 }
 
 fn ev(id: &str, acct: &str, dev: &str, t: i64, kind: FactKind) -> Ev {
-    Ev { id: id.into(), acct: acct.into(), dev: dev.into(), t, kind }
+    Ev {
+        id: id.into(),
+        acct: acct.into(),
+        dev: dev.into(),
+        ip: String::new(),
+        country: String::new(),
+        doc: String::new(),
+        dest: String::new(),
+        t,
+        kind,
+    }
 }
 
+impl Ev {
+    fn ip(mut self, ip: &str, country: &str) -> Self {
+        self.ip = ip.into();
+        self.country = country.into();
+        self
+    }
+    fn doc(mut self, doc: &str) -> Self {
+        self.doc = doc.into();
+        self
+    }
+    fn dest(mut self, dest: &str) -> Self {
+        self.dest = dest.into();
+        self
+    }
+}
+
+fn tx(kind: TransactionKind, usd: i64) -> FactKind {
+    FactKind::Transaction {
+        kind,
+        usd_cents: usd * 100,
+    }
+}
 fn money(usd: i64) -> FactKind {
-    FactKind::MoneyOut { usd_cents: usd * 100 }
+    tx(TransactionKind::TransferOut, usd)
+}
+fn login() -> FactKind {
+    tx(TransactionKind::Login, 0)
+}
+fn capture(failed: bool) -> FactKind {
+    FactKind::CaptureSession {
+        failed_check: failed,
+    }
 }
 
 async fn apply(store: &impl FeatureStore, events: &[Ev]) -> Vec<StoreFeatures> {
     let facts: Vec<EventFacts> = events
         .iter()
-        .map(|e| EventFacts { event_id: &e.id, account_id: &e.acct, device_id: &e.dev, event_time: e.t, kind: e.kind })
+        .map(|e| EventFacts {
+            event_id: &e.id,
+            account_id: &e.acct,
+            device_id: &e.dev,
+            ip: &e.ip,
+            country: &e.country,
+            document: &e.doc,
+            destination: &e.dest,
+            event_time: e.t,
+            kind: e.kind,
+        })
         .collect();
     store.enrich_batch(&facts).await.expect("store answers")
 }
 
 fn f(features: &StoreFeatures, name: &str) -> f32 {
-    features.get(name).unwrap_or_else(|| panic!("no feature {name}"))
+    features
+        .get(name)
+        .unwrap_or_else(|| panic!("no feature {name}"))
 }
 
 async fn velocity_windows(store: impl FeatureStore) {
@@ -46,10 +105,36 @@ async fn velocity_windows(store: impl FeatureStore) {
         &store,
         &[
             ev("v1", "a", "d", T0, money(10)),
-            ev("v2", "a", "d", T0 + 30 * MIN, money(20)),
-            ev("v3", "a", "d", T0 + 2 * HOUR, FactKind::CredentialChange),
-            ev("v4", "a", "d", T0 + 2 * HOUR + MIN, money(5)),
-            ev("v5", "a", "d", T0 + 25 * HOUR, FactKind::Login),
+            ev(
+                "v2",
+                "a",
+                "d",
+                T0 + 30 * MIN,
+                tx(TransactionKind::Withdrawal, 20),
+            ),
+            ev(
+                "v3",
+                "a",
+                "d",
+                T0 + 2 * HOUR,
+                tx(TransactionKind::PasswordChange, 0),
+            ),
+            ev(
+                "v4",
+                "a",
+                "d",
+                T0 + 2 * HOUR + MIN,
+                tx(TransactionKind::CardPayment, 5),
+            ),
+            ev("v5", "a", "d", T0 + 25 * HOUR, login()),
+            ev(
+                "v6",
+                "a",
+                "d",
+                T0 + 25 * HOUR + 5 * MIN,
+                tx(TransactionKind::Deposit, 900),
+            ),
+            ev("v7", "a", "d", T0 + 8 * DAY, login()),
             ev("other", "b", "d", T0 + 2 * HOUR, money(1000)),
         ],
     )
@@ -57,17 +142,41 @@ async fn velocity_windows(store: impl FeatureStore) {
     assert_eq!(f(&out[0], "acct_money_out_count_24h"), 0.0);
     assert_eq!(f(&out[1], "acct_money_out_count_1h"), 1.0);
     assert_eq!(f(&out[1], "acct_money_out_usd_1h"), 10.0);
+    assert_eq!(f(&out[1], "acct_transfer_out_count_1h"), 1.0);
+    assert_eq!(f(&out[1], "acct_withdrawal_count_1h"), 0.0);
+    assert_eq!(
+        f(&out[1], "acct_money_out_count_10m"),
+        0.0,
+        "30 min ago is outside 10 min"
+    );
     // v4 at +2h01: v1 and v2 left the 1 h window but are in the 24 h one; v3 is a credential change.
     assert_eq!(f(&out[3], "acct_money_out_count_1h"), 0.0);
     assert_eq!(f(&out[3], "acct_money_out_count_24h"), 2.0);
     assert_eq!(f(&out[3], "acct_money_out_usd_24h"), 30.0);
+    assert_eq!(f(&out[3], "acct_money_out_usd_max_24h"), 20.0);
+    assert_eq!(f(&out[3], "acct_withdrawal_usd_24h"), 20.0);
     assert_eq!(f(&out[3], "acct_credential_changes_24h"), 1.0);
-    // v5 at +25h: v1 (at +0) and v2 (+30 min) are older than 24 h; v3, v4 are not.
+    assert_eq!(
+        f(&out[3], "acct_credential_changes_10m"),
+        1.0,
+        "v3 was a minute before"
+    );
+    assert_eq!(f(&out[3], "acct_money_out_count_10m"), 0.0);
+    // v5 at +25h: v1 (at +0) and v2 (+30 min) are older than 24 h; v3, v4 are not; all are in 7 d.
     assert_eq!(f(&out[4], "acct_money_out_count_24h"), 1.0);
     assert_eq!(f(&out[4], "acct_money_out_usd_24h"), 5.0);
+    assert_eq!(f(&out[4], "acct_card_payment_count_24h"), 1.0);
+    assert_eq!(f(&out[4], "acct_money_out_count_7d"), 3.0);
+    assert_eq!(f(&out[4], "acct_money_out_usd_7d"), 35.0);
     assert_eq!(f(&out[4], "acct_credential_changes_24h"), 1.0);
+    // Deposits are not money out; logins count as logins.
+    assert_eq!(f(&out[5], "acct_money_out_count_7d"), 3.0);
+    assert_eq!(f(&out[5], "acct_logins_10m"), 1.0);
+    // v7 at +8 d: v1..v4 are older than 7 d, v5 is not.
+    assert_eq!(f(&out[6], "acct_money_out_count_7d"), 0.0);
+    assert_eq!(f(&out[6], "acct_logins_7d"), 1.0);
     // Another account's money never counts.
-    assert_eq!(f(&out[5], "acct_money_out_count_24h"), 0.0);
+    assert_eq!(f(&out[7], "acct_money_out_count_24h"), 0.0);
 }
 
 async fn point_in_time(store: impl FeatureStore) {
@@ -83,179 +192,592 @@ async fn point_in_time(store: impl FeatureStore) {
         ],
     )
     .await;
-    assert_eq!(f(&out[1], "acct_money_out_count_1h"), 0.0, "early must not see the future");
-    assert_eq!(f(&out[2], "acct_money_out_count_1h"), 0.0, "same-time events are not 'before'");
+    assert_eq!(
+        f(&out[0], "acct_money_out_count_1h"),
+        2.0,
+        "late sees the earlier events of its batch"
+    );
+    assert_eq!(
+        f(&out[1], "acct_money_out_count_1h"),
+        0.0,
+        "early must not see the future"
+    );
+    assert_eq!(
+        f(&out[2], "acct_money_out_count_1h"),
+        0.0,
+        "same-time events are not 'before'"
+    );
     assert_eq!(f(&out[3], "acct_money_out_count_1h"), 3.0);
     assert_eq!(f(&out[3], "acct_money_out_usd_1h"), 60.0);
+    // A later batch with an earlier event: still only the past.
+    let out = apply(&store, &[ev("older", "a", "d", T0 + 5 * MIN, login())]).await;
+    assert_eq!(f(&out[0], "acct_money_out_count_1h"), 2.0);
+    assert_eq!(f(&out[0], "acct_money_out_usd_1h"), 10.0);
 }
 
 async fn idempotent_redelivery(store: impl FeatureStore) {
     let events = vec![
-        ev("i1", "a", "d1", T0, money(10)),
-        ev("i2", "a", "d2", T0 + MIN, FactKind::Login),
-        ev("i3", "a", "d1", T0 + 2 * MIN, money(10)),
-        ev("i4", "c", "d1", T0 + 3 * MIN, FactKind::CaptureSession),
+        ev("i1", "a", "d1", T0, money(10)).ip("1.1.1.1", "FR"),
+        ev("i2", "a", "d2", T0 + MIN, login()).ip("2.2.2.2", "DE"),
+        ev("i3", "a", "d1", T0 + 2 * MIN, money(10)).dest("x1"),
+        ev("i4", "c", "d1", T0 + 3 * MIN, capture(true)).doc("doc1"),
     ];
     let first = apply(&store, &events).await;
     let again = apply(&store, &events).await;
     assert_eq!(first, again, "redelivery must give the same features");
     let next = apply(&store, &[ev("i5", "a", "d3", T0 + 4 * MIN, money(1))]).await;
-    assert_eq!(f(&next[0], "acct_money_out_count_1h"), 2.0, "duplicates must not double counters");
+    assert_eq!(
+        f(&next[0], "acct_money_out_count_1h"),
+        2.0,
+        "duplicates must not double counters"
+    );
     assert_eq!(f(&next[0], "acct_money_out_usd_1h"), 20.0);
     assert_eq!(f(&next[0], "acct_distinct_devices"), 2.0);
+    assert_eq!(f(&next[0], "acct_distinct_ips_24h"), 2.0);
+    let next = apply(&store, &[ev("i6", "c", "d1", T0 + 5 * MIN, capture(false))]).await;
+    assert_eq!(f(&next[0], "device_capture_sessions_24h"), 1.0);
+    assert_eq!(f(&next[0], "device_failed_checks_24h"), 1.0);
 }
 
-async fn devices_and_accounts(store: impl FeatureStore) {
+async fn entities_and_links(store: impl FeatureStore) {
     let out = apply(
         &store,
         &[
-            ev("g1", "a", "d1", T0, FactKind::Login),
-            ev("g2", "a", "d1", T0 + 1, FactKind::Login),
-            ev("g3", "a", "d2", T0 + 2, FactKind::Login),
-            ev("g4", "b", "d2", T0 + 3, FactKind::CaptureSession),
-            ev("g5", "c", "d2", T0 + 4, FactKind::CaptureSession),
+            ev("g1", "a", "d1", T0, login()).ip("9.9.9.9", "FR"),
+            ev("g2", "a", "d1", T0 + 1000, login()).ip("9.9.9.9", "FR"),
+            ev("g3", "a", "d2", T0 + 2000, money(5))
+                .ip("8.8.8.8", "US")
+                .dest("x1"),
+            ev("g4", "b", "d2", T0 + 3000, capture(false))
+                .ip("9.9.9.9", "FR")
+                .doc("doc1"),
+            ev("g5", "c", "d2", T0 + 4000, capture(true)).doc("doc1"),
             // d1 reappears on a late event older than its first sighting: first-seen moves back.
-            ev("g6", "a", "d1", T0 - 5, FactKind::Login),
+            ev("g6", "a", "d1", T0 - 5000, login()),
+            ev("g7", "a", "d1", T0 + 5000, money(5)).dest("x1"),
         ],
     )
     .await;
-    assert_eq!(f(&out[0], "acct_device_is_new"), 1.0);
-    assert_eq!(f(&out[1], "acct_device_is_new"), 0.0);
+    assert_eq!(
+        f(&out[0], "acct_device_is_new"),
+        0.0,
+        "g6 (earlier, same batch) already used d1"
+    );
+    assert_eq!(f(&out[5], "acct_device_is_new"), 1.0);
+    assert_eq!(f(&out[5], "acct_distinct_devices"), 0.0);
     assert_eq!(f(&out[2], "acct_device_is_new"), 1.0);
     assert_eq!(f(&out[2], "acct_distinct_devices"), 1.0);
+    assert_eq!(f(&out[2], "acct_destination_is_new"), 1.0);
+    assert_eq!(f(&out[6], "acct_destination_is_new"), 0.0);
+    assert_eq!(
+        f(&out[0], "acct_destination_is_new"),
+        0.0,
+        "no destination, not new"
+    );
+    assert_eq!(f(&out[2], "acct_distinct_ips_24h"), 1.0);
+    assert_eq!(f(&out[6], "acct_distinct_ips_24h"), 2.0);
+    assert_eq!(f(&out[6], "acct_distinct_countries_24h"), 2.0);
+    assert_eq!(f(&out[6], "acct_distinct_devices_24h"), 2.0);
     assert_eq!(f(&out[3], "device_distinct_accounts"), 1.0);
     assert_eq!(f(&out[4], "device_distinct_accounts"), 2.0);
     assert_eq!(f(&out[4], "device_capture_sessions_24h"), 1.0);
-    assert_eq!(f(&out[5], "acct_device_is_new"), 1.0);
-    assert_eq!(f(&out[5], "acct_distinct_devices"), 0.0);
-    let check = apply(&store, &[ev("g7", "a", "d9", T0 + 10, FactKind::Login)]).await;
+    assert_eq!(f(&out[4], "device_failed_checks_24h"), 0.0);
+    assert_eq!(
+        f(&out[3], "device_first_seen_age_s"),
+        1.0,
+        "d2 first seen at +2 s"
+    );
+    assert_eq!(
+        f(&out[1], "device_first_seen_age_s"),
+        6.0,
+        "d1 first seen at -5 s"
+    );
+    assert_eq!(f(&out[3], "ip_distinct_accounts"), 1.0);
+    assert_eq!(f(&out[4], "document_distinct_accounts"), 1.0);
+    assert_eq!(f(&out[4], "ip_distinct_accounts"), 0.0, "no IP");
+    assert_eq!(
+        f(&out[4], "graph_linked_accounts"),
+        2.0,
+        "a and b through d2, b through doc1"
+    );
+    let check = apply(&store, &[ev("g8", "a", "d9", T0 + 10_000, login())]).await;
     assert_eq!(f(&check[0], "acct_distinct_devices"), 2.0);
+    assert_eq!(f(&check[0], "device_first_seen_age_s"), 0.0);
 }
 
-async fn bounded_retention(store: impl FeatureStore) {
-    // Retention = 24 h + 1 h allowed lateness. An event 30 h later trims the first one, so a
-    // very late event arriving afterwards no longer sees it (bounded state beats completeness).
+async fn recency(store: impl FeatureStore) {
     let out = apply(
         &store,
         &[
-            ev("r1", "a", "d", T0, money(10)),
-            ev("r2", "a", "d", T0 + 30 * HOUR, money(10)),
-            ev("r3", "a", "d", T0 + HOUR, money(10)),
+            ev("r0", "a", "d", T0, money(1)),
+            ev("r1", "a", "d", T0 + MIN, login()),
+            ev(
+                "r2",
+                "a",
+                "d",
+                T0 + 2 * MIN,
+                tx(TransactionKind::PasswordChange, 0),
+            ),
         ],
     )
     .await;
-    assert_eq!(f(&out[2], "acct_money_out_count_24h"), 0.0);
+    // Ten days later (a later batch: the old events are trimmed from the event window).
+    let later = apply(
+        &store,
+        &[
+            ev(
+                "r3",
+                "a",
+                "d",
+                T0 + 10 * DAY,
+                tx(TransactionKind::MfaChange, 0),
+            ),
+            ev("r4", "a", "d", T0 + 10 * DAY + 30_000, money(1)),
+        ],
+    )
+    .await;
+    let out: Vec<StoreFeatures> = out.into_iter().chain(later).collect();
+    let never = 30.0 * 86_400.0;
+    assert_eq!(f(&out[0], "acct_secs_since_login"), never);
+    assert_eq!(f(&out[2], "acct_secs_since_login"), 60.0);
+    assert_eq!(f(&out[2], "acct_secs_since_password_change"), never);
+    assert_eq!(f(&out[4], "acct_secs_since_mfa_change"), 30.0);
+    // The password change is 10 days old: older than the 7 d event window, still known.
+    assert_eq!(
+        f(&out[4], "acct_secs_since_password_change"),
+        (10 * DAY - 2 * MIN + 30_000) as f32 / 1000.0
+    );
+    // The login is older than the event window (7 d + lateness): unknown.
+    assert_eq!(f(&out[4], "acct_secs_since_login"), never);
+}
+
+async fn bounded_retention(store: impl FeatureStore) {
+    // Retention = 7 d + 1 h allowed lateness. An event 8 days later trims the first one, so a
+    // very late event arriving afterwards no longer sees it (bounded state beats completeness).
+    apply(&store, &[ev("r1", "a", "d", T0, money(10))]).await;
+    apply(&store, &[ev("r2", "a", "d", T0 + 8 * DAY, money(10))]).await;
+    let out = apply(&store, &[ev("r3", "a", "d", T0 + HOUR, money(10))]).await;
+    assert_eq!(f(&out[0], "acct_money_out_count_24h"), 0.0);
+    // Within one batch, trimming never takes what an event of that batch needs.
+    let out = apply(
+        &store,
+        &[
+            ev("b1", "b", "d", T0, money(10)),
+            ev("b2", "b", "d", T0 + 8 * DAY, money(10)),
+            ev("b3", "b", "d", T0 + HOUR, money(10)),
+        ],
+    )
+    .await;
+    assert_eq!(f(&out[2], "acct_money_out_count_24h"), 1.0);
     // Within the allowed lateness nothing is lost.
     let out = apply(
         &store,
         &[
             ev("w1", "z", "d", T0, money(10)),
-            ev("w2", "z", "d", T0 + 24 * HOUR + 30 * MIN, money(10)),
-            ev("w3", "z", "d", T0 + 23 * HOUR, money(10)),
+            ev("w2", "z", "d", T0 + 7 * DAY + 30 * MIN, money(10)),
+            ev("w3", "z", "d", T0 + 6 * DAY, money(10)),
         ],
     )
     .await;
-    assert_eq!(f(&out[2], "acct_money_out_count_24h"), 1.0);
+    assert_eq!(f(&out[2], "acct_money_out_count_7d"), 1.0);
+    // Per-entity caps: an account keeps at most 1000 events.
+    for chunk in 0..12 {
+        let batch: Vec<Ev> = (0..100)
+            .map(|i| {
+                ev(
+                    &format!("cap-{chunk}-{i}"),
+                    "busy",
+                    "d",
+                    T0 + (chunk * 100 + i) * 1000,
+                    login(),
+                )
+            })
+            .collect();
+        apply(&store, &batch).await;
+    }
+    let out = apply(
+        &store,
+        &[ev("cap-last", "busy", "d", T0 + 2 * HOUR, login())],
+    )
+    .await;
+    assert_eq!(
+        f(&out[0], "acct_logins_24h"),
+        999.0,
+        "capped at 1000 events, this one included"
+    );
+}
+
+async fn identity_graph(store: impl FeatureStore) {
+    // fraudster F and account A share device dF; A also uses device dA, which B uses; C is
+    // behind a public IP shared by 60 accounts (a hub), one of them F.
+    let mut events = vec![
+        ev("k1", "F", "dF", T0, login()).ip("6.6.6.6", "RU"),
+        ev("k2", "A", "dF", T0 + 1000, login()),
+        ev("k3", "A", "dA", T0 + 2000, login()),
+        ev("k4", "B", "dA", T0 + 3000, login()),
+    ];
+    for i in 0..60 {
+        events.push(
+            ev(
+                &format!("hub{i}"),
+                &format!("H{i}"),
+                &format!("dh{i}"),
+                T0 + 4000 + i,
+                login(),
+            )
+            .ip("1.2.3.4", "FR"),
+        );
+    }
+    events.push(ev("k5", "F", "dF", T0 + 5000, login()).ip("1.2.3.4", "FR"));
+    apply(&store, &events).await;
+
+    let outcome = store
+        .apply_label("F", true, T0 + 10_000)
+        .await
+        .expect("label");
+    assert_eq!(outcome.entities, 3, "dF, 6.6.6.6 and the hub IP");
+    assert_eq!(outcome.neighbours, 1, "A (the hub is not crossed)");
+
+    let out = apply(
+        &store,
+        &[
+            ev("q1", "A", "dF", T0 + 20_000, login()),
+            ev("q2", "B", "dA", T0 + 21_000, login()),
+            ev("q3", "H1", "dh1", T0 + 22_000, login()).ip("1.2.3.4", "FR"),
+            ev("q4", "F", "dF", T0 + 23_000, login()),
+            ev("q5", "N", "dN", T0 + 24_000, login()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        f(&out[0], "graph_fraud_accounts_1hop"),
+        1.0,
+        "A shares dF with F"
+    );
+    assert_eq!(f(&out[0], "graph_linked_accounts"), 1.0);
+    assert_eq!(f(&out[1], "graph_fraud_accounts_1hop"), 0.0);
+    assert_eq!(
+        f(&out[1], "graph_fraud_accounts_2hop"),
+        1.0,
+        "B -> dA -> A -> dF -> F"
+    );
+    assert_eq!(
+        f(&out[2], "graph_fraud_accounts_1hop"),
+        0.0,
+        "hubs are not crossed"
+    );
+    assert_eq!(f(&out[2], "ip_distinct_accounts"), 61.0);
+    assert_eq!(f(&out[3], "acct_labelled_fraud"), 1.0);
+    assert_eq!(
+        f(&out[3], "graph_fraud_accounts_1hop"),
+        0.0,
+        "an account is not its own neighbour"
+    );
+    assert_eq!(
+        f(&out[4], "graph_linked_accounts") + f(&out[4], "graph_fraud_accounts_1hop"),
+        0.0
+    );
+
+    // A new account joining the fraudster's device is tainted at once; one joining A's other
+    // device after that gets the two-hop taint from the join.
+    let out = apply(&store, &[ev("q6", "J", "dF", T0 + 30_000, login())]).await;
+    assert_eq!(f(&out[0], "graph_fraud_accounts_1hop"), 1.0);
+    apply(&store, &[ev("q7", "J", "dJ", T0 + 31_000, login())]).await;
+    let out = apply(&store, &[ev("q8", "K", "dJ", T0 + 32_000, login())]).await;
+    assert_eq!(
+        f(&out[0], "graph_fraud_accounts_2hop"),
+        1.0,
+        "K -> dJ -> J -> dF -> F"
+    );
+    // The fraudster's new device is tainted by its own event.
+    apply(&store, &[ev("q9", "F", "dF2", T0 + 33_000, login())]).await;
+    let out = apply(&store, &[ev("q10", "M", "dF2", T0 + 34_000, login())]).await;
+    assert_eq!(f(&out[0], "graph_fraud_accounts_1hop"), 1.0);
+
+    // Clearing the label (confirmed legitimate) removes the taint it propagated.
+    store
+        .apply_label("F", false, T0 + 40_000)
+        .await
+        .expect("clear");
+    let out = apply(
+        &store,
+        &[
+            ev("q11", "A", "dF", T0 + 41_000, login()),
+            ev("q12", "B", "dA", T0 + 42_000, login()),
+        ],
+    )
+    .await;
+    assert_eq!(f(&out[0], "graph_fraud_accounts_1hop"), 0.0);
+    assert_eq!(f(&out[1], "graph_fraud_accounts_2hop"), 0.0);
+}
+
+/// A random stream: 8 accounts, 6 devices, 4 IPs, 3 documents, all kinds; `spread` ms apart at most.
+fn random_stream(seed: u64, n: usize, spread: i64) -> Vec<Ev> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut t = T0;
+    (0..n)
+        .map(|i| {
+            t += rng.gen_range(0..spread);
+            let kind = match rng.gen_range(0..8) {
+                0 => money(rng.gen_range(1..500)),
+                1 => tx(TransactionKind::Withdrawal, rng.gen_range(1..500)),
+                2 => tx(TransactionKind::CardPayment, rng.gen_range(1..50)),
+                3 => tx(TransactionKind::PasswordChange, 0),
+                4 => login(),
+                5 => capture(rng.gen_bool(0.3)),
+                6 => tx(TransactionKind::MfaChange, 0),
+                _ => tx(TransactionKind::Trade, 0),
+            };
+            let mut e = ev(
+                &format!("p{seed}-{i}"),
+                &format!("a{}", rng.gen_range(0..8)),
+                &format!("d{}", rng.gen_range(0..6)),
+                t,
+                kind,
+            );
+            if rng.gen_bool(0.8) {
+                let ip = rng.gen_range(0..4);
+                e = e.ip(&format!("10.0.0.{ip}"), ["FR", "DE", "US", "BR"][ip]);
+            }
+            if matches!(kind, FactKind::CaptureSession { .. }) && rng.gen_bool(0.7) {
+                e = e.doc(&format!("doc{}", rng.gen_range(0..3)));
+            }
+            if matches!(
+                kind,
+                FactKind::Transaction {
+                    kind: TransactionKind::TransferOut,
+                    ..
+                }
+            ) {
+                e = e.dest(&format!("x{}", rng.gen_range(0..5)));
+            }
+            e
+        })
+        .collect()
+}
+
+fn index_of(e: &Ev) -> usize {
+    e.id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("index")
+}
+
+/// Features of every event of `events` after all of them were delivered one by one in time order.
+async fn reference(store: &impl FeatureStore, events: &[Ev]) -> Vec<StoreFeatures> {
+    let mut out = Vec::new();
+    for e in events {
+        out.extend(apply(store, std::slice::from_ref(e)).await);
+    }
+    out
 }
 
 /// Property: the same time-ordered stream delivered with random batch boundaries and random
-/// redeliveries gives every event the features of a clean, one-at-a-time delivery.
+/// redeliveries gives every delivery, first or repeated, the features of a clean, one-at-a-time
+/// delivery.
 async fn batching_and_duplicates_do_not_matter<S: FeatureStore>(store_pairs: Vec<(S, S)>) {
     for (seed, (clean, messy)) in store_pairs.into_iter().enumerate() {
         let seed = seed as u64;
-        let mut rng = SmallRng::seed_from_u64(seed);
-        let mut t = T0;
-        let events: Vec<Ev> = (0..300)
-            .map(|i| {
-                t += rng.gen_range(0..10 * MIN);
-                let kind = match rng.gen_range(0..5) {
-                    0 => money(rng.gen_range(1..500)),
-                    1 => FactKind::CredentialChange,
-                    2 => FactKind::Login,
-                    3 => FactKind::CaptureSession,
-                    _ => FactKind::OtherTransaction,
-                };
-                ev(&format!("p{seed}-{i}"), &format!("a{}", rng.gen_range(0..8)), &format!("d{}", rng.gen_range(0..6)), t, kind)
-            })
-            .collect();
-        let mut expected = Vec::new();
-        for e in &events {
-            expected.extend(apply(&clean, std::slice::from_ref(e)).await);
-        }
+        let mut rng = SmallRng::seed_from_u64(seed + 100);
+        let events = random_stream(seed, 300, 10 * MIN);
+        let expected = reference(&clean, &events).await;
         let mut delivered = 0;
-        let mut seen = std::collections::HashMap::new();
         while delivered < events.len() {
             let take = rng.gen_range(1..=40).min(events.len() - delivered);
             let mut batch: Vec<Ev> = events[delivered..delivered + take].to_vec();
             // Redeliver a few events from earlier batches at random places in this one.
-            for _ in 0..if delivered > 0 { rng.gen_range(0..4) } else { 0 } {
+            for _ in 0..if delivered > 0 {
+                rng.gen_range(0..4)
+            } else {
+                0
+            } {
                 let j = rng.gen_range(0..delivered);
                 let pos = rng.gen_range(0..=batch.len());
                 batch.insert(pos, events[j].clone());
             }
             let out = apply(&messy, &batch).await;
             for (e, feat) in batch.iter().zip(out) {
-                // Every delivery, first or repeated, must see exactly the clean features.
-                let i: usize = e.id.rsplit('-').next().and_then(|n| n.parse().ok()).expect("index");
-                assert_eq!(feat, expected[i], "seed {seed}, delivery of {}", e.id);
-                seen.insert(e.id.clone(), feat);
+                assert_eq!(
+                    feat,
+                    expected[index_of(e)],
+                    "seed {seed}, delivery of {}",
+                    e.id
+                );
             }
             delivered += take;
         }
-        assert_eq!(seen.len(), events.len());
     }
 }
 
-fn memory() -> MemoryStore {
-    MemoryStore::new(StoreLimits::default())
+/// Property: shuffled (each event late by up to 50 min, within the 1 h allowed lateness),
+/// duplicated, randomly batched deliveries leave the store in the same state as a clean
+/// delivery: once everything has arrived, every event is scored exactly as the clean store
+/// scores it. (An event scored on its first, early arrival sees what had arrived by then.)
+/// `spread`: mean gap between events; a long stream (over 7 days) also exercises the trims,
+/// and then only events within the allowed lateness of the newest are compared.
+async fn shuffled_deliveries_converge<S: FeatureStore>(store_pairs: Vec<(S, S)>, spread: i64) {
+    for (seed, (clean, messy)) in store_pairs.into_iter().enumerate() {
+        let seed = seed as u64;
+        let mut rng = SmallRng::seed_from_u64(seed + 200);
+        let events = random_stream(seed + 50, 400, 2 * spread);
+        let expected = reference(&clean, &events).await;
+        // Arrival order: event time plus a random delay of up to 50 minutes, plus duplicates.
+        let mut arrivals: Vec<(i64, Ev)> = events
+            .iter()
+            .map(|e| (e.t + rng.gen_range(0..50 * MIN), e.clone()))
+            .collect();
+        for _ in 0..60 {
+            let e = events.choose(&mut rng).expect("events").clone();
+            arrivals.push((e.t + rng.gen_range(0..50 * MIN), e));
+        }
+        arrivals.sort_by_key(|(at, _)| *at);
+        let mut rest = &arrivals[..];
+        while !rest.is_empty() {
+            let take = rng.gen_range(1..=30).min(rest.len());
+            let mut batch: Vec<Ev> = rest[..take].iter().map(|(_, e)| e.clone()).collect();
+            batch.shuffle(&mut rng);
+            apply(&messy, &batch).await;
+            rest = &rest[take..];
+        }
+        // Everything has arrived: re-scoring (a redelivery) gives the clean features.
+        let newest = events.last().expect("events").t;
+        let trims = newest - T0 > 7 * DAY;
+        let compared: Vec<Ev> = events
+            .iter()
+            .filter(|e| !trims || e.t > newest - 50 * MIN)
+            .cloned()
+            .collect();
+        assert!(compared.len() >= if trims { 1 } else { 400 });
+        let out = apply(&messy, &compared).await;
+        for (e, feat) in compared.iter().zip(out) {
+            assert_eq!(
+                feat,
+                expected[index_of(e)],
+                "seed {seed}, spread {spread}, {}",
+                e.id
+            );
+        }
+        let again = apply(&clean, &compared).await;
+        for (e, feat) in compared.iter().zip(again) {
+            assert_eq!(
+                feat,
+                expected[index_of(e)],
+                "clean store changed on redelivery: {}",
+                e.id
+            );
+        }
+    }
 }
 
-async fn redis(server: &RedisServer, prefix: &str) -> RedisStore {
-    RedisStore::connect(&server.url(), prefix, StoreLimits::default(), Duration::from_secs(5)).await.expect("connect")
+/// Every behaviour above, on stores made by `make` (each call a fresh, isolated store).
+async fn conformance<S: FeatureStore, F: std::future::Future<Output = S>>(
+    mut make: impl FnMut(&str) -> F,
+) {
+    velocity_windows(make("vel").await).await;
+    point_in_time(make("pit").await).await;
+    idempotent_redelivery(make("idem").await).await;
+    entities_and_links(make("ent").await).await;
+    recency(make("rec").await).await;
+    bounded_retention(make("ret").await).await;
+    identity_graph(make("graph").await).await;
+    let mut pairs = Vec::new();
+    for n in 0..4 {
+        pairs.push((
+            make(&format!("clean{n}")).await,
+            make(&format!("messy{n}")).await,
+        ));
+    }
+    batching_and_duplicates_do_not_matter(pairs).await;
+    for spread in [10 * MIN, 40 * MIN] {
+        let mut pairs = Vec::new();
+        for n in 0..3 {
+            pairs.push((
+                make(&format!("sclean{spread}-{n}")).await,
+                make(&format!("smessy{spread}-{n}")).await,
+            ));
+        }
+        shuffled_deliveries_converge(pairs, spread).await;
+    }
 }
 
 #[tokio::test]
 async fn memory_store_conforms() {
-    velocity_windows(memory()).await;
-    point_in_time(memory()).await;
-    idempotent_redelivery(memory()).await;
-    devices_and_accounts(memory()).await;
-    bounded_retention(memory()).await;
-    batching_and_duplicates_do_not_matter((0..5).map(|_| (memory(), memory())).collect()).await;
+    conformance(|_| async { MemoryStore::new(StoreLimits::default()) }).await;
+}
+
+async fn redis_at(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::connect(url, prefix, StoreLimits::default(), Duration::from_secs(5))
+        .await
+        .expect("connect")
 }
 
 #[tokio::test]
 async fn redis_store_conforms() {
     let server = RedisServer::start();
-    velocity_windows(redis(&server, "t1").await).await;
-    point_in_time(redis(&server, "t2").await).await;
-    idempotent_redelivery(redis(&server, "t3").await).await;
-    devices_and_accounts(redis(&server, "t4").await).await;
-    bounded_retention(redis(&server, "t5").await).await;
-    let mut pairs = Vec::new();
-    for n in 0..5 {
-        pairs.push((redis(&server, &format!("clean{n}")).await, redis(&server, &format!("messy{n}")).await));
-    }
-    batching_and_duplicates_do_not_matter(pairs).await;
+    let url = server.url();
+    conformance(|prefix| {
+        let (url, prefix) = (url.clone(), prefix.to_string());
+        async move { redis_at(&url, &prefix).await }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_conforms() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    conformance(|prefix| {
+        let (url, prefix) = (url.clone(), prefix.to_string());
+        async move {
+            let store = redis_at(&url, &prefix).await;
+            assert!(store.is_cluster());
+            store
+        }
+    })
+    .await;
+    let keys = cluster.keys_per_node();
+    assert!(
+        keys.iter().all(|n| *n > 100),
+        "keys should spread over all three nodes: {keys:?}"
+    );
 }
 
 #[tokio::test]
 async fn namespaces_do_not_share_state() {
     let server = RedisServer::start();
-    let prod = redis(&server, "prod").await;
-    let replay = redis(&server, "replay").await;
+    let prod = redis_at(&server.url(), "prod").await;
+    let replay = redis_at(&server.url(), "replay").await;
     apply(&prod, &[ev("n1", "a", "d", T0, money(10))]).await;
     let out = apply(&replay, &[ev("n2", "a", "d", T0 + MIN, money(10))]).await;
     assert_eq!(f(&out[0], "acct_money_out_count_1h"), 0.0);
+    assert_eq!(f(&out[0], "device_distinct_accounts"), 0.0);
 }
 
 #[tokio::test]
 async fn redis_down_is_an_error_not_a_hang() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(&server.url(), "x", StoreLimits::default(), Duration::from_millis(300)).await.unwrap();
+    let store = RedisStore::connect(
+        &server.url(),
+        "x",
+        StoreLimits::default(),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
     server.stop();
-    let facts = [EventFacts { event_id: "e", account_id: "a", device_id: "d", event_time: T0, kind: FactKind::Login }];
+    let e = ev("e", "a", "d", T0, login());
     let started = std::time::Instant::now();
+    let facts = [EventFacts {
+        event_id: &e.id,
+        account_id: &e.acct,
+        device_id: &e.dev,
+        ip: "",
+        country: "",
+        document: "",
+        destination: "",
+        event_time: e.t,
+        kind: e.kind,
+    }];
     assert!(store.enrich_batch(&facts).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(10));
     // And it recovers on its own once Redis is back.

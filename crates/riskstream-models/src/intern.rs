@@ -8,7 +8,10 @@ use std::sync::{Mutex, OnceLock};
 /// Returns a `'static` copy of `s`, shared with every earlier call for an equal string.
 pub fn intern(s: &str) -> &'static str {
     static SET: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut set = SET.get_or_init(Default::default).lock().expect("intern set poisoned");
+    let mut set = SET
+        .get_or_init(Default::default)
+        .lock()
+        .expect("intern set poisoned");
     if let Some(existing) = set.get(s) {
         return existing;
     }

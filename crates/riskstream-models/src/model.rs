@@ -18,13 +18,23 @@ const GOLDEN_TOLERANCE: f32 = 1e-5;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: bad manifest: {source}")]
-    Manifest { path: PathBuf, source: serde_json::Error },
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("model {model}: input `{input}` is not a feature the pipeline computes")]
     UnknownInput { model: String, input: String },
     #[error("model {model}: tract could not load {path}: {why}")]
-    Tract { model: String, path: PathBuf, why: String },
+    Tract {
+        model: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("model {model}: golden check failed: {why}")]
     Golden { model: String, why: String },
     #[error("model {model}: inference failed: {why}")]
@@ -65,38 +75,72 @@ pub struct Model {
 impl Model {
     /// Loads `dir/manifest.json` and its ONNX file. `column_of` maps a feature name to its
     /// column in the rows the caller will pass to [`Model::score`]; an unknown name refuses the model.
-    pub fn load(dir: &Path, column_of: &dyn Fn(&str) -> Option<usize>) -> Result<Model, ModelError> {
+    pub fn load(
+        dir: &Path,
+        column_of: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<Model, ModelError> {
         let manifest_path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Io { path: manifest_path.clone(), source })?;
+        let text = std::fs::read_to_string(&manifest_path).map_err(|source| ModelError::Io {
+            path: manifest_path.clone(),
+            source,
+        })?;
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|source| ModelError::Manifest { path: manifest_path.clone(), source })?;
+            serde_json::from_str(&text).map_err(|source| ModelError::Manifest {
+                path: manifest_path.clone(),
+                source,
+            })?;
         let columns = manifest
             .inputs
             .iter()
-            .map(|i| column_of(&i.name).ok_or_else(|| ModelError::UnknownInput { model: manifest.name.clone(), input: i.name.clone() }))
+            .map(|i| {
+                column_of(&i.name).ok_or_else(|| ModelError::UnknownInput {
+                    model: manifest.name.clone(),
+                    input: i.name.clone(),
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let onnx_path = dir.join(&manifest.onnx);
         let n_inputs = manifest.inputs.len();
-        let tract_err = |why: String| ModelError::Tract { model: manifest.name.clone(), path: onnx_path.clone(), why };
-        let plans = catch_unwind(AssertUnwindSafe(|| -> TractResult<Vec<(usize, Arc<TypedRunnableModel>)>> {
-            let proto = tract_onnx::onnx().model_for_path(&onnx_path)?;
-            PLAN_BATCH_SIZES
-                .iter()
-                .map(|&b| {
-                    let plan = proto
-                        .clone()
-                        .with_input_fact(0, f32::fact([b, n_inputs]).into())?
-                        .into_optimized()?
-                        .into_runnable()?;
-                    Ok((b, plan))
-                })
-                .collect()
-        }))
+        let tract_err = |why: String| ModelError::Tract {
+            model: manifest.name.clone(),
+            path: onnx_path.clone(),
+            why,
+        };
+        let plans = catch_unwind(AssertUnwindSafe(
+            || -> TractResult<Vec<(usize, Arc<TypedRunnableModel>)>> {
+                let proto = tract_onnx::onnx().model_for_path(&onnx_path)?;
+                PLAN_BATCH_SIZES
+                    .iter()
+                    .map(|&b| {
+                        let plan = proto
+                            .clone()
+                            .with_input_fact(0, f32::fact([b, n_inputs]).into())?
+                            .into_optimized()?
+                            .into_runnable()?;
+                        Ok((b, plan))
+                    })
+                    .collect()
+            },
+        ))
         .map_err(|panic| tract_err(format!("tract panicked: {}", panic_message(&panic))))?
         .map_err(|e| tract_err(format!("{e:#}")))?;
-        let input_names = manifest.inputs.iter().map(|i| crate::intern(&i.name)).collect();
-        let (name, version) = (crate::intern(&manifest.name), crate::intern(&manifest.version));
-        let model = Model { manifest, columns, input_names, name, version, plans };
+        let input_names = manifest
+            .inputs
+            .iter()
+            .map(|i| crate::intern(&i.name))
+            .collect();
+        let (name, version) = (
+            crate::intern(&manifest.name),
+            crate::intern(&manifest.version),
+        );
+        let model = Model {
+            manifest,
+            columns,
+            input_names,
+            name,
+            version,
+            plans,
+        };
         model.check_golden(dir)?;
         Ok(model)
     }
@@ -122,17 +166,27 @@ impl Model {
     /// Runs the golden inputs and compares with the golden outputs.
     fn check_golden(&self, dir: &Path) -> Result<(), ModelError> {
         let path = dir.join(&self.manifest.golden);
-        let err = |why: String| ModelError::Golden { model: self.manifest.name.clone(), why };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let golden: Golden = serde_json::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let err = |why: String| ModelError::Golden {
+            model: self.manifest.name.clone(),
+            why,
+        };
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let golden: Golden =
+            serde_json::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))?;
         if golden.inputs.is_empty() || golden.inputs.len() != golden.outputs.len() {
-            return Err(err("golden file needs as many outputs as inputs, at least one".into()));
+            return Err(err(
+                "golden file needs as many outputs as inputs, at least one".into(),
+            ));
         }
         let k = self.columns.len();
         let mut flat = Vec::with_capacity(golden.inputs.len() * k);
         for row in &golden.inputs {
             if row.len() != k {
-                return Err(err(format!("golden row has {} values, the model takes {k}", row.len())));
+                return Err(err(format!(
+                    "golden row has {} values, the model takes {k}",
+                    row.len()
+                )));
             }
             flat.extend_from_slice(row);
         }
@@ -148,7 +202,13 @@ impl Model {
 
     /// Scores `n` rows of the caller's full input matrix (`rows.len() == n * row_len`),
     /// appending one score per row to `out`.
-    pub fn score(&self, rows: &[f32], row_len: usize, n: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
+    pub fn score(
+        &self,
+        rows: &[f32],
+        row_len: usize,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let k = self.columns.len();
         let mut gathered = Vec::with_capacity(n * k);
         for r in 0..n {
@@ -161,22 +221,38 @@ impl Model {
     /// Runs rows already in model input order, splitting and padding onto the fixed plans.
     fn run_model_rows(&self, rows: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
         let k = self.columns.len();
-        let infer_err = |why: String| ModelError::Inference { model: self.manifest.name.clone(), why };
+        let infer_err = |why: String| ModelError::Inference {
+            model: self.manifest.name.clone(),
+            why,
+        };
         let mut done = 0;
         while done < n {
             let left = n - done;
-            let (size, plan) =
-                self.plans.iter().find(|(b, _)| *b >= left).unwrap_or_else(|| self.plans.last().expect("plans"));
+            let (size, plan) = self
+                .plans
+                .iter()
+                .find(|(b, _)| *b >= left)
+                .unwrap_or_else(|| self.plans.last().expect("plans"));
             let take = left.min(*size);
             let mut padded = vec![0f32; size * k];
             padded[..take * k].copy_from_slice(&rows[done * k..(done + take) * k]);
-            let input = Tensor::from_shape(&[*size, k], &padded).map_err(|e| infer_err(e.to_string()))?;
+            let input =
+                Tensor::from_shape(&[*size, k], &padded).map_err(|e| infer_err(e.to_string()))?;
             // plan.run spawns a fresh state: no recurrent state leaks between batches.
-            let result = plan.run(tvec!(input.into())).map_err(|e| infer_err(format!("{e:#}")))?;
-            let view = result[0].try_as_plain_ram().map_err(|e| infer_err(e.to_string()))?;
-            let scores = view.as_slice::<f32>().map_err(|e| infer_err(e.to_string()))?;
+            let result = plan
+                .run(tvec!(input.into()))
+                .map_err(|e| infer_err(format!("{e:#}")))?;
+            let view = result[0]
+                .try_as_plain_ram()
+                .map_err(|e| infer_err(e.to_string()))?;
+            let scores = view
+                .as_slice::<f32>()
+                .map_err(|e| infer_err(e.to_string()))?;
             if scores.len() < take {
-                return Err(infer_err(format!("{} outputs for a batch of {size}", scores.len())));
+                return Err(infer_err(format!(
+                    "{} outputs for a batch of {size}",
+                    scores.len()
+                )));
             }
             // One output per row: [batch, 1] or [batch].
             let per_row = scores.len() / size;
@@ -188,7 +264,10 @@ impl Model {
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The champion model for each slot.
@@ -199,7 +278,10 @@ pub struct ModelSet {
 
 impl ModelSet {
     /// Loads `models_dir/behavioral` and `models_dir/ato`.
-    pub fn load(models_dir: &Path, column_of: &dyn Fn(&str) -> Option<usize>) -> Result<ModelSet, ModelError> {
+    pub fn load(
+        models_dir: &Path,
+        column_of: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<ModelSet, ModelError> {
         Ok(ModelSet {
             behavioral: Model::load(&models_dir.join(Slot::Behavioral.as_str()), column_of)?,
             ato: Model::load(&models_dir.join(Slot::Ato.as_str()), column_of)?,

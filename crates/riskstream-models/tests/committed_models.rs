@@ -12,7 +12,8 @@ fn models_dir() -> PathBuf {
 
 #[test]
 fn committed_models_load_and_match_goldens() {
-    let set = ModelSet::load(&models_dir(), &input_index).expect("committed models load and pass golden parity");
+    let set = ModelSet::load(&models_dir(), &input_index)
+        .expect("committed models load and pass golden parity");
     assert_eq!(set.behavioral.name(), "behavioral");
     assert_eq!(set.ato.name(), "ato");
 }
@@ -22,7 +23,9 @@ fn batch_size_does_not_change_scores() {
     let model = Model::load(&models_dir().join("ato"), &input_index).unwrap();
     // Deterministic pseudo-random rows.
     let n = 300;
-    let rows: Vec<f32> = (0..n * N_INPUTS).map(|i| ((i * 7919) % 1000) as f32 / 250.0).collect();
+    let rows: Vec<f32> = (0..n * N_INPUTS)
+        .map(|i| ((i * 7919) % 1000) as f32 / 250.0)
+        .collect();
     let mut all = Vec::new();
     model.score(&rows, N_INPUTS, n, &mut all).unwrap();
     assert_eq!(all.len(), n);
@@ -31,7 +34,14 @@ fn batch_size_does_not_change_scores() {
         let mut i = 0;
         while i < n {
             let take = b.min(n - i);
-            model.score(&rows[i * N_INPUTS..(i + take) * N_INPUTS], N_INPUTS, take, &mut one_by_one).unwrap();
+            model
+                .score(
+                    &rows[i * N_INPUTS..(i + take) * N_INPUTS],
+                    N_INPUTS,
+                    take,
+                    &mut one_by_one,
+                )
+                .unwrap();
             i += take;
         }
         for (a, c) in all.iter().zip(&one_by_one) {
@@ -52,7 +62,11 @@ fn unknown_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     copy_model(dir.path());
     let text = std::fs::read_to_string(dir.path().join("manifest.json")).unwrap();
-    std::fs::write(dir.path().join("manifest.json"), text.replace("acct_logins_24h", "acct_shoe_size")).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json"),
+        text.replace("acct_logins_24h", "acct_shoe_size"),
+    )
+    .unwrap();
     match Model::load(dir.path(), &input_index) {
         Err(ModelError::UnknownInput { input, .. }) => assert_eq!(input, "acct_shoe_size"),
         other => panic!("expected UnknownInput, got {:?}", other.err()),
@@ -64,7 +78,10 @@ fn corrupt_onnx_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     copy_model(dir.path());
     std::fs::write(dir.path().join("model.onnx"), b"not a model").unwrap();
-    assert!(matches!(Model::load(dir.path(), &input_index), Err(ModelError::Tract { .. })));
+    assert!(matches!(
+        Model::load(dir.path(), &input_index),
+        Err(ModelError::Tract { .. })
+    ));
 }
 
 #[test]
@@ -72,9 +89,13 @@ fn golden_mismatch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     copy_model(dir.path());
     let mut golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("golden.json")).unwrap())
+            .unwrap();
     let first = golden["outputs"][0].as_f64().unwrap();
     golden["outputs"][0] = serde_json::json!(first + 0.01);
     std::fs::write(dir.path().join("golden.json"), golden.to_string()).unwrap();
-    assert!(matches!(Model::load(dir.path(), &input_index), Err(ModelError::Golden { .. })));
+    assert!(matches!(
+        Model::load(dir.path(), &input_index),
+        Err(ModelError::Golden { .. })
+    ));
 }

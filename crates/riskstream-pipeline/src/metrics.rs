@@ -28,14 +28,22 @@ pub const MODEL_INFO: &str = "riskstream_model_info";
 
 /// Starts the Prometheus exporter's HTTP listener on `addr` (e.g. `0.0.0.0:9464`).
 /// Must run inside a tokio runtime. Installs the process-wide recorder once.
-pub fn install_exporter(addr: std::net::SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
+pub fn install_exporter(
+    addr: std::net::SocketAddr,
+) -> Result<(), metrics_exporter_prometheus::BuildError> {
     use metrics_exporter_prometheus::Matcher;
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
-            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
         )?
-        .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &[1.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0])?
+        .set_buckets_for_metric(
+            Matcher::Full(BATCH_SIZE.into()),
+            &[1.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+        )?
         .install()
 }

@@ -22,7 +22,12 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { behavioral: None, ato: None, large_amount_usd: 10_000.0, degraded_review_usd: 1_000.0 }
+        PolicyConfig {
+            behavioral: None,
+            ato: None,
+            large_amount_usd: 10_000.0,
+            degraded_review_usd: 1_000.0,
+        }
     }
 }
 
@@ -36,7 +41,11 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(config: &PolicyConfig, behavioral_default: Thresholds, ato_default: Thresholds) -> Self {
+    pub fn new(
+        config: &PolicyConfig,
+        behavioral_default: Thresholds,
+        ato_default: Thresholds,
+    ) -> Self {
         Policy {
             behavioral: config.behavioral.unwrap_or(behavioral_default),
             ato: config.ato.unwrap_or(ato_default),
@@ -63,7 +72,11 @@ impl Policy {
             }
             Event::Transaction(tx) => {
                 let t = &self.ato;
-                let usd = tx.amount.as_ref().map(|a| a.usd_cents as f64 / 100.0).unwrap_or(0.0);
+                let usd = tx
+                    .amount
+                    .as_ref()
+                    .map(|a| a.usd_cents as f64 / 100.0)
+                    .unwrap_or(0.0);
                 let money_out = tx.kind.moves_money_out();
                 let mut decision = if score >= t.block {
                     Decision::Block
@@ -83,7 +96,9 @@ impl Policy {
                 }
                 let friction = match decision {
                     Decision::Allow => Friction::None,
-                    Decision::Challenge if tx.kind == TransactionKind::Login => Friction::KnowledgeQuiz,
+                    Decision::Challenge if tx.kind == TransactionKind::Login => {
+                        Friction::KnowledgeQuiz
+                    }
                     Decision::Challenge => Friction::StepUpMfa,
                     Decision::Review => Friction::HumanReview,
                     Decision::Block => Friction::Block,
@@ -100,7 +115,11 @@ mod tests {
     use riskstream_events::{Amount, Channel, Device, Platform, Transaction};
 
     fn policy() -> Policy {
-        let t = Thresholds { challenge: 0.3, review: 0.6, block: 0.9 };
+        let t = Thresholds {
+            challenge: 0.3,
+            review: 0.6,
+            block: 0.9,
+        };
         Policy::new(&PolicyConfig::default(), t, t)
     }
 
@@ -121,7 +140,12 @@ mod tests {
                 ip_country: String::new(),
             },
             kind,
-            amount: Some(Amount { asset: "USD".into(), value_minor: usd * 100, decimals: 2, usd_cents: usd * 100 }),
+            amount: Some(Amount {
+                asset: "USD".into(),
+                value_minor: usd * 100,
+                decimals: 2,
+                usd_cents: usd * 100,
+            }),
             destination: None,
             channel: Channel::App,
             session_age_s: 0,
@@ -133,25 +157,58 @@ mod tests {
         let p = policy();
         let w = tx(TransactionKind::Withdrawal, 100);
         assert_eq!(p.decide(&w, 0.1, false), (Decision::Allow, Friction::None));
-        assert_eq!(p.decide(&w, 0.4, false), (Decision::Challenge, Friction::StepUpMfa));
-        assert_eq!(p.decide(&tx(TransactionKind::Login, 0), 0.4, false), (Decision::Challenge, Friction::KnowledgeQuiz));
-        assert_eq!(p.decide(&w, 0.7, false), (Decision::Review, Friction::HumanReview));
-        assert_eq!(p.decide(&w, 0.95, false), (Decision::Block, Friction::Block));
+        assert_eq!(
+            p.decide(&w, 0.4, false),
+            (Decision::Challenge, Friction::StepUpMfa)
+        );
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Login, 0), 0.4, false),
+            (Decision::Challenge, Friction::KnowledgeQuiz)
+        );
+        assert_eq!(
+            p.decide(&w, 0.7, false),
+            (Decision::Review, Friction::HumanReview)
+        );
+        assert_eq!(
+            p.decide(&w, 0.95, false),
+            (Decision::Block, Friction::Block)
+        );
     }
 
     #[test]
     fn large_amounts_are_reviewed_rather_than_challenged() {
         let p = policy();
-        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 20_000), 0.4, false).0, Decision::Review);
-        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 20_000), 0.1, false).0, Decision::Allow);
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Withdrawal, 20_000), 0.4, false)
+                .0,
+            Decision::Review
+        );
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Withdrawal, 20_000), 0.1, false)
+                .0,
+            Decision::Allow
+        );
     }
 
     #[test]
     fn degraded_policy_reviews_large_money_out_and_decides_small_on_score() {
         let p = policy();
-        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 5_000), 0.0, true).0, Decision::Review);
-        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 50), 0.0, true).0, Decision::Allow);
-        assert_eq!(p.decide(&tx(TransactionKind::Withdrawal, 50), 0.95, true).0, Decision::Block);
-        assert_eq!(p.decide(&tx(TransactionKind::Trade, 5_000), 0.0, true).0, Decision::Allow);
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Withdrawal, 5_000), 0.0, true)
+                .0,
+            Decision::Review
+        );
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Withdrawal, 50), 0.0, true).0,
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Withdrawal, 50), 0.95, true).0,
+            Decision::Block
+        );
+        assert_eq!(
+            p.decide(&tx(TransactionKind::Trade, 5_000), 0.0, true).0,
+            Decision::Allow
+        );
     }
 }

@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use riskstream_events::{Decision, Event, EventType, FeatureValue, ModelScore, SourcePosition, Verdict};
+use riskstream_events::{
+    Decision, Event, EventType, FeatureValue, ModelScore, SourcePosition, Verdict,
+};
 use riskstream_features::inputs::{self, N_INPUTS};
 use riskstream_features::{FeatureStore, StoreFeatures};
 use riskstream_models::{Model, ModelSet};
@@ -12,8 +14,35 @@ use riskstream_models::{Model, ModelSet};
 use crate::metrics as m;
 use crate::policy::Policy;
 
-/// Degraded reason when the feature store did not answer.
+/// Degraded reason when the feature store did not answer; followed in the verdict by one
+/// `missing_features:<group>` per feature group the store computes (see the catalogue).
 pub const DEGRADED_FEATURE_STORE: &str = "feature_store_unavailable";
+
+/// The degraded reasons of a verdict scored without the feature store.
+pub fn store_missing_reasons() -> Vec<String> {
+    std::iter::once(DEGRADED_FEATURE_STORE.to_string())
+        .chain(
+            riskstream_features::GROUPS
+                .iter()
+                .map(|g| format!("missing_features:{g}")),
+        )
+        .collect()
+}
+
+/// Store features every verdict carries besides the model's inputs: the identity-graph group,
+/// for the rules engine and investigators.
+fn context_columns() -> &'static [(usize, &'static str)] {
+    static COLUMNS: std::sync::LazyLock<Vec<(usize, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            riskstream_features::store_features()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.group == "graph")
+                .map(|(i, f)| (i, f.name))
+                .collect()
+        });
+    &COLUMNS
+}
 
 /// Scores batches of decoded events.
 pub struct Scorer<S> {
@@ -35,7 +64,11 @@ pub struct Buffers {
 
 impl<S: FeatureStore> Scorer<S> {
     pub fn new(store: S, models: ModelSet, policy: Policy) -> Self {
-        Scorer { store, models, policy }
+        Scorer {
+            store,
+            models,
+            policy,
+        }
     }
 
     /// Verdicts for `events` (same order). `sources[i]` is where `events[i]` was read.
@@ -57,7 +90,8 @@ impl<S: FeatureStore> Scorer<S> {
             Ok(f) => (f, false),
             Err(e) => {
                 tracing::warn!(error = %e, events = n, "feature store unavailable; scoring degraded");
-                metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE).increment(n as u64);
+                metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
+                    .increment(n as u64);
                 (vec![StoreFeatures::default(); n], true)
             }
         };
@@ -67,7 +101,11 @@ impl<S: FeatureStore> Scorer<S> {
         buf.rows.clear();
         buf.rows.resize(n * N_INPUTS, 0.0);
         for (i, (event, features)) in events.iter().zip(&store_features).enumerate() {
-            inputs::fill_row(event, features, &mut buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS]);
+            inputs::fill_row(
+                event,
+                features,
+                &mut buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS],
+            );
         }
 
         // score: one call per model
@@ -81,13 +119,17 @@ impl<S: FeatureStore> Scorer<S> {
         }
         buf.event_scores.clear();
         buf.event_scores.resize(n, f32::NAN);
-        for (model, idx) in [(&self.models.behavioral, &buf.capture_idx), (&self.models.ato, &buf.tx_idx)] {
+        for (model, idx) in [
+            (&self.models.behavioral, &buf.capture_idx),
+            (&self.models.ato, &buf.tx_idx),
+        ] {
             if idx.is_empty() {
                 continue;
             }
             buf.sub_rows.clear();
             for &i in idx.iter() {
-                buf.sub_rows.extend_from_slice(&buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS]);
+                buf.sub_rows
+                    .extend_from_slice(&buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS]);
             }
             buf.scores.clear();
             let started = Instant::now();
@@ -99,7 +141,8 @@ impl<S: FeatureStore> Scorer<S> {
                 }
                 Err(e) => tracing::error!(error = %e, "inference failed; events go to review"),
             }
-            metrics::histogram!(m::INFERENCE_SECONDS, "model" => model.name()).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::INFERENCE_SECONDS, "model" => model.name())
+                .record(started.elapsed().as_secs_f64());
         }
 
         // decide
@@ -111,16 +154,25 @@ impl<S: FeatureStore> Scorer<S> {
             };
             let row = &buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS];
             let score = buf.event_scores[i];
-            let mut degraded_reasons = Vec::new();
-            if degraded {
-                degraded_reasons.push(DEGRADED_FEATURE_STORE.to_string());
-            }
+            let mut degraded_reasons = if degraded {
+                store_missing_reasons()
+            } else {
+                Vec::new()
+            };
             let (decision, friction, mut reasons) = if score.is_nan() {
                 degraded_reasons.push(format!("model_{}_failed", model.name()));
-                (Decision::Review, riskstream_events::Friction::HumanReview, vec!["model_unavailable".to_string()])
+                (
+                    Decision::Review,
+                    riskstream_events::Friction::HumanReview,
+                    vec!["model_unavailable".to_string()],
+                )
             } else {
                 let (d, f) = self.policy.decide(event, score, degraded);
-                let reasons = if d == Decision::Allow { Vec::new() } else { explain(model, row) };
+                let reasons = if d == Decision::Allow {
+                    Vec::new()
+                } else {
+                    explain(model, row)
+                };
                 (d, f, reasons)
             };
             if degraded {
@@ -141,12 +193,24 @@ impl<S: FeatureStore> Scorer<S> {
                     shadow: false,
                 }],
                 reasons,
-                features: model
-                    .input_names()
-                    .iter()
-                    .zip(model.columns())
-                    .map(|(name, &c)| FeatureValue { name: Cow::Borrowed(name), value: row[c] as f64 })
-                    .collect(),
+                features: {
+                    let inputs = model.input_names().iter().zip(model.columns());
+                    let mut features: Vec<FeatureValue> = inputs
+                        .map(|(name, &c)| FeatureValue {
+                            name: Cow::Borrowed(name),
+                            value: row[c] as f64,
+                        })
+                        .collect();
+                    for &(c, name) in context_columns() {
+                        if !model.input_names().contains(&name) {
+                            features.push(FeatureValue {
+                                name: Cow::Borrowed(name),
+                                value: row[c] as f64,
+                            });
+                        }
+                    }
+                    features
+                },
                 degraded: !degraded_reasons.is_empty(),
                 degraded_reasons,
                 source: sources[i].clone(),
@@ -154,10 +218,18 @@ impl<S: FeatureStore> Scorer<S> {
         }
         for d in Decision::ALL {
             for t in [EventType::CaptureSession, EventType::Transaction] {
-                let count = verdicts.iter().filter(|v| v.decision == d && v.event_type == t).count();
+                let count = verdicts
+                    .iter()
+                    .filter(|v| v.decision == d && v.event_type == t)
+                    .count();
                 if count > 0 {
-                    let t = if t == EventType::CaptureSession { "capture_session" } else { "transaction" };
-                    metrics::counter!(m::DECISIONS, "decision" => d.as_str(), "event_type" => t).increment(count as u64);
+                    let t = if t == EventType::CaptureSession {
+                        "capture_session"
+                    } else {
+                        "transaction"
+                    };
+                    metrics::counter!(m::DECISIONS, "decision" => d.as_str(), "event_type" => t)
+                        .increment(count as u64);
                 }
             }
         }
@@ -178,20 +250,34 @@ fn explain(model: &Model, row: &[f32]) -> Vec<String> {
         .filter(|(z, _)| z.abs() >= 1.5)
         .collect();
     z.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
-    z.into_iter().take(3).map(|(z, name)| format!("{name}:{z:+.1}sd")).collect()
+    z.into_iter()
+        .take(3)
+        .map(|(z, name)| format!("{name}:{z:+.1}sd"))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::policy::PolicyConfig;
-    use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
     use riskstream_features::inputs::input_index;
+    use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
     use riskstream_sim::{SimConfig, Simulator};
 
     struct DownStore;
     impl FeatureStore for DownStore {
-        async fn enrich_batch(&self, _: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
+        async fn enrich_batch(
+            &self,
+            _: &[EventFacts<'_>],
+        ) -> Result<Vec<StoreFeatures>, StoreError> {
+            Err(StoreError::Timeout(std::time::Duration::from_millis(1)))
+        }
+        async fn apply_label(
+            &self,
+            _: &str,
+            _: bool,
+            _: i64,
+        ) -> Result<riskstream_features::LabelOutcome, StoreError> {
             Err(StoreError::Timeout(std::time::Duration::from_millis(1)))
         }
     }
@@ -199,13 +285,26 @@ mod tests {
     fn scorer<S: FeatureStore>(store: S) -> Scorer<S> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
         let models = ModelSet::load(&dir, &input_index).expect("committed models");
-        let policy = Policy::new(&PolicyConfig::default(), models.behavioral.manifest.thresholds, models.ato.manifest.thresholds);
+        let policy = Policy::new(
+            &PolicyConfig::default(),
+            models.behavioral.manifest.thresholds,
+            models.ato.manifest.thresholds,
+        );
         Scorer::new(store, models, policy)
     }
 
     fn batch(n: usize) -> (Vec<Event>, Vec<SourcePosition>) {
-        let events: Vec<Event> = Simulator::new(SimConfig::for_events(n as u64, 3)).take(n).map(|e| e.event).collect();
-        let sources = (0..n).map(|i| SourcePosition { topic: "t".into(), partition: 0, offset: i as i64 }).collect();
+        let events: Vec<Event> = Simulator::new(SimConfig::for_events(n as u64, 3))
+            .take(n)
+            .map(|e| e.event)
+            .collect();
+        let sources = (0..n)
+            .map(|i| SourcePosition {
+                topic: "t".into(),
+                partition: 0,
+                offset: i as i64,
+            })
+            .collect();
         (events, sources)
     }
 
@@ -213,16 +312,30 @@ mod tests {
     async fn one_verdict_per_event_in_order_with_logged_features() {
         let s = scorer(MemoryStore::new(StoreLimits::default()));
         let (events, sources) = batch(300);
-        let verdicts = s.score_batch(&events, &sources, 42, &mut Buffers::default()).await;
+        let verdicts = s
+            .score_batch(&events, &sources, 42, &mut Buffers::default())
+            .await;
         assert_eq!(verdicts.len(), 300);
         for (i, (v, e)) in verdicts.iter().zip(&events).enumerate() {
             assert_eq!(v.event_id, e.event_id());
             assert_eq!(v.source.offset, i as i64);
             assert_eq!(v.scored_at, 42);
             assert!(!v.degraded);
-            let model = if matches!(e, Event::CaptureSession(_)) { &s.models.behavioral } else { &s.models.ato };
+            let model = if matches!(e, Event::CaptureSession(_)) {
+                &s.models.behavioral
+            } else {
+                &s.models.ato
+            };
             assert_eq!(v.scores[0].model, model.name());
-            assert_eq!(v.features.len(), model.input_names().len());
+            assert_eq!(
+                v.features.len(),
+                model.input_names().len() + 4,
+                "model inputs and the graph features"
+            );
+            assert!(v
+                .features
+                .iter()
+                .any(|f| f.name == "graph_fraud_accounts_1hop"));
             assert!((0.0..=1.0).contains(&v.scores[0].score));
             if v.decision != Decision::Allow {
                 assert!(!v.reasons.is_empty(), "a non-ALLOW verdict says why");
@@ -234,8 +347,18 @@ mod tests {
     async fn store_outage_scores_degraded_instead_of_failing() {
         let s = scorer(DownStore);
         let (events, sources) = batch(50);
-        let verdicts = s.score_batch(&events, &sources, 1, &mut Buffers::default()).await;
+        let verdicts = s
+            .score_batch(&events, &sources, 1, &mut Buffers::default())
+            .await;
         assert_eq!(verdicts.len(), 50);
-        assert!(verdicts.iter().all(|v| v.degraded && v.degraded_reasons == [DEGRADED_FEATURE_STORE]));
+        assert!(verdicts
+            .iter()
+            .all(|v| v.degraded && v.degraded_reasons == store_missing_reasons()));
+        assert!(verdicts[0]
+            .degraded_reasons
+            .contains(&"missing_features:velocity".to_string()));
+        assert!(verdicts[0]
+            .degraded_reasons
+            .contains(&"missing_features:graph".to_string()));
     }
 }

@@ -57,10 +57,18 @@ impl ClientContext for WorkerContext {
 }
 
 impl ConsumerContext for WorkerContext {
-    fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+    fn post_rebalance(
+        &self,
+        _c: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
         match rebalance {
-            rdkafka::consumer::Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
-            rdkafka::consumer::Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            rdkafka::consumer::Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
+            rdkafka::consumer::Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
             rdkafka::consumer::Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -69,7 +77,10 @@ impl ConsumerContext for WorkerContext {
 type WorkerConsumer = StreamConsumer<WorkerContext>;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Builds the consumer and producer configs (defaults, then the user's `-X` overrides; a
@@ -118,7 +129,11 @@ struct PendingAcks {
 /// What the worker does with each batch.
 enum Mode<S> {
     /// decode → enrich → score → decide → publish verdicts.
-    Score { scorer: Arc<Scorer<S>>, codec: Arc<Codec>, buffers: Buffers },
+    Score {
+        scorer: Arc<Scorer<S>>,
+        codec: Arc<Codec>,
+        buffers: Buffers,
+    },
     /// Copy records unchanged to the verdict topic: the benchmark's ceiling.
     Passthrough,
 }
@@ -134,12 +149,24 @@ pub async fn run<S: FeatureStore>(
         Some(url) => Codec::with_registry(url),
         None => Codec::registry_free(),
     });
-    drive(cfg, Mode::Score { scorer, codec, buffers: Buffers::default() }, shutdown).await
+    drive(
+        cfg,
+        Mode::Score {
+            scorer,
+            codec,
+            buffers: Buffers::default(),
+        },
+        shutdown,
+    )
+    .await
 }
 
 /// Like [`run`], but copies each input record to the verdict topic unchanged, with the same
 /// consumer, batching, producer and acknowledgement path: the ceiling for benchmarks.
-pub async fn run_passthrough(cfg: WorkerConfig, shutdown: watch::Receiver<bool>) -> Result<WorkerReport, WorkerError> {
+pub async fn run_passthrough(
+    cfg: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<WorkerReport, WorkerError> {
     drive::<riskstream_features::MemoryStore>(cfg, Mode::Passthrough, shutdown).await
 }
 
@@ -161,8 +188,13 @@ async fn drive<S: FeatureStore>(
     let result = async {
         while let Some(batch) = next_batch(&consumer, &cfg, &mut shutdown).await {
             let pending = match &mut mode {
-                Mode::Score { scorer, codec, buffers } => {
-                    process_batch(&cfg, codec, scorer, &producer, batch, buffers, &mut report).await?
+                Mode::Score {
+                    scorer,
+                    codec,
+                    buffers,
+                } => {
+                    process_batch(&cfg, codec, scorer, &producer, batch, buffers, &mut report)
+                        .await?
                 }
                 Mode::Passthrough => copy_batch(&cfg, &producer, batch, &mut report).await?,
             };
@@ -206,7 +238,8 @@ async fn copy_batch(
     report.consumed += batch.len() as u64;
     let mut deliveries = Vec::with_capacity(batch.len());
     for msg in &batch {
-        let mut record = FutureRecord::to(&cfg.topics.verdicts).payload(msg.payload().unwrap_or(&[]));
+        let mut record =
+            FutureRecord::to(&cfg.topics.verdicts).payload(msg.payload().unwrap_or(&[]));
         if let Some(k) = msg.key() {
             record = record.key(k);
         }
@@ -227,12 +260,20 @@ fn acks_for(batch: &[OwnedMessage], deliveries: Vec<DeliveryFuture>) -> PendingA
         if let Some(ts) = msg.timestamp().to_millis() {
             oldest_ts = Some(oldest_ts.map_or(ts, |o: i64| o.min(ts)));
         }
-        match offsets.iter_mut().find(|(t, p, _)| t == msg.topic() && *p == msg.partition()) {
+        match offsets
+            .iter_mut()
+            .find(|(t, p, _)| t == msg.topic() && *p == msg.partition())
+        {
             Some(entry) => entry.2 = entry.2.max(msg.offset() + 1),
             None => offsets.push((msg.topic().to_string(), msg.partition(), msg.offset() + 1)),
         }
     }
-    PendingAcks { deliveries, offsets, oldest_ts, records: batch.len() }
+    PendingAcks {
+        deliveries,
+        offsets,
+        oldest_ts,
+        records: batch.len(),
+    }
 }
 
 /// Waits for the first record, then fills the batch until it is full or the linger expires.
@@ -267,7 +308,10 @@ async fn next_batch(
 }
 
 /// Sends a record, waiting while the producer queue is full.
-async fn send(producer: &FutureProducer, mut record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture, WorkerError> {
+async fn send(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture, WorkerError> {
     loop {
         match producer.send_result(record) {
             Ok(f) => return Ok(f),
@@ -324,7 +368,11 @@ async fn process_batch<S: FeatureStore>(
     for (msg, result) in batch.iter().zip(decoded) {
         match result {
             Ok(event) => {
-                sources.push(SourcePosition { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset() });
+                sources.push(SourcePosition {
+                    topic: msg.topic().to_string(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                });
                 events.push(event);
             }
             Err(err) => {
@@ -337,24 +385,36 @@ async fn process_batch<S: FeatureStore>(
     }
 
     // enrich → score → decide
-    let verdicts = scorer.score_batch(&events, &sources, now_ms(), buffers).await;
+    let verdicts = scorer
+        .score_batch(&events, &sources, now_ms(), buffers)
+        .await;
 
     // publish
     let mut payload = Vec::with_capacity(1024);
     let now = now_ms();
     for verdict in &verdicts {
         payload.clear();
-        codec.encode_into(SchemaKind::Verdict, &cfg.topics.verdicts, verdict, &mut payload)?;
-        let headers = OwnedHeaders::new().insert(Header { key: "riskstream.event_id", value: Some(verdict.event_id.as_bytes()) });
+        codec.encode_into(
+            SchemaKind::Verdict,
+            &cfg.topics.verdicts,
+            verdict,
+            &mut payload,
+        )?;
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "riskstream.event_id",
+            value: Some(verdict.event_id.as_bytes()),
+        });
         let record = FutureRecord::to(&cfg.topics.verdicts)
             .key(verdict.account_id.as_bytes())
             .payload(payload.as_slice())
             .headers(headers);
         deliveries.push(send(producer, record).await?);
-        metrics::histogram!(m::EVENT_TO_VERDICT_SECONDS).record((now - verdict.event_time).max(0) as f64 / 1000.0);
+        metrics::histogram!(m::EVENT_TO_VERDICT_SECONDS)
+            .record((now - verdict.event_time).max(0) as f64 / 1000.0);
     }
     report.verdicts += verdicts.len() as u64;
-    metrics::counter!(m::PRODUCED, "topic" => cfg.topics.verdicts.clone()).increment(verdicts.len() as u64);
+    metrics::counter!(m::PRODUCED, "topic" => cfg.topics.verdicts.clone())
+        .increment(verdicts.len() as u64);
     if dead > 0 {
         report.dead_letters += dead;
         metrics::counter!(m::PRODUCED, "topic" => cfg.topics.dead_letters.clone()).increment(dead);
@@ -365,21 +425,51 @@ async fn process_batch<S: FeatureStore>(
 
 /// The dead-letter record: original key, payload and headers, plus headers naming the error
 /// and where the record came from.
-fn dead_letter<'a>(cfg: &'a WorkerConfig, msg: &'a OwnedMessage, err: &DecodeError) -> FutureRecord<'a, [u8], [u8]> {
+fn dead_letter<'a>(
+    cfg: &'a WorkerConfig,
+    msg: &'a OwnedMessage,
+    err: &DecodeError,
+) -> FutureRecord<'a, [u8], [u8]> {
     let mut headers = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
         for h in original.iter() {
-            headers = headers.insert(Header { key: h.key, value: h.value });
+            headers = headers.insert(Header {
+                key: h.key,
+                value: h.value,
+            });
         }
     }
-    let error = format!("{} (topic {} partition {} offset {})", err, msg.topic(), msg.partition(), msg.offset());
+    let error = format!(
+        "{} (topic {} partition {} offset {})",
+        err,
+        msg.topic(),
+        msg.partition(),
+        msg.offset()
+    );
     headers = headers
-        .insert(Header { key: dlq_headers::ERROR, value: Some(error.as_bytes()) })
-        .insert(Header { key: dlq_headers::ERROR_KIND, value: Some(err.kind().as_bytes()) })
-        .insert(Header { key: dlq_headers::SOURCE_TOPIC, value: Some(msg.topic().as_bytes()) })
-        .insert(Header { key: dlq_headers::SOURCE_PARTITION, value: Some(msg.partition().to_string().as_bytes()) })
-        .insert(Header { key: dlq_headers::SOURCE_OFFSET, value: Some(msg.offset().to_string().as_bytes()) });
-    let mut record = FutureRecord::to(&cfg.topics.dead_letters).payload(msg.payload().unwrap_or(&[])).headers(headers);
+        .insert(Header {
+            key: dlq_headers::ERROR,
+            value: Some(error.as_bytes()),
+        })
+        .insert(Header {
+            key: dlq_headers::ERROR_KIND,
+            value: Some(err.kind().as_bytes()),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_TOPIC,
+            value: Some(msg.topic().as_bytes()),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_PARTITION,
+            value: Some(msg.partition().to_string().as_bytes()),
+        })
+        .insert(Header {
+            key: dlq_headers::SOURCE_OFFSET,
+            value: Some(msg.offset().to_string().as_bytes()),
+        });
+    let mut record = FutureRecord::to(&cfg.topics.dead_letters)
+        .payload(msg.payload().unwrap_or(&[]))
+        .headers(headers);
     if let Some(k) = msg.key() {
         record = record.key(k);
     }
@@ -387,7 +477,10 @@ fn dead_letter<'a>(cfg: &'a WorkerConfig, msg: &'a OwnedMessage, err: &DecodeErr
 }
 
 /// Awaits each batch's deliveries in order and only then stores its offsets.
-async fn acker(consumer: Arc<WorkerConsumer>, mut rx: mpsc::Receiver<PendingAcks>) -> Result<(), WorkerError> {
+async fn acker(
+    consumer: Arc<WorkerConsumer>,
+    mut rx: mpsc::Receiver<PendingAcks>,
+) -> Result<(), WorkerError> {
     while let Some(pending) = rx.recv().await {
         for delivery in pending.deliveries {
             match delivery.await {
@@ -397,7 +490,8 @@ async fn acker(consumer: Arc<WorkerConsumer>, mut rx: mpsc::Receiver<PendingAcks
             }
         }
         if let Some(ts) = pending.oldest_ts {
-            metrics::histogram!(m::CONSUME_TO_PRODUCE_SECONDS).record((now_ms() - ts).max(0) as f64 / 1000.0);
+            metrics::histogram!(m::CONSUME_TO_PRODUCE_SECONDS)
+                .record((now_ms() - ts).max(0) as f64 / 1000.0);
         }
         let mut tpl = TopicPartitionList::with_capacity(pending.offsets.len());
         for (topic, partition, next) in &pending.offsets {

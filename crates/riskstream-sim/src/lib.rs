@@ -35,8 +35,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] =
-        [Scenario::Legit, Scenario::LegitUnusual, Scenario::Bot, Scenario::BotImitating, Scenario::Ato];
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Legit,
+        Scenario::LegitUnusual,
+        Scenario::Bot,
+        Scenario::BotImitating,
+        Scenario::Ato,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -147,13 +152,30 @@ impl Ord for Pending {
 
 enum Step {
     /// Legit user on a brand new phone: ordinary activity on it.
-    LegitNewDeviceFollowUp { account: usize, device: Device, remaining: u8 },
+    LegitNewDeviceFollowUp {
+        account: usize,
+        device: Device,
+        remaining: u8,
+    },
     /// Account takeover in progress, on the attacker's device.
-    Ato { account: usize, device: Device, stage: u8, dest: String },
+    Ato {
+        account: usize,
+        device: Device,
+        stage: u8,
+        dest: String,
+    },
 }
 
-const COUNTRIES: [(&str, &str); 8] =
-    [("DE", "eu"), ("FR", "eu"), ("ES", "eu"), ("GB", "eu"), ("US", "us"), ("CA", "us"), ("SG", "apac"), ("JP", "apac")];
+const COUNTRIES: [(&str, &str); 8] = [
+    ("DE", "eu"),
+    ("FR", "eu"),
+    ("ES", "eu"),
+    ("GB", "eu"),
+    ("US", "us"),
+    ("CA", "us"),
+    ("SG", "apac"),
+    ("JP", "apac"),
+];
 const VENDORS: [&str; 2] = ["vendor_a", "vendor_b"];
 
 /// The simulator: an infinite, time-ordered iterator of [`SimEvent`]s.
@@ -194,14 +216,31 @@ impl Simulator {
                 s.rooted = true; // legitimate power users
             }
             let known_dests = (0..rng.gen_range(1..4)).map(|_| hex(&mut rng)).collect();
-            accounts.push(Account { id: format!("acct-{}-{i}", cfg.seed), country, region, devices: vec![s], known_dests });
+            accounts.push(Account {
+                id: format!("acct-{}-{i}", cfg.seed),
+                country,
+                region,
+                devices: vec![s],
+                known_dests,
+            });
         }
-        let farm_devices = (0..8).map(|_| {
-            let mut d = Self::device_for(&mut rng, "US");
-            d.platform = Platform::Android;
-            d
-        }).collect();
-        Simulator { clock: cfg.start_ms, cfg, rng, next_id: 0, seq: 0, accounts, farm_devices, pending: BinaryHeap::new() }
+        let farm_devices = (0..8)
+            .map(|_| {
+                let mut d = Self::device_for(&mut rng, "US");
+                d.platform = Platform::Android;
+                d
+            })
+            .collect();
+        Simulator {
+            clock: cfg.start_ms,
+            cfg,
+            rng,
+            next_id: 0,
+            seq: 0,
+            accounts,
+            farm_devices,
+            pending: BinaryHeap::new(),
+        }
     }
 
     fn device_for(rng: &mut SmallRng, country: &str) -> Device {
@@ -224,7 +263,11 @@ impl Simulator {
 
     fn schedule(&mut self, at: i64, step: Step) {
         self.seq += 1;
-        self.pending.push(Reverse(Pending { at, seq: self.seq, step }));
+        self.pending.push(Reverse(Pending {
+            at,
+            seq: self.seq,
+            step,
+        }));
     }
 
     /// The next event in event-time order.
@@ -251,7 +294,13 @@ impl Simulator {
         self.rng.gen_range(0..self.accounts.len())
     }
 
-    fn tx(&mut self, account: usize, device: Device, kind: TransactionKind, time: i64) -> Transaction {
+    fn tx(
+        &mut self,
+        account: usize,
+        device: Device,
+        kind: TransactionKind,
+        time: i64,
+    ) -> Transaction {
         let a = &self.accounts[account];
         Transaction {
             event_id: String::new(),
@@ -272,9 +321,24 @@ impl Simulator {
     fn amount(&mut self, usd: f64) -> Amount {
         let usd_cents = (usd * 100.0).round().max(1.0) as i64;
         match self.rng.gen_range(0..3) {
-            0 => Amount { asset: "USD".into(), value_minor: usd_cents, decimals: 2, usd_cents },
-            1 => Amount { asset: "BTC".into(), value_minor: (usd / 60_000.0 * 1e8).round() as i64, decimals: 8, usd_cents },
-            _ => Amount { asset: "ETH".into(), value_minor: (usd / 3_000.0 * 1e9).round() as i64, decimals: 9, usd_cents },
+            0 => Amount {
+                asset: "USD".into(),
+                value_minor: usd_cents,
+                decimals: 2,
+                usd_cents,
+            },
+            1 => Amount {
+                asset: "BTC".into(),
+                value_minor: (usd / 60_000.0 * 1e8).round() as i64,
+                decimals: 8,
+                usd_cents,
+            },
+            _ => Amount {
+                asset: "ETH".into(),
+                value_minor: (usd / 3_000.0 * 1e9).round() as i64,
+                decimals: 9,
+                usd_cents,
+            },
         }
     }
 
@@ -282,10 +346,14 @@ impl Simulator {
         let account = self.pick_account();
         let time = self.clock;
         let mut scenario = Scenario::Legit;
-        let mut device = self.accounts[account].devices[self.rng.gen_range(0..self.accounts[account].devices.len())].clone();
+        let mut device = self.accounts[account].devices
+            [self.rng.gen_range(0..self.accounts[account].devices.len())]
+        .clone();
         if self.rng.gen_bool(0.06) {
             // Travelling: IP from elsewhere.
-            device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())].0.to_string();
+            device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
+                .0
+                .to_string();
             scenario = Scenario::LegitUnusual;
         }
         let roll: f64 = self.rng.gen();
@@ -301,8 +369,18 @@ impl Simulator {
             t.session_age_s = 0;
             let later = time + self.rng.gen_range(60_000..6 * 3_600_000);
             let remaining = self.rng.gen_range(1..4);
-            self.schedule(later, Step::LegitNewDeviceFollowUp { account, device: new_device, remaining });
-            return SimEvent { event: Event::Transaction(t), scenario: Scenario::LegitUnusual };
+            self.schedule(
+                later,
+                Step::LegitNewDeviceFollowUp {
+                    account,
+                    device: new_device,
+                    remaining,
+                },
+            );
+            return SimEvent {
+                event: Event::Transaction(t),
+                scenario: Scenario::LegitUnusual,
+            };
         }
         let kind = match self.rng.gen_range(0..100) {
             0..=34 => TransactionKind::Login,
@@ -322,7 +400,10 @@ impl Simulator {
         }
         let mut t = self.tx(account, device, kind, time);
         self.legit_details(account, &mut t, &mut scenario);
-        SimEvent { event: Event::Transaction(t), scenario }
+        SimEvent {
+            event: Event::Transaction(t),
+            scenario,
+        }
     }
 
     fn legit_details(&mut self, account: usize, t: &mut Transaction, scenario: &mut Scenario) {
@@ -333,7 +414,11 @@ impl Simulator {
             t.channel = Channel::Web;
         }
         match t.kind {
-            TransactionKind::Withdrawal | TransactionKind::TransferOut | TransactionKind::CardPayment | TransactionKind::Deposit | TransactionKind::Trade => {
+            TransactionKind::Withdrawal
+            | TransactionKind::TransferOut
+            | TransactionKind::CardPayment
+            | TransactionKind::Deposit
+            | TransactionKind::Trade => {
                 let usd = lognormal(&mut self.rng, 250.0, 1.4);
                 t.amount = Some(self.amount(usd));
                 if t.kind == TransactionKind::Withdrawal || t.kind == TransactionKind::TransferOut {
@@ -346,7 +431,10 @@ impl Simulator {
                     } else {
                         (known[self.rng.gen_range(0..known.len())].clone(), false)
                     };
-                    t.destination = Some(Destination { address_hash: dest, first_seen });
+                    t.destination = Some(Destination {
+                        address_hash: dest,
+                        first_seen,
+                    });
                 }
             }
             _ => {}
@@ -354,60 +442,151 @@ impl Simulator {
     }
 
     fn telemetry(&mut self, human: bool, imitation: bool) -> Vec<InteractionEvent> {
-        let n = if human { self.rng.gen_range(40..140) } else { self.rng.gen_range(25..90) };
+        let n = if human {
+            self.rng.gen_range(40..140)
+        } else {
+            self.rng.gen_range(25..90)
+        };
         let (median, sigma) = match (human, imitation) {
-            (true, _) => (lognormal(&mut self.rng, 160.0, 0.3), self.rng.gen_range(0.75..1.1)),
-            (false, true) => (lognormal(&mut self.rng, 140.0, 0.3), self.rng.gen_range(0.35..0.7)),
-            (false, false) => (self.rng.gen_range(20.0..80.0), self.rng.gen_range(0.02..0.2)),
+            (true, _) => (
+                lognormal(&mut self.rng, 160.0, 0.3),
+                self.rng.gen_range(0.75..1.1),
+            ),
+            (false, true) => (
+                lognormal(&mut self.rng, 140.0, 0.3),
+                self.rng.gen_range(0.35..0.7),
+            ),
+            (false, false) => (
+                self.rng.gen_range(20.0..80.0),
+                self.rng.gen_range(0.02..0.2),
+            ),
         };
         let paste_p = match (human, imitation) {
-            (true, _) => if self.rng.gen_bool(0.15) { 0.04 } else { 0.0 },
+            (true, _) => {
+                if self.rng.gen_bool(0.15) {
+                    0.04
+                } else {
+                    0.0
+                }
+            }
             (false, true) => 0.03,
             (false, false) => 0.12,
         };
-        let curve = if human { self.rng.gen_range(6.0..25.0) } else if imitation { self.rng.gen_range(1.0..6.0) } else { 0.0 };
-        let (mut x, mut y) = (self.rng.gen_range(0..400) as f64, self.rng.gen_range(0..800) as f64);
-        let (dx, dy) = (self.rng.gen_range(-12.0..12.0), self.rng.gen_range(-12.0..12.0));
+        let curve = if human {
+            self.rng.gen_range(6.0..25.0)
+        } else if imitation {
+            self.rng.gen_range(1.0..6.0)
+        } else {
+            0.0
+        };
+        let (mut x, mut y) = (
+            self.rng.gen_range(0..400) as f64,
+            self.rng.gen_range(0..800) as f64,
+        );
+        let (dx, dy) = (
+            self.rng.gen_range(-12.0..12.0),
+            self.rng.gen_range(-12.0..12.0),
+        );
         (0..n)
             .map(|i| {
-                let dt = if i == 0 { 0 } else { lognormal(&mut self.rng, median, sigma).min(30_000.0) as i32 };
+                let dt = if i == 0 {
+                    0
+                } else {
+                    lognormal(&mut self.rng, median, sigma).min(30_000.0) as i32
+                };
                 let r: f64 = self.rng.gen();
                 if r < paste_p {
-                    InteractionEvent { kind: InteractionKind::Paste, dt_ms: dt, x: None, y: None, key_class: KeyClass::None }
+                    InteractionEvent {
+                        kind: InteractionKind::Paste,
+                        dt_ms: dt,
+                        x: None,
+                        y: None,
+                        key_class: KeyClass::None,
+                    }
                 } else if r < 0.5 {
                     x += dx + curve * normal(&mut self.rng);
                     y += dy + curve * normal(&mut self.rng);
-                    InteractionEvent { kind: InteractionKind::PointerMove, dt_ms: dt, x: Some(x as i32), y: Some(y as i32), key_class: KeyClass::None }
+                    InteractionEvent {
+                        kind: InteractionKind::PointerMove,
+                        dt_ms: dt,
+                        x: Some(x as i32),
+                        y: Some(y as i32),
+                        key_class: KeyClass::None,
+                    }
                 } else {
-                    let kind = if r < 0.75 { InteractionKind::KeyDown } else { InteractionKind::KeyUp };
-                    let key_class = [KeyClass::Letter, KeyClass::Digit, KeyClass::Control][self.rng.gen_range(0..3)];
-                    InteractionEvent { kind, dt_ms: dt, x: None, y: None, key_class }
+                    let kind = if r < 0.75 {
+                        InteractionKind::KeyDown
+                    } else {
+                        InteractionKind::KeyUp
+                    };
+                    let key_class = [KeyClass::Letter, KeyClass::Digit, KeyClass::Control]
+                        [self.rng.gen_range(0..3)];
+                    InteractionEvent {
+                        kind,
+                        dt_ms: dt,
+                        x: None,
+                        y: None,
+                        key_class,
+                    }
                 }
             })
             .collect()
     }
 
-    fn capture(&mut self, account_id: String, country: &str, region: &str, device: Device, human: bool, imitation: bool) -> CaptureSession {
+    fn capture(
+        &mut self,
+        account_id: String,
+        country: &str,
+        region: &str,
+        device: Device,
+        human: bool,
+        imitation: bool,
+    ) -> CaptureSession {
         let telemetry = self.telemetry(human, imitation);
-        let step_scale = if human { 1.0 } else if imitation { 0.55 } else { 0.2 };
+        let step_scale = if human {
+            1.0
+        } else if imitation {
+            0.55
+        } else {
+            0.2
+        };
         let steps = ["document_front", "document_back", "selfie"]
             .iter()
-            .map(|s| StepDuration { step: s.to_string(), duration_ms: (lognormal(&mut self.rng, 7_000.0, 0.5) * step_scale) as i32 })
+            .map(|s| StepDuration {
+                step: s.to_string(),
+                duration_ms: (lognormal(&mut self.rng, 7_000.0, 0.5) * step_scale) as i32,
+            })
             .collect();
         let liveness = if human {
-            if self.rng.gen_bool(0.1) { self.rng.gen_range(0.35..0.75) } else { self.rng.gen_range(0.8..1.0) }
+            if self.rng.gen_bool(0.1) {
+                self.rng.gen_range(0.35..0.75)
+            } else {
+                self.rng.gen_range(0.8..1.0)
+            }
         } else if imitation {
             self.rng.gen_range(0.55..0.98)
         } else {
             self.rng.gen_range(0.2..0.85)
         };
-        let face_match = if human { self.rng.gen_range(0.7..1.0) } else { self.rng.gen_range(0.45..0.95) };
+        let face_match = if human {
+            self.rng.gen_range(0.7..1.0)
+        } else {
+            self.rng.gen_range(0.45..0.95)
+        };
         let (vc, inj, replay) = if human {
             (self.rng.gen_bool(0.01), false, self.rng.gen_range(0.0..0.2))
         } else if imitation {
-            (self.rng.gen_bool(0.2), self.rng.gen_bool(0.15), self.rng.gen_range(0.0..0.5))
+            (
+                self.rng.gen_bool(0.2),
+                self.rng.gen_bool(0.15),
+                self.rng.gen_range(0.0..0.5),
+            )
         } else {
-            (self.rng.gen_bool(0.5), self.rng.gen_bool(0.4), self.rng.gen_range(0.1..0.9))
+            (
+                self.rng.gen_bool(0.5),
+                self.rng.gen_bool(0.4),
+                self.rng.gen_range(0.1..0.9),
+            )
         };
         CaptureSession {
             event_id: self.event_id(),
@@ -419,17 +598,34 @@ impl Simulator {
             session_id: hex(&mut self.rng),
             document: Some(Document {
                 doc_hash: hex(&mut self.rng),
-                doc_type: [DocumentType::Passport, DocumentType::IdCard, DocumentType::DrivingLicence][self.rng.gen_range(0..3)],
+                doc_type: [
+                    DocumentType::Passport,
+                    DocumentType::IdCard,
+                    DocumentType::DrivingLicence,
+                ][self.rng.gen_range(0..3)],
                 issuing_country: country.to_string(),
             }),
-            vendor: VendorResult { vendor: VENDORS[self.rng.gen_range(0..2)].into(), liveness_score: liveness, face_match_score: face_match },
-            injection: InjectionSignals { virtual_camera: vc, injection_detected: inj, screen_replay_score: replay },
+            vendor: VendorResult {
+                vendor: VENDORS[self.rng.gen_range(0..2)].into(),
+                liveness_score: liveness,
+                face_match_score: face_match,
+            },
+            injection: InjectionSignals {
+                virtual_camera: vc,
+                injection_detected: inj,
+                screen_replay_score: replay,
+            },
             telemetry,
             steps,
         }
     }
 
-    fn legit_capture(&mut self, account: usize, device: Device, mut scenario: Scenario) -> SimEvent {
+    fn legit_capture(
+        &mut self,
+        account: usize,
+        device: Device,
+        mut scenario: Scenario,
+    ) -> SimEvent {
         let a = &self.accounts[account];
         let (id, country, region) = (a.id.clone(), a.country, a.region);
         let mut c = self.capture(id, country, region, device, true, false);
@@ -440,7 +636,10 @@ impl Simulator {
             scenario = Scenario::LegitUnusual; // password manager
         }
         c.event_time = self.clock;
-        SimEvent { event: Event::CaptureSession(c), scenario }
+        SimEvent {
+            event: Event::CaptureSession(c),
+            scenario,
+        }
     }
 
     fn bot_capture(&mut self) -> SimEvent {
@@ -455,12 +654,21 @@ impl Simulator {
             d.emulator = self.rng.gen_bool(if imitation { 0.15 } else { 0.6 });
             d.rooted = self.rng.gen_bool(0.3);
             if self.rng.gen_bool(0.4) {
-                d.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())].0.to_string();
+                d.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
+                    .0
+                    .to_string();
             }
             d
         };
         let c = self.capture(account_id, country, region, device, false, imitation);
-        SimEvent { event: Event::CaptureSession(c), scenario: if imitation { Scenario::BotImitating } else { Scenario::Bot } }
+        SimEvent {
+            event: Event::CaptureSession(c),
+            scenario: if imitation {
+                Scenario::BotImitating
+            } else {
+                Scenario::Bot
+            },
+        }
     }
 
     fn start_ato(&mut self) -> SimEvent {
@@ -468,24 +676,45 @@ impl Simulator {
         let country = self.accounts[account].country;
         let mut device = Self::device_for(&mut self.rng, country);
         if self.rng.gen_bool(0.5) {
-            device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())].0.to_string();
+            device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
+                .0
+                .to_string();
         }
         device.emulator = self.rng.gen_bool(0.1);
         let dest = hex(&mut self.rng);
         let time = self.clock;
         let mut t = self.tx(account, device.clone(), TransactionKind::Login, time);
         t.session_age_s = 0;
-        t.channel = if self.rng.gen_bool(0.3) { Channel::Web } else { Channel::App };
+        t.channel = if self.rng.gen_bool(0.3) {
+            Channel::Web
+        } else {
+            Channel::App
+        };
         let next = time + self.rng.gen_range(30_000..900_000);
-        self.schedule(next, Step::Ato { account, device, stage: 1, dest });
-        SimEvent { event: Event::Transaction(t), scenario: Scenario::Ato }
+        self.schedule(
+            next,
+            Step::Ato {
+                account,
+                device,
+                stage: 1,
+                dest,
+            },
+        );
+        SimEvent {
+            event: Event::Transaction(t),
+            scenario: Scenario::Ato,
+        }
     }
 
     fn run_step(&mut self, at: i64, step: Step) -> SimEvent {
         let time = at.max(self.clock);
         self.clock = time;
         match step {
-            Step::LegitNewDeviceFollowUp { account, device, remaining } => {
+            Step::LegitNewDeviceFollowUp {
+                account,
+                device,
+                remaining,
+            } => {
                 let kind = match self.rng.gen_range(0..10) {
                     0..=3 => TransactionKind::Login,
                     4..=5 => TransactionKind::Trade,
@@ -498,16 +727,41 @@ impl Simulator {
                 self.legit_details(account, &mut t, &mut scenario);
                 if remaining > 1 {
                     let later = time + self.rng.gen_range(60_000..4 * 3_600_000);
-                    self.schedule(later, Step::LegitNewDeviceFollowUp { account, device, remaining: remaining - 1 });
+                    self.schedule(
+                        later,
+                        Step::LegitNewDeviceFollowUp {
+                            account,
+                            device,
+                            remaining: remaining - 1,
+                        },
+                    );
                 }
-                SimEvent { event: Event::Transaction(t), scenario }
+                SimEvent {
+                    event: Event::Transaction(t),
+                    scenario,
+                }
             }
-            Step::Ato { account, device, stage, dest } => {
+            Step::Ato {
+                account,
+                device,
+                stage,
+                dest,
+            } => {
                 let kind = match stage {
-                    1 => [TransactionKind::PasswordChange, TransactionKind::MfaChange, TransactionKind::EmailChange][self.rng.gen_range(0..3)],
+                    1 => [
+                        TransactionKind::PasswordChange,
+                        TransactionKind::MfaChange,
+                        TransactionKind::EmailChange,
+                    ][self.rng.gen_range(0..3)],
                     2 if self.rng.gen_bool(0.6) => TransactionKind::AddressAdd,
                     2 => TransactionKind::MfaChange,
-                    _ => if self.rng.gen_bool(0.7) { TransactionKind::Withdrawal } else { TransactionKind::TransferOut },
+                    _ => {
+                        if self.rng.gen_bool(0.7) {
+                            TransactionKind::Withdrawal
+                        } else {
+                            TransactionKind::TransferOut
+                        }
+                    }
                 };
                 let mut t = self.tx(account, device.clone(), kind, time);
                 t.session_age_s = self.rng.gen_range(30..1_800);
@@ -518,14 +772,28 @@ impl Simulator {
                     // Drain: larger than usual, to a destination the account never used.
                     let usd = lognormal(&mut self.rng, 2_500.0, 1.0);
                     t.amount = Some(self.amount(usd));
-                    t.destination = Some(Destination { address_hash: dest.clone(), first_seen: stage == 3 });
+                    t.destination = Some(Destination {
+                        address_hash: dest.clone(),
+                        first_seen: stage == 3,
+                    });
                 }
                 let last_stage = 3 + self.rng.gen_range(0..3);
                 if stage < last_stage {
                     let next = time + self.rng.gen_range(20_000..1_200_000);
-                    self.schedule(next, Step::Ato { account, device, stage: stage + 1, dest });
+                    self.schedule(
+                        next,
+                        Step::Ato {
+                            account,
+                            device,
+                            stage: stage + 1,
+                            dest,
+                        },
+                    );
                 }
-                SimEvent { event: Event::Transaction(t), scenario: Scenario::Ato }
+                SimEvent {
+                    event: Event::Transaction(t),
+                    scenario: Scenario::Ato,
+                }
             }
         }
     }
@@ -555,8 +823,12 @@ mod tests {
 
     #[test]
     fn same_seed_same_stream_in_time_order_and_valid() {
-        let a: Vec<_> = Simulator::new(SimConfig::for_events(2000, 7)).take(2000).collect();
-        let b: Vec<_> = Simulator::new(SimConfig::for_events(2000, 7)).take(2000).collect();
+        let a: Vec<_> = Simulator::new(SimConfig::for_events(2000, 7))
+            .take(2000)
+            .collect();
+        let b: Vec<_> = Simulator::new(SimConfig::for_events(2000, 7))
+            .take(2000)
+            .collect();
         let mut last = 0;
         let mut ids = std::collections::HashSet::new();
         for (x, y) in a.iter().zip(&b) {
@@ -564,7 +836,10 @@ mod tests {
             assert!(x.event.event_time() >= last, "not time ordered");
             last = x.event.event_time();
             x.event.validate().unwrap();
-            assert!(ids.insert(x.event.event_id().to_string()), "duplicate event id");
+            assert!(
+                ids.insert(x.event.event_id().to_string()),
+                "duplicate event id"
+            );
         }
         for s in Scenario::ALL {
             assert!(a.iter().any(|e| e.scenario == s), "no {s:?} in 2000 events");

@@ -11,7 +11,35 @@ use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound then released; the race is negligible on a test box).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// A free port P whose cluster-bus port P + 10000 is free too (Redis Cluster needs both).
+fn free_cluster_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Below the kernel's ephemeral range; a per-process counter with a time-seeded start keeps
+    // parallel tests and processes apart.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = (std::process::id() as u64 ^ nanos as u64) % 5000;
+    let _ = NEXT.compare_exchange(0, 20_000 + seed as u16, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if p > 31_000 {
+            NEXT.store(20_000, Ordering::SeqCst);
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
@@ -21,7 +49,10 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}; log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "{what} exited early with {status}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -30,7 +61,10 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// A running `redis-server` on a free loopback port, with persistence off.
@@ -41,6 +75,123 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Starts a server with extra `redis-server` arguments (e.g. cluster mode).
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("redis.log");
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                &dir.path().to_string_lossy(),
+                "--logfile",
+                &log.to_string_lossy(),
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server not found: run scripts/install-test-deps");
+        wait_for_port(port, &mut child, "redis-server", &log);
+        RedisServer {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+}
+
+/// A 3-node Redis Cluster (3 masters, no replicas) of `redis-server` processes on loopback,
+/// created with `redis-cli --cluster create`. Killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(
+                    free_cluster_port(),
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli not found: run scripts/install-test-deps");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = cluster.nodes.iter().all(|n| {
+                Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+                    .unwrap_or(false)
+            });
+            if ok {
+                return cluster;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis cluster did not reach cluster_state:ok within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The store URL: `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// Number of keys on each node (to check that data is spread over the cluster).
+    pub fn keys_per_node(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "dbsize"])
+                    .output()
+                    .expect("redis-cli");
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+impl RedisServer {
     pub fn start() -> Self {
         Self::start_on(free_port())
     }
@@ -48,7 +199,11 @@ impl RedisServer {
     /// Starts on a given port (used to restart a server on the same address).
     pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = RedisServer { child: None, port, dir };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
         server.spawn();
         server
     }
@@ -56,8 +211,22 @@ impl RedisServer {
     fn spawn(&mut self) {
         let log = self.dir.path().join("redis.log");
         let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", &self.dir.path().to_string_lossy(), "--logfile", &log.to_string_lossy()])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args([
+                "--dir",
+                &self.dir.path().to_string_lossy(),
+                "--logfile",
+                &log.to_string_lossy(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -113,19 +282,38 @@ impl Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("tansu.log");
         let bin = tansu_bin();
-        assert!(bin.exists(), "tansu broker not found at {} (run scripts/install-test-deps)", bin.display());
+        assert!(
+            bin.exists(),
+            "tansu broker not found at {} (run scripts/install-test-deps)",
+            bin.display()
+        );
         let url = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(&bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).expect("log file")))
+            .stderr(Stdio::from(
+                std::fs::File::options()
+                    .append(true)
+                    .open(&log)
+                    .expect("log file"),
+            ))
             .spawn()
             .expect("cannot start tansu");
         wait_for_port(port, &mut child, "tansu", &log);
-        Broker { child: Some(child), port, dir }
+        Broker {
+            child: Some(child),
+            port,
+            dir,
+        }
     }
 
     /// `host:port` for `bootstrap.servers`.
@@ -136,11 +324,21 @@ impl Broker {
     /// Creates a topic (tansu does not auto-create) with the broker's own CLI.
     pub fn create_topic(&self, name: &str, partitions: u32) {
         let out = Command::new(tansu_bin())
-            .args(["topic", "create", name, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .output()
             .expect("tansu topic create");
-        assert!(out.status.success(), "creating topic {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "creating topic {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn log(&self) -> String {

@@ -28,7 +28,11 @@ pub struct BenchArgs {
     #[arg(long, env = "RISKSTREAM_BROKERS", default_value = "localhost:9092")]
     pub brokers: String,
     /// Redis URL for the feature store.
-    #[arg(long, env = "RISKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379/")]
+    #[arg(
+        long,
+        env = "RISKSTREAM_REDIS",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
     pub redis: String,
     /// Events for the throughput runs (pre-produced, then drained by the worker).
     #[arg(long, default_value_t = 200_000)]
@@ -80,8 +84,12 @@ impl Worker {
             1e6 * store / events
         );
         for model in ["behavioral", "ato"] {
-            let sum = value(&format!("riskstream_inference_seconds_sum{{model=\"{model}\"}}"));
-            let count = value(&format!("riskstream_inference_seconds_count{{model=\"{model}\"}}"));
+            let sum = value(&format!(
+                "riskstream_inference_seconds_sum{{model=\"{model}\"}}"
+            ));
+            let count = value(&format!(
+                "riskstream_inference_seconds_count{{model=\"{model}\"}}"
+            ));
             if count > 0.0 {
                 out += &format!("; {model} {:.3} ms/call", 1e3 * sum / count);
             }
@@ -90,7 +98,8 @@ impl Worker {
     }
 
     fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -117,7 +126,11 @@ impl Drop for Worker {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let extra = args.kafka.iter().map(|p| parse_kafka_prop(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let extra = args
+        .kafka
+        .iter()
+        .map(|p| parse_kafka_prop(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let run_id = format!("bench{}", std::process::id());
     let topics = Topics {
         capture_sessions: format!("{run_id}-capture-sessions"),
@@ -131,29 +144,92 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     kafka_util::create_topics(
         &args.brokers,
         &extra,
-        &[(&topics.capture_sessions, p), (&topics.transactions, p), (&topics.verdicts, p), (&topics.dead_letters, 1), (&topics.labels, 1), (&passthrough_out, p)],
+        &[
+            (&topics.capture_sessions, p),
+            (&topics.transactions, p),
+            (&topics.verdicts, p),
+            (&topics.dead_letters, 1),
+            (&topics.labels, 1),
+            (&passthrough_out, p),
+        ],
     )
     .await?;
-    println!("riskstream bench: broker {}, redis {}, {} partitions per input topic, 1 worker process", args.brokers, args.redis, p);
+    println!(
+        "riskstream bench: broker {}, redis {}, {} partitions per input topic, 1 worker process",
+        args.brokers, args.redis, p
+    );
 
     // Pre-produce the throughput input.
     let codec = Codec::registry_free();
     let (producer, _) = kafka_util::load_producer(&args.brokers, &extra)?;
     let started = Instant::now();
-    produce(&producer, &codec, &topics, Simulator::new(SimConfig::for_events(args.events, 101)), args.events, None, false, |_| {}).await?;
+    produce(
+        &producer,
+        &codec,
+        &topics,
+        Simulator::new(SimConfig::for_events(args.events, 101)),
+        args.events,
+        None,
+        false,
+        |_| {},
+    )
+    .await?;
     let producer = flush(producer).await?;
-    println!("  loaded {} events in {:.1} s", args.events, started.elapsed().as_secs_f64());
+    println!(
+        "  loaded {} events in {:.1} s",
+        args.events,
+        started.elapsed().as_secs_f64()
+    );
 
     // 1. Passthrough ceiling.
-    let worker = spawn_worker(&args, &topics, &passthrough_out, &format!("{run_id}-pass"), true)?;
-    let pass = drain(args.brokers.clone(), extra.clone(), passthrough_out.clone(), args.events, None).await?;
-    println!("  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB", pass.throughput, worker.peak_rss_mb());
-    let producer = latency_run(&args, &extra, &topics, &passthrough_out, producer, 303, "passthrough").await?;
+    let worker = spawn_worker(
+        &args,
+        &topics,
+        &passthrough_out,
+        &format!("{run_id}-pass"),
+        true,
+    )?;
+    let pass = drain(
+        args.brokers.clone(),
+        extra.clone(),
+        passthrough_out.clone(),
+        args.events,
+        None,
+    )
+    .await?;
+    println!(
+        "  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB",
+        pass.throughput,
+        worker.peak_rss_mb()
+    );
+    let producer = latency_run(
+        &args,
+        &extra,
+        &topics,
+        &passthrough_out,
+        producer,
+        303,
+        "passthrough",
+    )
+    .await?;
     worker.stop()?;
 
     // 2. Full pipeline: decode, Redis features, both models, policy, verdicts.
-    let worker = spawn_worker(&args, &topics, &topics.verdicts, &format!("{run_id}-score"), false)?;
-    let full = drain(args.brokers.clone(), extra.clone(), topics.verdicts.clone(), args.events, None).await?;
+    let worker = spawn_worker(
+        &args,
+        &topics,
+        &topics.verdicts,
+        &format!("{run_id}-score"),
+        false,
+    )?;
+    let full = drain(
+        args.brokers.clone(),
+        extra.clone(),
+        topics.verdicts.clone(),
+        args.events,
+        None,
+    )
+    .await?;
     println!(
         "  pipeline          {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio pipeline/passthrough {:.2}",
         full.throughput,
@@ -163,9 +239,21 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("                    {}", worker.stage_report());
 
     // 3. Latency at a fixed offered rate, same worker (now caught up).
-    let producer = latency_run(&args, &extra, &topics, &topics.verdicts, producer, 202, "pipeline").await?;
+    let producer = latency_run(
+        &args,
+        &extra,
+        &topics,
+        &topics.verdicts,
+        producer,
+        202,
+        "pipeline",
+    )
+    .await?;
     let rss = worker.peak_rss_mb();
-    println!("                    whole scoring worker: {}", worker.stage_report());
+    println!(
+        "                    whole scoring worker: {}",
+        worker.stage_report()
+    );
     worker.stop()?;
     println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
     tokio::task::spawn_blocking(move || drop(producer)).await?;
@@ -184,13 +272,31 @@ async fn latency_run(
     label: &str,
 ) -> anyhow::Result<kafka_util::LoadProducer> {
     let n = (args.latency_rate * args.latency_seconds as f64) as u64;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
-    let reader = tokio::spawn(drain(args.brokers.clone(), extra.to_vec(), out_topic.to_string(), n, Some(sent.clone())));
+    let sent: Arc<Mutex<HashMap<String, Instant>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
+    let reader = tokio::spawn(drain(
+        args.brokers.clone(),
+        extra.to_vec(),
+        out_topic.to_string(),
+        n,
+        Some(sent.clone()),
+    ));
     tokio::time::sleep(Duration::from_secs(4)).await; // let the reader join before timing starts
     let codec = Codec::registry_free();
-    produce(&producer, &codec, topics, Simulator::new(SimConfig::for_events(n, seed)), n, Some(args.latency_rate), false, |e| {
-        sent.lock().expect("sent").insert(e.event.event_id().to_string(), Instant::now());
-    })
+    produce(
+        &producer,
+        &codec,
+        topics,
+        Simulator::new(SimConfig::for_events(n, seed)),
+        n,
+        Some(args.latency_rate),
+        false,
+        |e| {
+            sent.lock()
+                .expect("sent")
+                .insert(e.event.event_id().to_string(), Instant::now());
+        },
+    )
     .await?;
     let lat = reader.await??;
     let h = lat.latency.as_ref().context("latency histogram")?;
@@ -216,23 +322,68 @@ async fn flush(producer: kafka_util::LoadProducer) -> anyhow::Result<kafka_util:
     Ok(producer)
 }
 
-fn spawn_worker(args: &BenchArgs, topics: &Topics, out: &str, group: &str, passthrough: bool) -> anyhow::Result<Worker> {
+fn spawn_worker(
+    args: &BenchArgs,
+    topics: &Topics,
+    out: &str,
+    group: &str,
+    passthrough: bool,
+) -> anyhow::Result<Worker> {
     let exe = std::env::current_exe()?;
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut cmd = Command::new(exe);
-    cmd.args(["run", "--brokers", &args.brokers, "--redis", &args.redis, "--group", group, "--models", &args.models])
-        .args(["--topic-capture-sessions", &topics.capture_sessions, "--topic-transactions", &topics.transactions])
-        .args(["--topic-verdicts", out, "--topic-dlq", &topics.dead_letters, "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--key-prefix", group])
-        .args(["-X", "consumer.session.timeout.ms=6000", "-X", "consumer.heartbeat.interval.ms=2000", "-X", "consumer.fetch.wait.max.ms=2"]);
+    cmd.args([
+        "run",
+        "--brokers",
+        &args.brokers,
+        "--redis",
+        &args.redis,
+        "--group",
+        group,
+        "--models",
+        &args.models,
+    ])
+    .args([
+        "--topic-capture-sessions",
+        &topics.capture_sessions,
+        "--topic-transactions",
+        &topics.transactions,
+    ])
+    .args([
+        "--topic-verdicts",
+        out,
+        "--topic-dlq",
+        &topics.dead_letters,
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ])
+    .args(["--key-prefix", group])
+    .args([
+        "-X",
+        "consumer.session.timeout.ms=6000",
+        "-X",
+        "consumer.heartbeat.interval.ms=2000",
+        "-X",
+        "consumer.fetch.wait.max.ms=2",
+    ]);
     for x in &args.kafka {
         cmd.args(["-X", x]);
     }
     if passthrough {
         cmd.arg("--passthrough");
     }
-    let child = cmd.env("RISKSTREAM_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::null()).spawn().context("starting a worker")?;
-    Ok(Worker { child, metrics_port })
+    let child = cmd
+        .env("RISKSTREAM_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting a worker")?;
+    Ok(Worker {
+        child,
+        metrics_port,
+    })
 }
 
 struct Drained {
@@ -306,7 +457,10 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)

@@ -65,7 +65,12 @@ pub struct WorkerArgs {
     pub store_deadline_ms: Option<u64>,
     /// Any librdkafka property, as in kcat: `-X linger.ms=5` (repeatable; env: semicolon-separated).
     /// Prefix the key with `consumer.` or `producer.` to set it on one client only.
-    #[arg(short = 'X', value_name = "KEY=VALUE", env = "RISKSTREAM_KAFKA", value_delimiter = ';')]
+    #[arg(
+        short = 'X',
+        value_name = "KEY=VALUE",
+        env = "RISKSTREAM_KAFKA",
+        value_delimiter = ';'
+    )]
     pub kafka: Vec<String>,
 }
 
@@ -119,13 +124,16 @@ impl WorkerArgs {
     pub fn resolve(&self) -> anyhow::Result<Settings> {
         let file: FileConfig = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
                 toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?
             }
             None => FileConfig::default(),
         };
         let pick = |flag: &Option<String>, file: &Option<String>, default: &str| {
-            flag.clone().or_else(|| file.clone()).unwrap_or_else(|| default.to_string())
+            flag.clone()
+                .or_else(|| file.clone())
+                .unwrap_or_else(|| default.to_string())
         };
         let brokers = pick(&self.brokers, &file.brokers, "localhost:9092");
         let group = pick(&self.group, &file.group, "riskstream");
@@ -147,7 +155,8 @@ impl WorkerArgs {
         if worker.batch_max == 0 {
             bail!("batch_max must be at least 1");
         }
-        worker.batch_linger = Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(5));
+        worker.batch_linger =
+            Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(5));
         worker.schema_registry = self.schema_registry.clone().or(file.schema_registry);
         worker.kafka = file.kafka.into_iter().collect();
         for p in &self.kafka {
@@ -156,21 +165,33 @@ impl WorkerArgs {
         let redis = pick(&self.redis, &file.redis, "redis://127.0.0.1:6379/");
         let store = match redis.as_str() {
             "memory" | "memory://" => StoreChoice::Memory,
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => StoreChoice::Redis(url.to_string()),
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreChoice::Redis(url.to_string())
+            }
             other => bail!("redis: expected a redis:// URL or `memory`, got `{other}`"),
         };
         let metrics = pick(&self.metrics_addr, &file.metrics_addr, "0.0.0.0:9464");
         let metrics_addr = match metrics.as_str() {
             "off" | "" => None,
-            addr => Some(addr.parse().with_context(|| format!("metrics_addr: expected HOST:PORT or `off`, got `{addr}`"))?),
+            addr => Some(addr.parse().with_context(|| {
+                format!("metrics_addr: expected HOST:PORT or `off`, got `{addr}`")
+            })?),
         };
         Ok(Settings {
             worker,
             store,
             key_prefix: pick(&self.key_prefix, &file.key_prefix, "riskstream"),
-            models: self.models.clone().or(file.models).unwrap_or_else(|| PathBuf::from("models")),
+            models: self
+                .models
+                .clone()
+                .or(file.models)
+                .unwrap_or_else(|| PathBuf::from("models")),
             metrics_addr,
-            store_deadline: Duration::from_millis(self.store_deadline_ms.or(file.store_deadline_ms).unwrap_or(100)),
+            store_deadline: Duration::from_millis(
+                self.store_deadline_ms
+                    .or(file.store_deadline_ms)
+                    .unwrap_or(100),
+            ),
             policy: file.policy.unwrap_or_default(),
         })
     }
@@ -186,22 +207,46 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
         std::fs::write(&path, "brokers = \"file:1\"\ngroup = \"g-file\"\nbatch_max = 7\n[topics]\nverdicts = \"v-file\"\n[kafka]\n\"fetch.wait.max.ms\" = \"10\"\n").unwrap();
-        let args = WorkerArgs { config: Some(path), group: Some("g-flag".into()), kafka: vec!["linger.ms=1".into()], ..Default::default() };
+        let args = WorkerArgs {
+            config: Some(path),
+            group: Some("g-flag".into()),
+            kafka: vec!["linger.ms=1".into()],
+            ..Default::default()
+        };
         let s = args.resolve().unwrap();
         assert_eq!(s.worker.brokers, "file:1");
         assert_eq!(s.worker.group, "g-flag");
         assert_eq!(s.worker.batch_max, 7);
         assert_eq!(s.worker.topics.verdicts, "v-file");
         assert_eq!(s.worker.topics.transactions, "transactions");
-        assert_eq!(s.worker.kafka, vec![("fetch.wait.max.ms".into(), "10".into()), ("linger.ms".into(), "1".into())]);
-        assert_eq!(s.store, StoreChoice::Redis("redis://127.0.0.1:6379/".into()));
+        assert_eq!(
+            s.worker.kafka,
+            vec![
+                ("fetch.wait.max.ms".into(), "10".into()),
+                ("linger.ms".into(), "1".into())
+            ]
+        );
+        assert_eq!(
+            s.store,
+            StoreChoice::Redis("redis://127.0.0.1:6379/".into())
+        );
     }
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = WorkerArgs { redis: Some("mysql://x".into()), ..Default::default() }.resolve().unwrap_err();
+        let err = WorkerArgs {
+            redis: Some("mysql://x".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("redis"), "{err}");
-        let err = WorkerArgs { kafka: vec!["nokey".into()], ..Default::default() }.resolve().unwrap_err();
+        let err = WorkerArgs {
+            kafka: vec!["nokey".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
         assert!(err.to_string().contains("-X"), "{err}");
     }
 }

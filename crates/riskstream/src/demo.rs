@@ -88,7 +88,13 @@ struct Seen {
 pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let kafka = EmbeddedKafka::start(1)?;
     let topics = Topics::default();
-    for (t, p) in [(&topics.capture_sessions, 4), (&topics.transactions, 4), (&topics.verdicts, 8), (&topics.dead_letters, 1), (&topics.labels, 2)] {
+    for (t, p) in [
+        (&topics.capture_sessions, 4),
+        (&topics.transactions, 4),
+        (&topics.verdicts, 8),
+        (&topics.dead_letters, 1),
+        (&topics.labels, 2),
+    ] {
         kafka.create_topic(t, p)?;
     }
     let brokers = kafka.bootstrap_servers().to_string();
@@ -101,8 +107,14 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // join at the same instant: keep sessions short and stagger the workers' start.
     worker.kafka = vec![
         ("consumer.fetch.wait.max.ms".to_string(), "5".to_string()),
-        ("consumer.session.timeout.ms".to_string(), "6000".to_string()),
-        ("consumer.heartbeat.interval.ms".to_string(), "1000".to_string()),
+        (
+            "consumer.session.timeout.ms".to_string(),
+            "6000".to_string(),
+        ),
+        (
+            "consumer.heartbeat.interval.ms".to_string(),
+            "1000".to_string(),
+        ),
     ];
     let settings = Settings {
         worker,
@@ -134,13 +146,24 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     for _ in 0..args.workers {
         // One stop signal per worker: they leave the group one after another (no commit races).
         let (tx, rx) = watch::channel(false);
-        workers.push((tx, tokio::spawn(riskstream_pipeline::run(settings.worker.clone(), scorer.clone(), rx))));
+        workers.push((
+            tx,
+            tokio::spawn(riskstream_pipeline::run(
+                settings.worker.clone(),
+                scorer.clone(),
+                rx,
+            )),
+        ));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     // Readers: verdicts and dead letters.
-    let sent: Arc<Mutex<HashMap<String, (Scenario, Instant)>>> = Arc::new(Mutex::new(HashMap::with_capacity(args.events as usize)));
-    let seen = Arc::new(Mutex::new(Seen { latency: Some(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)?), ..Default::default() }));
+    let sent: Arc<Mutex<HashMap<String, (Scenario, Instant)>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(args.events as usize)));
+    let seen = Arc::new(Mutex::new(Seen {
+        latency: Some(hdrhistogram::Histogram::new_with_bounds(1, 600_000_000, 3)?),
+        ..Default::default()
+    }));
     let dead = Arc::new(AtomicU64::new(0));
     let codec = Arc::new(Codec::registry_free());
     let verdict_reader = kafka_util::reader(&brokers, &latency_props, &topics.verdicts)?;
@@ -162,14 +185,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                     }
                 };
                 let received = Instant::now();
-                let v: Verdict = match codec.decode_as(SchemaKind::Verdict, msg.payload().unwrap_or(&[])) {
+                let v: Verdict = match codec
+                    .decode_as(SchemaKind::Verdict, msg.payload().unwrap_or(&[]))
+                {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::error!(error = %e, "a verdict does not decode against the verdict schema");
                         continue;
                     }
                 };
-                let sent_at = sent.lock().expect("sent map").get(&v.event_id).map(|(_, t)| *t);
+                let sent_at = sent
+                    .lock()
+                    .expect("sent map")
+                    .get(&v.event_id)
+                    .map(|(_, t)| *t);
                 let mut seen = seen.lock().expect("seen");
                 if let Some(t) = sent_at {
                     let us = received.saturating_duration_since(t).as_micros().max(1) as u64;
@@ -217,22 +246,38 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (producer, counter) = kafka_util::load_producer(&brokers, &[])?;
     let sim = Simulator::new(SimConfig::for_events(args.events, args.seed));
-    let rate = if args.rate > 0.0 { Some(args.rate) } else { None };
+    let rate = if args.rate > 0.0 {
+        Some(args.rate)
+    } else {
+        None
+    };
     // Half the stream, then the malformed records, then the rest: the events around them must
     // still get verdicts.
     let first_half = args.events / 2;
     let mut sim = sim;
     for (part, n) in [(0, first_half), (1, args.events - first_half)] {
         let on_sent = |e: &riskstream_sim::SimEvent| {
-            sent.lock().expect("sent").insert(e.event.event_id().to_string(), (e.scenario, Instant::now()));
+            sent.lock()
+                .expect("sent")
+                .insert(e.event.event_id().to_string(), (e.scenario, Instant::now()));
         };
         sim = produce(&producer, &codec, &topics, sim, n, rate, false, on_sent).await?;
         if part == 0 {
             // Not Avro at all, a truncated header, an unknown schema fingerprint.
-            let bad: [&[u8]; 3] = [b"{\"not\":\"avro\"}", &[0xC3, 0x01, 0x12], &[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0]];
+            let bad: [&[u8]; 3] = [
+                b"{\"not\":\"avro\"}",
+                &[0xC3, 0x01, 0x12],
+                &[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0],
+            ];
             for i in 0..args.bad_records {
                 let payload = bad[(i % 3) as usize];
-                send_blocking(&producer, BaseRecord::to(&topics.transactions).key("bad").payload(payload)).await?;
+                send_blocking(
+                    &producer,
+                    BaseRecord::to(&topics.transactions)
+                        .key("bad")
+                        .payload(payload),
+                )
+                .await?;
             }
         }
     }
@@ -258,7 +303,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             break;
         }
         if Instant::now() > deadline {
-            eprintln!("demo: timed out waiting for verdicts ({n} of {}, {d} of {} dead letters)", args.events, args.bad_records);
+            eprintln!(
+                "demo: timed out waiting for verdicts ({n} of {}, {d} of {} dead letters)",
+                args.events, args.bad_records
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -281,10 +329,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut by_scenario: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut degraded = 0;
     for v in seen.verdicts.values() {
-        *decisions.entry(v.decision.as_str().to_string()).or_default() += 1;
+        *decisions
+            .entry(v.decision.as_str().to_string())
+            .or_default() += 1;
         degraded += v.degraded as u64;
         if let Some((scenario, _)) = sent.get(&v.event_id) {
-            *by_scenario.entry(scenario.as_str().to_string()).or_default().entry(v.decision.as_str().to_string()).or_default() += 1;
+            *by_scenario
+                .entry(scenario.as_str().to_string())
+                .or_default()
+                .entry(v.decision.as_str().to_string())
+                .or_default() += 1;
         }
     }
     let summary = Summary {
@@ -306,11 +360,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     print_summary(&summary);
     if let Some(path) = &args.summary_json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     drop(kafka);
     if summary.verdicts < summary.events {
-        bail!("{} of {} events got no verdict", summary.events - summary.verdicts, summary.events);
+        bail!(
+            "{} of {} events got no verdict",
+            summary.events - summary.verdicts,
+            summary.events
+        );
     }
     Ok(())
 }
@@ -319,22 +378,47 @@ fn print_summary(s: &Summary) {
     println!();
     println!("riskstream demo summary");
     println!("  events              {}", s.events);
-    println!("  verdicts            {} (every event: {})", s.verdicts, if s.verdicts == s.events { "yes" } else { "NO" });
+    println!(
+        "  verdicts            {} (every event: {})",
+        s.verdicts,
+        if s.verdicts == s.events { "yes" } else { "NO" }
+    );
     println!("  dead letters        {}", s.dead_letters);
     println!("  redelivered         {}", s.duplicates);
     println!("  feature store       {}", s.feature_store);
-    println!("  throughput          {:.0} events/s over {:.1} s (offered rate limits it; see --rate)", s.throughput_eps, s.elapsed_s);
-    println!("  latency (produce → verdict read)  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max);
-    println!("  decisions           {}", s.decisions.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "  throughput          {:.0} events/s over {:.1} s (offered rate limits it; see --rate)",
+        s.throughput_eps, s.elapsed_s
+    );
+    println!(
+        "  latency (produce → verdict read)  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max
+    );
+    println!(
+        "  decisions           {}",
+        s.decisions
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!();
-    println!("  {:<15} {:>8} {:>8} {:>10} {:>8} {:>8}   stopped*", "scenario", "events", "ALLOW", "CHALLENGE", "REVIEW", "BLOCK");
+    println!(
+        "  {:<15} {:>8} {:>8} {:>10} {:>8} {:>8}   stopped*",
+        "scenario", "events", "ALLOW", "CHALLENGE", "REVIEW", "BLOCK"
+    );
     for (scenario, d) in &s.by_scenario {
         let get = |k: &str| d.get(k).copied().unwrap_or(0);
         let total: u64 = d.values().sum();
         let stopped = total - get("ALLOW");
         println!(
             "  {:<15} {:>8} {:>8} {:>10} {:>8} {:>8}   {:>5.1}%",
-            scenario, total, get("ALLOW"), get("CHALLENGE"), get("REVIEW"), get("BLOCK"),
+            scenario,
+            total,
+            get("ALLOW"),
+            get("CHALLENGE"),
+            get("REVIEW"),
+            get("BLOCK"),
             100.0 * stopped as f64 / total.max(1) as f64
         );
     }

@@ -22,14 +22,16 @@ impl EmbeddedKafka {
             .set("test.mock.num.brokers", brokers.to_string())
             .create()
             .context("creating the embedded mock Kafka cluster")?;
-        let cluster = unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(owner.client().native_ptr()) };
+        let cluster =
+            unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(owner.client().native_ptr()) };
         if cluster.is_null() {
             bail!("librdkafka did not create a mock cluster");
         }
         unsafe { rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0) };
-        let bootstrap = unsafe { CStr::from_ptr(rdkafka_sys::rd_kafka_mock_cluster_bootstraps(cluster)) }
-            .to_string_lossy()
-            .into_owned();
+        let bootstrap =
+            unsafe { CStr::from_ptr(rdkafka_sys::rd_kafka_mock_cluster_bootstraps(cluster)) }
+                .to_string_lossy()
+                .into_owned();
         Ok(EmbeddedKafka { owner, bootstrap })
     }
 
@@ -38,9 +40,12 @@ impl EmbeddedKafka {
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
-        let cluster = unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr()) };
+        let cluster =
+            unsafe { rdkafka_sys::rd_kafka_handle_mock_cluster(self.owner.client().native_ptr()) };
         let topic = CString::new(name)?;
-        let err = unsafe { rdkafka_sys::rd_kafka_mock_topic_create(cluster, topic.as_ptr(), partitions, 1) };
+        let err = unsafe {
+            rdkafka_sys::rd_kafka_mock_topic_create(cluster, topic.as_ptr(), partitions, 1)
+        };
         if err != rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             bail!("creating mock topic {name}: {err:?}");
         }

@@ -37,7 +37,10 @@ impl ProducerContext for DeliveryCounter {
 pub type LoadProducer = ThreadedProducer<DeliveryCounter>;
 
 /// A producer for load generation (polls itself on a background thread).
-pub fn load_producer(brokers: &str, extra: &[(String, String)]) -> anyhow::Result<(LoadProducer, DeliveryCounter)> {
+pub fn load_producer(
+    brokers: &str,
+    extra: &[(String, String)],
+) -> anyhow::Result<(LoadProducer, DeliveryCounter)> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
@@ -48,21 +51,34 @@ pub fn load_producer(brokers: &str, extra: &[(String, String)]) -> anyhow::Resul
         cfg.set(k, v);
     }
     let counter = DeliveryCounter::default();
-    let producer = cfg.create_with_context(counter.clone()).context("creating the producer")?;
+    let producer = cfg
+        .create_with_context(counter.clone())
+        .context("creating the producer")?;
     Ok((producer, counter))
 }
 
 /// Creates topics (an already existing topic is fine).
-pub async fn create_topics(brokers: &str, extra: &[(String, String)], topics: &[(&str, i32)]) -> anyhow::Result<()> {
+pub async fn create_topics(
+    brokers: &str,
+    extra: &[(String, String)],
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers);
     for (k, v) in extra {
         cfg.set(k, v);
     }
-    let admin: AdminClient<DefaultClientContext> = cfg.create().context("creating the admin client")?;
-    let new: Vec<NewTopic> = topics.iter().map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1))).collect();
+    let admin: AdminClient<DefaultClientContext> =
+        cfg.create().context("creating the admin client")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
+        .collect();
     let results = admin
-        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .context("creating topics")?;
     for r in results {
@@ -77,10 +93,17 @@ pub async fn create_topics(brokers: &str, extra: &[(String, String)], topics: &[
 }
 
 /// A consumer that reads a topic from the beginning under a fresh group.
-pub fn reader(brokers: &str, extra: &[(String, String)], topic: &str) -> anyhow::Result<StreamConsumer> {
+pub fn reader(
+    brokers: &str,
+    extra: &[(String, String)],
+    topic: &str,
+) -> anyhow::Result<StreamConsumer> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
-        .set("group.id", format!("riskstream-reader-{}-{}", std::process::id(), rand_suffix()))
+        .set(
+            "group.id",
+            format!("riskstream-reader-{}-{}", std::process::id(), rand_suffix()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
     for (k, v) in extra {
@@ -92,5 +115,8 @@ pub fn reader(brokers: &str, extra: &[(String, String)], topic: &str) -> anyhow:
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

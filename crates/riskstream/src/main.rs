@@ -1,13 +1,13 @@
 //! The `riskstream` command line. Parses arguments, loads configuration, and calls into the
 //! library crates; business logic lives there.
 
+mod bench;
 mod config;
 mod demo;
 mod embedded;
 mod kafka_util;
 mod run;
 mod simulate;
-mod bench;
 
 use clap::{Parser, Subcommand};
 
@@ -47,7 +47,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Run(args) => runtime.block_on(run::run(args)),
         Command::Demo(args) => runtime.block_on(demo::demo(args)),
@@ -58,7 +60,11 @@ fn main() -> anyhow::Result<()> {
             for kind in riskstream_events::SchemaKind::ALL {
                 let l = schemas.get(kind);
                 let fp: String = l.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
-                println!("{:<22} {:<30} single-object fingerprint {fp}", kind.file_name(), kind.full_name());
+                println!(
+                    "{:<22} {:<30} single-object fingerprint {fp}",
+                    kind.file_name(),
+                    kind.full_name()
+                );
             }
             Ok(())
         }

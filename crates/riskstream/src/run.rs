@@ -25,9 +25,14 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
     Ok(match &settings.store {
         StoreChoice::Memory => AnyStore::Memory(MemoryStore::new(StoreLimits::default())),
         StoreChoice::Redis(url) => AnyStore::Redis(
-            RedisStore::connect(url, &settings.key_prefix, StoreLimits::default(), settings.store_deadline)
-                .await
-                .with_context(|| format!("connecting to the feature store at {url}"))?,
+            RedisStore::connect(
+                url,
+                &settings.key_prefix,
+                StoreLimits::default(),
+                settings.store_deadline,
+            )
+            .await
+            .with_context(|| format!("connecting to the feature store at {url}"))?,
         ),
     })
 }
@@ -37,10 +42,18 @@ pub fn build_scorer(settings: &Settings, store: AnyStore) -> anyhow::Result<Scor
     let models = ModelSet::load(&settings.models, &inputs::input_index)
         .with_context(|| format!("loading models from {}", settings.models.display()))?;
     for model in [&models.behavioral, &models.ato] {
-        tracing::info!(model = model.name(), version = model.version(), "model loaded");
+        tracing::info!(
+            model = model.name(),
+            version = model.version(),
+            "model loaded"
+        );
         metrics::gauge!(m::MODEL_INFO, "slot" => model.name(), "model" => model.name(), "version" => model.version()).set(1.0);
     }
-    let policy = Policy::new(&settings.policy, models.behavioral.manifest.thresholds, models.ato.manifest.thresholds);
+    let policy = Policy::new(
+        &settings.policy,
+        models.behavioral.manifest.thresholds,
+        models.ato.manifest.thresholds,
+    );
     Ok(Scorer::new(store, models, policy))
 }
 
@@ -62,12 +75,14 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.worker.resolve()?;
     if let Some(addr) = settings.metrics_addr {
-        m::install_exporter(addr).with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+        m::install_exporter(addr)
+            .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
         tracing::info!(%addr, "metrics endpoint");
     }
     let shutdown = shutdown_on_signals()?;
     if args.passthrough {
-        let report = riskstream_pipeline::run_passthrough(settings.worker.clone(), shutdown).await?;
+        let report =
+            riskstream_pipeline::run_passthrough(settings.worker.clone(), shutdown).await?;
         tracing::info!(?report, "passthrough stopped");
         return Ok(());
     }

@@ -73,10 +73,17 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let sim = Simulator::new(SimConfig::for_events(args.events, args.seed));
     if let Some(path) = &args.output {
         let n = write_training_data(sim, args.events, path).await?;
-        println!("simulate: wrote {n} events with features to {}", path.display());
+        println!(
+            "simulate: wrote {n} events with features to {}",
+            path.display()
+        );
         return Ok(());
     }
-    let extra = args.kafka.iter().map(|p| parse_kafka_prop(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let extra = args
+        .kafka
+        .iter()
+        .map(|p| parse_kafka_prop(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let topics = Topics {
         capture_sessions: args.topic_capture_sessions.clone(),
         transactions: args.topic_transactions.clone(),
@@ -87,7 +94,13 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         kafka_util::create_topics(
             &args.brokers,
             &extra,
-            &[(&topics.capture_sessions, p), (&topics.transactions, p), (&topics.labels, p), (&args.topic_verdicts, p), (&args.topic_dlq, 1)],
+            &[
+                (&topics.capture_sessions, p),
+                (&topics.transactions, p),
+                (&topics.labels, p),
+                (&args.topic_verdicts, p),
+                (&args.topic_dlq, 1),
+            ],
         )
         .await?;
         println!("simulate: topics ready");
@@ -100,9 +113,18 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut by_scenario: HashMap<&'static str, u64> = HashMap::new();
     let labels = !args.no_labels;
-    produce(&producer, &codec, &topics, sim, args.events, args.rate, labels, |e| {
-        *by_scenario.entry(e.scenario.as_str()).or_default() += 1;
-    })
+    produce(
+        &producer,
+        &codec,
+        &topics,
+        sim,
+        args.events,
+        args.rate,
+        labels,
+        |e| {
+            *by_scenario.entry(e.scenario.as_str()).or_default() += 1;
+        },
+    )
     .await?;
     let producer = tokio::task::spawn_blocking(move || {
         let r = producer.flush(Duration::from_secs(60));
@@ -154,24 +176,49 @@ pub async fn produce(
         payload.clear();
         let topic = match &e.event {
             Event::CaptureSession(c) => {
-                codec.encode_into(SchemaKind::CaptureSession, &topics.capture_sessions, c, &mut payload)?;
+                codec.encode_into(
+                    SchemaKind::CaptureSession,
+                    &topics.capture_sessions,
+                    c,
+                    &mut payload,
+                )?;
                 &topics.capture_sessions
             }
             Event::Transaction(t) => {
-                codec.encode_into(SchemaKind::Transaction, &topics.transactions, t, &mut payload)?;
+                codec.encode_into(
+                    SchemaKind::Transaction,
+                    &topics.transactions,
+                    t,
+                    &mut payload,
+                )?;
                 &topics.transactions
             }
         };
         let headers = OwnedHeaders::new()
-            .insert(Header { key: SCENARIO_HEADER, value: Some(e.scenario.as_str()) })
-            .insert(Header { key: EVENT_ID_HEADER, value: Some(e.event.event_id()) });
-        let record = BaseRecord::to(topic).key(e.event.account_id()).payload(payload.as_slice()).headers(headers);
+            .insert(Header {
+                key: SCENARIO_HEADER,
+                value: Some(e.scenario.as_str()),
+            })
+            .insert(Header {
+                key: EVENT_ID_HEADER,
+                value: Some(e.event.event_id()),
+            });
+        let record = BaseRecord::to(topic)
+            .key(e.event.account_id())
+            .payload(payload.as_slice())
+            .headers(headers);
         send_blocking(producer, record).await?;
         if labels {
             if let Some(label) = e.label() {
                 let bytes = codec.encode(SchemaKind::Label, &topics.labels, &label)?;
                 let key = label.account_id.clone().unwrap_or_default();
-                send_blocking(producer, BaseRecord::to(&topics.labels).key(key.as_str()).payload(bytes.as_slice())).await?;
+                send_blocking(
+                    producer,
+                    BaseRecord::to(&topics.labels)
+                        .key(key.as_str())
+                        .payload(bytes.as_slice()),
+                )
+                .await?;
             }
         }
         on_sent(&e);
@@ -180,11 +227,19 @@ pub async fn produce(
 }
 
 /// Sends, waiting while the local queue is full.
-pub async fn send_blocking<'a>(producer: &LoadProducer, mut record: BaseRecord<'a, str, [u8]>) -> anyhow::Result<()> {
+pub async fn send_blocking<'a>(
+    producer: &LoadProducer,
+    mut record: BaseRecord<'a, str, [u8]>,
+) -> anyhow::Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
                 record = r;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -197,19 +252,25 @@ pub async fn send_blocking<'a>(producer: &LoadProducer, mut record: BaseRecord<'
 /// JSON line per event: ids, ground truth, and every model input by name.
 async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyhow::Result<u64> {
     let store = MemoryStore::new(StoreLimits::default());
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let names: Vec<&str> = inputs::input_names().collect();
     let mut written = 0;
     let mut row = vec![0f32; N_INPUTS];
     while written < n {
-        let batch: Vec<SimEvent> = (0..(n - written).min(256)).map(|_| sim.next_event()).collect();
+        let batch: Vec<SimEvent> = (0..(n - written).min(256))
+            .map(|_| sim.next_event())
+            .collect();
         let facts: Vec<_> = batch.iter().map(|e| inputs::facts(&e.event)).collect();
         let features = store.enrich_batch(&facts).await?;
         for (e, f) in batch.iter().zip(&features) {
             inputs::fill_row(&e.event, f, &mut row);
-            let inputs: serde_json::Map<String, serde_json::Value> =
-                names.iter().zip(&row).map(|(n, v)| (n.to_string(), serde_json::json!(v))).collect();
+            let inputs: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .zip(&row)
+                .map(|(n, v)| (n.to_string(), serde_json::json!(v)))
+                .collect();
             let line = serde_json::json!({
                 "event_id": e.event.event_id(),
                 "event_type": match e.event { Event::CaptureSession(_) => "capture_session", Event::Transaction(_) => "transaction" },

@@ -24,8 +24,16 @@ fn transaction() -> Transaction {
         country: "DE".into(),
         device: device(),
         kind: TransactionKind::Withdrawal,
-        amount: Some(Amount { asset: "BTC".into(), value_minor: 12_345_678, decimals: 8, usd_cents: 850_000 }),
-        destination: Some(Destination { address_hash: "d1".into(), first_seen: true }),
+        amount: Some(Amount {
+            asset: "BTC".into(),
+            value_minor: 12_345_678,
+            decimals: 8,
+            usd_cents: 850_000,
+        }),
+        destination: Some(Destination {
+            address_hash: "d1".into(),
+            first_seen: true,
+        }),
         channel: Channel::App,
         session_age_s: 42,
     }
@@ -41,13 +49,36 @@ fn capture() -> CaptureSession {
         device: device(),
         session_id: "s1".into(),
         document: None,
-        vendor: VendorResult { vendor: "v".into(), liveness_score: 0.9, face_match_score: 0.8 },
-        injection: InjectionSignals { virtual_camera: false, injection_detected: true, screen_replay_score: 0.1 },
+        vendor: VendorResult {
+            vendor: "v".into(),
+            liveness_score: 0.9,
+            face_match_score: 0.8,
+        },
+        injection: InjectionSignals {
+            virtual_camera: false,
+            injection_detected: true,
+            screen_replay_score: 0.1,
+        },
         telemetry: vec![
-            InteractionEvent { kind: InteractionKind::KeyDown, dt_ms: 0, x: None, y: None, key_class: KeyClass::Letter },
-            InteractionEvent { kind: InteractionKind::PointerMove, dt_ms: 17, x: Some(3), y: Some(-4), key_class: KeyClass::None },
+            InteractionEvent {
+                kind: InteractionKind::KeyDown,
+                dt_ms: 0,
+                x: None,
+                y: None,
+                key_class: KeyClass::Letter,
+            },
+            InteractionEvent {
+                kind: InteractionKind::PointerMove,
+                dt_ms: 17,
+                x: Some(3),
+                y: Some(-4),
+                key_class: KeyClass::None,
+            },
         ],
-        steps: vec![StepDuration { step: "selfie".into(), duration_ms: 4000 }],
+        steps: vec![StepDuration {
+            step: "selfie".into(),
+            duration_ms: 4000,
+        }],
     }
 }
 
@@ -55,13 +86,20 @@ fn capture() -> CaptureSession {
 fn single_object_round_trip_preserves_every_field() {
     let codec = Codec::registry_free();
     let tx = transaction();
-    let bytes = codec.encode(SchemaKind::Transaction, "transactions", &tx).unwrap();
+    let bytes = codec
+        .encode(SchemaKind::Transaction, "transactions", &tx)
+        .unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     assert_eq!(codec.decode_event(&bytes).unwrap(), Event::Transaction(tx));
 
     let cs = capture();
-    let bytes = codec.encode(SchemaKind::CaptureSession, "capture-sessions", &cs).unwrap();
-    assert_eq!(codec.decode_event(&bytes).unwrap(), Event::CaptureSession(cs));
+    let bytes = codec
+        .encode(SchemaKind::CaptureSession, "capture-sessions", &cs)
+        .unwrap();
+    assert_eq!(
+        codec.decode_event(&bytes).unwrap(),
+        Event::CaptureSession(cs)
+    );
 }
 
 #[test]
@@ -69,31 +107,57 @@ fn fingerprint_is_crc64_avro_of_canonical_form() {
     // The spec's CRC-64-AVRO of the canonical form `"null"` is 0x63dd24e7cc258f8a, written little-endian.
     let null = apache_avro::Schema::parse_str("\"null\"").unwrap();
     let fp = null.fingerprint::<apache_avro::rabin::Rabin>().bytes;
-    assert_eq!(u64::from_le_bytes(fp[..8].try_into().unwrap()), 0x63dd24e7cc258f8a);
+    assert_eq!(
+        u64::from_le_bytes(fp[..8].try_into().unwrap()),
+        0x63dd24e7cc258f8a
+    );
 }
 
 #[test]
 fn garbage_is_rejected_with_a_reason_never_a_panic() {
     let codec = Codec::registry_free();
-    let good = codec.encode(SchemaKind::Transaction, "t", &transaction()).unwrap();
+    let good = codec
+        .encode(SchemaKind::Transaction, "t", &transaction())
+        .unwrap();
     assert!(matches!(codec.decode_event(&[]), Err(DecodeError::Empty)));
-    assert!(matches!(codec.decode_event(b"{\"json\":1}"), Err(DecodeError::UnknownFraming(b'{'))));
-    assert!(matches!(codec.decode_event(&good[..5]), Err(DecodeError::TruncatedHeader { .. })));
+    assert!(matches!(
+        codec.decode_event(b"{\"json\":1}"),
+        Err(DecodeError::UnknownFraming(b'{'))
+    ));
+    assert!(matches!(
+        codec.decode_event(&good[..5]),
+        Err(DecodeError::TruncatedHeader { .. })
+    ));
     let mut wrong_fp = good.clone();
     wrong_fp[3] ^= 0xff;
-    assert!(matches!(codec.decode_event(&wrong_fp), Err(DecodeError::UnknownFingerprint(_))));
-    assert!(matches!(codec.decode_event(&good[..good.len() - 3]), Err(DecodeError::Body { .. })));
+    assert!(matches!(
+        codec.decode_event(&wrong_fp),
+        Err(DecodeError::UnknownFingerprint(_))
+    ));
+    assert!(matches!(
+        codec.decode_event(&good[..good.len() - 3]),
+        Err(DecodeError::Body { .. })
+    ));
     let mut trailing = good.clone();
     trailing.extend_from_slice(b"xx");
-    assert!(matches!(codec.decode_event(&trailing), Err(DecodeError::TrailingBytes(2))));
-    assert!(matches!(codec.decode_event(&[0, 0, 0, 0, 7, 1]), Err(DecodeError::NoRegistry(7))));
+    assert!(matches!(
+        codec.decode_event(&trailing),
+        Err(DecodeError::TrailingBytes(2))
+    ));
+    assert!(matches!(
+        codec.decode_event(&[0, 0, 0, 0, 7, 1]),
+        Err(DecodeError::NoRegistry(7))
+    ));
     // A huge array length must not allocate: header + event_id length claiming 2^62 bytes.
     let mut huge = good[..10].to_vec();
     huge.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
     assert!(codec.decode_event(&huge).is_err());
     // Every truncation of a valid record fails cleanly.
     for n in 0..good.len() {
-        assert!(codec.decode_event(&good[..n]).is_err(), "prefix of {n} bytes decoded");
+        assert!(
+            codec.decode_event(&good[..n]).is_err(),
+            "prefix of {n} bytes decoded"
+        );
     }
 }
 
@@ -111,9 +175,18 @@ fn validation_failure_names_the_field() {
 #[test]
 fn a_verdict_is_not_an_event() {
     let codec = Codec::registry_free();
-    let label = Label { event_id: Some("e".into()), account_id: None, kind: LabelKind::Bot, source: "t".into(), label_time: 5 };
+    let label = Label {
+        event_id: Some("e".into()),
+        account_id: None,
+        kind: LabelKind::Bot,
+        source: "t".into(),
+        label_time: 5,
+    };
     let bytes = codec.encode(SchemaKind::Label, "labels", &label).unwrap();
-    assert!(matches!(codec.decode_event(&bytes), Err(DecodeError::WrongRecordType { .. })));
+    assert!(matches!(
+        codec.decode_event(&bytes),
+        Err(DecodeError::WrongRecordType { .. })
+    ));
     assert_eq!(codec.decode_label(&bytes).unwrap(), label);
 }
 
@@ -142,10 +215,14 @@ fn registry_stand_in() -> (String, std::thread::JoinHandle<()>) {
             let mut body = vec![0; content_length];
             reader.read_exact(&mut body).unwrap();
             let path = request_line.split_whitespace().nth(1).unwrap().to_string();
-            let (status, reply) = if request_line.starts_with("POST") && path.ends_with("/versions") {
+            let (status, reply) = if request_line.starts_with("POST") && path.ends_with("/versions")
+            {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 by_id.push(v["schema"].as_str().unwrap().to_string());
-                ("200 OK", serde_json::json!({ "id": by_id.len() + 100 }).to_string())
+                (
+                    "200 OK",
+                    serde_json::json!({ "id": by_id.len() + 100 }).to_string(),
+                )
             } else if let Some(id) = path.strip_prefix("/schemas/ids/") {
                 let id: usize = id.parse().unwrap();
                 match by_id.get(id.wrapping_sub(101)) {
@@ -155,7 +232,12 @@ fn registry_stand_in() -> (String, std::thread::JoinHandle<()>) {
             } else {
                 ("404 Not Found", "{}".to_string())
             };
-            write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len()).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                reply.len()
+            )
+            .unwrap();
         }
     });
     (url, handle)
@@ -166,16 +248,23 @@ fn confluent_framing_round_trips_through_a_registry() {
     let (url, _server) = registry_stand_in();
     let writer = Codec::with_registry(&url);
     let tx = transaction();
-    let bytes = writer.encode(SchemaKind::Transaction, "transactions", &tx).unwrap();
+    let bytes = writer
+        .encode(SchemaKind::Transaction, "transactions", &tx)
+        .unwrap();
     assert_eq!(bytes[0], 0);
     assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), 101);
     // The id is cached: a second encode makes no request.
-    let again = writer.encode(SchemaKind::Transaction, "transactions", &tx).unwrap();
+    let again = writer
+        .encode(SchemaKind::Transaction, "transactions", &tx)
+        .unwrap();
     assert_eq!(bytes, again);
 
     // A fresh reader fetches schema 101 from the registry and resolves it.
     let reader = Codec::with_registry(&url);
-    assert_eq!(reader.decode_event(&bytes).unwrap(), Event::Transaction(tx.clone()));
+    assert_eq!(
+        reader.decode_event(&bytes).unwrap(),
+        Event::Transaction(tx.clone())
+    );
     assert_eq!(reader.decode_event(&bytes).unwrap(), Event::Transaction(tx));
     // An unknown id is an error naming the registry, not a panic.
     let err = reader.decode_event(&[0, 0, 0, 0, 55, 2]).unwrap_err();
