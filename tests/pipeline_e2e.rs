@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use riskstream_events::{dlq_headers, Codec, SchemaKind, Verdict};
-use riskstream_testkit::{free_port, repo_root, Broker, RedisServer};
+use riskstream_testkit::{free_port, repo_root, Broker, RedisCluster, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_riskstream");
 
@@ -18,6 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_riskstream");
 struct Env {
     broker: Broker,
     redis: RedisServer,
+    /// The feature store the workers use: `redis`, or a Redis Cluster.
+    store_url: String,
+    _cluster: Option<RedisCluster>,
 }
 
 impl Env {
@@ -32,10 +35,22 @@ impl Env {
         ] {
             broker.create_topic(t, p);
         }
+        let redis = RedisServer::start();
         Env {
             broker,
-            redis: RedisServer::start(),
+            store_url: redis.url(),
+            redis,
+            _cluster: None,
         }
+    }
+
+    /// Like [`Env::start`], with the feature store on a 3-node Redis Cluster.
+    fn start_with_cluster() -> Env {
+        let mut env = Env::start();
+        let cluster = RedisCluster::start();
+        env.store_url = cluster.url();
+        env._cluster = Some(cluster);
+        env
     }
 
     fn simulate(&self, events: u64, seed: u64) {
@@ -69,7 +84,7 @@ impl Env {
                 "--brokers",
                 &self.broker.bootstrap(),
                 "--redis",
-                &self.redis.url(),
+                &self.store_url,
                 "--group",
                 "e2e",
             ])
@@ -374,5 +389,169 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
         expected.extend(expected_ids(s, 50));
     }
     assert_eq!(seen, expected);
+    assert!(sigterm(&mut worker).success());
+}
+
+/// Produces `events` (transactions) keyed by account, and `labels`, with the registry-free codec.
+fn produce(
+    env: &Env,
+    events: &[riskstream_events::Transaction],
+    labels: &[riskstream_events::Label],
+) {
+    let codec = Codec::registry_free();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", env.broker.bootstrap())
+        .create()
+        .unwrap();
+    for t in events {
+        let payload = codec
+            .encode(SchemaKind::Transaction, "transactions", t)
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::to("transactions")
+                    .key(&t.account_id)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    for l in labels {
+        let payload = codec.encode(SchemaKind::Label, "labels", l).unwrap();
+        let key = l.account_id.clone().unwrap_or_default();
+        producer
+            .send(BaseRecord::to("labels").key(&key).payload(&payload))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
+fn feature(v: &Verdict, name: &str) -> f64 {
+    v.features
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("verdict {} has no feature {name}", v.event_id))
+        .value
+}
+
+/// The identity graph end to end, on a 3-node Redis Cluster: a fraudster F shares device dF
+/// with A; A shares device dA with B. Once F's confirmed-fraud label is consumed, A's next
+/// verdict shows one labelled account one hop away and B's one two hops away; a bystander
+/// shows neither.
+#[test]
+fn graph_features_light_up_for_accounts_linked_to_a_labelled_fraudster_on_redis_cluster() {
+    use riskstream_events::{Label, LabelKind, Transaction, TransactionKind};
+    let env = Env::start_with_cluster();
+    let template = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(100, 5))
+        .map(|e| e.event)
+        .find_map(|e| match e {
+            riskstream_events::Event::Transaction(t) => Some(t),
+            _ => None,
+        })
+        .expect("a simulated transaction");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let tx = |id: &str, account: &str, device: &str, t: i64| {
+        let mut x: Transaction = template.clone();
+        x.event_id = id.into();
+        x.account_id = account.into();
+        x.device.fingerprint_hash = device.into();
+        x.device.ip_address = format!("ip-of-{device}");
+        x.kind = TransactionKind::Login;
+        x.amount = None;
+        x.destination = None;
+        x.event_time = now - 60_000 + t;
+        x
+    };
+    let metrics_port = free_port();
+    let mut worker = env.worker(Some(metrics_port));
+    let verdicts = env.consumer("verdicts");
+    produce(
+        &env,
+        &[
+            tx("g-1", "acct-F", "dev-F", 0),
+            tx("g-2", "acct-A", "dev-F", 1_000),
+            tx("g-3", "acct-A", "dev-A", 2_000),
+            tx("g-4", "acct-B", "dev-A", 3_000),
+        ],
+        &[],
+    );
+    let mut seen = HashSet::new();
+    let before = read_verdicts(&verdicts, 4, Duration::from_secs(120), &mut seen);
+    assert_eq!(seen.len(), 4, "phase 1 verdicts");
+    let a_before = before.iter().find(|v| v.event_id == "g-2").unwrap();
+    assert_eq!(
+        feature(a_before, "graph_linked_accounts"),
+        1.0,
+        "A is linked to F through dev-F"
+    );
+    assert_eq!(
+        feature(a_before, "graph_fraud_accounts_1hop"),
+        0.0,
+        "no label yet"
+    );
+
+    let label = Label {
+        event_id: Some("g-1".into()),
+        account_id: Some("acct-F".into()),
+        kind: LabelKind::ConfirmedFraud,
+        source: "investigator".into(),
+        label_time: now,
+    };
+    produce(&env, &[], &[label]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_get(metrics_port, "/metrics")
+        .lines()
+        .any(|l| l.starts_with("riskstream_labels_total") && l.contains("outcome=\"applied\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the label was not applied within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    produce(
+        &env,
+        &[
+            tx("g-5", "acct-A", "dev-F", 10_000),
+            tx("g-6", "acct-B", "dev-A", 11_000),
+            tx("g-7", "acct-N", "dev-N", 12_000),
+        ],
+        &[],
+    );
+    let after = read_verdicts(&verdicts, 7, Duration::from_secs(120), &mut seen);
+    let by_id = |id: &str| {
+        after
+            .iter()
+            .find(|v| v.event_id == id)
+            .unwrap_or_else(|| panic!("no verdict for {id}"))
+    };
+    let (a, b, n) = (by_id("g-5"), by_id("g-6"), by_id("g-7"));
+    for v in [a, b, n] {
+        assert!(
+            !v.degraded,
+            "{} degraded: {:?}",
+            v.event_id, v.degraded_reasons
+        );
+    }
+    assert_eq!(
+        feature(a, "graph_fraud_accounts_1hop"),
+        1.0,
+        "A shares dev-F with F"
+    );
+    assert_eq!(feature(b, "graph_fraud_accounts_1hop"), 0.0);
+    assert_eq!(
+        feature(b, "graph_fraud_accounts_2hop"),
+        1.0,
+        "B -> dev-A -> A -> dev-F -> F"
+    );
+    assert_eq!(
+        feature(n, "graph_fraud_accounts_1hop") + feature(n, "graph_fraud_accounts_2hop"),
+        0.0
+    );
     assert!(sigterm(&mut worker).success());
 }

@@ -21,6 +21,8 @@ pub const INFERENCE_SECONDS: &str = "riskstream_inference_seconds";
 pub const DECISIONS: &str = "riskstream_decisions_total";
 /// Events scored without some inputs, by `reason`.
 pub const DEGRADED: &str = "riskstream_degraded_total";
+/// Labels read from the labels topic, by `kind` and `outcome` (applied, ignored, retried).
+pub const LABELS: &str = "riskstream_labels_total";
 /// Consumer lag in records, by `topic` and `partition` (from librdkafka statistics).
 pub const CONSUMER_LAG: &str = "riskstream_consumer_lag";
 /// 1 for the model version serving each `slot` (labels `slot`, `model`, `version`).

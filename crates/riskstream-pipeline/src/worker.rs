@@ -308,7 +308,7 @@ async fn next_batch(
 }
 
 /// Sends a record, waiting while the producer queue is full.
-async fn send(
+pub(crate) async fn send(
     producer: &FutureProducer,
     mut record: FutureRecord<'_, [u8], [u8]>,
 ) -> Result<DeliveryFuture, WorkerError> {
@@ -378,7 +378,13 @@ async fn process_batch<S: FeatureStore>(
             Err(err) => {
                 tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %err, "dead letter");
                 metrics::counter!(m::DEAD_LETTERS, "topic" => msg.topic().to_string(), "reason" => err.kind()).increment(1);
-                deliveries.push(send(producer, dead_letter(cfg, msg, &err)).await?);
+                deliveries.push(
+                    send(
+                        producer,
+                        dead_letter(cfg, msg, &err.to_string(), err.kind()),
+                    )
+                    .await?,
+                );
                 dead += 1;
             }
         }
@@ -425,10 +431,11 @@ async fn process_batch<S: FeatureStore>(
 
 /// The dead-letter record: original key, payload and headers, plus headers naming the error
 /// and where the record came from.
-fn dead_letter<'a>(
+pub(crate) fn dead_letter<'a>(
     cfg: &'a WorkerConfig,
     msg: &'a OwnedMessage,
-    err: &DecodeError,
+    err: &str,
+    kind: &str,
 ) -> FutureRecord<'a, [u8], [u8]> {
     let mut headers = OwnedHeaders::new();
     if let Some(original) = msg.headers() {
@@ -453,7 +460,7 @@ fn dead_letter<'a>(
         })
         .insert(Header {
             key: dlq_headers::ERROR_KIND,
-            value: Some(err.kind().as_bytes()),
+            value: Some(kind.as_bytes()),
         })
         .insert(Header {
             key: dlq_headers::SOURCE_TOPIC,

@@ -23,7 +23,8 @@ pub struct WorkerArgs {
     /// Consumer group id; scale by starting more workers with the same group. [default: riskstream]
     #[arg(long, env = "RISKSTREAM_GROUP")]
     pub group: Option<String>,
-    /// Feature store: a redis:// URL, or `memory` for a process-local store (single worker only).
+    /// Feature store: `redis://host:port/` (one server), `redis+cluster://host:port,host:port,...`
+    /// (Redis Cluster: any reachable nodes), or `memory` (process-local, single worker only).
     /// [default: redis://127.0.0.1:6379/]
     #[arg(long, env = "RISKSTREAM_REDIS")]
     pub redis: Option<String>,
@@ -51,7 +52,7 @@ pub struct WorkerArgs {
     /// Dead-letter topic. [default: verdicts-dlq]
     #[arg(long, env = "RISKSTREAM_TOPIC_DLQ")]
     pub topic_dlq: Option<String>,
-    /// Labels topic. [default: labels]
+    /// Labels topic, applied to the identity graph by every worker (empty: off). [default: labels]
     #[arg(long, env = "RISKSTREAM_TOPIC_LABELS")]
     pub topic_labels: Option<String>,
     /// Most records per batch. [default: 512]
@@ -165,10 +166,15 @@ impl WorkerArgs {
         let redis = pick(&self.redis, &file.redis, "redis://127.0.0.1:6379/");
         let store = match redis.as_str() {
             "memory" | "memory://" => StoreChoice::Memory,
-            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            url if url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+cluster://") =>
+            {
                 StoreChoice::Redis(url.to_string())
             }
-            other => bail!("redis: expected a redis:// URL or `memory`, got `{other}`"),
+            other => bail!(
+                "redis: expected a redis:// or redis+cluster:// URL, or `memory`, got `{other}`"
+            ),
         };
         let metrics = pick(&self.metrics_addr, &file.metrics_addr, "0.0.0.0:9464");
         let metrics_addr = match metrics.as_str() {

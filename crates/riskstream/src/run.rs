@@ -91,7 +91,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&settings).await?;
     let scorer = Arc::new(build_scorer(&settings, store)?);
+    let labels = (!settings.worker.topics.labels.is_empty()).then(|| {
+        tokio::spawn(riskstream_pipeline::run_labels(
+            settings.worker.clone(),
+            scorer.clone(),
+            shutdown.clone(),
+        ))
+    });
     let report = riskstream_pipeline::run(settings.worker.clone(), scorer, shutdown).await?;
+    if let Some(labels) = labels {
+        match labels.await? {
+            Ok(r) => tracing::info!(?r, "labels consumer finished"),
+            Err(e) => tracing::error!(error = %e, "labels consumer failed"),
+        }
+    }
     println!(
         "riskstream run: consumed {} records in {} batches, {} verdicts, {} dead letters",
         report.consumed, report.batches, report.verdicts, report.dead_letters
