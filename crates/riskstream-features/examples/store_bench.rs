@@ -2,7 +2,10 @@
 //! and (for Redis) the server-side cost per event from `INFO commandstats`.
 //!
 //!     cargo run --release -p riskstream-features --example store_bench -- redis://127.0.0.1:6379/ [events] [batch]
+//!     cargo run --release -p riskstream-features --example store_bench -- redis+cluster://127.0.0.1:7000,127.0.0.1:7001 [events] [batch]
 //!     cargo run --release -p riskstream-features --example store_bench -- memory
+//!
+//! `scripts/bench-store` starts a server and a 3-node cluster and runs all three.
 
 use std::time::{Duration, Instant};
 
@@ -52,33 +55,49 @@ async fn main() {
         q(0.5),
         q(0.99)
     );
-    if let (Some(b), Some(a)) = (before, redis_eval_usec(&url)) {
+    if let (Some((b_us, b_calls)), Some((a_us, a_calls))) = (before, redis_eval_usec(&url)) {
         println!(
-            "  redis server time: {:.1} us/event",
-            (a - b) / events as f64
+            "  redis server time: {:.1} us/event (all nodes), {:.1} commands/event",
+            (a_us - b_us) / events as f64,
+            (a_calls - b_calls) / events as f64
         );
     }
 }
 
-/// Total microseconds Redis spent in commands so far (except INFO).
-fn redis_eval_usec(url: &str) -> Option<f64> {
+/// Total microseconds and calls Redis spent in commands so far (except INFO), summed over
+/// the nodes of a cluster URL.
+fn redis_eval_usec(url: &str) -> Option<(f64, f64)> {
     if url == "memory" {
         return None;
     }
-    let client = redis::Client::open(url).ok()?;
-    let mut conn = client.get_connection().ok()?;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut conn)
-        .ok()?;
-    Some(
-        info.lines()
+    let nodes: Vec<String> = match url.strip_prefix("redis+cluster://") {
+        Some(list) => list
+            .trim_end_matches('/')
+            .split(',')
+            .map(|n| format!("redis://{n}/"))
+            .collect(),
+        None => vec![url.to_string()],
+    };
+    let (mut usec, mut calls) = (0.0, 0.0);
+    for node in nodes {
+        let client = redis::Client::open(node.as_str()).ok()?;
+        let mut conn = client.get_connection().ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .ok()?;
+        for l in info
+            .lines()
             .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-            .filter_map(|l| {
-                l.split(',')
-                    .find_map(|kv| kv.strip_prefix("usec="))
+        {
+            let field = |name: &str| {
+                l.split([',', ':'])
+                    .find_map(|kv| kv.strip_prefix(name))
                     .and_then(|v| v.parse::<f64>().ok())
-            })
-            .sum(),
-    )
+            };
+            usec += field("usec=").unwrap_or(0.0);
+            calls += field("calls=").unwrap_or(0.0);
+        }
+    }
+    Some((usec, calls))
 }

@@ -272,30 +272,70 @@ fn secs(ms: i64) -> f32 {
     (ms as f64 / 1000.0) as f32
 }
 
-/// Features of `e` from the state after its batch was written (`ks`).
-pub(crate) fn features(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>) -> StoreFeatures {
+/// One account's stored events, decoded, sorted by time, one per event id.
+type AccountEvents = Vec<(i64, StoredEvent)>;
+
+fn account_events(ks: &Keyspace, key: &str) -> AccountEvents {
+    let Some(events) = ks.zset(key) else {
+        return Vec::new();
+    };
+    let mut sorted: AccountEvents = events
+        .iter()
+        .filter_map(|(m, s)| StoredEvent::decode(m).map(|d| (*s, d)))
+        .collect();
+    sorted.sort_by_key(|(s, d)| (*s, d.id));
+    let mut seen = HashSet::with_capacity(sorted.len());
+    sorted.retain(|(_, d)| seen.insert(d.id)); // one event id counts once, whatever its copies
+    sorted
+}
+
+/// Features of every event of `batch` from the state after the batch was written (`ks`).
+pub(crate) fn features_batch(
+    keys: &Keys,
+    ks: &Keyspace,
+    batch: &[EventFacts<'_>],
+) -> Vec<StoreFeatures> {
+    let mut decoded: HashMap<&str, AccountEvents> = HashMap::new();
+    batch
+        .iter()
+        .map(|e| {
+            let events = decoded
+                .entry(e.account_id)
+                .or_insert_with(|| account_events(ks, &keys.events(e.account_id)));
+            features(keys, ks, e, events)
+        })
+        .collect()
+}
+
+fn insert_distinct(set: &mut Vec<u64>, h: u64) {
+    if h != 0 && !set.contains(&h) {
+        set.push(h);
+    }
+}
+
+/// Features of `e` from the state after its batch was written (`ks`); `sorted` = its account's events.
+fn features(
+    keys: &Keys,
+    ks: &Keyspace,
+    e: &EventFacts<'_>,
+    sorted: &AccountEvents,
+) -> StoreFeatures {
     let mut f = StoreFeatures::default();
     let v = &mut f.values;
     let t = e.event_time;
     let empty = ZSet::new();
 
     // Account events: velocity, last login, distinct devices / IPs / countries in windows.
-    let events = ks.zset(&keys.events(e.account_id)).unwrap_or(&empty);
-    let mut seen_ids = HashSet::with_capacity(events.len());
-    let mut sorted: Vec<(i64, StoredEvent)> = events
+    let upto = sorted.partition_point(|(s, _)| *s < t);
+    let start = sorted.partition_point(|(s, _)| *s < t - LONGEST_WINDOW_MS);
+    let last_login = sorted[..upto]
         .iter()
-        .filter(|(_, s)| **s < t)
-        .filter_map(|(m, s)| StoredEvent::decode(m).map(|d| (*s, d)))
-        .collect();
-    sorted.sort_by_key(|(s, d)| (*s, d.id));
-    sorted.retain(|(_, d)| seen_ids.insert(d.id)); // one event id counts once, whatever its copies
-    let mut last_login = None;
-    let mut distinct: [[HashSet<u64>; 2]; 3] = Default::default();
-    for (s, d) in &sorted {
+        .rev()
+        .find(|(_, d)| d.is(TransactionKind::Login))
+        .map(|(s, _)| *s);
+    let mut distinct: [[Vec<u64>; 2]; 3] = Default::default();
+    for (s, d) in &sorted[start.min(upto)..upto] {
         let age = t - s;
-        if d.is(TransactionKind::Login) {
-            last_login = Some(*s);
-        }
         for (w, (_, len)) in WINDOWS.iter().enumerate() {
             if age > *len {
                 continue;
@@ -328,9 +368,7 @@ pub(crate) fn features(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>) -> StoreF
         for (i, (ms, _)) in [(DAY_MS, 0), (7 * DAY_MS, 1)].iter().enumerate() {
             if age <= *ms {
                 for (what, h) in [d.device, d.ip, d.country].into_iter().enumerate() {
-                    if h != 0 {
-                        distinct[what][i].insert(h);
-                    }
+                    insert_distinct(&mut distinct[what][i], h);
                 }
             }
         }

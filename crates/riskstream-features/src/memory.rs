@@ -53,10 +53,7 @@ impl FeatureStore for MemoryStore {
             ks.apply(op);
         }
         // Features straight from the store's own state (the reads would copy it).
-        let features = batch
-            .iter()
-            .map(|e| algorithm::features(&self.keys, &ks, e))
-            .collect();
+        let features = algorithm::features_batch(&self.keys, &ks, batch);
         for op in algorithm::taint_fixups(&self.keys, &ks, batch) {
             ks.apply(&op);
         }

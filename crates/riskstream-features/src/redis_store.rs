@@ -86,10 +86,7 @@ impl RedisStore {
     async fn enrich(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
         let (ops, reads) = algorithm::plan_batch(&self.keys, batch, self.limits.retention_ms());
         let ks = self.exec(ops, reads).await?;
-        let features = batch
-            .iter()
-            .map(|e| algorithm::features(&self.keys, &ks, e))
-            .collect();
+        let features = algorithm::features_batch(&self.keys, &ks, batch);
         let fixups = algorithm::taint_fixups(&self.keys, &ks, batch);
         if !fixups.is_empty() {
             self.exec(fixups, Vec::new()).await?;
