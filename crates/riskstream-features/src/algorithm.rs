@@ -328,7 +328,7 @@ fn features(
     // Account events: velocity, last login, distinct devices / IPs / countries in windows.
     let upto = sorted.partition_point(|(s, _)| *s < t);
     let start = sorted.partition_point(|(s, _)| *s < t - LONGEST_WINDOW_MS);
-    let last_login = sorted[..upto]
+    let last_login = sorted[start.min(upto)..upto]
         .iter()
         .rev()
         .find(|(_, d)| d.is(TransactionKind::Login))

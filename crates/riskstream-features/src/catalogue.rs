@@ -91,7 +91,7 @@ const fn fixed(
 }
 
 const FIXED: [FeatureDef; 23] = [
-    fixed("acct_secs_since_login", "account", "30d", "account", "Seconds since the account's previous login (30 days if none is known)."),
+    fixed("acct_secs_since_login", "account", "7d", "account", "Seconds since the account's previous login (30 days if none in the last 7 days)."),
     fixed("acct_secs_since_password_change", "account", "30d", "account", "Seconds since the account's previous password change (30 days if none is known)."),
     fixed("acct_secs_since_mfa_change", "account", "30d", "account", "Seconds since the account's previous MFA change (30 days if none is known)."),
     fixed("acct_device_is_new", "account x device", "30d", "account", "1 if the event's device was never seen on the account before the event."),

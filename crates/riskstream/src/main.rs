@@ -31,6 +31,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the embedded Avro schemas and their single-object fingerprints.
     Schema,
+    /// Print the feature catalogue (every model input) as a Markdown table.
+    Features,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,6 +57,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::demo(args)),
         Command::Simulate(args) => runtime.block_on(simulate::simulate(args)),
         Command::Bench(args) => runtime.block_on(bench::bench(args)),
+        Command::Features => {
+            print!("{}", riskstream_features::inputs::catalogue_markdown());
+            Ok(())
+        }
         Command::Schema => {
             let schemas = riskstream_events::Schemas::embedded();
             for kind in riskstream_events::SchemaKind::ALL {
