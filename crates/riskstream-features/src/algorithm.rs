@@ -35,9 +35,11 @@ fn kind_code(kind: FactKind) -> u8 {
     }
 }
 
-/// One account event as stored: a 41-byte member of `:ev`.
+/// One account event as stored: a 49-byte member of `:ev` (its time is in the member too, so
+/// reads need no `WITHSCORES`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct StoredEvent {
+    time: i64,
     id: u64,
     kind: u8,
     usd_cents: i64,
@@ -49,6 +51,7 @@ struct StoredEvent {
 impl StoredEvent {
     fn of(e: &EventFacts<'_>) -> Self {
         StoredEvent {
+            time: e.event_time,
             id: hash64(e.event_id),
             kind: kind_code(e.kind),
             usd_cents: match e.kind {
@@ -61,7 +64,8 @@ impl StoredEvent {
         }
     }
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(41);
+        let mut out = Vec::with_capacity(49);
+        out.extend_from_slice(&self.time.to_le_bytes());
         out.extend_from_slice(&self.id.to_le_bytes());
         out.push(self.kind);
         out.extend_from_slice(&self.usd_cents.to_le_bytes());
@@ -71,17 +75,18 @@ impl StoredEvent {
         out
     }
     fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 41 {
+        if b.len() != 49 {
             return None;
         }
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         Some(StoredEvent {
-            id: u(0),
-            kind: b[8],
-            usd_cents: u(9) as i64,
-            device: u(17),
-            ip: u(25),
-            country: u(33),
+            time: u(0) as i64,
+            id: u(8),
+            kind: b[16],
+            usd_cents: u(17) as i64,
+            device: u(25),
+            ip: u(33),
+            country: u(41),
         })
     }
     fn is(&self, kind: TransactionKind) -> bool {
@@ -119,11 +124,7 @@ fn nodes_of<'a>(e: &EventFacts<'a>) -> impl Iterator<Item = (Node, &'a str)> {
 }
 
 /// Writes then reads for one batch.
-pub(crate) fn plan_batch(
-    keys: &Keys,
-    batch: &[EventFacts<'_>],
-    retention_ms: i64,
-) -> (Vec<Op>, Vec<Read>) {
+pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec<Read>) {
     let mut ops = Vec::new();
     let mut reads = Vec::new();
     // Group by entity, keeping first-appearance order (deterministic plans).
@@ -147,8 +148,6 @@ pub(crate) fn plan_batch(
     }
     for (account, events) in &accounts {
         let (ev_key, ln_key) = (keys.events(account), keys.links(account));
-        // Trim below the batch's oldest event, so that no event of this batch loses its window.
-        let oldest = events.iter().map(|e| e.event_time).min().unwrap_or(0);
         ops.push(Op::ZAdd {
             key: ev_key.clone(),
             lt: false,
@@ -156,14 +155,6 @@ pub(crate) fn plan_batch(
                 .iter()
                 .map(|e| (e.event_time, StoredEvent::of(e).encode()))
                 .collect(),
-        });
-        ops.push(Op::ZTrimBelow {
-            key: ev_key.clone(),
-            score: oldest - retention_ms,
-        });
-        ops.push(Op::ZKeepHighest {
-            key: ev_key.clone(),
-            n: MAX_EVENTS,
         });
         let mut links = Vec::new();
         for e in events {
@@ -196,10 +187,6 @@ pub(crate) fn plan_batch(
             lt: true,
             members: links,
         });
-        ops.push(Op::ZKeepLowest {
-            key: ln_key.clone(),
-            n: MAX_LINKS,
-        });
         ops.push(Op::Expire {
             key: ev_key.clone(),
             ms: ENTITY_TTL_MS,
@@ -208,7 +195,7 @@ pub(crate) fn plan_batch(
             key: ln_key.clone(),
             ms: ENTITY_TTL_MS,
         });
-        reads.push(Read::ZRange(ev_key));
+        reads.push(Read::ZMembers(ev_key));
         reads.push(Read::ZRange(ln_key));
     }
     for ((node, id), events) in &nodes {
@@ -220,10 +207,6 @@ pub(crate) fn plan_batch(
                 .iter()
                 .map(|e| (e.event_time, e.account_id.as_bytes().to_vec()))
                 .collect(),
-        });
-        ops.push(Op::ZKeepLowest {
-            key: acc_key.clone(),
-            n: MAX_LINKS,
         });
         ops.push(Op::Expire {
             key: acc_key.clone(),
@@ -243,19 +226,10 @@ pub(crate) fn plan_batch(
                 })
                 .collect();
             if !sessions.is_empty() {
-                let oldest = sessions.iter().map(|(t, _)| *t).min().unwrap_or(0);
                 ops.push(Op::ZAdd {
                     key: ses_key.clone(),
                     lt: false,
                     members: sessions,
-                });
-                ops.push(Op::ZTrimBelow {
-                    key: ses_key.clone(),
-                    score: oldest - retention_ms,
-                });
-                ops.push(Op::ZKeepHighest {
-                    key: ses_key.clone(),
-                    n: MAX_EVENTS,
                 });
                 ops.push(Op::Expire {
                     key: ses_key.clone(),
@@ -280,8 +254,8 @@ fn account_events(ks: &Keyspace, key: &str) -> AccountEvents {
         return Vec::new();
     };
     let mut sorted: AccountEvents = events
-        .iter()
-        .filter_map(|(m, s)| StoredEvent::decode(m).map(|d| (*s, d)))
+        .keys()
+        .filter_map(|m| StoredEvent::decode(m).map(|d| (d.time, d)))
         .collect();
     sorted.sort_by_key(|(s, d)| (*s, d.id));
     let mut seen = HashSet::with_capacity(sorted.len());
@@ -478,6 +452,67 @@ fn account_nodes(links: &ZSet, limit: usize) -> Vec<(Node, String)> {
         .take(limit)
         .map(|(_, n, id)| (n, id))
         .collect()
+}
+
+/// Trims and caps a batch's reads show are due (usually none): events and sessions older than
+/// the batch's oldest event minus the retention, and entities over their caps. Done after the
+/// reads, so no event of the batch loses its window, and only when needed, so a batch pays no
+/// commands for it in the common case.
+pub(crate) fn maintenance(
+    keys: &Keys,
+    ks: &Keyspace,
+    batch: &[EventFacts<'_>],
+    retention_ms: i64,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut oldest: HashMap<String, i64> = HashMap::new();
+    let mut note = |key: String, t: i64| {
+        let o = oldest.entry(key).or_insert(t);
+        *o = (*o).min(t);
+    };
+    for e in batch {
+        note(keys.events(e.account_id), e.event_time);
+        note(keys.links(e.account_id), e.event_time);
+        for (node, id) in nodes_of(e) {
+            note(keys.accounts(node, id), e.event_time);
+            if node == Node::Device {
+                note(keys.sessions(id), e.event_time);
+            }
+        }
+    }
+    let mut keys_sorted: Vec<(&String, &i64)> = oldest.iter().collect();
+    keys_sorted.sort();
+    for (key, oldest) in keys_sorted {
+        let Some(z) = ks.zset(key) else { continue };
+        let horizon = oldest - retention_ms;
+        if key.ends_with(":ev") || key.ends_with(":ses") {
+            let time = |m: &[u8], s: i64| {
+                if key.ends_with(":ev") {
+                    StoredEvent::decode(m).map_or(s, |d| d.time)
+                } else {
+                    s
+                }
+            };
+            if z.iter().any(|(m, s)| time(m, *s) < horizon) {
+                ops.push(Op::ZTrimBelow {
+                    key: key.clone(),
+                    score: horizon,
+                });
+            }
+            if z.len() > MAX_EVENTS {
+                ops.push(Op::ZKeepHighest {
+                    key: key.clone(),
+                    n: MAX_EVENTS,
+                });
+            }
+        } else if z.len() > MAX_LINKS {
+            ops.push(Op::ZKeepLowest {
+                key: key.clone(),
+                n: MAX_LINKS,
+            });
+        }
+    }
+    ops
 }
 
 /// Prefix of the `:ln` members that remember a labelled account one hop away ("near").

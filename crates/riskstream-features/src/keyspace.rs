@@ -62,6 +62,9 @@ pub(crate) enum Op {
 pub(crate) enum Read {
     /// `ZRANGE key 0 -1 WITHSCORES`
     ZRange(String),
+    /// `ZRANGE key 0 -1`: members only (their scores read as 0), for sets whose members carry
+    /// what is needed.
+    ZMembers(String),
     /// `HGETALL key`
     HGetAll(String),
 }
@@ -84,7 +87,7 @@ impl Op {
 impl Read {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Read::ZRange(k) | Read::HGetAll(k) => k,
+            Read::ZRange(k) | Read::ZMembers(k) | Read::HGetAll(k) => k,
         }
     }
 }
@@ -169,7 +172,7 @@ impl Keyspace {
         let mut out = Keyspace::default();
         for r in reads {
             match r {
-                Read::ZRange(k) => {
+                Read::ZRange(k) | Read::ZMembers(k) => {
                     out.zsets
                         .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
                 }

@@ -47,14 +47,21 @@ impl FeatureStore for MemoryStore {
         &self,
         batch: &[EventFacts<'_>],
     ) -> Result<Vec<StoreFeatures>, StoreError> {
-        let (ops, _reads) = algorithm::plan_batch(&self.keys, batch, self.limits.retention_ms());
+        let (ops, _reads) = algorithm::plan_batch(&self.keys, batch);
         let mut ks = self.keyspace.lock().expect("memory store poisoned");
         for op in &ops {
             ks.apply(op);
         }
         // Features straight from the store's own state (the reads would copy it).
         let features = algorithm::features_batch(&self.keys, &ks, batch);
-        for op in algorithm::taint_fixups(&self.keys, &ks, batch) {
+        let mut followups = algorithm::taint_fixups(&self.keys, &ks, batch);
+        followups.extend(algorithm::maintenance(
+            &self.keys,
+            &ks,
+            batch,
+            self.limits.retention_ms(),
+        ));
+        for op in followups {
             ks.apply(&op);
         }
         Ok(features)

@@ -84,12 +84,19 @@ impl RedisStore {
     }
 
     async fn enrich(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
-        let (ops, reads) = algorithm::plan_batch(&self.keys, batch, self.limits.retention_ms());
+        let (ops, reads) = algorithm::plan_batch(&self.keys, batch);
         let ks = self.exec(ops, reads).await?;
         let features = algorithm::features_batch(&self.keys, &ks, batch);
-        let fixups = algorithm::taint_fixups(&self.keys, &ks, batch);
-        if !fixups.is_empty() {
-            self.exec(fixups, Vec::new()).await?;
+        // Taint fix-ups, trims and caps: a second round trip only when one is due.
+        let mut followups = algorithm::taint_fixups(&self.keys, &ks, batch);
+        followups.extend(algorithm::maintenance(
+            &self.keys,
+            &ks,
+            batch,
+            self.limits.retention_ms(),
+        ));
+        if !followups.is_empty() {
+            self.exec(followups, Vec::new()).await?;
         }
         Ok(features)
     }
@@ -159,8 +166,24 @@ fn add_op(p: &mut Pipeline, op: &Op) {
 fn add_read(p: &mut Pipeline, read: &Read) {
     match read {
         Read::ZRange(key) => p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+        Read::ZMembers(key) => p.cmd("ZRANGE").arg(key).arg(0).arg(-1),
         Read::HGetAll(key) => p.cmd("HGETALL").arg(key),
     };
+}
+
+/// A sorted-set score as an integer (RESP2 sends it as a string, RESP3 as a double).
+fn parse_score(v: Option<Value>) -> Option<i64> {
+    match v? {
+        Value::BulkString(b) => {
+            let s = std::str::from_utf8(&b).ok()?;
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+        }
+        Value::Double(f) => Some(f as i64),
+        Value::Int(i) => Some(i),
+        _ => None,
+    }
 }
 
 /// Stores the replies to `reads` (same order) in `ks`.
@@ -174,13 +197,30 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
     }
     for (read, reply) in reads.iter().zip(replies) {
         match read {
-            Read::ZRange(key) => {
-                let pairs: Vec<(Vec<u8>, f64)> = redis::from_redis_value(&reply)
-                    .map_err(|e| StoreError::BadReply(format!("ZRANGE {key}: {e}")))?;
-                ks.zsets.insert(
-                    key.clone(),
-                    pairs.into_iter().map(|(m, s)| (m, s as i64)).collect(),
-                );
+            Read::ZRange(key) | Read::ZMembers(key) => {
+                let bad = |what: &str| StoreError::BadReply(format!("ZRANGE {key}: {what}"));
+                let Value::Array(items) = reply else {
+                    return Err(bad("not an array"));
+                };
+                let with_scores = matches!(read, Read::ZRange(_));
+                let mut z = crate::keyspace::ZSet::with_capacity(if with_scores {
+                    items.len() / 2
+                } else {
+                    items.len()
+                });
+                let mut items = items.into_iter();
+                while let Some(member) = items.next() {
+                    let Value::BulkString(member) = member else {
+                        return Err(bad("member is not a string"));
+                    };
+                    let score = if with_scores {
+                        parse_score(items.next()).ok_or_else(|| bad("bad score"))?
+                    } else {
+                        0
+                    };
+                    z.insert(member, score);
+                }
+                ks.zsets.insert(key.clone(), z);
             }
             Read::HGetAll(key) => {
                 let pairs: Vec<(String, u8)> = redis::from_redis_value(&reply)
