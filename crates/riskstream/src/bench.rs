@@ -356,6 +356,8 @@ fn spawn_worker(
         out,
         "--topic-dlq",
         &topics.dead_letters,
+        "--topic-labels",
+        &topics.labels,
         "--metrics-addr",
         &format!("127.0.0.1:{metrics_port}"),
     ])
