@@ -5,6 +5,13 @@
 //! A batch's writes go first and its reads after, in one round trip: features then see the
 //! batch's own events too, and count only those strictly before each event's time — the same
 //! answer as applying events one by one, in any order.
+//!
+//! One sorted set per entity (see `keyspace.rs`). Members of an account's set: its events
+//! (`0xFF` + 49 bytes, scored by event time) and its links (`d:`, `i:`, `c:`, `x:`, `m:` first
+//! seen; `p:`/`f:` password / MFA changes; `N:` labelled accounts one hop away; `L` its own
+//! label). Members of a device's, IP's or document's set: `a:ACCOUNT` (first seen), capture
+//! sessions `s` + `f`/`p` + id hash (device only), `t1:ACCOUNT` / `t2:ACCOUNT` labelled accounts
+//! one / two hops away. Every write is `ZADD LT`, `ZREM` or `PEXPIRE`.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -35,8 +42,11 @@ fn kind_code(kind: FactKind) -> u8 {
     }
 }
 
-/// One account event as stored: a 49-byte member of `:ev` (its time is in the member too, so
-/// reads need no `WITHSCORES`).
+/// First byte of an event member in an account's set (links start with an ASCII letter).
+const EVENT_TAG: u8 = 0xFF;
+
+/// One account event as stored: a 50-byte member of the account's set (tag, then time, id hash,
+/// kind, USD cents, device / IP / country hashes).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct StoredEvent {
     time: i64,
@@ -64,7 +74,8 @@ impl StoredEvent {
         }
     }
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(49);
+        let mut out = Vec::with_capacity(50);
+        out.push(EVENT_TAG);
         out.extend_from_slice(&self.time.to_le_bytes());
         out.extend_from_slice(&self.id.to_le_bytes());
         out.push(self.kind);
@@ -75,9 +86,10 @@ impl StoredEvent {
         out
     }
     fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 49 {
+        if b.len() != 50 || b[0] != EVENT_TAG {
             return None;
         }
+        let b = &b[1..];
         let u = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         Some(StoredEvent {
             time: u(0) as i64,
@@ -95,7 +107,8 @@ impl StoredEvent {
 }
 
 fn session_member(e: &EventFacts<'_>, failed: bool) -> Vec<u8> {
-    let mut m = Vec::with_capacity(9);
+    let mut m = Vec::with_capacity(10);
+    m.push(b's');
     m.push(if failed { b'f' } else { b'p' });
     m.extend_from_slice(&hash64(e.event_id).to_le_bytes());
     m
@@ -109,8 +122,57 @@ fn link(prefix: char, value: &str) -> Vec<u8> {
     m
 }
 
-/// The label member of `:ln`.
+/// The label member of an account's set.
 const LABEL_MEMBER: &[u8] = b"L";
+
+/// `a:ACCOUNT` in a node's set.
+fn account_member(account: &str) -> Vec<u8> {
+    [b"a:".as_slice(), account.as_bytes()].concat()
+}
+
+/// `t1:ACCOUNT` / `t2:ACCOUNT` in a node's set.
+fn taint_member(level: u8, account: &str) -> Vec<u8> {
+    [
+        if level == 1 {
+            b"t1:".as_slice()
+        } else {
+            b"t2:".as_slice()
+        },
+        account.as_bytes(),
+    ]
+    .concat()
+}
+
+/// A node's set, split by member kind.
+struct NodeView<'a> {
+    /// account -> first seen
+    accounts: Vec<(&'a [u8], i64)>,
+    /// (time, failed) of capture sessions
+    sessions: Vec<(i64, bool)>,
+    hop1: Vec<&'a [u8]>,
+    hop2: Vec<&'a [u8]>,
+}
+
+fn node_view(z: &ZSet) -> NodeView<'_> {
+    let mut v = NodeView {
+        accounts: Vec::new(),
+        sessions: Vec::new(),
+        hop1: Vec::new(),
+        hop2: Vec::new(),
+    };
+    for (m, s) in z {
+        if let Some(a) = m.strip_prefix(b"a:") {
+            v.accounts.push((a, *s));
+        } else if let Some(a) = m.strip_prefix(b"t1:") {
+            v.hop1.push(a);
+        } else if let Some(a) = m.strip_prefix(b"t2:") {
+            v.hop2.push(a);
+        } else if m.first() == Some(&b's') && m.len() == 10 {
+            v.sessions.push((*s, m[1] == b'f'));
+        }
+    }
+    v
+}
 
 /// The entities (devices, IPs, documents) an event touches.
 fn nodes_of<'a>(e: &EventFacts<'a>) -> impl Iterator<Item = (Node, &'a str)> {
@@ -147,19 +209,12 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
         }
     }
     for (account, events) in &accounts {
-        let (ev_key, ln_key) = (keys.events(account), keys.links(account));
-        ops.push(Op::ZAdd {
-            key: ev_key.clone(),
-            lt: false,
-            members: events
-                .iter()
-                .map(|e| (e.event_time, StoredEvent::of(e).encode()))
-                .collect(),
-        });
-        let mut links = Vec::new();
+        let key = keys.account(account);
+        let mut members = Vec::with_capacity(events.len() * 4);
         for e in events {
             let t = e.event_time;
-            links.push((t, link('d', e.device_id)));
+            members.push((t, StoredEvent::of(e).encode()));
+            members.push((t, link('d', e.device_id)));
             for (prefix, value) in [
                 ('i', e.ip),
                 ('c', e.country),
@@ -167,77 +222,53 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 ('m', e.document),
             ] {
                 if !value.is_empty() {
-                    links.push((t, link(prefix, value)));
+                    members.push((t, link(prefix, value)));
                 }
             }
             match e.kind {
                 FactKind::Transaction {
                     kind: TransactionKind::PasswordChange,
                     ..
-                } => links.push((t, link('p', e.event_id))),
+                } => members.push((t, link('p', e.event_id))),
                 FactKind::Transaction {
                     kind: TransactionKind::MfaChange,
                     ..
-                } => links.push((t, link('f', e.event_id))),
+                } => members.push((t, link('f', e.event_id))),
                 _ => {}
             }
         }
         ops.push(Op::ZAdd {
-            key: ln_key.clone(),
-            lt: true,
-            members: links,
+            key: key.clone(),
+            members,
         });
         ops.push(Op::Expire {
-            key: ev_key.clone(),
+            key: key.clone(),
             ms: ENTITY_TTL_MS,
         });
-        ops.push(Op::Expire {
-            key: ln_key.clone(),
-            ms: ENTITY_TTL_MS,
-        });
-        reads.push(Read::ZMembers(ev_key));
-        reads.push(Read::ZRange(ln_key));
+        reads.push(Read::ZRange(key));
     }
     for ((node, id), events) in &nodes {
-        let acc_key = keys.accounts(*node, id);
+        let key = keys.node(*node, id);
+        let mut members: Vec<(i64, Vec<u8>)> = events
+            .iter()
+            .map(|e| (e.event_time, account_member(e.account_id)))
+            .collect();
+        if *node == Node::Device {
+            for e in events {
+                if let FactKind::CaptureSession { failed_check } = e.kind {
+                    members.push((e.event_time, session_member(e, failed_check)));
+                }
+            }
+        }
         ops.push(Op::ZAdd {
-            key: acc_key.clone(),
-            lt: true,
-            members: events
-                .iter()
-                .map(|e| (e.event_time, e.account_id.as_bytes().to_vec()))
-                .collect(),
+            key: key.clone(),
+            members,
         });
         ops.push(Op::Expire {
-            key: acc_key.clone(),
+            key: key.clone(),
             ms: ENTITY_TTL_MS,
         });
-        reads.push(Read::ZRange(acc_key));
-        reads.push(Read::HGetAll(keys.taint(*node, id)));
-        if *node == Node::Device {
-            let ses_key = keys.sessions(id);
-            let sessions: Vec<(i64, Vec<u8>)> = events
-                .iter()
-                .filter_map(|e| match e.kind {
-                    FactKind::CaptureSession { failed_check } => {
-                        Some((e.event_time, session_member(e, failed_check)))
-                    }
-                    _ => None,
-                })
-                .collect();
-            if !sessions.is_empty() {
-                ops.push(Op::ZAdd {
-                    key: ses_key.clone(),
-                    lt: false,
-                    members: sessions,
-                });
-                ops.push(Op::Expire {
-                    key: ses_key.clone(),
-                    ms: ENTITY_TTL_MS,
-                });
-            }
-            reads.push(Read::ZRange(ses_key));
-        }
+        reads.push(Read::ZRange(key));
     }
     (ops, reads)
 }
@@ -275,7 +306,7 @@ pub(crate) fn features_batch(
         .map(|e| {
             let events = decoded
                 .entry(e.account_id)
-                .or_insert_with(|| account_events(ks, &keys.events(e.account_id)));
+                .or_insert_with(|| account_events(ks, &keys.account(e.account_id)));
             features(keys, ks, e, events)
         })
         .collect()
@@ -355,7 +386,7 @@ fn features(
     v[SECS_SINCE_LOGIN] = last_login.map_or(NEVER_SECS, |s| secs(t - s));
 
     // Account links: new device / destination, distinct devices, password and MFA changes, label.
-    let links = ks.zset(&keys.links(e.account_id)).unwrap_or(&empty);
+    let links = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
     let (mut last_password, mut last_mfa, mut devices) = (None::<i64>, None::<i64>, 0);
     for (m, s) in links {
         match m.first() {
@@ -379,54 +410,50 @@ fn features(
 
     // Devices, IPs, documents: accounts before the event, and the graph through them.
     let mut linked: HashSet<&[u8]> = HashSet::new();
-    let mut hop1: HashSet<&str> = HashSet::new();
-    let mut hop2: HashSet<&str> = HashSet::new();
+    let mut hop1: HashSet<&[u8]> = HashSet::new();
+    let mut hop2: HashSet<&[u8]> = HashSet::new();
     for (node, id) in nodes_of(e) {
-        let accounts = ks.zset(&keys.accounts(node, id)).unwrap_or(&empty);
-        let before = accounts.values().filter(|s| **s < t).count() as f32;
+        let view = node_view(ks.zset(&keys.node(node, id)).unwrap_or(&empty));
+        let before = view.accounts.iter().filter(|(_, s)| *s < t).count() as f32;
         match node {
             Node::Device => {
                 v[DEVICE_ACCOUNTS] = before;
-                if let Some(first) = accounts.values().min().filter(|first| **first < t) {
+                if let Some(first) = view
+                    .accounts
+                    .iter()
+                    .map(|(_, s)| *s)
+                    .min()
+                    .filter(|first| *first < t)
+                {
                     v[DEVICE_AGE] = secs(t - first);
                 }
-                let sessions = ks.zset(&keys.sessions(id)).unwrap_or(&empty);
-                for (m, s) in sessions {
+                for (s, failed) in &view.sessions {
                     let age = t - s;
                     if *s >= t || age > 7 * DAY_MS {
                         continue;
                     }
-                    let failed = m.first() == Some(&b'f');
                     if age <= DAY_MS {
                         v[DEVICE_SESSIONS_24H] += 1.0;
-                        v[DEVICE_FAILED_24H] += failed as u8 as f32;
+                        v[DEVICE_FAILED_24H] += *failed as u8 as f32;
                     }
-                    v[DEVICE_FAILED_7D] += failed as u8 as f32;
+                    v[DEVICE_FAILED_7D] += *failed as u8 as f32;
                 }
             }
             Node::Ip => v[IP_ACCOUNTS] = before,
             Node::Document => v[DOCUMENT_ACCOUNTS] = before,
         }
-        if accounts.len() > GRAPH_FANOUT_LIMIT {
+        if view.accounts.len() > GRAPH_FANOUT_LIMIT {
             continue; // a hub: no graph features through it
         }
+        let me = e.account_id.as_bytes();
         linked.extend(
-            accounts
+            view.accounts
                 .iter()
-                .filter(|(a, s)| **s < t && a.as_slice() != e.account_id.as_bytes())
-                .map(|(a, _)| a.as_slice()),
+                .filter(|(a, s)| *s < t && *a != me)
+                .map(|(a, _)| *a),
         );
-        if let Some(taint) = ks.hash(&keys.taint(node, id)) {
-            for (account, level) in taint {
-                if account != e.account_id {
-                    if *level == 1 {
-                        hop1.insert(account)
-                    } else {
-                        hop2.insert(account)
-                    };
-                }
-            }
-        }
+        hop1.extend(view.hop1.iter().filter(|a| **a != me));
+        hop2.extend(view.hop2.iter().filter(|a| **a != me));
     }
     v[GRAPH_LINKED] = linked.len() as f32;
     v[GRAPH_FRAUD_1HOP] = hop1.len() as f32;
@@ -454,68 +481,72 @@ fn account_nodes(links: &ZSet, limit: usize) -> Vec<(Node, String)> {
         .collect()
 }
 
-/// Trims and caps a batch's reads show are due (usually none): events and sessions older than
-/// the batch's oldest event minus the retention, and entities over their caps. Done after the
-/// reads, so no event of the batch loses its window, and only when needed, so a batch pays no
-/// commands for it in the common case.
+/// Trims and caps a batch's reads show are due (usually none), as explicit `ZREM`s: events and
+/// sessions older than the batch's oldest event on that entity minus the retention; beyond the
+/// caps, the oldest events and sessions and the newest links and accounts. Done after the reads,
+/// so no event of the batch loses its window, and only when needed.
 pub(crate) fn maintenance(
     keys: &Keys,
     ks: &Keyspace,
     batch: &[EventFacts<'_>],
     retention_ms: i64,
 ) -> Vec<Op> {
-    let mut ops = Vec::new();
     let mut oldest: HashMap<String, i64> = HashMap::new();
     let mut note = |key: String, t: i64| {
         let o = oldest.entry(key).or_insert(t);
         *o = (*o).min(t);
     };
     for e in batch {
-        note(keys.events(e.account_id), e.event_time);
-        note(keys.links(e.account_id), e.event_time);
+        note(keys.account(e.account_id), e.event_time);
         for (node, id) in nodes_of(e) {
-            note(keys.accounts(node, id), e.event_time);
-            if node == Node::Device {
-                note(keys.sessions(id), e.event_time);
-            }
+            note(keys.node(node, id), e.event_time);
         }
     }
-    let mut keys_sorted: Vec<(&String, &i64)> = oldest.iter().collect();
+    let mut keys_sorted: Vec<(String, i64)> = oldest.into_iter().collect();
     keys_sorted.sort();
+    let mut ops = Vec::new();
     for (key, oldest) in keys_sorted {
-        let Some(z) = ks.zset(key) else { continue };
+        let Some(z) = ks.zset(&key) else { continue };
         let horizon = oldest - retention_ms;
-        if key.ends_with(":ev") || key.ends_with(":ses") {
-            let time = |m: &[u8], s: i64| {
-                if key.ends_with(":ev") {
-                    StoredEvent::decode(m).map_or(s, |d| d.time)
-                } else {
-                    s
-                }
-            };
-            if z.iter().any(|(m, s)| time(m, *s) < horizon) {
-                ops.push(Op::ZTrimBelow {
-                    key: key.clone(),
-                    score: horizon,
-                });
+        let is_event = |m: &[u8]| {
+            if key.contains("{a:") {
+                m.first() == Some(&EVENT_TAG)
+            } else {
+                m.first() == Some(&b's') && m.len() == 10
             }
-            if z.len() > MAX_EVENTS {
-                ops.push(Op::ZKeepHighest {
-                    key: key.clone(),
-                    n: MAX_EVENTS,
-                });
+        };
+        // Events (account) or sessions (device): by time; the rest: links or accounts.
+        let mut timed: Vec<(i64, &Vec<u8>)> = Vec::new();
+        let mut linked: Vec<(i64, &Vec<u8>)> = Vec::new();
+        for (m, s) in z {
+            if is_event(m) {
+                timed.push((*s, m));
+            } else if !key.contains("{a:") && (m.starts_with(b"t1:") || m.starts_with(b"t2:")) {
+                continue; // taint marks are bounded by the labels, not capped
+            } else {
+                linked.push((*s, m));
             }
-        } else if z.len() > MAX_LINKS {
-            ops.push(Op::ZKeepLowest {
-                key: key.clone(),
-                n: MAX_LINKS,
+        }
+        let mut doomed: Vec<Vec<u8>> = Vec::new();
+        timed.sort();
+        let stale = timed.partition_point(|(s, _)| *s < horizon);
+        let over = (timed.len() - stale).saturating_sub(MAX_EVENTS);
+        doomed.extend(timed[..stale + over].iter().map(|(_, m)| (*m).clone()));
+        if linked.len() > MAX_LINKS {
+            linked.sort();
+            doomed.extend(linked[MAX_LINKS..].iter().map(|(_, m)| (*m).clone()));
+        }
+        if !doomed.is_empty() {
+            ops.push(Op::ZRem {
+                key,
+                members: doomed,
             });
         }
     }
     ops
 }
 
-/// Prefix of the `:ln` members that remember a labelled account one hop away ("near").
+/// Prefix of the account-set members that remember a labelled account one hop away ("near").
 const NEAR_PREFIX: &[u8] = b"N:";
 
 fn near_member(labelled: &str) -> Vec<u8> {
@@ -532,75 +563,63 @@ pub(crate) fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>])
     let mut ops = Vec::new();
     let empty = ZSet::new();
     for e in batch {
-        let links = ks.zset(&keys.links(e.account_id)).unwrap_or(&empty);
+        let t = e.event_time;
+        let links = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
         let labelled = links.contains_key(LABEL_MEMBER);
-        let near: Vec<String> = links
+        let near: Vec<&[u8]> = links
             .keys()
             .filter_map(|m| m.strip_prefix(NEAR_PREFIX))
-            .map(|l| String::from_utf8_lossy(l).into_owned())
             .collect();
         let mut mine: Option<Vec<(Node, String)>> = None;
         for (node, id) in nodes_of(e) {
-            let taint_key = keys.taint(node, id);
-            let taint = ks.hash(&taint_key);
-            if labelled && taint.and_then(|h| h.get(e.account_id)) != Some(&1) {
-                ops.push(Op::HSet {
-                    key: taint_key.clone(),
-                    field: e.account_id.to_string(),
-                    value: 1,
-                    only_new: false,
+            let node_key = keys.node(node, id);
+            let z = ks.zset(&node_key).unwrap_or(&empty);
+            if labelled && !z.contains_key(&taint_member(1, e.account_id)) {
+                ops.push(Op::ZAdd {
+                    key: node_key.clone(),
+                    members: vec![(t, taint_member(1, e.account_id))],
                 });
             }
-            let new_link = links.get(&link(node.letter(), id)) == Some(&e.event_time);
+            let new_link = links.get(&link(node.letter(), id)) == Some(&t);
             if new_link {
-                for l in near
-                    .iter()
-                    .filter(|l| taint.and_then(|h| h.get(*l)).is_none())
-                {
-                    ops.push(Op::HSet {
-                        key: taint_key.clone(),
-                        field: l.clone(),
-                        value: 2,
-                        only_new: true,
-                    });
+                for l in &near {
+                    let l = String::from_utf8_lossy(l);
+                    if !z.contains_key(&taint_member(1, &l))
+                        && !z.contains_key(&taint_member(2, &l))
+                    {
+                        ops.push(Op::ZAdd {
+                            key: node_key.clone(),
+                            members: vec![(t, taint_member(2, &l))],
+                        });
+                    }
                 }
             }
-            let joined = ks
-                .zset(&keys.accounts(node, id))
-                .and_then(|a| a.get(e.account_id.as_bytes()))
-                == Some(&e.event_time);
-            let Some(taint) = taint.filter(|_| joined) else {
+            let joined = z.get(&account_member(e.account_id)) == Some(&t);
+            if !joined {
                 continue;
-            };
-            let hop1: Vec<&String> = taint
-                .iter()
-                .filter(|(a, l)| **l == 1 && *a != e.account_id)
-                .map(|(a, _)| a)
+            }
+            let hop1: Vec<String> = z
+                .keys()
+                .filter_map(|m| m.strip_prefix(b"t1:"))
+                .filter(|a| *a != e.account_id.as_bytes())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             if hop1.is_empty() {
                 continue;
             }
             ops.push(Op::ZAdd {
-                key: keys.links(e.account_id),
-                lt: true,
-                members: hop1
-                    .iter()
-                    .map(|l| (e.event_time, near_member(l)))
-                    .collect(),
+                key: keys.account(e.account_id),
+                members: hop1.iter().map(|l| (t, near_member(l))).collect(),
             });
             let mine = mine.get_or_insert_with(|| account_nodes(links, LABEL_NODES_PER_ACCOUNT));
             for (other, other_id) in mine.iter() {
                 if (*other, other_id.as_str()) == (node, id) {
                     continue;
                 }
-                for l in &hop1 {
-                    ops.push(Op::HSet {
-                        key: keys.taint(*other, other_id),
-                        field: (*l).clone(),
-                        value: 2,
-                        only_new: true,
-                    });
-                }
+                ops.push(Op::ZAdd {
+                    key: keys.node(*other, other_id),
+                    members: hop1.iter().map(|l| (t, taint_member(2, l))).collect(),
+                });
             }
         }
     }
@@ -627,71 +646,58 @@ pub(crate) async fn apply_label(
     tainted: bool,
     label_time: i64,
 ) -> Result<LabelOutcome, StoreError> {
-    let ln_key = keys.links(account);
-    let mark = if tainted {
-        Op::ZAdd {
-            key: ln_key.clone(),
-            lt: true,
-            members: vec![(label_time, LABEL_MEMBER.to_vec())],
-        }
-    } else {
-        Op::ZRem {
-            key: ln_key.clone(),
-            members: vec![LABEL_MEMBER.to_vec()],
+    let mark = |key: String, member: Vec<u8>| {
+        if tainted {
+            Op::ZAdd {
+                key,
+                members: vec![(label_time, member)],
+            }
+        } else {
+            Op::ZRem {
+                key,
+                members: vec![member],
+            }
         }
     };
+    let key = keys.account(account);
     let ks = exec
         .exec(
             vec![
-                mark,
+                mark(key.clone(), LABEL_MEMBER.to_vec()),
                 Op::Expire {
-                    key: ln_key.clone(),
+                    key: key.clone(),
                     ms: ENTITY_TTL_MS,
                 },
             ],
-            vec![Read::ZRange(ln_key.clone())],
+            vec![Read::ZRange(key.clone())],
         )
         .await?;
     let nodes = account_nodes(
-        ks.zset(&ln_key).unwrap_or(&ZSet::new()),
+        ks.zset(&key).unwrap_or(&ZSet::new()),
         LABEL_NODES_PER_ACCOUNT,
     );
 
     // Hop 1: the account's own entities.
     let ops = nodes
         .iter()
-        .map(|(n, id)| {
-            let key = keys.taint(*n, id);
-            if tainted {
-                Op::HSet {
-                    key,
-                    field: account.to_string(),
-                    value: 1,
-                    only_new: false,
-                }
-            } else {
-                Op::HDel {
-                    key,
-                    field: account.to_string(),
-                }
-            }
-        })
+        .map(|(n, id)| mark(keys.node(*n, id), taint_member(1, account)))
         .collect();
     let reads = nodes
         .iter()
-        .map(|(n, id)| Read::ZRange(keys.accounts(*n, id)))
+        .map(|(n, id)| Read::ZRange(keys.node(*n, id)))
         .collect();
     let ks = exec.exec(ops, reads).await?;
     let mut neighbours: Vec<String> = Vec::new();
     let mut seen = HashSet::new();
     for (n, id) in &nodes {
-        let Some(accounts) = ks.zset(&keys.accounts(*n, id)) else {
+        let Some(z) = ks.zset(&keys.node(*n, id)) else {
             continue;
         };
-        if accounts.len() > GRAPH_FANOUT_LIMIT {
+        let view = node_view(z);
+        if view.accounts.len() > GRAPH_FANOUT_LIMIT {
             continue;
         }
-        for a in accounts.keys() {
+        for (a, _) in view.accounts {
             let a = String::from_utf8_lossy(a).into_owned();
             if a != account && seen.insert(a.clone()) {
                 neighbours.push(a);
@@ -699,51 +705,27 @@ pub(crate) async fn apply_label(
         }
     }
 
-    // Hop 2: the neighbours' other entities.
+    // Hop 2: the neighbours remember the label, and their other entities carry it.
     let reads: Vec<Read> = neighbours
         .iter()
-        .map(|a| Read::ZRange(keys.links(a)))
+        .map(|a| Read::ZRange(keys.account(a)))
         .collect();
     let ks = exec.exec(Vec::new(), reads).await?;
     let own: HashSet<(Node, &str)> = nodes.iter().map(|(n, id)| (*n, id.as_str())).collect();
     let mut ops = Vec::new();
+    let mut second_hop_entities = 0;
     for a in &neighbours {
-        ops.push(if tainted {
-            Op::ZAdd {
-                key: keys.links(a),
-                lt: true,
-                members: vec![(label_time, near_member(account))],
-            }
-        } else {
-            Op::ZRem {
-                key: keys.links(a),
-                members: vec![near_member(account)],
-            }
-        });
-        let Some(links) = ks.zset(&keys.links(a)) else {
+        ops.push(mark(keys.account(a), near_member(account)));
+        let Some(links) = ks.zset(&keys.account(a)) else {
             continue;
         };
         for (n, id) in account_nodes(links, LABEL_NODES_PER_ACCOUNT) {
-            if own.contains(&(n, id.as_str())) {
-                continue;
+            if !own.contains(&(n, id.as_str())) {
+                ops.push(mark(keys.node(n, &id), taint_member(2, account)));
+                second_hop_entities += 1;
             }
-            let key = keys.taint(n, &id);
-            ops.push(if tainted {
-                Op::HSet {
-                    key,
-                    field: account.to_string(),
-                    value: 2,
-                    only_new: true,
-                }
-            } else {
-                Op::HDel {
-                    key,
-                    field: account.to_string(),
-                }
-            });
         }
     }
-    let second_hop_entities = ops.len() - neighbours.len();
     if !ops.is_empty() {
         exec.exec(ops, Vec::new()).await?;
     }

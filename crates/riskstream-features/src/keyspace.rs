@@ -5,81 +5,46 @@
 //! first-seen times by `ZADD LT`, trims by time and rank), so the order of deliveries and
 //! concurrent workers cannot change the result.
 //!
-//! Keys (the braces are Redis Cluster hash tags: one entity, one slot):
-//!
-//! | key | type | members (score) |
-//! |---|---|---|
-//! | `P:{a:ACCOUNT}:ev` | zset | one per event: id hash, kind, USD cents, device/IP/country hashes (event time) |
-//! | `P:{a:ACCOUNT}:ln` | zset | `d:DEVICE`, `i:IP`, `c:COUNTRY`, `x:DESTINATION`, `m:DOCUMENT` (first seen), `p:ID`/`f:ID` password / MFA changes (event time), `L` label (label time) |
-//! | `P:{d:DEVICE}:acc`, `P:{i:IP}:acc`, `P:{m:DOC}:acc` | zset | accounts (first seen) |
-//! | `P:{d:DEVICE}:ses` | zset | capture sessions: `f`/`p` (vendor check failed / passed) + id hash (event time) |
-//! | `P:{d:…}:taint`, `P:{i:…}:taint`, `P:{m:…}:taint` | hash | labelled account -> 1 (on this entity) or 2 (two hops away) |
+//! Keys (the braces are Redis Cluster hash tags: one entity, one key, one slot): one sorted set
+//! per entity — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — whose members are
+//! listed in `algorithm.rs`. Per batch and entity: one `ZADD LT`, one `PEXPIRE`, one `ZRANGE`.
 
 use std::collections::HashMap;
 
 /// A sorted set: member -> score.
 pub(crate) type ZSet = HashMap<Vec<u8>, i64>;
 
-/// Sorted sets and hashes by key.
+/// Sorted sets by key.
 #[derive(Default, Debug, Clone)]
 pub(crate) struct Keyspace {
     pub(crate) zsets: HashMap<String, ZSet>,
-    pub(crate) hashes: HashMap<String, HashMap<String, u8>>,
 }
 
 /// A write. Each names one key.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Op {
-    /// `ZADD key [LT] score member …`: LT keeps the lowest score (first seen).
+    /// `ZADD key LT score member …`: new members are added; an existing member keeps the lower
+    /// score (first seen), so repeating a write changes nothing.
     ZAdd {
         key: String,
-        lt: bool,
         members: Vec<(i64, Vec<u8>)>,
     },
     /// `ZREM key member …`
     ZRem { key: String, members: Vec<Vec<u8>> },
-    /// `ZREMRANGEBYSCORE key -inf (score`: drop members older than `score`.
-    ZTrimBelow { key: String, score: i64 },
-    /// `ZREMRANGEBYRANK key n -1`: keep the `n` lowest (oldest).
-    ZKeepLowest { key: String, n: usize },
-    /// `ZREMRANGEBYRANK key 0 -(n+1)`: keep the `n` highest (newest).
-    ZKeepHighest { key: String, n: usize },
-    /// `HSET` (or `HSETNX` when `only_new`).
-    HSet {
-        key: String,
-        field: String,
-        value: u8,
-        only_new: bool,
-    },
-    /// `HDEL key field`
-    HDel { key: String, field: String },
     /// `PEXPIRE key ms` (the in-memory store keeps no TTLs; its state is bounded by the trims).
     Expire { key: String, ms: i64 },
 }
 
-/// A read. Each names one key.
+/// A read: `ZRANGE key 0 -1 WITHSCORES`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Read {
-    /// `ZRANGE key 0 -1 WITHSCORES`
     ZRange(String),
-    /// `ZRANGE key 0 -1`: members only (their scores read as 0), for sets whose members carry
-    /// what is needed.
-    ZMembers(String),
-    /// `HGETALL key`
-    HGetAll(String),
 }
 
 impl Op {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Op::ZAdd { key, .. }
-            | Op::ZRem { key, .. }
-            | Op::ZTrimBelow { key, .. }
-            | Op::ZKeepLowest { key, .. }
-            | Op::ZKeepHighest { key, .. }
-            | Op::HSet { key, .. }
-            | Op::HDel { key, .. }
-            | Op::Expire { key, .. } => key,
+            Op::ZAdd { key, .. } | Op::ZRem { key, .. } | Op::Expire { key, .. } => key,
         }
     }
 }
@@ -87,32 +52,21 @@ impl Op {
 impl Read {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Read::ZRange(k) | Read::ZMembers(k) | Read::HGetAll(k) => k,
+            Read::ZRange(k) => k,
         }
     }
-}
-
-/// Members sorted as Redis ranks them: by score, then by member bytes.
-fn ranked(z: &ZSet) -> Vec<(i64, Vec<u8>)> {
-    let mut v: Vec<(i64, Vec<u8>)> = z.iter().map(|(m, s)| (*s, m.clone())).collect();
-    v.sort();
-    v
 }
 
 impl Keyspace {
     /// Applies one write exactly as Redis would.
     pub(crate) fn apply(&mut self, op: &Op) {
         match op {
-            Op::ZAdd { key, lt, members } => {
+            Op::ZAdd { key, members } => {
                 let z = self.zsets.entry(key.clone()).or_default();
                 for (score, member) in members {
-                    match z.get_mut(member) {
-                        Some(s) if *lt => *s = (*s).min(*score),
-                        Some(s) => *s = *score,
-                        None => {
-                            z.insert(member.clone(), *score);
-                        }
-                    }
+                    z.entry(member.clone())
+                        .and_modify(|s| *s = (*s).min(*score))
+                        .or_insert(*score);
                 }
             }
             Op::ZRem { key, members } => {
@@ -122,47 +76,6 @@ impl Keyspace {
                     }
                 }
             }
-            Op::ZTrimBelow { key, score } => {
-                if let Some(z) = self.zsets.get_mut(key) {
-                    z.retain(|_, s| *s >= *score);
-                }
-            }
-            Op::ZKeepLowest { key, n } | Op::ZKeepHighest { key, n } => {
-                let Some(z) = self.zsets.get_mut(key) else {
-                    return;
-                };
-                if z.len() <= *n {
-                    return;
-                }
-                let ranked = ranked(z);
-                let drop = ranked.len() - n;
-                let doomed = if matches!(op, Op::ZKeepLowest { .. }) {
-                    &ranked[*n..]
-                } else {
-                    &ranked[..drop]
-                };
-                for (_, m) in doomed {
-                    z.remove(m);
-                }
-            }
-            Op::HSet {
-                key,
-                field,
-                value,
-                only_new,
-            } => {
-                let h = self.hashes.entry(key.clone()).or_default();
-                if *only_new {
-                    h.entry(field.clone()).or_insert(*value);
-                } else {
-                    h.insert(field.clone(), *value);
-                }
-            }
-            Op::HDel { key, field } => {
-                if let Some(h) = self.hashes.get_mut(key) {
-                    h.remove(field);
-                }
-            }
             Op::Expire { .. } => {}
         }
     }
@@ -170,27 +83,15 @@ impl Keyspace {
     /// Copies what `reads` name into a new keyspace (missing keys read as empty).
     pub(crate) fn read(&self, reads: &[Read]) -> Keyspace {
         let mut out = Keyspace::default();
-        for r in reads {
-            match r {
-                Read::ZRange(k) | Read::ZMembers(k) => {
-                    out.zsets
-                        .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
-                }
-                Read::HGetAll(k) => {
-                    out.hashes
-                        .insert(k.clone(), self.hashes.get(k).cloned().unwrap_or_default());
-                }
-            }
+        for Read::ZRange(k) in reads {
+            out.zsets
+                .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
         }
         out
     }
 
     pub(crate) fn zset(&self, key: &str) -> Option<&ZSet> {
         self.zsets.get(key)
-    }
-
-    pub(crate) fn hash(&self, key: &str) -> Option<&HashMap<String, u8>> {
-        self.hashes.get(key)
     }
 }
 
@@ -233,20 +134,11 @@ impl Keys {
             prefix: prefix.to_string(),
         }
     }
-    pub(crate) fn events(&self, account: &str) -> String {
-        format!("{}:{{a:{account}}}:ev", self.prefix)
+    pub(crate) fn account(&self, account: &str) -> String {
+        format!("{}:{{a:{account}}}", self.prefix)
     }
-    pub(crate) fn links(&self, account: &str) -> String {
-        format!("{}:{{a:{account}}}:ln", self.prefix)
-    }
-    pub(crate) fn accounts(&self, node: Node, id: &str) -> String {
-        format!("{}:{{{}:{id}}}:acc", self.prefix, node.letter())
-    }
-    pub(crate) fn taint(&self, node: Node, id: &str) -> String {
-        format!("{}:{{{}:{id}}}:taint", self.prefix, node.letter())
-    }
-    pub(crate) fn sessions(&self, device: &str) -> String {
-        format!("{}:{{d:{device}}}:ses", self.prefix)
+    pub(crate) fn node(&self, node: Node, id: &str) -> String {
+        format!("{}:{{{}:{id}}}", self.prefix, node.letter())
     }
 }
 
@@ -308,44 +200,23 @@ mod tests {
     }
 
     #[test]
-    fn rank_trims_follow_redis_ordering() {
+    fn zadd_keeps_the_first_seen_score() {
         let mut ks = Keyspace::default();
-        let members = vec![
-            (3, b"c".to_vec()),
-            (1, b"b".to_vec()),
-            (1, b"a".to_vec()),
-            (2, b"z".to_vec()),
-        ];
-        ks.apply(&Op::ZAdd {
+        let add = |members: Vec<(i64, &[u8])>| Op::ZAdd {
             key: "k".into(),
-            lt: false,
-            members,
-        });
-        let mut low = ks.clone();
-        low.apply(&Op::ZKeepLowest {
-            key: "k".into(),
-            n: 2,
-        });
+            members: members.into_iter().map(|(s, m)| (s, m.to_vec())).collect(),
+        };
+        ks.apply(&add(vec![(3, b"c"), (1, b"b")]));
+        ks.apply(&add(vec![(2, b"c"), (5, b"b"), (9, b"z")]));
+        let z = &ks.zsets["k"];
         assert_eq!(
-            ranked(&low.zsets["k"]),
-            vec![(1, b"a".to_vec()), (1, b"b".to_vec())]
+            (z[b"c".as_slice()], z[b"b".as_slice()], z[b"z".as_slice()]),
+            (2, 1, 9)
         );
-        ks.apply(&Op::ZKeepHighest {
+        ks.apply(&Op::ZRem {
             key: "k".into(),
-            n: 2,
+            members: vec![b"z".to_vec()],
         });
-        assert_eq!(
-            ranked(&ks.zsets["k"]),
-            vec![(2, b"z".to_vec()), (3, b"c".to_vec())]
-        );
-        ks.apply(&Op::ZAdd {
-            key: "k".into(),
-            lt: true,
-            members: vec![(1, b"c".to_vec()), (9, b"z".to_vec())],
-        });
-        assert_eq!(
-            ranked(&ks.zsets["k"]),
-            vec![(1, b"c".to_vec()), (2, b"z".to_vec())]
-        );
+        assert_eq!(ks.zsets["k"].len(), 2);
     }
 }

@@ -104,11 +104,8 @@ impl RedisStore {
 
 fn add_op(p: &mut Pipeline, op: &Op) {
     match op {
-        Op::ZAdd { key, lt, members } => {
-            let c = p.cmd("ZADD").arg(key);
-            if *lt {
-                c.arg("LT");
-            }
+        Op::ZAdd { key, members } => {
+            let c = p.cmd("ZADD").arg(key).arg("LT");
             for (score, member) in members {
                 c.arg(*score).arg(member.as_slice());
             }
@@ -121,42 +118,6 @@ fn add_op(p: &mut Pipeline, op: &Op) {
             }
             c.ignore();
         }
-        Op::ZTrimBelow { key, score } => {
-            p.cmd("ZREMRANGEBYSCORE")
-                .arg(key)
-                .arg("-inf")
-                .arg(format!("({score}"))
-                .ignore();
-        }
-        Op::ZKeepLowest { key, n } => {
-            p.cmd("ZREMRANGEBYRANK")
-                .arg(key)
-                .arg(*n as i64)
-                .arg(-1)
-                .ignore();
-        }
-        Op::ZKeepHighest { key, n } => {
-            p.cmd("ZREMRANGEBYRANK")
-                .arg(key)
-                .arg(0)
-                .arg(-(*n as i64) - 1)
-                .ignore();
-        }
-        Op::HSet {
-            key,
-            field,
-            value,
-            only_new,
-        } => {
-            p.cmd(if *only_new { "HSETNX" } else { "HSET" })
-                .arg(key)
-                .arg(field)
-                .arg(*value)
-                .ignore();
-        }
-        Op::HDel { key, field } => {
-            p.cmd("HDEL").arg(key).arg(field).ignore();
-        }
         Op::Expire { key, ms } => {
             p.cmd("PEXPIRE").arg(key).arg(*ms).ignore();
         }
@@ -164,11 +125,8 @@ fn add_op(p: &mut Pipeline, op: &Op) {
 }
 
 fn add_read(p: &mut Pipeline, read: &Read) {
-    match read {
-        Read::ZRange(key) => p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
-        Read::ZMembers(key) => p.cmd("ZRANGE").arg(key).arg(0).arg(-1),
-        Read::HGetAll(key) => p.cmd("HGETALL").arg(key),
-    };
+    let Read::ZRange(key) = read;
+    p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
 }
 
 /// A sorted-set score as an integer (RESP2 sends it as a string, RESP3 as a double).
@@ -196,38 +154,21 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
         )));
     }
     for (read, reply) in reads.iter().zip(replies) {
-        match read {
-            Read::ZRange(key) | Read::ZMembers(key) => {
-                let bad = |what: &str| StoreError::BadReply(format!("ZRANGE {key}: {what}"));
-                let Value::Array(items) = reply else {
-                    return Err(bad("not an array"));
-                };
-                let with_scores = matches!(read, Read::ZRange(_));
-                let mut z = crate::keyspace::ZSet::with_capacity(if with_scores {
-                    items.len() / 2
-                } else {
-                    items.len()
-                });
-                let mut items = items.into_iter();
-                while let Some(member) = items.next() {
-                    let Value::BulkString(member) = member else {
-                        return Err(bad("member is not a string"));
-                    };
-                    let score = if with_scores {
-                        parse_score(items.next()).ok_or_else(|| bad("bad score"))?
-                    } else {
-                        0
-                    };
-                    z.insert(member, score);
-                }
-                ks.zsets.insert(key.clone(), z);
-            }
-            Read::HGetAll(key) => {
-                let pairs: Vec<(String, u8)> = redis::from_redis_value(&reply)
-                    .map_err(|e| StoreError::BadReply(format!("HGETALL {key}: {e}")))?;
-                ks.hashes.insert(key.clone(), pairs.into_iter().collect());
-            }
+        let Read::ZRange(key) = read;
+        let bad = |what: &str| StoreError::BadReply(format!("ZRANGE {key}: {what}"));
+        let Value::Array(items) = reply else {
+            return Err(bad("not an array"));
+        };
+        let mut z = crate::keyspace::ZSet::with_capacity(items.len() / 2);
+        let mut items = items.into_iter();
+        while let Some(member) = items.next() {
+            let Value::BulkString(member) = member else {
+                return Err(bad("member is not a string"));
+            };
+            let score = parse_score(items.next()).ok_or_else(|| bad("bad score"))?;
+            z.insert(member, score);
         }
+        ks.zsets.insert(key.clone(), z);
     }
     Ok(())
 }
