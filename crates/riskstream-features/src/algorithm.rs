@@ -461,7 +461,7 @@ fn features(
     f
 }
 
-/// The account's devices, IPs and documents from its `:ln` set, oldest first, at most `limit`.
+/// The account's devices, IPs and documents from its set, oldest first, at most `limit`.
 fn account_nodes(links: &ZSet, limit: usize) -> Vec<(Node, String)> {
     let mut out: Vec<(i64, Node, String)> = links
         .iter()

@@ -1,9 +1,9 @@
-//! The store's data model, shared by both stores: a handful of Redis sorted sets and hashes per
-//! entity, the commands that change them ([`Op`]) and read them ([`Read`]), and an in-process
-//! copy ([`Keyspace`]) that the in-memory store keeps for good and the Redis store fills from a
-//! batch's replies. Every write is commutative and idempotent (set members keyed by event id,
-//! first-seen times by `ZADD LT`, trims by time and rank), so the order of deliveries and
-//! concurrent workers cannot change the result.
+//! The store's data model, shared by both stores: one Redis sorted set per entity, the commands
+//! that change them ([`Op`]) and read them ([`Read`]), and an in-process copy ([`Keyspace`]) that
+//! the in-memory store keeps for good and the Redis store fills from a batch's replies. Every
+//! write is commutative and idempotent (members keyed by event id, first-seen times by `ZADD LT`,
+//! trims as explicit `ZREM`s), so the order of deliveries and concurrent workers cannot change
+//! the result.
 //!
 //! Keys (the braces are Redis Cluster hash tags: one entity, one key, one slot): one sorted set
 //! per entity — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — whose members are
@@ -104,7 +104,7 @@ pub(crate) enum Node {
 }
 
 impl Node {
-    /// The tag letter in keys and the link-member prefix in `:ln`.
+    /// The tag letter in keys and the link-member prefix in an account's set.
     pub(crate) fn letter(self) -> char {
         match self {
             Node::Device => 'd',
