@@ -362,10 +362,26 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
         .filter(|v| v.event_id.starts_with("ev-52-"))
         .collect();
     assert_eq!(degraded.len(), 300);
-    assert!(degraded.iter().all(|v| v.degraded
-        && v.degraded_reasons
-            .iter()
-            .any(|r| r == "feature_store_unavailable")));
+    // Degraded verdicts say why and which feature groups are missing.
+    for v in &degraded {
+        assert!(v.degraded, "{} not marked degraded", v.event_id);
+        for reason in [
+            "feature_store_unavailable",
+            "missing_features:velocity",
+            "missing_features:account",
+            "missing_features:device",
+            "missing_features:ip",
+            "missing_features:document",
+            "missing_features:graph",
+        ] {
+            assert!(
+                v.degraded_reasons.iter().any(|r| r == reason),
+                "{}: {reason} missing from {:?}",
+                v.event_id,
+                v.degraded_reasons
+            );
+        }
+    }
 
     // Recovery: Redis comes back on the same address; the worker reconnects by itself.
     env.redis.restart();
