@@ -237,15 +237,7 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 _ => {}
             }
         }
-        ops.push(Op::ZAdd {
-            key: key.clone(),
-            members,
-        });
-        ops.push(Op::Expire {
-            key: key.clone(),
-            ms: ENTITY_TTL_MS,
-        });
-        reads.push(Read::ZRange(key));
+        touch(&mut ops, &mut reads, key, members);
     }
     for ((node, id), events) in &nodes {
         let key = keys.node(*node, id);
@@ -260,17 +252,22 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 }
             }
         }
-        ops.push(Op::ZAdd {
-            key: key.clone(),
-            members,
-        });
-        ops.push(Op::Expire {
-            key: key.clone(),
-            ms: ENTITY_TTL_MS,
-        });
-        reads.push(Read::ZRange(key));
+        touch(&mut ops, &mut reads, key, members);
     }
     (ops, reads)
+}
+
+/// One entity's share of a batch: add its members, refresh its TTL, read it back.
+fn touch(ops: &mut Vec<Op>, reads: &mut Vec<Read>, key: String, members: Vec<(i64, Vec<u8>)>) {
+    ops.push(Op::ZAdd {
+        key: key.clone(),
+        members,
+    });
+    ops.push(Op::Expire {
+        key: key.clone(),
+        ms: ENTITY_TTL_MS,
+    });
+    reads.push(Read::ZRange(key));
 }
 
 fn secs(ms: i64) -> f32 {
@@ -280,10 +277,7 @@ fn secs(ms: i64) -> f32 {
 /// One account's stored events, decoded, sorted by time, one per event id.
 type AccountEvents = Vec<(i64, StoredEvent)>;
 
-fn account_events(ks: &Keyspace, key: &str) -> AccountEvents {
-    let Some(events) = ks.zset(key) else {
-        return Vec::new();
-    };
+fn account_events(events: &ZSet) -> AccountEvents {
     let mut sorted: AccountEvents = events
         .keys()
         .filter_map(|m| StoredEvent::decode(m).map(|d| (d.time, d)))
@@ -300,14 +294,26 @@ pub(crate) fn features_batch(
     ks: &Keyspace,
     batch: &[EventFacts<'_>],
 ) -> Vec<StoreFeatures> {
-    let mut decoded: HashMap<&str, AccountEvents> = HashMap::new();
+    // Each entity's set is looked up and split once per batch, not once per event.
+    let empty = ZSet::new();
+    let mut accounts: HashMap<&str, (&ZSet, AccountEvents)> = HashMap::new();
+    let mut nodes: HashMap<(Node, &str), NodeView<'_>> = HashMap::new();
+    for e in batch {
+        accounts.entry(e.account_id).or_insert_with(|| {
+            let set = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
+            (set, account_events(set))
+        });
+        for (node, id) in nodes_of(e) {
+            nodes
+                .entry((node, id))
+                .or_insert_with(|| node_view(ks.zset(&keys.node(node, id)).unwrap_or(&empty)));
+        }
+    }
     batch
         .iter()
         .map(|e| {
-            let events = decoded
-                .entry(e.account_id)
-                .or_insert_with(|| account_events(ks, &keys.account(e.account_id)));
-            features(keys, ks, e, events)
+            let (links, events) = &accounts[e.account_id];
+            features(e, links, events, &nodes)
         })
         .collect()
 }
@@ -318,17 +324,17 @@ fn insert_distinct(set: &mut Vec<u64>, h: u64) {
     }
 }
 
-/// Features of `e` from the state after its batch was written (`ks`); `sorted` = its account's events.
+/// Features of `e` from the state after its batch was written: `links` = its account's set,
+/// `sorted` = that account's events, `nodes` = the batch's devices, IPs and documents.
 fn features(
-    keys: &Keys,
-    ks: &Keyspace,
     e: &EventFacts<'_>,
+    links: &ZSet,
     sorted: &AccountEvents,
+    nodes: &HashMap<(Node, &str), NodeView<'_>>,
 ) -> StoreFeatures {
     let mut f = StoreFeatures::default();
     let v = &mut f.values;
     let t = e.event_time;
-    let empty = ZSet::new();
 
     // Account events: velocity, last login, distinct devices / IPs / countries in windows.
     let upto = sorted.partition_point(|(s, _)| *s < t);
@@ -386,7 +392,6 @@ fn features(
     v[SECS_SINCE_LOGIN] = last_login.map_or(NEVER_SECS, |s| secs(t - s));
 
     // Account links: new device / destination, distinct devices, password and MFA changes, label.
-    let links = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
     let (mut last_password, mut last_mfa, mut devices) = (None::<i64>, None::<i64>, 0);
     for (m, s) in links {
         match m.first() {
@@ -413,7 +418,7 @@ fn features(
     let mut hop1: HashSet<&[u8]> = HashSet::new();
     let mut hop2: HashSet<&[u8]> = HashSet::new();
     for (node, id) in nodes_of(e) {
-        let view = node_view(ks.zset(&keys.node(node, id)).unwrap_or(&empty));
+        let view = &nodes[&(node, id)];
         let before = view.accounts.iter().filter(|(_, s)| *s < t).count() as f32;
         match node {
             Node::Device => {
@@ -485,53 +490,48 @@ fn account_nodes(links: &ZSet, limit: usize) -> Vec<(Node, String)> {
 /// sessions older than the batch's oldest event on that entity minus the retention; beyond the
 /// caps, the oldest events and sessions and the newest links and accounts. Done after the reads,
 /// so no event of the batch loses its window, and only when needed.
-pub(crate) fn maintenance(
-    keys: &Keys,
-    ks: &Keyspace,
-    batch: &[EventFacts<'_>],
-    retention_ms: i64,
-) -> Vec<Op> {
-    let mut oldest: HashMap<String, i64> = HashMap::new();
-    let mut note = |key: String, t: i64| {
-        let o = oldest.entry(key).or_insert(t);
-        *o = (*o).min(t);
+fn maintenance(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>], retention_ms: i64) -> Vec<Op> {
+    // key -> (is an account, oldest event of the batch on it)
+    let mut oldest: HashMap<String, (bool, i64)> = HashMap::new();
+    let mut note = |key: String, account: bool, t: i64| {
+        let o = oldest.entry(key).or_insert((account, t));
+        o.1 = o.1.min(t);
     };
     for e in batch {
-        note(keys.account(e.account_id), e.event_time);
+        note(keys.account(e.account_id), true, e.event_time);
         for (node, id) in nodes_of(e) {
-            note(keys.node(node, id), e.event_time);
+            note(keys.node(node, id), false, e.event_time);
         }
     }
-    let mut keys_sorted: Vec<(String, i64)> = oldest.into_iter().collect();
+    let mut keys_sorted: Vec<(String, (bool, i64))> = oldest.into_iter().collect();
     keys_sorted.sort();
     let mut ops = Vec::new();
-    for (key, oldest) in keys_sorted {
+    for (key, (account, oldest)) in keys_sorted {
         let Some(z) = ks.zset(&key) else { continue };
         let horizon = oldest - retention_ms;
-        let is_event = |m: &[u8]| {
-            if key.contains("{a:") {
-                m.first() == Some(&EVENT_TAG)
-            } else {
-                m.first() == Some(&b's') && m.len() == 10
-            }
-        };
-        // Events (account) or sessions (device): by time; the rest: links or accounts.
+        // Events (account) or sessions (device) go by time; links or accounts by the cap.
+        // Taint marks on devices, IPs and documents are bounded by the labels, not capped.
         let mut timed: Vec<(i64, &Vec<u8>)> = Vec::new();
         let mut linked: Vec<(i64, &Vec<u8>)> = Vec::new();
         for (m, s) in z {
-            if is_event(m) {
-                timed.push((*s, m));
-            } else if !key.contains("{a:") && (m.starts_with(b"t1:") || m.starts_with(b"t2:")) {
-                continue; // taint marks are bounded by the labels, not capped
+            let is_timed = if account {
+                m.first() == Some(&EVENT_TAG)
             } else {
+                m.first() == Some(&b's') && m.len() == 10
+            };
+            if is_timed {
+                timed.push((*s, m));
+            } else if account || !(m.starts_with(b"t1:") || m.starts_with(b"t2:")) {
                 linked.push((*s, m));
             }
         }
         let mut doomed: Vec<Vec<u8>> = Vec::new();
-        timed.sort();
-        let stale = timed.partition_point(|(s, _)| *s < horizon);
-        let over = (timed.len() - stale).saturating_sub(MAX_EVENTS);
-        doomed.extend(timed[..stale + over].iter().map(|(_, m)| (*m).clone()));
+        if timed.len() > MAX_EVENTS || timed.iter().any(|(s, _)| *s < horizon) {
+            timed.sort();
+            let stale = timed.partition_point(|(s, _)| *s < horizon);
+            let over = (timed.len() - stale).saturating_sub(MAX_EVENTS);
+            doomed.extend(timed[..stale + over].iter().map(|(_, m)| (*m).clone()));
+        }
         if linked.len() > MAX_LINKS {
             linked.sort();
             doomed.extend(linked[MAX_LINKS..].iter().map(|(_, m)| (*m).clone()));
@@ -543,6 +543,18 @@ pub(crate) fn maintenance(
             });
         }
     }
+    ops
+}
+
+/// Every write a batch's reads show is due: taint fix-ups, then trims and caps. Usually none.
+pub(crate) fn followups(
+    keys: &Keys,
+    ks: &Keyspace,
+    batch: &[EventFacts<'_>],
+    retention_ms: i64,
+) -> Vec<Op> {
+    let mut ops = taint_fixups(keys, ks, batch);
+    ops.extend(maintenance(keys, ks, batch, retention_ms));
     ops
 }
 
@@ -559,7 +571,7 @@ fn near_member(labelled: &str) -> Vec<u8> {
 ///   remembers them as "near", and its other entities get them as two-hop taint;
 /// - an account with "near" labelled accounts linking to a new entity → that entity gets them
 ///   as two-hop taint.
-pub(crate) fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op> {
+fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op> {
     let mut ops = Vec::new();
     let empty = ZSet::new();
     for e in batch {

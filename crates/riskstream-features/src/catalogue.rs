@@ -123,7 +123,15 @@ pub const N_STORE_FEATURES: usize = N_VELOCITY + FIXED.len();
 pub const GROUPS: [&str; 6] = ["velocity", "account", "device", "ip", "document", "graph"];
 
 static CATALOGUE: LazyLock<Vec<FeatureDef>> = LazyLock::new(|| {
+    // Built once per process; the generated names and meanings live as long as it does.
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let velocity_def = |name: String, window: &'static str, meaning: String| FeatureDef {
+        name: leak(name),
+        entity: "account",
+        window,
+        group: "velocity",
+        meaning: leak(meaning),
+    };
     let mut out = Vec::with_capacity(N_STORE_FEATURES);
     for (w, (suffix, _)) in WINDOWS.iter().enumerate() {
         for (k, kind) in MONEY_KINDS.iter().enumerate() {
@@ -139,29 +147,23 @@ static CATALOGUE: LazyLock<Vec<FeatureDef>> = LazyLock::new(|| {
                     _ => format!("Largest notional USD of one of the {what} in the {suffix} before the event."),
                 };
                 debug_assert_eq!(out.len(), velocity(w, k, stat));
-                out.push(FeatureDef {
-                    name: leak(format!("acct_{kind}_{label}_{suffix}")),
-                    entity: "account",
-                    window: suffix,
-                    group: "velocity",
-                    meaning: leak(meaning),
-                });
+                out.push(velocity_def(
+                    format!("acct_{kind}_{label}_{suffix}"),
+                    suffix,
+                    meaning,
+                ));
             }
         }
-        out.push(FeatureDef {
-            name: leak(format!("acct_logins_{suffix}")),
-            entity: "account",
-            window: suffix,
-            group: "velocity",
-            meaning: leak(format!("Logins in the {suffix} before the event.")),
-        });
-        out.push(FeatureDef {
-            name: leak(format!("acct_credential_changes_{suffix}")),
-            entity: "account",
-            window: suffix,
-            group: "velocity",
-            meaning: leak(format!("Password, MFA, e-mail, API-key and payout-address changes in the {suffix} before the event.")),
-        });
+        out.push(velocity_def(
+            format!("acct_logins_{suffix}"),
+            suffix,
+            format!("Logins in the {suffix} before the event."),
+        ));
+        out.push(velocity_def(
+            format!("acct_credential_changes_{suffix}"),
+            suffix,
+            format!("Password, MFA, e-mail, API-key and payout-address changes in the {suffix} before the event."),
+        ));
     }
     out.extend_from_slice(&FIXED);
     assert_eq!(out.len(), N_STORE_FEATURES);

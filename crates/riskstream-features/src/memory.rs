@@ -54,13 +54,7 @@ impl FeatureStore for MemoryStore {
         }
         // Features straight from the store's own state (the reads would copy it).
         let features = algorithm::features_batch(&self.keys, &ks, batch);
-        let mut followups = algorithm::taint_fixups(&self.keys, &ks, batch);
-        followups.extend(algorithm::maintenance(
-            &self.keys,
-            &ks,
-            batch,
-            self.limits.retention_ms(),
-        ));
+        let followups = algorithm::followups(&self.keys, &ks, batch, self.limits.retention_ms());
         for op in followups {
             ks.apply(&op);
         }

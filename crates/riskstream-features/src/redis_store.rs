@@ -88,13 +88,7 @@ impl RedisStore {
         let ks = self.exec(ops, reads).await?;
         let features = algorithm::features_batch(&self.keys, &ks, batch);
         // Taint fix-ups, trims and caps: a second round trip only when one is due.
-        let mut followups = algorithm::taint_fixups(&self.keys, &ks, batch);
-        followups.extend(algorithm::maintenance(
-            &self.keys,
-            &ks,
-            batch,
-            self.limits.retention_ms(),
-        ));
+        let followups = algorithm::followups(&self.keys, &ks, batch, self.limits.retention_ms());
         if !followups.is_empty() {
             self.exec(followups, Vec::new()).await?;
         }

@@ -72,43 +72,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// Starts a server with extra `redis-server` arguments (e.g. cluster mode).
-    pub fn start_with(port: u16, extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("redis.log");
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--dir",
-                &dir.path().to_string_lossy(),
-                "--logfile",
-                &log.to_string_lossy(),
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: run scripts/install-test-deps");
-        wait_for_port(port, &mut child, "redis-server", &log);
-        RedisServer {
-            child: Some(child),
-            port,
-            dir,
-        }
-    }
+    /// Extra `redis-server` arguments, kept for restarts.
+    extra: Vec<String>,
 }
 
 /// A 3-node Redis Cluster (3 masters, no replicas) of `redis-server` processes on loopback,
@@ -198,11 +163,17 @@ impl RedisServer {
 
     /// Starts on a given port (used to restart a server on the same address).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts on a given port with extra `redis-server` arguments (e.g. cluster mode).
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = RedisServer {
             child: None,
             port,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         server.spawn();
         server
@@ -227,6 +198,7 @@ impl RedisServer {
                 "--logfile",
                 &log.to_string_lossy(),
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
