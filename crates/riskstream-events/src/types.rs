@@ -167,6 +167,23 @@ impl TransactionKind {
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.get(code as usize).copied()
     }
+    /// The schema symbol, e.g. `WITHDRAWAL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Other => "OTHER",
+            Self::Login => "LOGIN",
+            Self::TransferOut => "TRANSFER_OUT",
+            Self::Withdrawal => "WITHDRAWAL",
+            Self::CardPayment => "CARD_PAYMENT",
+            Self::Deposit => "DEPOSIT",
+            Self::Trade => "TRADE",
+            Self::PasswordChange => "PASSWORD_CHANGE",
+            Self::MfaChange => "MFA_CHANGE",
+            Self::EmailChange => "EMAIL_CHANGE",
+            Self::ApiKeyCreate => "API_KEY_CREATE",
+            Self::AddressAdd => "ADDRESS_ADD",
+        }
+    }
     pub fn moves_money_out(self) -> bool {
         matches!(
             self,

@@ -194,20 +194,59 @@ pub const EVENT_FEATURES: [FeatureDef; 26] = [
     },
 ];
 
-/// Total number of model inputs (store features then event features).
-pub const N_INPUTS: usize = N_STORE_FEATURES + EVENT_FEATURES.len();
+/// Interactions of a capture session given to sequence models (the first ones; shorter
+/// sessions are zero-padded at the end).
+pub const SEQ_LEN: usize = 48;
+
+/// Values per interaction in the sequence block: (channel, meaning).
+pub const SEQ_CHANNELS: [(&str, &str); 5] = [
+    ("dt", "ln(1 + ms since the previous interaction)"),
+    ("key", "1 if a key down/up"),
+    ("pointer", "1 if a pointer move/down/up"),
+    ("paste", "1 if a paste"),
+    (
+        "move",
+        "ln(1 + pixels travelled since the previous pointer position)",
+    ),
+];
+
+/// Number of inputs in the sequence block.
+pub const N_SEQ_INPUTS: usize = SEQ_LEN * SEQ_CHANNELS.len();
+
+/// Total number of model inputs: store features, event features, then the telemetry sequence
+/// (interaction-major: `tel_seq_00_dt`, `tel_seq_00_key`, …, `tel_seq_47_move`), so a model
+/// can reshape the block to `[SEQ_LEN, channels]`.
+pub const N_INPUTS: usize = N_STORE_FEATURES + EVENT_FEATURES.len() + N_SEQ_INPUTS;
+
+/// The sequence block's definitions, `tel_seq_<tt>_<channel>`.
+fn sequence_defs() -> &'static [FeatureDef] {
+    static DEFS: std::sync::LazyLock<Vec<FeatureDef>> = std::sync::LazyLock::new(|| {
+        (0..SEQ_LEN)
+            .flat_map(|t| {
+                SEQ_CHANNELS.iter().map(move |(ch, meaning)| FeatureDef {
+                    name: Box::leak(format!("tel_seq_{t:02}_{ch}").into_boxed_str()),
+                    entity: "capture session",
+                    window: "-",
+                    group: "event",
+                    meaning,
+                })
+            })
+            .collect()
+    });
+    &DEFS
+}
 
 /// Every input name, in row order.
 pub fn input_names() -> impl Iterator<Item = &'static str> {
-    store_features()
-        .iter()
-        .chain(EVENT_FEATURES.iter())
-        .map(|f| f.name)
+    input_defs().map(|f| f.name)
 }
 
 /// Every input definition, in row order.
 pub fn input_defs() -> impl Iterator<Item = &'static FeatureDef> {
-    store_features().iter().chain(EVENT_FEATURES.iter())
+    store_features()
+        .iter()
+        .chain(EVENT_FEATURES.iter())
+        .chain(sequence_defs().iter())
 }
 
 /// The catalogue as the Markdown table committed in `FEATURES.md` (a test keeps them equal).
@@ -217,10 +256,16 @@ pub fn catalogue_markdown() -> String {
          `crates/riskstream-features/src/catalogue.rs` (store) and `inputs.rs` (event) define them.\n\n\
          | feature | group | entity | window | meaning |\n|---|---|---|---|---|\n",
     );
-    for f in input_defs() {
+    for f in store_features().iter().chain(EVENT_FEATURES.iter()) {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} |\n",
             f.name, f.group, f.entity, f.window, f.meaning
+        ));
+    }
+    for (ch, meaning) in SEQ_CHANNELS {
+        out.push_str(&format!(
+            "| `tel_seq_<tt>_{ch}`, tt = 00…{:02} | event | capture session interaction tt | - | {meaning} |\n",
+            SEQ_LEN - 1
         ));
     }
     out
@@ -251,8 +296,37 @@ pub fn fill_row(event: &Event, store: &StoreFeatures, row: &mut [f32]) {
     ev[2] = b(!d.ip_country.is_empty() && !country.is_empty() && d.ip_country != *country);
     ev[3] = b(d.platform == riskstream_events::Platform::Web);
     match event {
-        Event::CaptureSession(c) => fill_capture(c, &mut ev[4..17]),
+        Event::CaptureSession(c) => {
+            fill_capture(c, &mut ev[4..17]);
+            fill_sequence(c, &mut ev[EVENT_FEATURES.len()..]);
+        }
         Event::Transaction(t) => fill_transaction(t, store, &mut ev[17..26]),
+    }
+}
+
+/// The sequence block (`out` is zeroed, length [`N_SEQ_INPUTS`]).
+fn fill_sequence(c: &CaptureSession, out: &mut [f32]) {
+    let mut last: Option<(i32, i32)> = None;
+    for (t, e) in c.telemetry.iter().take(SEQ_LEN).enumerate() {
+        let v = &mut out[t * SEQ_CHANNELS.len()..(t + 1) * SEQ_CHANNELS.len()];
+        v[0] = (1.0 + e.dt_ms.max(0) as f32).ln();
+        match e.kind {
+            InteractionKind::KeyDown | InteractionKind::KeyUp => v[1] = 1.0,
+            InteractionKind::PointerMove
+            | InteractionKind::PointerDown
+            | InteractionKind::PointerUp => {
+                v[2] = 1.0;
+                if let (Some(x), Some(y)) = (e.x, e.y) {
+                    if let Some((lx, ly)) = last {
+                        let d = (((x - lx) as f32).powi(2) + ((y - ly) as f32).powi(2)).sqrt();
+                        v[4] = (1.0 + d).ln();
+                    }
+                    last = Some((x, y));
+                }
+            }
+            InteractionKind::Paste => v[3] = 1.0,
+            _ => {}
+        }
     }
 }
 
@@ -266,8 +340,9 @@ fn fill_capture(c: &CaptureSession, out: &mut [f32]) {
     out[5] = n as f32;
     if n > 0 {
         let (mut sum, mut sum_sq, mut pastes, mut keys) = (0f64, 0f64, 0usize, 0usize);
-        let (mut path, mut start, mut last): (f64, Option<(i32, i32)>, Option<(i32, i32)>) =
-            (0.0, None, None);
+        let mut path = 0f64;
+        let mut start: Option<(i32, i32)> = None;
+        let mut last: Option<(i32, i32)> = None;
         for t in &c.telemetry {
             let l = (1.0 + t.dt_ms.max(0) as f64).ln();
             sum += l;
@@ -405,5 +480,7 @@ mod tests {
             Some(N_STORE_FEATURES + 20)
         );
         assert_eq!(input_index("steps_min_s"), Some(N_STORE_FEATURES + 16));
+        assert_eq!(input_index("tel_seq_00_dt"), Some(N_STORE_FEATURES + 26));
+        assert_eq!(input_index("tel_seq_47_move"), Some(N_INPUTS - 1));
     }
 }

@@ -15,4 +15,4 @@ mod model;
 
 pub use intern::intern;
 pub use manifest::{InputSpec, Manifest, OutputSpec, Thresholds};
-pub use model::{Model, ModelError, ModelSet, Slot, PLAN_BATCH_SIZES};
+pub use model::{Model, ModelError, Slot, PLAN_BATCH_SIZES};

@@ -32,6 +32,10 @@ pub struct InputSpec {
     /// Training standard deviation (see `mean`).
     #[serde(default = "one")]
     pub std: f32,
+    /// Inputs sharing a group are explained together (e.g. the `telemetry_sequence` block of a
+    /// sequence model): reason codes name the group, not each of its values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 fn one() -> f32 {

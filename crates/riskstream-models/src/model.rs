@@ -35,6 +35,14 @@ pub enum ModelError {
         path: PathBuf,
         why: String,
     },
+    #[error(
+        "{path}: model `{model}` cannot serve slot `{slot}` (the manifest name must be the slot)"
+    )]
+    WrongSlot {
+        path: PathBuf,
+        model: String,
+        slot: String,
+    },
     #[error("model {model}: golden check failed: {why}")]
     Golden { model: String, why: String },
     #[error("model {model}: inference failed: {why}")]
@@ -42,7 +50,8 @@ pub enum ModelError {
 }
 
 /// The model slots the pipeline fills.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Slot {
     /// Capture sessions: bot / presentation attack.
     Behavioral,
@@ -51,6 +60,7 @@ pub enum Slot {
 }
 
 impl Slot {
+    pub const ALL: [Slot; 2] = [Slot::Behavioral, Slot::Ato];
     pub fn as_str(self) -> &'static str {
         match self {
             Slot::Behavioral => "behavioral",
@@ -70,6 +80,9 @@ pub struct Model {
     version: &'static str,
     /// (batch size, plan), ascending by batch size.
     plans: Vec<(usize, Arc<TypedRunnableModel>)>,
+    /// Attribution units: (label, input positions in model order) — one per ungrouped input,
+    /// one per group.
+    units: Vec<(&'static str, Vec<usize>)>,
 }
 
 impl Model {
@@ -124,7 +137,7 @@ impl Model {
         ))
         .map_err(|panic| tract_err(format!("tract panicked: {}", panic_message(&panic))))?
         .map_err(|e| tract_err(format!("{e:#}")))?;
-        let input_names = manifest
+        let input_names: Vec<&'static str> = manifest
             .inputs
             .iter()
             .map(|i| crate::intern(&i.name))
@@ -133,6 +146,16 @@ impl Model {
             crate::intern(&manifest.name),
             crate::intern(&manifest.version),
         );
+        let mut units: Vec<(&'static str, Vec<usize>)> = Vec::new();
+        for (i, spec) in manifest.inputs.iter().enumerate() {
+            match &spec.group {
+                Some(g) => match units.iter_mut().find(|(label, _)| *label == g.as_str()) {
+                    Some((_, members)) => members.push(i),
+                    None => units.push((crate::intern(g), vec![i])),
+                },
+                None => units.push((input_names[i], vec![i])),
+            }
+        }
         let model = Model {
             manifest,
             columns,
@@ -140,6 +163,7 @@ impl Model {
             name,
             version,
             plans,
+            units,
         };
         model.check_golden(dir)?;
         Ok(model)
@@ -161,6 +185,17 @@ impl Model {
     /// Columns (in the caller's rows) of this model's inputs, in model order.
     pub fn columns(&self) -> &[usize] {
         &self.columns
+    }
+
+    /// Attribution units: (label, positions in model input order). Every input is in exactly
+    /// one unit; grouped inputs (see [`crate::InputSpec::group`]) share one.
+    pub fn attribution_units(&self) -> &[(&'static str, Vec<usize>)] {
+        &self.units
+    }
+
+    /// Copies the model's inputs out of one of the caller's full rows, in model order.
+    pub fn gather(&self, row: &[f32], out: &mut Vec<f32>) {
+        out.extend(self.columns.iter().map(|&c| row[c]));
     }
 
     /// Runs the golden inputs and compares with the golden outputs.
@@ -191,7 +226,7 @@ impl Model {
             flat.extend_from_slice(row);
         }
         let mut got = Vec::new();
-        self.run_model_rows(&flat, golden.inputs.len(), &mut got)?;
+        self.score_model_rows(&flat, golden.inputs.len(), &mut got)?;
         for (i, (g, want)) in got.iter().zip(&golden.outputs).enumerate() {
             if (g - want).abs() > GOLDEN_TOLERANCE || !g.is_finite() {
                 return Err(err(format!("row {i}: tract gives {g}, golden says {want}")));
@@ -212,14 +247,19 @@ impl Model {
         let k = self.columns.len();
         let mut gathered = Vec::with_capacity(n * k);
         for r in 0..n {
-            let row = &rows[r * row_len..(r + 1) * row_len];
-            gathered.extend(self.columns.iter().map(|&c| row[c]));
+            self.gather(&rows[r * row_len..(r + 1) * row_len], &mut gathered);
         }
-        self.run_model_rows(&gathered, n, out)
+        self.score_model_rows(&gathered, n, out)
     }
 
-    /// Runs rows already in model input order, splitting and padding onto the fixed plans.
-    fn run_model_rows(&self, rows: &[f32], n: usize, out: &mut Vec<f32>) -> Result<(), ModelError> {
+    /// Scores `n` rows already in model input order (`rows.len() == n * inputs`), splitting
+    /// and padding them onto the fixed-size plans; appends one score per row to `out`.
+    pub fn score_model_rows(
+        &self,
+        rows: &[f32],
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let k = self.columns.len();
         let infer_err = |why: String| ModelError::Inference {
             model: self.manifest.name.clone(),
@@ -268,30 +308,4 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// The champion model for each slot.
-pub struct ModelSet {
-    pub behavioral: Model,
-    pub ato: Model,
-}
-
-impl ModelSet {
-    /// Loads `models_dir/behavioral` and `models_dir/ato`.
-    pub fn load(
-        models_dir: &Path,
-        column_of: &dyn Fn(&str) -> Option<usize>,
-    ) -> Result<ModelSet, ModelError> {
-        Ok(ModelSet {
-            behavioral: Model::load(&models_dir.join(Slot::Behavioral.as_str()), column_of)?,
-            ato: Model::load(&models_dir.join(Slot::Ato.as_str()), column_of)?,
-        })
-    }
-
-    pub fn get(&self, slot: Slot) -> &Model {
-        match slot {
-            Slot::Behavioral => &self.behavioral,
-            Slot::Ato => &self.ato,
-        }
-    }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use riskstream_features::inputs::{input_index, N_INPUTS};
-use riskstream_models::{Model, ModelError, ModelSet, PLAN_BATCH_SIZES};
+use riskstream_models::{Model, ModelError, PLAN_BATCH_SIZES};
 
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
@@ -12,15 +12,36 @@ fn models_dir() -> PathBuf {
 
 #[test]
 fn committed_models_load_and_match_goldens() {
-    let set = ModelSet::load(&models_dir(), &input_index)
-        .expect("committed models load and pass golden parity");
-    assert_eq!(set.behavioral.name(), "behavioral");
-    assert_eq!(set.ato.name(), "ato");
+    for slot in ["behavioral", "ato"] {
+        let model = Model::load(&models_dir().join(slot), &input_index)
+            .expect("committed models load and pass golden parity");
+        assert_eq!(model.name(), slot);
+    }
+}
+
+#[test]
+fn sequence_inputs_are_one_attribution_unit() {
+    let model = Model::load(&models_dir().join("behavioral"), &input_index).unwrap();
+    let units = model.attribution_units();
+    let seq: Vec<_> = units
+        .iter()
+        .filter(|(label, _)| *label == "telemetry_sequence")
+        .collect();
+    assert_eq!(seq.len(), 1);
+    assert_eq!(seq[0].1.len(), 48 * 5);
+    let covered: usize = units.iter().map(|(_, m)| m.len()).sum();
+    assert_eq!(covered, model.input_names().len());
 }
 
 #[test]
 fn batch_size_does_not_change_scores() {
-    let model = Model::load(&models_dir().join("ato"), &input_index).unwrap();
+    for slot in ["ato", "behavioral"] {
+        batch_size_does_not_change_scores_of(slot);
+    }
+}
+
+fn batch_size_does_not_change_scores_of(slot: &str) {
+    let model = Model::load(&models_dir().join(slot), &input_index).unwrap();
     // Deterministic pseudo-random rows.
     let n = 300;
     let rows: Vec<f32> = (0..n * N_INPUTS)

@@ -20,10 +20,12 @@ pub mod labels;
 pub mod metrics;
 pub mod policy;
 pub mod scorer;
+pub mod serving;
 pub mod worker;
 
 pub use config::{Topics, WorkerConfig};
 pub use labels::{run_labels, LabelsReport};
 pub use policy::{Policy, PolicyConfig};
 pub use scorer::Scorer;
+pub use serving::{ReloadOutcome, Serving, ServingConfig, ServingError, ServingHandle};
 pub use worker::{run, run_passthrough, WorkerError, WorkerReport};

@@ -25,8 +25,15 @@ pub const DEGRADED: &str = "riskstream_degraded_total";
 pub const LABELS: &str = "riskstream_labels_total";
 /// Consumer lag in records, by `topic` and `partition` (from librdkafka statistics).
 pub const CONSUMER_LAG: &str = "riskstream_consumer_lag";
-/// 1 for the model version serving each `slot` (labels `slot`, `model`, `version`).
-pub const MODEL_INFO: &str = "riskstream_model_info";
+/// 1 for each model serving now, 0 once replaced; labels `slot`, `route` (`default` or the
+/// route's name), `role` (`champion` or `shadow`), `model` (directory) and `version`.
+pub const MODEL_ACTIVE: &str = "riskstream_model_active";
+/// Model loads by hot reload, by `model` (directory) and `outcome` (`loaded`, `rejected`).
+pub const MODEL_RELOADS: &str = "riskstream_model_reloads_total";
+/// Serving reloads (models and policy), by `outcome` (`applied`, `rejected`).
+pub const SERVING_RELOADS: &str = "riskstream_serving_reloads_total";
+/// Events whose shadow score would have led to another decision than the champion's, by `model`.
+pub const SHADOW_DISAGREEMENTS: &str = "riskstream_shadow_disagreements_total";
 
 /// Starts the Prometheus exporter's HTTP listener on `addr` (e.g. `0.0.0.0:9464`).
 /// Must run inside a tokio runtime. Installs the process-wide recorder once.

@@ -9,10 +9,11 @@ use riskstream_events::{
 };
 use riskstream_features::inputs::{self, N_INPUTS};
 use riskstream_features::{FeatureStore, StoreFeatures};
-use riskstream_models::{Model, ModelSet};
+use std::sync::Arc;
 
 use crate::metrics as m;
-use crate::policy::Policy;
+use crate::policy::Decided;
+use crate::serving::{Serving, ServingHandle, Target};
 
 /// Degraded reason when the feature store did not answer; followed in the verdict by one
 /// `missing_features:<group>` per feature group the store computes (see the catalogue).
@@ -47,28 +48,29 @@ fn context_columns() -> &'static [(usize, &'static str)] {
 /// Scores batches of decoded events.
 pub struct Scorer<S> {
     pub store: S,
-    pub models: ModelSet,
-    pub policy: Policy,
+    /// Models, routes and policy; swapped by hot reload, read once per batch.
+    pub serving: Arc<ServingHandle>,
 }
 
 /// Reusable per-batch buffers (the hot path allocates them once per worker).
 #[derive(Default)]
 pub struct Buffers {
     rows: Vec<f32>,
-    capture_idx: Vec<usize>,
-    tx_idx: Vec<usize>,
+    idx: Vec<usize>,
     sub_rows: Vec<f32>,
     scores: Vec<f32>,
-    event_scores: Vec<f32>,
+    /// `n_events x n_models`, NaN where a model did not score an event.
+    model_scores: Vec<f32>,
 }
 
+/// Attribution differences below this are not reason codes.
+const MIN_ATTRIBUTION: f32 = 0.01;
+/// Most attribution reason codes per verdict.
+const MAX_ATTRIBUTIONS: usize = 3;
+
 impl<S: FeatureStore> Scorer<S> {
-    pub fn new(store: S, models: ModelSet, policy: Policy) -> Self {
-        Scorer {
-            store,
-            models,
-            policy,
-        }
+    pub fn new(store: S, serving: Arc<ServingHandle>) -> Self {
+        Scorer { store, serving }
     }
 
     /// Verdicts for `events` (same order). `sources[i]` is where `events[i]` was read.
@@ -83,6 +85,9 @@ impl<S: FeatureStore> Scorer<S> {
         if n == 0 {
             return Vec::new();
         }
+        // One snapshot for the whole batch: a reload lands between batches.
+        let serving = self.serving.current();
+
         // enrich: one store call
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let started = Instant::now();
@@ -108,76 +113,139 @@ impl<S: FeatureStore> Scorer<S> {
             );
         }
 
-        // score: one call per model
-        buf.capture_idx.clear();
-        buf.tx_idx.clear();
-        for (i, e) in events.iter().enumerate() {
-            match e {
-                Event::CaptureSession(_) => buf.capture_idx.push(i),
-                Event::Transaction(_) => buf.tx_idx.push(i),
-            }
-        }
-        buf.event_scores.clear();
-        buf.event_scores.resize(n, f32::NAN);
-        for (model, idx) in [
-            (&self.models.behavioral, &buf.capture_idx),
-            (&self.models.ato, &buf.tx_idx),
-        ] {
-            if idx.is_empty() {
+        // score: route each event, then one inference call per model over every event it scores
+        let targets: Vec<&Target> = events.iter().map(|e| serving.target(e)).collect();
+        let n_models = serving.models.len();
+        buf.model_scores.clear();
+        buf.model_scores.resize(n * n_models, f32::NAN);
+        for mi in 0..n_models {
+            buf.idx.clear();
+            buf.idx.extend(
+                (0..n).filter(|&i| targets[i].champion == mi || targets[i].shadows.contains(&mi)),
+            );
+            if buf.idx.is_empty() {
                 continue;
             }
+            let model = serving.model(mi);
             buf.sub_rows.clear();
-            for &i in idx.iter() {
+            for &i in &buf.idx {
                 buf.sub_rows
                     .extend_from_slice(&buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS]);
             }
             buf.scores.clear();
             let started = Instant::now();
-            match model.score(&buf.sub_rows, N_INPUTS, idx.len(), &mut buf.scores) {
+            match model.score(&buf.sub_rows, N_INPUTS, buf.idx.len(), &mut buf.scores) {
                 Ok(()) => {
-                    for (k, &i) in idx.iter().enumerate() {
-                        buf.event_scores[i] = buf.scores[k];
+                    for (k, &i) in buf.idx.iter().enumerate() {
+                        buf.model_scores[i * n_models + mi] = buf.scores[k];
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "inference failed; events go to review"),
+                Err(e) => {
+                    tracing::error!(error = %e, "inference failed; its champion events go to review")
+                }
             }
-            metrics::histogram!(m::INFERENCE_SECONDS, "model" => model.name())
+            metrics::histogram!(m::INFERENCE_SECONDS, "model" => serving.models[mi].dir.clone())
                 .record(started.elapsed().as_secs_f64());
         }
 
         // decide
+        let score_of = |i: usize, mi: usize| buf.model_scores[i * n_models + mi];
+        let decided: Vec<Option<Decided>> = (0..n)
+            .map(|i| {
+                let champion = serving.model(targets[i].champion);
+                let score = score_of(i, targets[i].champion);
+                (!score.is_nan()).then(|| {
+                    serving.policy.decide(
+                        &events[i],
+                        score,
+                        &champion.manifest.thresholds,
+                        degraded,
+                    )
+                })
+            })
+            .collect();
+        for (i, t) in targets.iter().enumerate() {
+            let Some(d) = decided[i] else { continue };
+            for &si in &t.shadows {
+                let s = score_of(i, si);
+                if !s.is_nan()
+                    && serving
+                        .policy
+                        .decide(
+                            &events[i],
+                            s,
+                            &serving.model(si).manifest.thresholds,
+                            degraded,
+                        )
+                        .decision
+                        != d.decision
+                {
+                    metrics::counter!(m::SHADOW_DISAGREEMENTS, "model" => serving.models[si].dir.clone())
+                        .increment(1);
+                }
+            }
+        }
+
+        // explain: attributions for every event not simply allowed
+        let flagged: Vec<usize> = (0..n)
+            .filter(|&i| decided[i].is_some_and(|d| d.decision != Decision::Allow))
+            .collect();
+        let mut explanations = explain(&serving, &targets, &flagged, &buf.rows, |i| {
+            score_of(i, targets[i].champion)
+        });
+
+        let mut logged: Vec<(usize, Vec<(&'static str, usize)>)> = Vec::new();
         let mut verdicts = Vec::with_capacity(n);
         for (i, event) in events.iter().enumerate() {
-            let model = match event {
-                Event::CaptureSession(_) => &self.models.behavioral,
-                Event::Transaction(_) => &self.models.ato,
-            };
+            let target = targets[i];
+            let champion = serving.model(target.champion);
             let row = &buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS];
-            let score = buf.event_scores[i];
             let mut degraded_reasons = if degraded {
                 store_missing_reasons()
             } else {
                 Vec::new()
             };
-            let (decision, friction, mut reasons) = if score.is_nan() {
-                degraded_reasons.push(format!("model_{}_failed", model.name()));
-                (
-                    Decision::Review,
-                    riskstream_events::Friction::HumanReview,
-                    vec!["model_unavailable".to_string()],
-                )
-            } else {
-                let (d, f) = self.policy.decide(event, score, degraded);
-                let reasons = if d == Decision::Allow {
-                    Vec::new()
-                } else {
-                    explain(model, row)
-                };
-                (d, f, reasons)
+            let (decision, friction, mut reasons) = match decided[i] {
+                None => {
+                    degraded_reasons.push(format!("model_{}_failed", champion.name()));
+                    (
+                        Decision::Review,
+                        riskstream_events::Friction::HumanReview,
+                        vec!["model_unavailable".to_string()],
+                    )
+                }
+                Some(d) => {
+                    let mut reasons = explanations.remove(&i).unwrap_or_default();
+                    if let Some(rule) = d.rule {
+                        reasons.push(format!("policy:{rule}"));
+                    }
+                    (d.decision, d.friction, reasons)
+                }
             };
             if degraded {
                 reasons.push("degraded:features_missing".to_string());
             }
+            let mut scores = Vec::with_capacity(1 + target.shadows.len());
+            for (mi, shadow) in std::iter::once((target.champion, false))
+                .chain(target.shadows.iter().map(|&s| (s, true)))
+            {
+                let model = serving.model(mi);
+                let s = score_of(i, mi);
+                scores.push(ModelScore {
+                    model: Cow::Borrowed(model.name()),
+                    version: Cow::Borrowed(model.version()),
+                    score: if s.is_nan() { -1.0 } else { s as f64 },
+                    shadow,
+                });
+            }
+            let key = target as *const Target as usize;
+            let columns = match logged.iter().position(|(k, _)| *k == key) {
+                Some(p) => &logged[p].1,
+                None => {
+                    logged.push((key, logged_columns(&serving, target)));
+                    &logged.last().expect("pushed").1
+                }
+            };
             verdicts.push(Verdict {
                 event_id: event.event_id().to_string(),
                 event_type: event.event_type(),
@@ -186,31 +254,15 @@ impl<S: FeatureStore> Scorer<S> {
                 scored_at: now_ms,
                 decision,
                 friction,
-                scores: vec![ModelScore {
-                    model: Cow::Borrowed(model.name()),
-                    version: Cow::Borrowed(model.version()),
-                    score: if score.is_nan() { -1.0 } else { score as f64 },
-                    shadow: false,
-                }],
+                scores,
                 reasons,
-                features: {
-                    let inputs = model.input_names().iter().zip(model.columns());
-                    let mut features: Vec<FeatureValue> = inputs
-                        .map(|(name, &c)| FeatureValue {
-                            name: Cow::Borrowed(name),
-                            value: row[c] as f64,
-                        })
-                        .collect();
-                    for &(c, name) in context_columns() {
-                        if !model.input_names().contains(&name) {
-                            features.push(FeatureValue {
-                                name: Cow::Borrowed(name),
-                                value: row[c] as f64,
-                            });
-                        }
-                    }
-                    features
-                },
+                features: columns
+                    .iter()
+                    .map(|&(name, c)| FeatureValue {
+                        name: Cow::Borrowed(name),
+                        value: row[c] as f64,
+                    })
+                    .collect(),
                 degraded: !degraded_reasons.is_empty(),
                 degraded_reasons,
                 source: sources[i].clone(),
@@ -237,29 +289,100 @@ impl<S: FeatureStore> Scorer<S> {
     }
 }
 
-/// Reason codes: the model inputs furthest from their training distribution, as
-/// `name:+3.2sd`, strongest first (at most three, only beyond 1.5 standard deviations).
-fn explain(model: &Model, row: &[f32]) -> Vec<String> {
-    let mut z: Vec<(f32, &str)> = model
-        .manifest
-        .inputs
-        .iter()
-        .zip(model.columns())
-        .zip(model.input_names())
-        .map(|((spec, &c), name)| ((row[c] - spec.mean) / spec.std.max(1e-6), *name))
-        .filter(|(z, _)| z.abs() >= 1.5)
-        .collect();
-    z.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()));
-    z.into_iter()
-        .take(3)
-        .map(|(z, name)| format!("{name}:{z:+.1}sd"))
-        .collect()
+/// The (name, row column) of every value a verdict logs for `target`: the champion's and the
+/// shadows' inputs (each once, in model order; grouped inputs such as the telemetry sequence
+/// are left out — they are rebuilt from the event), then the identity-graph features.
+fn logged_columns(serving: &Serving, target: &Target) -> Vec<(&'static str, usize)> {
+    let mut out: Vec<(&'static str, usize)> = Vec::new();
+    for mi in std::iter::once(target.champion).chain(target.shadows.iter().copied()) {
+        let model = serving.model(mi);
+        for ((name, &c), spec) in model
+            .input_names()
+            .iter()
+            .zip(model.columns())
+            .zip(&model.manifest.inputs)
+        {
+            if spec.group.is_none() && !out.iter().any(|(_, x)| *x == c) {
+                out.push((name, c));
+            }
+        }
+    }
+    for &(c, name) in context_columns() {
+        if !out.iter().any(|(_, x)| *x == c) {
+            out.push((name, c));
+        }
+    }
+    out
+}
+
+/// Reason codes for the `flagged` events: what drove each champion's score, by occlusion.
+/// For every attribution unit of the model (an input, or a group such as the telemetry
+/// sequence) the event is re-scored with that unit set to its training mean (from the
+/// manifest); the drop in score is the unit's contribution. The strongest positive
+/// contributions become `name:+0.42` (at most three; at least the strongest one). All
+/// occluded rows of a model go through one inference call.
+fn explain(
+    serving: &Serving,
+    targets: &[&Target],
+    flagged: &[usize],
+    rows: &[f32],
+    score: impl Fn(usize) -> f32,
+) -> std::collections::HashMap<usize, Vec<String>> {
+    let mut out = std::collections::HashMap::with_capacity(flagged.len());
+    for mi in 0..serving.models.len() {
+        let events: Vec<usize> = flagged
+            .iter()
+            .copied()
+            .filter(|&i| targets[i].champion == mi)
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        let model = serving.model(mi);
+        let units = model.attribution_units();
+        let k = model.input_names().len();
+        let mut occluded = Vec::with_capacity(events.len() * units.len() * k);
+        let mut base = Vec::with_capacity(k);
+        for &i in &events {
+            base.clear();
+            model.gather(&rows[i * N_INPUTS..(i + 1) * N_INPUTS], &mut base);
+            for (_, members) in units {
+                let start = occluded.len();
+                occluded.extend_from_slice(&base);
+                for &p in members {
+                    occluded[start + p] = model.manifest.inputs[p].mean;
+                }
+            }
+        }
+        let mut scores = Vec::with_capacity(events.len() * units.len());
+        if let Err(e) = model.score_model_rows(&occluded, events.len() * units.len(), &mut scores) {
+            tracing::warn!(error = %e, "attribution failed; reason codes name the policy rule only");
+            continue;
+        }
+        for (e, &i) in events.iter().enumerate() {
+            let s = score(i);
+            let mut contributions: Vec<(f32, &str)> = units
+                .iter()
+                .enumerate()
+                .map(|(u, (label, _))| (s - scores[e * units.len() + u], *label))
+                .collect();
+            contributions.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let codes = contributions
+                .iter()
+                .enumerate()
+                .take_while(|(rank, (c, _))| *rank == 0 || *c >= MIN_ATTRIBUTION)
+                .take(MAX_ATTRIBUTIONS)
+                .map(|(_, (c, label))| format!("{label}:{c:+.2}"))
+                .collect();
+            out.insert(i, codes);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::PolicyConfig;
     use riskstream_features::inputs::input_index;
     use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
     use riskstream_sim::{SimConfig, Simulator};
@@ -282,15 +405,41 @@ mod tests {
         }
     }
 
+    fn models_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    }
+
+    fn scorer_from<S: FeatureStore>(store: S, dir: &std::path::Path) -> Scorer<S> {
+        let serving = ServingHandle::load(dir, input_index).expect("models load");
+        Scorer::new(store, Arc::new(serving))
+    }
+
     fn scorer<S: FeatureStore>(store: S) -> Scorer<S> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
-        let models = ModelSet::load(&dir, &input_index).expect("committed models");
-        let policy = Policy::new(
-            &PolicyConfig::default(),
-            models.behavioral.manifest.thresholds,
-            models.ato.manifest.thresholds,
-        );
-        Scorer::new(store, models, policy)
+        scorer_from(store, &models_dir())
+    }
+
+    /// A models directory with the committed models, a copy of `ato` as version `version` in
+    /// `ato-next`, and `serving` as its serving file.
+    fn models_with_challenger(version: &str, serving: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (from, to) in [
+            ("behavioral", "behavioral"),
+            ("ato", "ato"),
+            ("ato", "ato-next"),
+        ] {
+            std::fs::create_dir_all(dir.path().join(to)).unwrap();
+            for f in ["manifest.json", "model.onnx", "golden.json"] {
+                std::fs::copy(models_dir().join(from).join(f), dir.path().join(to).join(f))
+                    .unwrap();
+            }
+        }
+        let manifest = dir.path().join("ato-next/manifest.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        m["version"] = serde_json::json!(version);
+        std::fs::write(&manifest, m.to_string()).unwrap();
+        std::fs::write(dir.path().join("serving.toml"), serving).unwrap();
+        dir
     }
 
     fn batch(n: usize) -> (Vec<Event>, Vec<SourcePosition>) {
@@ -321,16 +470,20 @@ mod tests {
             assert_eq!(v.source.offset, i as i64);
             assert_eq!(v.scored_at, 42);
             assert!(!v.degraded);
-            let model = if matches!(e, Event::CaptureSession(_)) {
-                &s.models.behavioral
-            } else {
-                &s.models.ato
-            };
+            let serving = s.serving.current();
+            let model = serving.model(serving.target(e).champion);
+            assert_eq!(v.scores.len(), 1, "no shadows configured");
             assert_eq!(v.scores[0].model, model.name());
+            let ungrouped = model
+                .manifest
+                .inputs
+                .iter()
+                .filter(|i| i.group.is_none())
+                .count();
             assert_eq!(
                 v.features.len(),
-                model.input_names().len() + 4,
-                "model inputs and the graph features"
+                ungrouped + 4,
+                "model inputs (without the telemetry sequence) and the graph features"
             );
             assert!(v
                 .features
@@ -338,8 +491,151 @@ mod tests {
                 .any(|f| f.name == "graph_fraud_accounts_1hop"));
             assert!((0.0..=1.0).contains(&v.scores[0].score));
             if v.decision != Decision::Allow {
-                assert!(!v.reasons.is_empty(), "a non-ALLOW verdict says why");
+                assert!(
+                    v.reasons.last().unwrap().starts_with("policy:"),
+                    "{:?}",
+                    v.reasons
+                );
+                let attributed: Vec<_> = v.reasons.iter().filter(|r| r.contains(":+")).collect();
+                assert!(!attributed.is_empty(), "{:?}", v.reasons);
+                for r in attributed {
+                    let name = r.split(':').next().unwrap();
+                    assert!(
+                        name == "telemetry_sequence" || model.input_names().contains(&name),
+                        "reason `{r}` names a model input"
+                    );
+                }
             }
+        }
+        assert!(
+            verdicts.iter().any(|v| v.decision != Decision::Allow),
+            "the batch has flagged events"
+        );
+    }
+
+    #[tokio::test]
+    async fn attribution_names_the_features_that_drove_the_score() {
+        // A transfer of a large amount to a new destination, from a new device, right after
+        // a password change: the ATO score should be high and its reasons should say why.
+        let s = scorer(MemoryStore::new(StoreLimits::default()));
+        let (mut events, sources) = batch(300);
+        let i = events
+            .iter()
+            .position(|e| matches!(e, Event::Transaction(t) if t.kind.moves_money_out()))
+            .unwrap();
+        let verdicts = s
+            .score_batch(&events, &sources, 1, &mut Buffers::default())
+            .await;
+        let before = verdicts[i].scores[0].score;
+        if let Event::Transaction(t) = &mut events[i] {
+            t.destination = Some(riskstream_events::Destination {
+                address_hash: "never-seen".into(),
+                first_seen: true,
+            });
+            t.session_age_s = 5;
+            t.device.fingerprint_hash = "brand-new-device".into();
+            t.channel = riskstream_events::Channel::Api;
+            if let Some(a) = &mut t.amount {
+                a.usd_cents = 4_000_000;
+            }
+        }
+        let s2 = scorer(MemoryStore::new(StoreLimits::default()));
+        let verdicts = s2
+            .score_batch(&events, &sources, 1, &mut Buffers::default())
+            .await;
+        let v = &verdicts[i];
+        assert!(
+            v.scores[0].score > before,
+            "{} vs {before}",
+            v.scores[0].score
+        );
+        if v.decision != Decision::Allow {
+            let names: Vec<&str> = v
+                .reasons
+                .iter()
+                .filter(|r| r.contains(":+"))
+                .map(|r| r.split(':').next().unwrap())
+                .collect();
+            assert!(
+                names
+                    .iter()
+                    .any(|n| n.starts_with("tx_") || n.starts_with("acct_")),
+                "{:?}",
+                v.reasons
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn shadows_are_scored_and_marked_and_routes_choose_the_champion() {
+        let serving = r#"
+            [slots.behavioral]
+            champion = "behavioral"
+            [slots.ato]
+            champion = "ato"
+            shadows = ["ato-next"]
+            [[routes]]
+            name = "eu-canary"
+            slot = "ato"
+            regions = ["eu"]
+            champion = "ato-next"
+            shadows = ["ato"]
+        "#;
+        let dir = models_with_challenger("9.9.9-canary", serving);
+        let s = scorer_from(MemoryStore::new(StoreLimits::default()), dir.path());
+        let (events, sources) = batch(400);
+        let verdicts = s
+            .score_batch(&events, &sources, 1, &mut Buffers::default())
+            .await;
+        let (mut eu, mut other) = (0, 0);
+        for (v, e) in verdicts.iter().zip(&events) {
+            match e {
+                Event::CaptureSession(_) => assert_eq!(v.scores.len(), 1),
+                Event::Transaction(t) => {
+                    assert_eq!(v.scores.len(), 2);
+                    assert!(!v.scores[0].shadow && v.scores[1].shadow);
+                    let ato = s.serving.current().models[0..]
+                        .iter()
+                        .find(|m| m.dir == "ato")
+                        .unwrap()
+                        .model
+                        .version();
+                    let expected = if t.region == "eu" {
+                        eu += 1;
+                        ["9.9.9-canary", ato]
+                    } else {
+                        other += 1;
+                        [ato, "9.9.9-canary"]
+                    };
+                    assert_eq!(
+                        [v.scores[0].version.as_ref(), v.scores[1].version.as_ref()],
+                        expected
+                    );
+                    // Same weights: the shadow agrees; it never decides.
+                    assert!((v.scores[0].score - v.scores[1].score).abs() < 1e-6);
+                }
+            }
+        }
+        assert!(eu > 0 && other > 0, "eu {eu}, other {other}");
+    }
+
+    #[tokio::test]
+    async fn a_shadow_never_changes_the_decision() {
+        // Decisions and reasons with a shadow equal those without it.
+        let with = models_with_challenger(
+            "2.0.0-shadow",
+            "[slots.behavioral]\nchampion = \"behavioral\"\n[slots.ato]\nchampion = \"ato\"\nshadows = [\"ato-next\"]\n",
+        );
+        let (events, sources) = batch(300);
+        let a = scorer_from(MemoryStore::new(StoreLimits::default()), with.path())
+            .score_batch(&events, &sources, 1, &mut Buffers::default())
+            .await;
+        let b = scorer(MemoryStore::new(StoreLimits::default()))
+            .score_batch(&events, &sources, 1, &mut Buffers::default())
+            .await;
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.decision, x.friction), (y.decision, y.friction));
+            assert_eq!(x.reasons, y.reasons);
         }
     }
 

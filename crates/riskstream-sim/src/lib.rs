@@ -7,8 +7,9 @@
 //!   capture sessions; some travel (IP country mismatch), change phones, reset passwords,
 //!   paste from password managers, or have rooted devices — legitimate but unusual;
 //! - bots in capture sessions: scripted ones (regular timing, straight pointer paths, paste,
-//!   emulators, virtual cameras) and imitating ones (jittered timing that is still too
-//!   regular, fewer device red flags, device farms shared across accounts);
+//!   emulators, virtual cameras) and imitating ones (human gap and action distributions
+//!   without a human's bursts and strokes — only the order of the telemetry gives them
+//!   away — fewer device red flags, device farms shared across accounts);
 //! - account takeover: a login from a new device, credential changes within minutes, then
 //!   withdrawals to new destinations — each step alone also happens legitimately.
 
@@ -199,6 +200,12 @@ fn normal(rng: &mut SmallRng) -> f64 {
 
 fn lognormal(rng: &mut SmallRng, median: f64, sigma: f64) -> f64 {
     median * (sigma * normal(rng)).exp()
+}
+
+fn shuffle<T>(rng: &mut SmallRng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.gen_range(0..=i));
+    }
 }
 
 fn hex(rng: &mut SmallRng) -> String {
@@ -441,41 +448,89 @@ impl Simulator {
         }
     }
 
+    /// Interaction telemetry. Humans act in runs: a burst of keystrokes or a pointer stroke
+    /// (short gaps), then a pause (a long gap). Imitating bots draw from the *same* gap and
+    /// action distributions but independently per step (the gaps and actions of a human-like
+    /// session, shuffled): their counts, means and spreads match a human's, only the order
+    /// gives them away. Scripted bots are fast and regular.
     fn telemetry(&mut self, human: bool, imitation: bool) -> Vec<InteractionEvent> {
-        let n = if human {
-            self.rng.gen_range(40..140)
-        } else {
+        let scripted = !human && !imitation;
+        let n = if scripted {
             self.rng.gen_range(25..90)
+        } else {
+            self.rng.gen_range(40..140)
         };
-        let (median, sigma) = match (human, imitation) {
-            (true, _) => (
-                lognormal(&mut self.rng, 160.0, 0.3),
-                self.rng.gen_range(0.75..1.1),
-            ),
-            (false, true) => (
-                lognormal(&mut self.rng, 140.0, 0.3),
-                self.rng.gen_range(0.35..0.7),
-            ),
-            (false, false) => (
+        let paste_p = if human {
+            if self.rng.gen_bool(0.15) {
+                0.04
+            } else {
+                0.0
+            }
+        } else if imitation {
+            0.03
+        } else {
+            0.12
+        };
+        // (kind, gap) pairs
+        let mut steps: Vec<(InteractionKind, i32)> = Vec::with_capacity(n);
+        if scripted {
+            let (median, sigma) = (
                 self.rng.gen_range(20.0..80.0),
                 self.rng.gen_range(0.02..0.2),
-            ),
-        };
-        let paste_p = match (human, imitation) {
-            (true, _) => {
-                if self.rng.gen_bool(0.15) {
-                    0.04
+            );
+            for _ in 0..n {
+                let r: f64 = self.rng.gen();
+                let kind = if r < paste_p {
+                    InteractionKind::Paste
+                } else if r < 0.5 {
+                    InteractionKind::PointerMove
+                } else if r < 0.75 {
+                    InteractionKind::KeyDown
                 } else {
-                    0.0
+                    InteractionKind::KeyUp
+                };
+                steps.push((kind, lognormal(&mut self.rng, median, sigma) as i32));
+            }
+        } else {
+            let median = lognormal(&mut self.rng, 160.0, 0.3);
+            let (fast, pause) = (median * 0.55, median * 3.0);
+            while steps.len() < n {
+                let run = self.rng.gen_range(3..12);
+                let pointer = self.rng.gen_bool(0.5);
+                for j in 0..run {
+                    if steps.len() == n {
+                        break;
+                    }
+                    let gap = if j == 0 {
+                        lognormal(&mut self.rng, pause, 0.5)
+                    } else {
+                        lognormal(&mut self.rng, fast, 0.35)
+                    };
+                    let kind = if self.rng.gen_bool(paste_p) {
+                        InteractionKind::Paste
+                    } else if pointer {
+                        InteractionKind::PointerMove
+                    } else if j % 2 == 0 {
+                        InteractionKind::KeyDown
+                    } else {
+                        InteractionKind::KeyUp
+                    };
+                    steps.push((kind, gap.min(30_000.0) as i32));
                 }
             }
-            (false, true) => 0.03,
-            (false, false) => 0.12,
-        };
+            if imitation {
+                // Same marginals, no structure: shuffle gaps and actions independently.
+                let mut gaps: Vec<i32> = steps.iter().map(|s| s.1).collect();
+                let mut kinds: Vec<InteractionKind> = steps.iter().map(|s| s.0).collect();
+                shuffle(&mut self.rng, &mut gaps);
+                shuffle(&mut self.rng, &mut kinds);
+                steps = kinds.into_iter().zip(gaps).collect();
+            }
+        }
         let curve = if human {
-            self.rng.gen_range(6.0..25.0)
+            self.rng.gen_range(4.0..25.0)
         } else if imitation {
-            self.rng.gen_range(1.0..6.0)
+            self.rng.gen_range(2.0..12.0)
         } else {
             0.0
         };
@@ -487,47 +542,38 @@ impl Simulator {
             self.rng.gen_range(-12.0..12.0),
             self.rng.gen_range(-12.0..12.0),
         );
-        (0..n)
-            .map(|i| {
-                let dt = if i == 0 {
-                    0
-                } else {
-                    lognormal(&mut self.rng, median, sigma).min(30_000.0) as i32
-                };
-                let r: f64 = self.rng.gen();
-                if r < paste_p {
-                    InteractionEvent {
-                        kind: InteractionKind::Paste,
-                        dt_ms: dt,
-                        x: None,
-                        y: None,
-                        key_class: KeyClass::None,
+        steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, gap))| {
+                let dt_ms = if i == 0 { 0 } else { gap.max(0) };
+                match kind {
+                    InteractionKind::PointerMove => {
+                        x += dx + curve * normal(&mut self.rng);
+                        y += dy + curve * normal(&mut self.rng);
+                        InteractionEvent {
+                            kind,
+                            dt_ms,
+                            x: Some(x as i32),
+                            y: Some(y as i32),
+                            key_class: KeyClass::None,
+                        }
                     }
-                } else if r < 0.5 {
-                    x += dx + curve * normal(&mut self.rng);
-                    y += dy + curve * normal(&mut self.rng);
-                    InteractionEvent {
-                        kind: InteractionKind::PointerMove,
-                        dt_ms: dt,
-                        x: Some(x as i32),
-                        y: Some(y as i32),
-                        key_class: KeyClass::None,
-                    }
-                } else {
-                    let kind = if r < 0.75 {
-                        InteractionKind::KeyDown
-                    } else {
-                        InteractionKind::KeyUp
-                    };
-                    let key_class = [KeyClass::Letter, KeyClass::Digit, KeyClass::Control]
-                        [self.rng.gen_range(0..3)];
-                    InteractionEvent {
+                    InteractionKind::KeyDown | InteractionKind::KeyUp => InteractionEvent {
                         kind,
-                        dt_ms: dt,
+                        dt_ms,
                         x: None,
                         y: None,
-                        key_class,
-                    }
+                        key_class: [KeyClass::Letter, KeyClass::Digit, KeyClass::Control]
+                            [self.rng.gen_range(0..3)],
+                    },
+                    _ => InteractionEvent {
+                        kind,
+                        dt_ms,
+                        x: None,
+                        y: None,
+                        key_class: KeyClass::None,
+                    },
                 }
             })
             .collect()
@@ -546,7 +592,7 @@ impl Simulator {
         let step_scale = if human {
             1.0
         } else if imitation {
-            0.55
+            0.9
         } else {
             0.2
         };
@@ -564,11 +610,16 @@ impl Simulator {
                 self.rng.gen_range(0.8..1.0)
             }
         } else if imitation {
-            self.rng.gen_range(0.55..0.98)
+            // Replayed or deep-faked well enough to pass most vendor checks.
+            if self.rng.gen_bool(0.2) {
+                self.rng.gen_range(0.35..0.75)
+            } else {
+                self.rng.gen_range(0.78..1.0)
+            }
         } else {
             self.rng.gen_range(0.2..0.85)
         };
-        let face_match = if human {
+        let face_match = if human || imitation {
             self.rng.gen_range(0.7..1.0)
         } else {
             self.rng.gen_range(0.45..0.95)
@@ -577,9 +628,9 @@ impl Simulator {
             (self.rng.gen_bool(0.01), false, self.rng.gen_range(0.0..0.2))
         } else if imitation {
             (
-                self.rng.gen_bool(0.2),
-                self.rng.gen_bool(0.15),
-                self.rng.gen_range(0.0..0.5),
+                self.rng.gen_bool(0.05),
+                self.rng.gen_bool(0.03),
+                self.rng.gen_range(0.0..0.3),
             )
         } else {
             (
@@ -647,12 +698,12 @@ impl Simulator {
         let (country, region) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
         // Fresh synthetic accounts; devices come from a farm (imitators) or are emulators.
         let account_id = format!("bot-{}-{}", self.cfg.seed, self.rng.gen_range(0..100_000));
-        let device = if imitation && self.rng.gen_bool(0.6) {
+        let device = if imitation && self.rng.gen_bool(0.35) {
             self.farm_devices[self.rng.gen_range(0..self.farm_devices.len())].clone()
         } else {
             let mut d = Self::device_for(&mut self.rng, country);
-            d.emulator = self.rng.gen_bool(if imitation { 0.15 } else { 0.6 });
-            d.rooted = self.rng.gen_bool(0.3);
+            d.emulator = self.rng.gen_bool(if imitation { 0.05 } else { 0.6 });
+            d.rooted = self.rng.gen_bool(if imitation { 0.06 } else { 0.3 });
             if self.rng.gen_bool(0.4) {
                 d.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
                     .0

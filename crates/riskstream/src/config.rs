@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use riskstream_pipeline::{PolicyConfig, Topics, WorkerConfig};
+use riskstream_pipeline::{Topics, WorkerConfig};
 use serde::Deserialize;
 
 /// Options shared by `run` (and, where they make sense, other commands).
@@ -31,9 +31,13 @@ pub struct WorkerArgs {
     /// Prefix of every feature-store key: one namespace per deployment (or per replay). [default: riskstream]
     #[arg(long, env = "RISKSTREAM_KEY_PREFIX")]
     pub key_prefix: Option<String>,
-    /// Model directory holding `behavioral/` and `ato/`. [default: models]
+    /// Model directory: `serving.toml` (champions, shadows, routes, decision policy) and the
+    /// model directories it names. [default: models]
     #[arg(long, env = "RISKSTREAM_MODELS")]
     pub models: Option<PathBuf>,
+    /// How often to look for changed models or serving.toml, ms (0: only on SIGHUP). [default: 2000]
+    #[arg(long, env = "RISKSTREAM_MODEL_POLL_MS")]
+    pub model_poll_ms: Option<u64>,
     /// Schema registry URL. Without it, output uses Avro single-object encoding (registry-free).
     #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY")]
     pub schema_registry: Option<String>,
@@ -75,7 +79,8 @@ pub struct WorkerArgs {
     pub kafka: Vec<String>,
 }
 
-/// The TOML file: the same options as the flags (snake_case), plus `[topics]`, `[kafka]` and `[policy]`.
+/// The TOML file: the same options as the flags (snake_case), plus `[topics]` and `[kafka]`.
+/// (The decision policy lives with the models, in `<models>/serving.toml`, and reloads with them.)
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -84,6 +89,7 @@ struct FileConfig {
     redis: Option<String>,
     key_prefix: Option<String>,
     models: Option<PathBuf>,
+    model_poll_ms: Option<u64>,
     schema_registry: Option<String>,
     metrics_addr: Option<String>,
     batch_max: Option<usize>,
@@ -92,7 +98,6 @@ struct FileConfig {
     topics: Option<Topics>,
     #[serde(default)]
     kafka: std::collections::BTreeMap<String, String>,
-    policy: Option<PolicyConfig>,
 }
 
 /// Where features live.
@@ -109,9 +114,10 @@ pub struct Settings {
     pub store: StoreChoice,
     pub key_prefix: String,
     pub models: PathBuf,
+    /// 0: no polling (SIGHUP only).
+    pub model_poll: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub store_deadline: Duration,
-    pub policy: PolicyConfig,
 }
 
 pub fn parse_kafka_prop(s: &str) -> anyhow::Result<(String, String)> {
@@ -198,7 +204,9 @@ impl WorkerArgs {
                     .or(file.store_deadline_ms)
                     .unwrap_or(100),
             ),
-            policy: file.policy.unwrap_or_default(),
+            model_poll: Duration::from_millis(
+                self.model_poll_ms.or(file.model_poll_ms).unwrap_or(2000),
+            ),
         })
     }
 }

@@ -12,6 +12,7 @@ use clap::Args;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use riskstream_events::{Codec, SchemaKind, Verdict};
+use riskstream_models::Slot;
 use riskstream_pipeline::{metrics as m, Topics, WorkerConfig};
 use riskstream_sim::{Scenario, SimConfig, Simulator};
 use serde::Serialize;
@@ -124,9 +125,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         },
         key_prefix: format!("riskstream-demo-{}", std::process::id()),
         models: args.models.clone(),
+        model_poll: Duration::ZERO,
         metrics_addr: None,
         store_deadline: Duration::from_millis(200),
-        policy: Default::default(),
     };
     let store = open_store(&settings).await?;
     let scorer = Arc::new(build_scorer(&settings, store)?);
@@ -137,8 +138,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!(
         "demo: embedded Kafka at {brokers}; {} workers; feature store {store_name}; models behavioral {} / ato {}",
         args.workers,
-        scorer.models.behavioral.version(),
-        scorer.models.ato.version()
+        scorer.serving.current().champion(Slot::Behavioral).version(),
+        scorer.serving.current().champion(Slot::Ato).version()
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);

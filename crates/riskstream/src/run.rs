@@ -5,8 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use riskstream_features::{inputs, AnyStore, MemoryStore, RedisStore, StoreLimits};
-use riskstream_models::ModelSet;
-use riskstream_pipeline::{metrics as m, Policy, Scorer};
+use riskstream_pipeline::{metrics as m, Scorer, ServingHandle};
 use tokio::sync::watch;
 
 use crate::config::{Settings, StoreChoice, WorkerArgs};
@@ -37,24 +36,21 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
     })
 }
 
-/// Loads models and policy into a scorer over `store`.
+/// Loads the models directory (serving.toml, models, policy) into a scorer over `store`.
 pub fn build_scorer(settings: &Settings, store: AnyStore) -> anyhow::Result<Scorer<AnyStore>> {
-    let models = ModelSet::load(&settings.models, &inputs::input_index)
+    let serving = ServingHandle::load(&settings.models, inputs::input_index)
         .with_context(|| format!("loading models from {}", settings.models.display()))?;
-    for model in [&models.behavioral, &models.ato] {
+    for (slot, target) in serving.current().targets() {
+        let s = serving.current();
         tracing::info!(
-            model = model.name(),
-            version = model.version(),
-            "model loaded"
+            slot = slot.as_str(),
+            route = %target.route,
+            champion = %format!("{} {}", s.models[target.champion].dir, s.model(target.champion).version()),
+            shadows = target.shadows.len(),
+            "serving"
         );
-        metrics::gauge!(m::MODEL_INFO, "slot" => model.name(), "model" => model.name(), "version" => model.version()).set(1.0);
     }
-    let policy = Policy::new(
-        &settings.policy,
-        models.behavioral.manifest.thresholds,
-        models.ato.manifest.thresholds,
-    );
-    Ok(Scorer::new(store, models, policy))
+    Ok(Scorer::new(store, Arc::new(serving)))
 }
 
 /// A watch channel that turns true on SIGTERM or SIGINT.
@@ -91,6 +87,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&settings).await?;
     let scorer = Arc::new(build_scorer(&settings, store)?);
+    // Hot reload: file changes (polled) and SIGHUP.
+    let watcher = scorer
+        .serving
+        .clone()
+        .watch(settings.model_poll, shutdown.clone());
     let labels = (!settings.worker.topics.labels.is_empty()).then(|| {
         tokio::spawn(riskstream_pipeline::run_labels(
             settings.worker.clone(),
@@ -105,6 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Err(e) => tracing::error!(error = %e, "labels consumer failed"),
         }
     }
+    watcher.abort();
     println!(
         "riskstream run: consumed {} records in {} batches, {} verdicts, {} dead letters",
         report.consumed, report.batches, report.verdicts, report.dead_letters

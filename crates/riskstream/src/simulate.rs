@@ -255,7 +255,9 @@ async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyh
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
+    // First line: the input names; then one line per event with its inputs in that order.
     let names: Vec<&str> = inputs::input_names().collect();
+    writeln!(out, "{}", serde_json::json!({ "inputs": names }))?;
     let mut written = 0;
     let mut row = vec![0f32; N_INPUTS];
     while written < n {
@@ -266,18 +268,19 @@ async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyh
         let features = store.enrich_batch(&facts).await?;
         for (e, f) in batch.iter().zip(&features) {
             inputs::fill_row(&e.event, f, &mut row);
-            let inputs: serde_json::Map<String, serde_json::Value> = names
-                .iter()
-                .zip(&row)
-                .map(|(n, v)| (n.to_string(), serde_json::json!(v)))
-                .collect();
+            let (event_type, kind, vendor) = match &e.event {
+                Event::CaptureSession(c) => ("capture_session", "", c.vendor.vendor.as_str()),
+                Event::Transaction(t) => ("transaction", t.kind.as_str(), ""),
+            };
             let line = serde_json::json!({
                 "event_id": e.event.event_id(),
-                "event_type": match e.event { Event::CaptureSession(_) => "capture_session", Event::Transaction(_) => "transaction" },
+                "event_type": event_type,
+                "kind": kind,
+                "vendor": vendor,
                 "scenario": e.scenario.as_str(),
                 "fraud": e.scenario.is_fraud() as u8,
                 "region": e.event.region(),
-                "inputs": inputs,
+                "x": row,
             });
             writeln!(out, "{line}")?;
         }
