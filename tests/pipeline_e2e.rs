@@ -75,6 +75,16 @@ impl Env {
 
     /// Starts `riskstream run` with test-friendly group timings (tansu's join waits half the session timeout).
     fn worker(&self, metrics_port: Option<u16>) -> Child {
+        self.worker_with(metrics_port, &repo_root().join("models"), &[])
+    }
+
+    /// A worker on another models directory, with extra flags.
+    fn worker_with(
+        &self,
+        metrics_port: Option<u16>,
+        models: &std::path::Path,
+        extra: &[&str],
+    ) -> Child {
         let metrics = metrics_port
             .map(|p| format!("127.0.0.1:{p}"))
             .unwrap_or_else(|| "off".into());
@@ -90,10 +100,11 @@ impl Env {
             ])
             .args([
                 "--models",
-                &repo_root().join("models").to_string_lossy(),
+                &models.to_string_lossy(),
                 "--metrics-addr",
                 &metrics,
             ])
+            .args(extra)
             .args([
                 "-X",
                 "consumer.session.timeout.ms=6000",
@@ -570,4 +581,268 @@ fn graph_features_light_up_for_accounts_linked_to_a_labelled_fraudster_on_redis_
         0.0
     );
     assert!(sigterm(&mut worker).success());
+}
+
+/// The value of the first sample of `name` whose labels include every `k="v"` of `labels`.
+fn metric_value(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = http_get(port, "/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn wait_for_metric(port: u16, name: &str, labels: &[(&str, &str)], at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if metric_value(port, name, labels).is_some_and(|v| v >= at_least) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "{name}{labels:?} never reached {at_least}:\n{}",
+        http_get(port, "/metrics")
+    );
+}
+
+/// Copies a committed model directory to `to`, with its manifest's version replaced.
+fn copy_model(from: &str, to: &std::path::Path, version: &str) {
+    let src = repo_root().join("models").join(from);
+    std::fs::create_dir_all(to).unwrap();
+    for f in ["model.onnx", "golden.json"] {
+        std::fs::copy(src.join(f), to.join(f)).unwrap();
+    }
+    set_version(to, version);
+}
+
+/// Rewrites a model directory's manifest version (write + rename: atomic for the watcher).
+fn set_version(dir: &std::path::Path, version: &str) {
+    let src = if dir.join("manifest.json").exists() {
+        dir.join("manifest.json")
+    } else {
+        repo_root()
+            .join("models")
+            .join(if dir.ends_with("behavioral") {
+                "behavioral"
+            } else {
+                "ato"
+            })
+            .join("manifest.json")
+    };
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    m["version"] = serde_json::json!(version);
+    let tmp = dir.join(".manifest.json.tmp");
+    std::fs::write(&tmp, m.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join("manifest.json")).unwrap();
+}
+
+#[test]
+fn models_hot_reload_shadow_and_routing_on_the_running_worker() {
+    let env = Env::start();
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path();
+    copy_model("behavioral", &models.join("behavioral"), "2.0.0");
+    copy_model("ato", &models.join("ato"), "2.0.0");
+    copy_model("ato", &models.join("ato-next"), "2.1.0-canary");
+    // The canary decides in the EU with the fleet champion in shadow; elsewhere it shadows.
+    std::fs::write(
+        models.join("serving.toml"),
+        r#"
+[slots.behavioral]
+champion = "behavioral"
+[slots.ato]
+champion = "ato"
+shadows = ["ato-next"]
+[[routes]]
+name = "eu-canary"
+slot = "ato"
+regions = ["eu"]
+champion = "ato-next"
+shadows = ["ato"]
+"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let mut worker = env.worker_with(Some(port), models, &["--model-poll-ms", "200"]);
+    let verdicts = env.consumer("verdicts");
+    let mut seen = HashSet::new();
+
+    // 1. Shadow scores and routing, visible in the verdicts.
+    let n = 600;
+    env.simulate(n, 31);
+    let regions = regions_of(31, n);
+    let first = read_verdicts(&verdicts, n as usize, Duration::from_secs(120), &mut seen);
+    assert_eq!(seen.len(), n as usize);
+    let (mut eu, mut elsewhere) = (0, 0);
+    for v in &first {
+        if v.event_type == riskstream_events::EventType::CaptureSession {
+            assert_eq!(v.scores.len(), 1, "no behavioral shadow configured");
+            assert!(!v.scores[0].shadow);
+            continue;
+        }
+        let versions: Vec<(&str, bool)> = v
+            .scores
+            .iter()
+            .map(|s| (s.version.as_ref(), s.shadow))
+            .collect();
+        if regions[&v.event_id] == "eu" {
+            eu += 1;
+            assert_eq!(versions, [("2.1.0-canary", false), ("2.0.0", true)]);
+        } else {
+            elsewhere += 1;
+            assert_eq!(versions, [("2.0.0", false), ("2.1.0-canary", true)]);
+        }
+    }
+    assert!(eu > 20 && elsewhere > 20, "eu {eu}, elsewhere {elsewhere}");
+    let active = [
+        ("slot", "ato"),
+        ("route", "default"),
+        ("role", "champion"),
+        ("model", "ato"),
+    ];
+    assert_eq!(
+        metric_value(
+            port,
+            "riskstream_model_active",
+            &[active.as_slice(), &[("version", "2.0.0")]].concat()
+        ),
+        Some(1.0)
+    );
+
+    // 2. A new version dropped into the directory is picked up without a restart.
+    set_version(&models.join("ato"), "2.0.1");
+    wait_for_metric(
+        port,
+        "riskstream_model_active",
+        &[active.as_slice(), &[("version", "2.0.1")]].concat(),
+        1.0,
+    );
+    assert_eq!(
+        metric_value(
+            port,
+            "riskstream_model_active",
+            &[active.as_slice(), &[("version", "2.0.0")]].concat()
+        ),
+        Some(0.0),
+        "the replaced version is no longer active"
+    );
+    env.simulate(300, 32);
+    let regions = regions_of(32, 300);
+    let second = read_verdicts(
+        &verdicts,
+        n as usize + 300,
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    assert_eq!(seen.len(), n as usize + 300);
+    let fresh: Vec<&Verdict> = second
+        .iter()
+        .filter(|v| v.event_id.starts_with("ev-32-"))
+        .filter(|v| v.event_type == riskstream_events::EventType::Transaction)
+        .collect();
+    assert!(!fresh.is_empty());
+    for v in fresh {
+        let champion = if regions[&v.event_id] == "eu" {
+            "2.1.0-canary"
+        } else {
+            "2.0.1"
+        };
+        assert_eq!(v.scores[0].version, champion);
+        assert!(!v.degraded);
+    }
+
+    // 3. A broken model announced with SIGHUP: its goldens no longer match its outputs, and the
+    //    files keep their size and modification time (as `cp -p` or `rsync -t` can leave them),
+    //    so only SIGHUP's forced re-validation sees it. Rejected and counted; the loaded
+    //    version keeps serving.
+    let golden = models.join("ato-next/golden.json");
+    let before = std::fs::metadata(&golden).unwrap();
+    let text = std::fs::read_to_string(&golden).unwrap();
+    let outputs = text.find("\"outputs\"").unwrap();
+    let at = outputs + text[outputs..].find('[').unwrap() + 4; // a digit of the first output
+    let digit = text.as_bytes()[at];
+    let mut broken = text.into_bytes();
+    broken[at] = if digit == b'1' { b'2' } else { b'1' };
+    std::fs::write(&golden, &broken).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&golden)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    assert_eq!(std::fs::metadata(&golden).unwrap().len(), before.len());
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        metric_value(
+            port,
+            "riskstream_model_reloads_total",
+            &[("model", "ato-next"), ("outcome", "rejected")]
+        ),
+        None,
+        "polling cannot see the change"
+    );
+    unsafe { libc::kill(worker.id() as i32, libc::SIGHUP) };
+    wait_for_metric(
+        port,
+        "riskstream_model_reloads_total",
+        &[("model", "ato-next"), ("outcome", "rejected")],
+        1.0,
+    );
+    let rejected = |port| {
+        metric_value(
+            port,
+            "riskstream_model_reloads_total",
+            &[("model", "ato-next"), ("outcome", "rejected")],
+        )
+        .unwrap_or(0.0)
+    };
+    let once = rejected(port);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        rejected(port),
+        once,
+        "a rejected model is not retried until its files change"
+    );
+    env.simulate(300, 33);
+    let regions = regions_of(33, 300);
+    let third = read_verdicts(
+        &verdicts,
+        n as usize + 600,
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    assert_eq!(
+        seen.len(),
+        n as usize + 600,
+        "no verdict lost across reloads"
+    );
+    let fresh: Vec<&Verdict> = third
+        .iter()
+        .filter(|v| v.event_id.starts_with("ev-33-"))
+        .filter(|v| v.event_type == riskstream_events::EventType::Transaction)
+        .collect();
+    assert!(!fresh.is_empty());
+    for v in fresh {
+        if regions[&v.event_id] == "eu" {
+            assert_eq!(
+                v.scores[0].version, "2.1.0-canary",
+                "the old canary keeps serving"
+            );
+        }
+    }
+    assert!(sigterm(&mut worker).success());
+}
+
+/// Event id → region of the simulated stream (`simulate --seed seed --events n`).
+fn regions_of(seed: u64, n: u64) -> std::collections::HashMap<String, String> {
+    riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(n, seed))
+        .take(n as usize)
+        .map(|e| (e.event.event_id().to_string(), e.event.region().to_string()))
+        .collect()
 }

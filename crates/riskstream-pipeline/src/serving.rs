@@ -225,12 +225,14 @@ impl Serving {
     }
 
     /// Builds a snapshot from `dir`, reusing `previous`'s models whose files are unchanged
-    /// and keeping `previous`'s version of any model that fails to load. Returns the snapshot
+    /// (unless `force`: then every model is loaded and validated again) and keeping
+    /// `previous`'s version of any model that fails to load. Returns the snapshot
     /// and the models rejected on the way. Blocking (tract compiles plans): not on async threads.
     fn build(
         dir: &Path,
         column_of: &dyn Fn(&str) -> Option<usize>,
         previous: Option<&Serving>,
+        force: bool,
     ) -> Result<(Serving, Vec<(String, ModelError)>), ServingError> {
         let config_path = dir.join(SERVING_FILE);
         let config_print = FilePrint::of(&config_path);
@@ -253,7 +255,7 @@ impl Serving {
             let path = dir.join(name);
             let files = FilesPrint::of(&path);
             let old = previous.and_then(|p| p.models.iter().find(|m| &m.dir == name));
-            if let Some(old) = old.filter(|o| o.files == files) {
+            if let Some(old) = old.filter(|o| o.files == files && !force) {
                 models.push(old.clone());
                 continue;
             }
@@ -400,7 +402,7 @@ impl ServingHandle {
         dir: &Path,
         column_of: fn(&str) -> Option<usize>,
     ) -> Result<ServingHandle, ServingError> {
-        let (serving, rejected) = Serving::build(dir, &column_of, None)?;
+        let (serving, rejected) = Serving::build(dir, &column_of, None, false)?;
         debug_assert!(rejected.is_empty());
         publish_active(None, &serving);
         Ok(ServingHandle {
@@ -420,7 +422,8 @@ impl ServingHandle {
         &self.dir
     }
 
-    /// Rebuilds from disk and swaps the result in; `force` rebuilds even if no file changed.
+    /// Rebuilds from disk and swaps the result in; `force` (SIGHUP) reloads and re-validates
+    /// every model even if its files look unchanged (same modification time and size).
     /// Blocking: call from `spawn_blocking` (see [`ServingHandle::watch`]).
     pub fn reload(&self, force: bool) -> ReloadOutcome {
         let _guard = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
@@ -433,7 +436,7 @@ impl ServingHandle {
         if unchanged && !force {
             return ReloadOutcome::Unchanged;
         }
-        match Serving::build(&self.dir, &self.column_of, Some(&previous)) {
+        match Serving::build(&self.dir, &self.column_of, Some(&previous), force) {
             Ok((serving, rejected)) => {
                 for (dir, e) in &rejected {
                     tracing::error!(model = %dir, error = %e, "model rejected; its previous version keeps serving");
@@ -483,7 +486,10 @@ impl ServingHandle {
                         None
                     }
                 };
+            // `seen`: the files at the last poll; `attempted`: the files the last reload saw
+            // (a rejected change is not retried until the files change again).
             let mut seen = self.current().print(&self.dir);
+            let mut attempted = seen.clone();
             let mut tick = tokio::time::interval(if poll.is_zero() {
                 Duration::from_secs(3600)
             } else {
@@ -496,25 +502,24 @@ impl ServingHandle {
                     _ = tick.tick(), if !poll.is_zero() => false,
                     Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
                 };
-                if !force {
-                    let now = self.current().print(&self.dir);
-                    let stable = now == seen;
-                    seen = now;
-                    if !stable {
-                        continue; // changed since the last poll: wait until it settles
-                    }
-                } else {
+                let now = self.current().print(&self.dir);
+                if force {
                     tracing::info!("SIGHUP: reloading models and serving config");
+                } else {
+                    let stable = now == seen;
+                    seen = now.clone();
+                    if !stable || now == attempted {
+                        continue; // unchanged, or still changing (being copied in): wait
+                    }
                 }
                 let me = self.clone();
                 match tokio::task::spawn_blocking(move || me.reload(force)).await {
                     Ok(ReloadOutcome::Unchanged) => {}
-                    Ok(outcome) => {
-                        tracing::info!(?outcome, "serving reload");
-                        seen = self.current().print(&self.dir);
-                    }
+                    Ok(outcome) => tracing::info!(?outcome, "serving reload"),
                     Err(e) => tracing::error!(error = %e, "serving reload task failed"),
                 }
+                attempted = self.current().print(&self.dir);
+                seen = attempted.clone();
             }
         })
     }
@@ -562,4 +567,150 @@ pub fn versions(serving: &Serving) -> HashMap<String, String> {
         .iter()
         .map(|m| (m.dir.clone(), m.model.version().to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riskstream_features::inputs::input_index;
+
+    fn committed() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    }
+
+    /// A models directory with copies of the committed models (`dirs`: (from, to)).
+    fn models(dirs: &[(&str, &str)], serving: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (from, to) in dirs {
+            std::fs::create_dir_all(dir.path().join(to)).unwrap();
+            for f in ["manifest.json", "model.onnx", "golden.json"] {
+                std::fs::copy(committed().join(from).join(f), dir.path().join(to).join(f)).unwrap();
+            }
+        }
+        if let Some(s) = serving {
+            std::fs::write(dir.path().join(SERVING_FILE), s).unwrap();
+        }
+        dir
+    }
+
+    const BOTH: [(&str, &str); 2] = [("behavioral", "behavioral"), ("ato", "ato")];
+
+    fn ato_version(h: &ServingHandle) -> String {
+        h.current().champion(Slot::Ato).version().to_string()
+    }
+
+    fn set_version(dir: &Path, version: &str) {
+        let p = dir.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        m["version"] = serde_json::json!(version);
+        std::fs::write(&p, m.to_string()).unwrap();
+    }
+
+    #[test]
+    fn without_a_serving_file_the_built_in_default_serves() {
+        let dir = models(&BOTH, None);
+        let h = ServingHandle::load(dir.path(), input_index).unwrap();
+        assert_eq!(h.current().models.len(), 2);
+        assert!(matches!(h.reload(false), ReloadOutcome::Unchanged));
+    }
+
+    #[test]
+    fn a_changed_model_is_swapped_in_and_unchanged_ones_are_reused() {
+        let dir = models(&BOTH, None);
+        let h = ServingHandle::load(dir.path(), input_index).unwrap();
+        let before = h.current();
+        set_version(&dir.path().join("ato"), "9.0.0");
+        assert!(
+            matches!(h.reload(false), ReloadOutcome::Applied { ref rejected } if rejected.is_empty())
+        );
+        assert_eq!(ato_version(&h), "9.0.0");
+        let after = h.current();
+        let behavioral = |s: &Serving| {
+            s.models
+                .iter()
+                .find(|m| m.dir == "behavioral")
+                .unwrap()
+                .clone()
+        };
+        assert!(
+            Arc::ptr_eq(&behavioral(&before), &behavioral(&after)),
+            "unchanged model reused"
+        );
+        // The old snapshot is untouched: a batch holding it finishes on the old version.
+        assert_ne!(before.champion(Slot::Ato).version(), "9.0.0");
+    }
+
+    #[test]
+    fn a_broken_model_is_rejected_and_the_previous_version_keeps_serving() {
+        let dir = models(&BOTH, None);
+        let h = ServingHandle::load(dir.path(), input_index).unwrap();
+        let old = ato_version(&h);
+        std::fs::write(dir.path().join("ato/model.onnx"), b"not onnx").unwrap();
+        set_version(&dir.path().join("ato"), "9.0.0-broken");
+        match h.reload(false) {
+            ReloadOutcome::Applied { rejected } => assert_eq!(rejected, vec!["ato".to_string()]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ato_version(&h), old);
+    }
+
+    #[test]
+    fn a_model_for_another_slot_is_refused() {
+        let serving =
+            "[slots.behavioral]\nchampion = \"behavioral\"\n[slots.ato]\nchampion = \"not-ato\"\n";
+        let dir = models(
+            &[("behavioral", "behavioral"), ("behavioral", "not-ato")],
+            Some(serving),
+        );
+        let err = ServingHandle::load(dir.path(), input_index).err().unwrap();
+        assert!(
+            matches!(err, ServingError::Model(ModelError::WrongSlot { .. })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_broken_serving_file_or_new_broken_model_is_rejected_as_a_whole() {
+        let dir = models(
+            &[
+                ("behavioral", "behavioral"),
+                ("ato", "ato"),
+                ("ato", "ato-next"),
+            ],
+            None,
+        );
+        let h = ServingHandle::load(dir.path(), input_index).unwrap();
+        std::fs::write(dir.path().join(SERVING_FILE), "[slots.behavioral\n").unwrap();
+        assert!(matches!(h.reload(false), ReloadOutcome::Rejected(_)));
+        assert_eq!(h.current().models.len(), 2);
+        // A shadow named for the first time that fails its goldens: nothing to fall back to.
+        let mut g: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("ato-next/golden.json")).unwrap(),
+        )
+        .unwrap();
+        g["outputs"][0] = serde_json::json!(0.5);
+        std::fs::write(dir.path().join("ato-next/golden.json"), g.to_string()).unwrap();
+        std::fs::write(
+            dir.path().join(SERVING_FILE),
+            "[slots.behavioral]\nchampion = \"behavioral\"\n[slots.ato]\nchampion = \"ato\"\nshadows = [\"ato-next\"]\n",
+        )
+        .unwrap();
+        match h.reload(false) {
+            ReloadOutcome::Rejected(why) => assert!(why.contains("golden"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            h.current().models.len(),
+            2,
+            "the previous snapshot keeps serving"
+        );
+        // Same directory for two slots.
+        std::fs::write(
+            dir.path().join(SERVING_FILE),
+            "[slots.behavioral]\nchampion = \"ato\"\n[slots.ato]\nchampion = \"ato\"\n",
+        )
+        .unwrap();
+        assert!(matches!(h.reload(true), ReloadOutcome::Rejected(ref w) if w.contains("slots")));
+    }
 }
