@@ -193,6 +193,34 @@ impl Model {
         &self.units
     }
 
+    /// The attribution units worth occluding for one row (in model order): every group, and
+    /// the `max_inputs` ungrouped inputs furthest from their training mean in standard
+    /// deviations (screening keeps reason codes cheap: one inference row per candidate).
+    pub fn attribution_candidates(&self, row: &[f32], max_inputs: usize, out: &mut Vec<usize>) {
+        out.clear();
+        let mut scored: Vec<(f32, usize)> = Vec::with_capacity(self.units.len());
+        for (u, (_, members)) in self.units.iter().enumerate() {
+            if members.len() > 1 || self.manifest.inputs[members[0]].group.is_some() {
+                out.push(u);
+            } else {
+                let spec = &self.manifest.inputs[members[0]];
+                let z = ((row[members[0]] - spec.mean) / spec.std.max(1e-6)).abs();
+                scored.push((z, u));
+            }
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        out.extend(scored.iter().take(max_inputs).map(|&(_, u)| u));
+    }
+
+    /// Appends `row` (model order) with attribution unit `unit` set to its training means.
+    pub fn push_occluded(&self, row: &[f32], unit: usize, out: &mut Vec<f32>) {
+        let start = out.len();
+        out.extend_from_slice(row);
+        for &p in &self.units[unit].1 {
+            out[start + p] = self.manifest.inputs[p].mean;
+        }
+    }
+
     /// Copies the model's inputs out of one of the caller's full rows, in model order.
     pub fn gather(&self, row: &[f32], out: &mut Vec<f32>) {
         out.extend(self.columns.iter().map(|&c| row[c]));

@@ -2,6 +2,7 @@
 //! library crates; business logic lives there.
 
 mod bench;
+mod bench_models;
 mod config;
 mod demo;
 mod embedded;
@@ -29,6 +30,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure end-to-end throughput, latency and memory against a broker and Redis.
     Bench(bench::BenchArgs),
+    /// Measure inference cost per event for each model at batch 1, 64 and 256.
+    BenchModels(bench_models::BenchModelsArgs),
     /// Print the embedded Avro schemas and their single-object fingerprints.
     Schema,
     /// Print the feature catalogue (every model input) as a Markdown table.
@@ -57,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::demo(args)),
         Command::Simulate(args) => runtime.block_on(simulate::simulate(args)),
         Command::Bench(args) => runtime.block_on(bench::bench(args)),
+        Command::BenchModels(args) => runtime.block_on(bench_models::bench_models(args)),
         Command::Features => {
             print!("{}", riskstream_features::inputs::catalogue_markdown());
             Ok(())
