@@ -53,9 +53,14 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         1.0 - d.get("ALLOW").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / total as f64
     };
     assert!(stopped("bot") > 0.9, "bots stopped: {}", stopped("bot"));
-    assert!(stopped("ato") > 0.5, "ATO stopped: {}", stopped("ato"));
     assert!(
-        stopped("legit") < 0.05,
+        stopped("bot_imitating") > 0.8,
+        "imitating bots stopped: {}",
+        stopped("bot_imitating")
+    );
+    assert!(stopped("ato") > 0.75, "ATO stopped: {}", stopped("ato"));
+    assert!(
+        stopped("legit") < 0.02,
         "legit stopped: {}",
         stopped("legit")
     );

@@ -436,6 +436,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (from, to) in [
             ("behavioral", "behavioral"),
+            ("behavioral", "behavioral-b"),
             ("ato", "ato"),
             ("ato", "ato-next"),
         ] {
@@ -445,11 +446,13 @@ mod tests {
                     .unwrap();
             }
         }
-        let manifest = dir.path().join("ato-next/manifest.json");
-        let text = std::fs::read_to_string(&manifest).unwrap();
-        let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
-        m["version"] = serde_json::json!(version);
-        std::fs::write(&manifest, m.to_string()).unwrap();
+        for (model, version) in [("ato-next", version), ("behavioral-b", "2.0.0-vendor-b")] {
+            let manifest = dir.path().join(model).join("manifest.json");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+            m["version"] = serde_json::json!(version);
+            std::fs::write(&manifest, m.to_string()).unwrap();
+        }
         std::fs::write(dir.path().join("serving.toml"), serving).unwrap();
         dir
     }
@@ -588,6 +591,11 @@ mod tests {
             regions = ["eu"]
             champion = "ato-next"
             shadows = ["ato"]
+            [[routes]]
+            name = "vendor-b"
+            slot = "behavioral"
+            vendors = ["vendor_b"]
+            champion = "behavioral-b"
         "#;
         let dir = models_with_challenger("9.9.9-canary", serving);
         let s = scorer_from(MemoryStore::new(StoreLimits::default()), dir.path());
@@ -598,7 +606,14 @@ mod tests {
         let (mut eu, mut other) = (0, 0);
         for (v, e) in verdicts.iter().zip(&events) {
             match e {
-                Event::CaptureSession(_) => assert_eq!(v.scores.len(), 1),
+                Event::CaptureSession(c) => {
+                    assert_eq!(v.scores.len(), 1);
+                    assert_eq!(
+                        v.scores[0].version == "2.0.0-vendor-b",
+                        c.vendor.vendor == "vendor_b",
+                        "capture sessions from vendor_b go to the vendor's model"
+                    );
+                }
                 Event::Transaction(t) => {
                     assert_eq!(v.scores.len(), 2);
                     assert!(!v.scores[0].shadow && v.scores[1].shadow);
