@@ -247,6 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/riskstream.example.toml");
+        let s = WorkerArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(s.model_poll, Duration::from_millis(2000));
+        assert_eq!(s.models, PathBuf::from("/opt/riskstream/models"));
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let err = WorkerArgs {
             redis: Some("mysql://x".into()),
