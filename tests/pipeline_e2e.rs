@@ -643,7 +643,7 @@ fn set_version(dir: &std::path::Path, version: &str) {
 }
 
 #[test]
-fn models_hot_reload_shadow_and_routing_on_the_running_worker() {
+fn models_and_policy_hot_reload_shadow_and_routing_on_the_running_worker() {
     let env = Env::start();
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path();
@@ -836,6 +836,80 @@ shadows = ["ato"]
             );
         }
     }
+
+    // 4. The decision policy reloads like the models: a new serving.toml whose only rule holds
+    //    every money-out transaction for review.
+    let applied = |port| {
+        metric_value(
+            port,
+            "riskstream_serving_reloads_total",
+            &[("outcome", "applied")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = applied(port);
+    let tmp = models.join(".serving.toml.tmp");
+    std::fs::write(
+        &tmp,
+        r#"
+[slots.behavioral]
+champion = "behavioral"
+[slots.ato]
+champion = "ato"
+[[policy.rules]]
+name = "hold_all_money_out"
+slot = "ato"
+kinds = ["WITHDRAWAL", "TRANSFER_OUT", "CARD_PAYMENT"]
+decision = "REVIEW"
+friction = "HUMAN_REVIEW"
+"#,
+    )
+    .unwrap();
+    std::fs::rename(&tmp, models.join("serving.toml")).unwrap();
+    wait_for_metric(
+        port,
+        "riskstream_serving_reloads_total",
+        &[("outcome", "applied")],
+        before + 1.0,
+    );
+    env.simulate(300, 34);
+    let fourth = read_verdicts(
+        &verdicts,
+        n as usize + 900,
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    assert_eq!(seen.len(), n as usize + 900);
+    let kinds: std::collections::HashMap<String, riskstream_events::TransactionKind> =
+        riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(300, 34))
+            .take(300)
+            .filter_map(|e| match e.event {
+                riskstream_events::Event::Transaction(t) => Some((t.event_id, t.kind)),
+                _ => None,
+            })
+            .collect();
+    let mut held = 0;
+    for v in fourth.iter().filter(|v| v.event_id.starts_with("ev-34-")) {
+        match kinds.get(&v.event_id) {
+            Some(k) if k.moves_money_out() => {
+                held += 1;
+                assert_eq!(
+                    (v.decision, v.friction),
+                    (
+                        riskstream_events::Decision::Review,
+                        riskstream_events::Friction::HumanReview
+                    )
+                );
+                assert_eq!(
+                    v.reasons.last().map(String::as_str),
+                    Some("policy:hold_all_money_out")
+                );
+            }
+            _ => assert_eq!(v.decision, riskstream_events::Decision::Allow),
+        }
+        assert_eq!(v.scores.len(), 1, "the new serving.toml has no shadows");
+    }
+    assert!(held > 0);
     assert!(sigterm(&mut worker).success());
 }
 
