@@ -674,11 +674,8 @@ shadows = ["ato"]
     let mut seen = HashSet::new();
 
     // 1. Shadow scores and routing, visible in the verdicts.
-    let n = 600;
-    env.simulate(n, 31);
-    let regions = regions_of(31, n);
-    let first = read_verdicts(&verdicts, n as usize, Duration::from_secs(120), &mut seen);
-    assert_eq!(seen.len(), n as usize);
+    let regions = regions_of(31, 600);
+    let first = score_more(&env, &verdicts, &mut seen, 31, 600);
     let (mut eu, mut elsewhere) = (0, 0);
     for v in &first {
         if v.event_type == riskstream_events::EventType::CaptureSession {
@@ -732,20 +729,8 @@ shadows = ["ato"]
         Some(0.0),
         "the replaced version is no longer active"
     );
-    env.simulate(300, 32);
     let regions = regions_of(32, 300);
-    let second = read_verdicts(
-        &verdicts,
-        n as usize + 300,
-        Duration::from_secs(120),
-        &mut seen,
-    );
-    assert_eq!(seen.len(), n as usize + 300);
-    let fresh: Vec<&Verdict> = second
-        .iter()
-        .filter(|v| v.event_id.starts_with("ev-32-"))
-        .filter(|v| v.event_type == riskstream_events::EventType::Transaction)
-        .collect();
+    let fresh = transactions(score_more(&env, &verdicts, &mut seen, 32, 300));
     assert!(!fresh.is_empty());
     for v in fresh {
         let champion = if regions[&v.event_id] == "eu" {
@@ -809,24 +794,8 @@ shadows = ["ato"]
         once,
         "a rejected model is not retried until its files change"
     );
-    env.simulate(300, 33);
     let regions = regions_of(33, 300);
-    let third = read_verdicts(
-        &verdicts,
-        n as usize + 600,
-        Duration::from_secs(120),
-        &mut seen,
-    );
-    assert_eq!(
-        seen.len(),
-        n as usize + 600,
-        "no verdict lost across reloads"
-    );
-    let fresh: Vec<&Verdict> = third
-        .iter()
-        .filter(|v| v.event_id.starts_with("ev-33-"))
-        .filter(|v| v.event_type == riskstream_events::EventType::Transaction)
-        .collect();
+    let fresh = transactions(score_more(&env, &verdicts, &mut seen, 33, 300));
     assert!(!fresh.is_empty());
     for v in fresh {
         if regions[&v.event_id] == "eu" {
@@ -872,14 +841,7 @@ friction = "HUMAN_REVIEW"
         &[("outcome", "applied")],
         before + 1.0,
     );
-    env.simulate(300, 34);
-    let fourth = read_verdicts(
-        &verdicts,
-        n as usize + 900,
-        Duration::from_secs(120),
-        &mut seen,
-    );
-    assert_eq!(seen.len(), n as usize + 900);
+    let fourth = score_more(&env, &verdicts, &mut seen, 34, 300);
     let kinds: std::collections::HashMap<String, riskstream_events::TransactionKind> =
         riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(300, 34))
             .take(300)
@@ -889,7 +851,7 @@ friction = "HUMAN_REVIEW"
             })
             .collect();
     let mut held = 0;
-    for v in fourth.iter().filter(|v| v.event_id.starts_with("ev-34-")) {
+    for v in &fourth {
         match kinds.get(&v.event_id) {
             Some(k) if k.moves_money_out() => {
                 held += 1;
@@ -911,6 +873,33 @@ friction = "HUMAN_REVIEW"
     }
     assert!(held > 0);
     assert!(sigterm(&mut worker).success());
+}
+
+/// Simulates `n` more events with `seed`, reads verdicts until every event so far has one
+/// (none lost across reloads), and returns the verdicts of these `n` events.
+fn score_more(
+    env: &Env,
+    verdicts: &BaseConsumer,
+    seen: &mut HashSet<String>,
+    seed: u64,
+    n: u64,
+) -> Vec<Verdict> {
+    let want = seen.len() + n as usize;
+    env.simulate(n, seed);
+    let read = read_verdicts(verdicts, want, Duration::from_secs(120), seen);
+    assert_eq!(seen.len(), want, "no verdict lost across reloads");
+    let prefix = format!("ev-{seed}-");
+    read.into_iter()
+        .filter(|v| v.event_id.starts_with(&prefix))
+        .collect()
+}
+
+/// The transactions' verdicts among `verdicts`.
+fn transactions(verdicts: Vec<Verdict>) -> Vec<Verdict> {
+    verdicts
+        .into_iter()
+        .filter(|v| v.event_type == riskstream_events::EventType::Transaction)
+        .collect()
 }
 
 /// Event id → region of the simulated stream (`simulate --seed seed --events n`).

@@ -167,6 +167,10 @@ impl TransactionKind {
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.get(code as usize).copied()
     }
+    /// The kind whose schema symbol is `symbol` (e.g. `WITHDRAWAL`).
+    pub fn parse(symbol: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == symbol)
+    }
     /// The schema symbol, e.g. `WITHDRAWAL`.
     pub fn as_str(self) -> &'static str {
         match self {

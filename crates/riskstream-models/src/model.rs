@@ -200,7 +200,7 @@ impl Model {
         out.clear();
         let mut scored: Vec<(f32, usize)> = Vec::with_capacity(self.units.len());
         for (u, (_, members)) in self.units.iter().enumerate() {
-            if members.len() > 1 || self.manifest.inputs[members[0]].group.is_some() {
+            if self.manifest.inputs[members[0]].group.is_some() {
                 out.push(u);
             } else {
                 let spec = &self.manifest.inputs[members[0]];

@@ -104,13 +104,10 @@ impl Policy {
                     .kinds
                     .iter()
                     .map(|k| {
-                        TransactionKind::ALL
-                            .into_iter()
-                            .find(|t| t.as_str() == k)
-                            .ok_or_else(|| PolicyError::UnknownKind {
-                                rule: r.name.clone(),
-                                kind: k.clone(),
-                            })
+                        TransactionKind::parse(k).ok_or_else(|| PolicyError::UnknownKind {
+                            rule: r.name.clone(),
+                            kind: k.clone(),
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 if !kinds.is_empty() && r.slot == Some(Slot::Behavioral) {

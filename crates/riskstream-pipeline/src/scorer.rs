@@ -30,21 +30,6 @@ pub fn store_missing_reasons() -> Vec<String> {
         .collect()
 }
 
-/// Store features every verdict carries besides the model's inputs: the identity-graph group,
-/// for the rules engine and investigators.
-fn context_columns() -> &'static [(usize, &'static str)] {
-    static COLUMNS: std::sync::LazyLock<Vec<(usize, &'static str)>> =
-        std::sync::LazyLock::new(|| {
-            riskstream_features::store_features()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.group == "graph")
-                .map(|(i, f)| (i, f.name))
-                .collect()
-        });
-    &COLUMNS
-}
-
 /// Scores batches of decoded events.
 pub struct Scorer<S> {
     pub store: S,
@@ -196,7 +181,6 @@ impl<S: FeatureStore> Scorer<S> {
             score_of(i, targets[i].champion)
         });
 
-        let mut logged: Vec<(usize, Vec<(&'static str, usize)>)> = Vec::new();
         let mut verdicts = Vec::with_capacity(n);
         for (i, event) in events.iter().enumerate() {
             let target = targets[i];
@@ -240,14 +224,6 @@ impl<S: FeatureStore> Scorer<S> {
                     shadow,
                 });
             }
-            let key = target as *const Target as usize;
-            let columns = match logged.iter().position(|(k, _)| *k == key) {
-                Some(p) => &logged[p].1,
-                None => {
-                    logged.push((key, logged_columns(&serving, target)));
-                    &logged.last().expect("pushed").1
-                }
-            };
             verdicts.push(Verdict {
                 event_id: event.event_id().to_string(),
                 event_type: event.event_type(),
@@ -258,7 +234,8 @@ impl<S: FeatureStore> Scorer<S> {
                 friction,
                 scores,
                 reasons,
-                features: columns
+                features: target
+                    .logged
                     .iter()
                     .map(|&(name, c)| FeatureValue {
                         name: Cow::Borrowed(name),
@@ -289,32 +266,6 @@ impl<S: FeatureStore> Scorer<S> {
         }
         verdicts
     }
-}
-
-/// The (name, row column) of every value a verdict logs for `target`: the champion's and the
-/// shadows' inputs (each once, in model order; grouped inputs such as the telemetry sequence
-/// are left out — they are rebuilt from the event), then the identity-graph features.
-fn logged_columns(serving: &Serving, target: &Target) -> Vec<(&'static str, usize)> {
-    let mut out: Vec<(&'static str, usize)> = Vec::new();
-    for mi in std::iter::once(target.champion).chain(target.shadows.iter().copied()) {
-        let model = serving.model(mi);
-        for ((name, &c), spec) in model
-            .input_names()
-            .iter()
-            .zip(model.columns())
-            .zip(&model.manifest.inputs)
-        {
-            if spec.group.is_none() && !out.iter().any(|(_, x)| *x == c) {
-                out.push((name, c));
-            }
-        }
-    }
-    for &(c, name) in context_columns() {
-        if !out.iter().any(|(_, x)| *x == c) {
-            out.push((name, c));
-        }
-    }
-    out
 }
 
 /// Reason codes for the `flagged` events: what drove each champion's score, by occlusion.
@@ -353,15 +304,15 @@ fn explain(
         let mut occluded = Vec::new();
         let mut base = Vec::with_capacity(k);
         let mut candidates: Vec<Vec<usize>> = Vec::with_capacity(events.len());
-        let mut c = Vec::new();
         for &i in &events {
             base.clear();
             model.gather(&rows[i * N_INPUTS..(i + 1) * N_INPUTS], &mut base);
+            let mut c = Vec::new();
             model.attribution_candidates(&base, ATTRIBUTION_CANDIDATES, &mut c);
             for &u in &c {
                 model.push_occluded(&base, u, &mut occluded);
             }
-            candidates.push(c.clone());
+            candidates.push(c);
         }
         let n_rows = occluded.len() / k;
         let mut scores = Vec::with_capacity(n_rows);
@@ -395,6 +346,7 @@ fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serving::test_models;
     use riskstream_features::inputs::input_index;
     use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
     use riskstream_sim::{SimConfig, Simulator};
@@ -417,43 +369,27 @@ mod tests {
         }
     }
 
-    fn models_dir() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
-    }
-
     fn scorer_from<S: FeatureStore>(store: S, dir: &std::path::Path) -> Scorer<S> {
         let serving = ServingHandle::load(dir, input_index).expect("models load");
         Scorer::new(store, Arc::new(serving))
     }
 
     fn scorer<S: FeatureStore>(store: S) -> Scorer<S> {
-        scorer_from(store, &models_dir())
+        scorer_from(store, &test_models::committed())
     }
 
     /// A models directory with the committed models, a copy of `ato` as version `version` in
     /// `ato-next`, and `serving` as its serving file.
     fn models_with_challenger(version: &str, serving: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for (from, to) in [
+        let dirs = [
             ("behavioral", "behavioral"),
             ("behavioral", "behavioral-b"),
             ("ato", "ato"),
             ("ato", "ato-next"),
-        ] {
-            std::fs::create_dir_all(dir.path().join(to)).unwrap();
-            for f in ["manifest.json", "model.onnx", "golden.json"] {
-                std::fs::copy(models_dir().join(from).join(f), dir.path().join(to).join(f))
-                    .unwrap();
-            }
-        }
-        for (model, version) in [("ato-next", version), ("behavioral-b", "2.0.0-vendor-b")] {
-            let manifest = dir.path().join(model).join("manifest.json");
-            let text = std::fs::read_to_string(&manifest).unwrap();
-            let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
-            m["version"] = serde_json::json!(version);
-            std::fs::write(&manifest, m.to_string()).unwrap();
-        }
-        std::fs::write(dir.path().join("serving.toml"), serving).unwrap();
+        ];
+        let dir = test_models::copy(&dirs, Some(serving));
+        test_models::set_version(&dir.path().join("ato-next"), version);
+        test_models::set_version(&dir.path().join("behavioral-b"), "2.0.0-vendor-b");
         dir
     }
 

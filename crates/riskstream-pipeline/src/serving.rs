@@ -13,7 +13,6 @@
 //! serving (a model the configuration names for the first time has none: the whole new
 //! configuration is rejected instead).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -160,6 +159,39 @@ pub struct Target {
     pub route: String,
     pub champion: usize,
     pub shadows: Vec<usize>,
+    /// (name, input-row column) of every value its verdicts log: the champion's and the
+    /// shadows' inputs (each once, in model order; grouped inputs such as the telemetry
+    /// sequence are left out — they are rebuilt from the event), then the identity-graph
+    /// features, for the rules engine and investigators.
+    pub logged: Vec<(&'static str, usize)>,
+}
+
+/// The columns a verdict for `champion` + `shadows` logs (see [`Target::logged`]).
+fn logged_columns(models: &[Arc<LoadedModel>], members: &[usize]) -> Vec<(&'static str, usize)> {
+    let mut out: Vec<(&'static str, usize)> = Vec::new();
+    for &mi in members {
+        let model = &models[mi].model;
+        for ((name, &c), spec) in model
+            .input_names()
+            .iter()
+            .zip(model.columns())
+            .zip(&model.manifest.inputs)
+        {
+            if spec.group.is_none() && !out.iter().any(|(_, x)| *x == c) {
+                out.push((name, c));
+            }
+        }
+    }
+    let graph = riskstream_features::store_features()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.group == "graph");
+    for (c, f) in graph {
+        if !out.iter().any(|(_, x)| *x == c) {
+            out.push((f.name, c));
+        }
+    }
+    out
 }
 
 struct Route {
@@ -276,18 +308,31 @@ impl Serving {
                     model,
                     files,
                 })),
-                (Err(e), Some(old)) => {
-                    rejected.push((name.clone(), e));
-                    models.push(old.clone());
+                (Err(e), old) => {
+                    // Counted here, whether the old version stays or the reload is refused.
+                    metrics::counter!(m::MODEL_RELOADS, "model" => name.clone(), "outcome" => "rejected")
+                        .increment(1);
+                    match old {
+                        Some(old) => {
+                            rejected.push((name.clone(), e));
+                            models.push(old.clone());
+                        }
+                        None => return Err(e.into()),
+                    }
                 }
-                (Err(e), None) => return Err(e.into()),
             }
         }
         let index = |d: &String| dirs.iter().position(|(_, x)| x == d).expect("listed");
-        let target = |route: &str, t: &TargetConfig| Target {
-            route: route.to_string(),
-            champion: index(&t.champion),
-            shadows: t.shadows.iter().map(index).collect(),
+        let target = |route: &str, t: &TargetConfig| {
+            let champion = index(&t.champion);
+            let shadows: Vec<usize> = t.shadows.iter().map(index).collect();
+            let members: Vec<usize> = std::iter::once(champion).chain(shadows.clone()).collect();
+            Target {
+                route: route.to_string(),
+                champion,
+                logged: logged_columns(&models, &members),
+                shadows,
+            }
         };
         let routes = config
             .routes
@@ -297,13 +342,10 @@ impl Serving {
                     .kinds
                     .iter()
                     .map(|k| {
-                        TransactionKind::ALL
-                            .into_iter()
-                            .find(|t| t.as_str() == k)
-                            .ok_or_else(|| ServingError::UnknownKind {
-                                route: r.name.clone(),
-                                kind: k.clone(),
-                            })
+                        TransactionKind::parse(k).ok_or_else(|| ServingError::UnknownKind {
+                            route: r.name.clone(),
+                            kind: k.clone(),
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Route {
@@ -418,10 +460,6 @@ impl ServingHandle {
         self.current.load_full()
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Rebuilds from disk and swaps the result in; `force` (SIGHUP) reloads and re-validates
     /// every model even if its files look unchanged (same modification time and size).
     /// Blocking: call from `spawn_blocking` (see [`ServingHandle::watch`]).
@@ -440,8 +478,6 @@ impl ServingHandle {
             Ok((serving, rejected)) => {
                 for (dir, e) in &rejected {
                     tracing::error!(model = %dir, error = %e, "model rejected; its previous version keeps serving");
-                    metrics::counter!(m::MODEL_RELOADS, "model" => dir.clone(), "outcome" => "rejected")
-                        .increment(1);
                 }
                 for lm in &serving.models {
                     if !previous.models.iter().any(|p| Arc::ptr_eq(p, lm)) {
@@ -460,10 +496,6 @@ impl ServingHandle {
             Err(e) => {
                 tracing::error!(error = %e, "serving reload rejected; the previous configuration keeps serving");
                 metrics::counter!(m::SERVING_RELOADS, "outcome" => "rejected").increment(1);
-                if let ServingError::Model(ModelError::Golden { model, .. }) = &e {
-                    metrics::counter!(m::MODEL_RELOADS, "model" => model.clone(), "outcome" => "rejected")
-                        .increment(1);
-                }
                 ReloadOutcome::Rejected(e.to_string())
             }
         }
@@ -560,51 +592,53 @@ fn publish_active(before: Option<&Serving>, now: &Serving) {
     }
 }
 
-/// Distinct model versions in a snapshot, by directory (for logs and the demo's banner).
-pub fn versions(serving: &Serving) -> HashMap<String, String> {
-    serving
-        .models
-        .iter()
-        .map(|m| (m.dir.clone(), m.model.version().to_string()))
-        .collect()
-}
-
+/// Model directories for tests: copies of the committed models.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use riskstream_features::inputs::input_index;
+pub(crate) mod test_models {
+    use std::path::{Path, PathBuf};
 
-    fn committed() -> PathBuf {
+    /// The committed models directory.
+    pub(crate) fn committed() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
     }
 
-    /// A models directory with copies of the committed models (`dirs`: (from, to)).
-    fn models(dirs: &[(&str, &str)], serving: Option<&str>) -> tempfile::TempDir {
+    /// A models directory with copies of committed models (`dirs`: (from, to)) and, if
+    /// given, a serving file.
+    pub(crate) fn copy(dirs: &[(&str, &str)], serving: Option<&str>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (from, to) in dirs {
             std::fs::create_dir_all(dir.path().join(to)).unwrap();
             for f in ["manifest.json", "model.onnx", "golden.json"] {
-                std::fs::copy(committed().join(from).join(f), dir.path().join(to).join(f)).unwrap();
+                let (src, dst) = (committed().join(from).join(f), dir.path().join(to).join(f));
+                std::fs::copy(src, dst).unwrap();
             }
         }
         if let Some(s) = serving {
-            std::fs::write(dir.path().join(SERVING_FILE), s).unwrap();
+            std::fs::write(dir.path().join(super::SERVING_FILE), s).unwrap();
         }
         dir
     }
 
-    const BOTH: [(&str, &str); 2] = [("behavioral", "behavioral"), ("ato", "ato")];
-
-    fn ato_version(h: &ServingHandle) -> String {
-        h.current().champion(Slot::Ato).version().to_string()
-    }
-
-    fn set_version(dir: &Path, version: &str) {
+    /// Rewrites the version in a model directory's manifest.
+    pub(crate) fn set_version(dir: &Path, version: &str) {
         let p = dir.join("manifest.json");
         let mut m: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         m["version"] = serde_json::json!(version);
         std::fs::write(&p, m.to_string()).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_models::{copy as models, set_version};
+    use super::*;
+    use riskstream_features::inputs::input_index;
+
+    const BOTH: [(&str, &str); 2] = [("behavioral", "behavioral"), ("ato", "ato")];
+
+    fn ato_version(h: &ServingHandle) -> String {
+        h.current().champion(Slot::Ato).version().to_string()
     }
 
     #[test]
