@@ -3,7 +3,7 @@
 //!
 //! | first bytes | framing | schema comes from |
 //! |---|---|---|
-//! | `C3 01` + 8-byte CRC-64-AVRO fingerprint | Avro single-object encoding (default) | `schemas/` (embedded) |
+//! | `C3 01` + 8-byte CRC-64-AVRO fingerprint | Avro single-object encoding (default) | `schemas/` or `schema-history/` (embedded) |
 //! | `00` + 4-byte big-endian id | Confluent wire format | the schema registry, cached |
 //!
 //! A Confluent payload written with an older or newer compatible schema is resolved into our
@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::registry::{RegistryClient, RegistryError};
-use crate::schemas::{LoadedSchema, SchemaKind, Schemas};
+use crate::schemas::{HistoricSchema, LoadedSchema, SchemaKind, Schemas};
 use crate::types::{Event, Label, ValidationError};
 
 const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -100,6 +100,8 @@ struct RegistrySchema {
 /// Where the schema of one payload comes from.
 enum Located<'a> {
     Own(&'a LoadedSchema),
+    /// An earlier version of one of ours (`schema-history/`), resolved into the current one.
+    Historic(&'a HistoricSchema),
     Registry(Arc<RegistrySchema>),
 }
 
@@ -107,6 +109,7 @@ impl Located<'_> {
     fn kind(&self) -> SchemaKind {
         match self {
             Located::Own(l) => l.kind,
+            Located::Historic(h) => h.kind,
             Located::Registry(r) => r.kind,
         }
     }
@@ -255,10 +258,13 @@ impl Codec {
                     });
                 }
                 let (fp, body) = rest.split_at(8);
-                let loaded = self.schemas.by_fingerprint(fp).ok_or_else(|| {
+                if let Some(loaded) = self.schemas.by_fingerprint(fp) {
+                    return Ok((Located::Own(loaded), body));
+                }
+                let historic = self.schemas.historic_by_fingerprint(fp).ok_or_else(|| {
                     DecodeError::UnknownFingerprint(fp.iter().map(|b| format!("{b:02x}")).collect())
                 })?;
-                Ok((Located::Own(loaded), body))
+                Ok((Located::Historic(historic), body))
             }
             [CONFLUENT_MAGIC, rest @ ..] => {
                 if rest.len() < 4 {
@@ -321,6 +327,10 @@ impl Codec {
         };
         let value = match located {
             Located::Own(l) => l.reader.read_deser::<T>(&mut cursor).map_err(body_err)?,
+            Located::Historic(h) => {
+                let v = h.resolver.read_value(&mut cursor).map_err(body_err)?;
+                apache_avro::from_value::<T>(&v).map_err(body_err)?
+            }
             Located::Registry(r) => {
                 let v = r.reader.read_value(&mut cursor).map_err(body_err)?;
                 apache_avro::from_value::<T>(&v).map_err(body_err)?

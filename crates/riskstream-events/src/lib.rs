@@ -15,5 +15,5 @@ pub mod types;
 
 pub use framing::{Codec, DecodeError, EncodeError, Framing};
 pub use registry::{RegistryClient, RegistryError};
-pub use schemas::{SchemaKind, Schemas};
+pub use schemas::{HistoricSchema, SchemaKind, Schemas};
 pub use types::*;

@@ -1,5 +1,5 @@
-//! The Avro schemas of `schemas/`, embedded at build time, with their fingerprints and
-//! pre-built readers and writers.
+//! The Avro schemas of `schemas/` (current) and `schema-history/` (every earlier version),
+//! embedded at build time, with their fingerprints and pre-built readers and writers.
 
 use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -57,6 +57,43 @@ impl SchemaKind {
     }
 }
 
+/// Earlier versions of our schemas (`schema-history/`, beside `schemas/`): (kind, version,
+/// file, source). Payloads written with one of them are resolved into the current schema.
+pub const HISTORY: &[(SchemaKind, u32, &str, &str)] = &[(
+    SchemaKind::Verdict,
+    1,
+    "verdict.v1.avsc",
+    include_str!("../../../schema-history/verdict.v1.avsc"),
+)];
+
+/// The current version number of each schema (one more than its newest historical version).
+pub fn current_version(kind: SchemaKind) -> u32 {
+    HISTORY
+        .iter()
+        .filter(|(k, ..)| *k == kind)
+        .map(|(_, v, ..)| v + 1)
+        .max()
+        .unwrap_or(1)
+}
+
+/// An earlier version of one of our schemas, resolved into the current one.
+pub struct HistoricSchema {
+    pub kind: SchemaKind,
+    pub version: u32,
+    pub file: &'static str,
+    /// Fingerprint of that version (same algorithm as [`LoadedSchema::fingerprint`]).
+    pub fingerprint: [u8; 8],
+    /// Reads that version's bodies into values of the current schema.
+    pub(crate) resolver: GenericDatumReader<'static>,
+}
+
+fn fingerprint_of(schema: &Schema) -> [u8; 8] {
+    let fp = schema.fingerprint::<Rabin>().bytes;
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&fp[..8]);
+    fingerprint
+}
+
 /// One parsed schema with everything needed to read and write it without per-record setup.
 pub struct LoadedSchema {
     pub kind: SchemaKind,
@@ -71,13 +108,10 @@ impl LoadedSchema {
     /// Parses a schema; it lives for the rest of the process (there are a handful of them).
     pub(crate) fn parse(kind: SchemaKind, source: &str) -> Result<Self, apache_avro::Error> {
         let schema: &'static Schema = Box::leak(Box::new(Schema::parse_str(source)?));
-        let fp = schema.fingerprint::<Rabin>().bytes;
-        let mut fingerprint = [0u8; 8];
-        fingerprint.copy_from_slice(&fp[..8]);
         Ok(LoadedSchema {
             kind,
             schema,
-            fingerprint,
+            fingerprint: fingerprint_of(schema),
             reader: GenericDatumReader::builder(schema).build()?,
             writer: GenericDatumWriter::builder(schema)
                 .validate(false)
@@ -86,9 +120,10 @@ impl LoadedSchema {
     }
 }
 
-/// All of riskstream's own schemas.
+/// All of riskstream's own schemas: the current versions and the history.
 pub struct Schemas {
     loaded: Vec<LoadedSchema>,
+    history: Vec<HistoricSchema>,
 }
 
 impl Schemas {
@@ -101,8 +136,43 @@ impl Schemas {
                     panic!("embedded schema {} does not parse: {e}", k.file_name())
                 })
             })
+            .collect::<Vec<LoadedSchema>>();
+        let history = HISTORY
+            .iter()
+            .map(|&(kind, version, file, source)| {
+                let parsed = Schema::parse_str(source)
+                    .unwrap_or_else(|e| panic!("historical schema {file} does not parse: {e}"));
+                let writer: &'static Schema = Box::leak(Box::new(parsed));
+                let current = loaded
+                    .iter()
+                    .find(|l| l.kind == kind)
+                    .expect("every kind is loaded");
+                let resolver = GenericDatumReader::builder(writer)
+                    .reader_schema(current.schema)
+                    .build()
+                    .unwrap_or_else(|e| {
+                        panic!("historical schema {file} does not resolve into the current one: {e}")
+                    });
+                HistoricSchema {
+                    kind,
+                    version,
+                    file,
+                    fingerprint: fingerprint_of(writer),
+                    resolver,
+                }
+            })
             .collect();
-        Schemas { loaded }
+        Schemas { loaded, history }
+    }
+
+    /// Earlier versions, oldest first.
+    pub fn history(&self) -> &[HistoricSchema] {
+        &self.history
+    }
+
+    /// The earlier version with fingerprint `fp`, if any.
+    pub fn historic_by_fingerprint(&self, fp: &[u8]) -> Option<&HistoricSchema> {
+        self.history.iter().find(|h| h.fingerprint == fp)
     }
 
     pub fn get(&self, kind: SchemaKind) -> &LoadedSchema {

@@ -360,7 +360,11 @@ pub struct Verdict {
     pub friction: Friction,
     pub scores: Vec<ModelScore>,
     pub reasons: Vec<String>,
+    /// Features logged by name besides the model inputs (the identity graph).
     pub features: Vec<FeatureValue>,
+    /// Per scored model (champion first, then shadows), its inputs in manifest order.
+    #[serde(default)]
+    pub model_inputs: Vec<ModelInputs>,
     pub degraded: bool,
     pub degraded_reasons: Vec<String>,
     pub source: SourcePosition,
@@ -417,6 +421,15 @@ pub struct ModelScore {
     pub version: Cow<'static, str>,
     pub score: f64,
     pub shadow: bool,
+}
+
+/// The inputs one model saw, compact: values in the order of that model's manifest inputs
+/// (grouped inputs such as the telemetry sequence left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInputs {
+    pub model: Cow<'static, str>,
+    pub version: Cow<'static, str>,
+    pub values: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

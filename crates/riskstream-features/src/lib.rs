@@ -114,6 +114,17 @@ pub trait FeatureStore: Send + Sync + 'static {
         batch: &[EventFacts<'_>],
     ) -> impl Future<Output = Result<Vec<StoreFeatures>, StoreError>> + Send;
 
+    /// Records `batch` without computing features: a backfill of history before scoring starts
+    /// (e.g. the benchmark's long histories, or warming a replay's namespace). The same writes
+    /// as [`FeatureStore::enrich_batch`], so a later delivery of one of these events changes
+    /// nothing; trims and caps due happen at the next scored batch of each entity.
+    fn record_batch(
+        &self,
+        batch: &[EventFacts<'_>],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.enrich_batch(batch).await.map(|_| ()) }
+    }
+
     /// Marks `account` as labelled (`tainted`: confirmed fraud, ATO, chargeback, bot) or
     /// clears the mark (`false`: confirmed legitimate), and propagates it through the
     /// identity graph (one and two hops). Processing time: the mark applies from now on.
@@ -139,6 +150,13 @@ impl FeatureStore for AnyStore {
         match self {
             AnyStore::Memory(s) => s.enrich_batch(batch).await,
             AnyStore::Redis(s) => s.enrich_batch(batch).await,
+        }
+    }
+
+    async fn record_batch(&self, batch: &[EventFacts<'_>]) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.record_batch(batch).await,
+            AnyStore::Redis(s) => s.record_batch(batch).await,
         }
     }
 

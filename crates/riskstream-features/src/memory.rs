@@ -61,6 +61,15 @@ impl FeatureStore for MemoryStore {
         Ok(features)
     }
 
+    async fn record_batch(&self, batch: &[EventFacts<'_>]) -> Result<(), StoreError> {
+        let (ops, _reads) = algorithm::plan_batch(&self.keys, batch);
+        let mut ks = self.keyspace.lock().expect("memory store poisoned");
+        for op in &ops {
+            ks.apply(op);
+        }
+        Ok(())
+    }
+
     async fn apply_label(
         &self,
         account: &str,

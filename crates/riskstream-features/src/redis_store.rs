@@ -229,6 +229,11 @@ impl FeatureStore for RedisStore {
             .map_err(|_| StoreError::Timeout(self.deadline))?
     }
 
+    async fn record_batch(&self, batch: &[EventFacts<'_>]) -> Result<(), StoreError> {
+        let (ops, _reads) = algorithm::plan_batch(&self.keys, batch);
+        self.exec(ops, Vec::new()).await.map(|_| ())
+    }
+
     async fn apply_label(
         &self,
         account: &str,

@@ -76,8 +76,8 @@ fn capture(failed: bool) -> FactKind {
     }
 }
 
-async fn apply(store: &impl FeatureStore, events: &[Ev]) -> Vec<StoreFeatures> {
-    let facts: Vec<EventFacts> = events
+fn facts_of(events: &[Ev]) -> Vec<EventFacts<'_>> {
+    events
         .iter()
         .map(|e| EventFacts {
             event_id: &e.id,
@@ -90,8 +90,36 @@ async fn apply(store: &impl FeatureStore, events: &[Ev]) -> Vec<StoreFeatures> {
             event_time: e.t,
             kind: e.kind,
         })
-        .collect();
-    store.enrich_batch(&facts).await.expect("store answers")
+        .collect()
+}
+
+async fn apply(store: &impl FeatureStore, events: &[Ev]) -> Vec<StoreFeatures> {
+    store
+        .enrich_batch(&facts_of(events))
+        .await
+        .expect("store answers")
+}
+
+/// A backfill (`record_batch`) leaves the store as scoring the same events would: later
+/// events get the same features, and scoring a backfilled event again gets what it would have.
+async fn backfill_matches_scoring(backfilled: impl FeatureStore, scored: impl FeatureStore) {
+    let history = random_stream(7, 300, 10 * MIN);
+    let (old, new) = history.split_at(250);
+    backfilled
+        .record_batch(&facts_of(old))
+        .await
+        .expect("store answers");
+    apply(&scored, old).await;
+    assert_eq!(
+        apply(&backfilled, new).await,
+        apply(&scored, new).await,
+        "events after a backfill see it"
+    );
+    assert_eq!(
+        apply(&backfilled, &old[200..]).await,
+        apply(&scored, &old[200..]).await,
+        "a backfilled event scored again"
+    );
 }
 
 fn f(features: &StoreFeatures, name: &str) -> f32 {
@@ -687,6 +715,7 @@ async fn conformance<S: FeatureStore, F: std::future::Future<Output = S>>(
     recency(make("rec").await).await;
     bounded_retention(make("ret").await).await;
     identity_graph(make("graph").await).await;
+    backfill_matches_scoring(make("bfill-a").await, make("bfill-b").await).await;
     let mut pairs = Vec::new();
     for n in 0..4 {
         pairs.push((

@@ -187,6 +187,22 @@ impl Model {
         &self.columns
     }
 
+    /// Positions (in model input order) of the inputs a verdict logs for this model: every
+    /// input without a `group`, in manifest order (`ModelInputs.values` in the verdict).
+    pub fn logged_positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.manifest
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, spec)| spec.group.is_none())
+            .map(|(p, _)| p)
+    }
+
+    /// Names of the logged inputs, in the order of `ModelInputs.values`.
+    pub fn logged_input_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.logged_positions().map(|p| self.input_names[p])
+    }
+
     /// Attribution units: (label, positions in model input order). Every input is in exactly
     /// one unit; grouped inputs (see [`crate::InputSpec::group`]) share one.
     pub fn attribution_units(&self) -> &[(&'static str, Vec<usize>)] {
@@ -280,6 +296,23 @@ impl Model {
         self.score_model_rows(&gathered, n, out)
     }
 
+    /// The plan for the next chunk of `left` rows: the smallest plan that holds them all if
+    /// it wastes at most half its rows (or is one of the small plans, ≤ 16), otherwise the
+    /// largest plan that is full — 120 rows go as 64 + 64, not as one padded 256.
+    fn plan_for(&self, left: usize) -> &(usize, Arc<TypedRunnableModel>) {
+        let fits = self.plans.iter().find(|(b, _)| *b >= left);
+        match fits {
+            Some(p) if p.0 <= (2 * left).max(16) => p,
+            _ => self
+                .plans
+                .iter()
+                .rev()
+                .find(|(b, _)| *b <= left)
+                .or(fits)
+                .expect("plans"),
+        }
+    }
+
     /// Scores `n` rows already in model input order (`rows.len() == n * inputs`), splitting
     /// and padding them onto the fixed-size plans; appends one score per row to `out`.
     pub fn score_model_rows(
@@ -296,11 +329,7 @@ impl Model {
         let mut done = 0;
         while done < n {
             let left = n - done;
-            let (size, plan) = self
-                .plans
-                .iter()
-                .find(|(b, _)| *b >= left)
-                .unwrap_or_else(|| self.plans.last().expect("plans"));
+            let (size, plan) = self.plan_for(left);
             let take = left.min(*size);
             let mut padded = vec![0f32; size * k];
             padded[..take * k].copy_from_slice(&rows[done * k..(done + take) * k]);

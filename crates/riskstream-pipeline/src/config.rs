@@ -38,7 +38,8 @@ pub struct WorkerConfig {
     pub topics: Topics,
     /// Most records in one batch.
     pub batch_max: usize,
-    /// Longest wait for a batch to fill after its first record.
+    /// Extra wait for a batch to fill after its first record even when the pipeline is idle;
+    /// 0 (the default): batches form only while the next stage is busy (adaptive).
     pub batch_linger: Duration,
     /// Extra librdkafka properties (`-X key=value`), applied last to both clients, or to one
     /// with a `consumer.` / `producer.` prefix on the key.
@@ -56,7 +57,7 @@ impl WorkerConfig {
             group: group.into(),
             topics: Topics::default(),
             batch_max: 512,
-            batch_linger: Duration::from_millis(5),
+            batch_linger: Duration::ZERO,
             kafka: Vec::new(),
             schema_registry: None,
             max_future_skew: Duration::from_secs(3600),

@@ -5,12 +5,14 @@
 //!          worker     events    features  models   policy    worker     acker
 //! ```
 //!
-//! [`worker::run`] owns the Kafka side: it micro-batches records (bounded by count and time),
-//! hands each batch to the [`scorer::Scorer`] (one feature-store call (a pipelined read and write), one inference
-//! call per model, the decision policy), produces verdicts and dead letters, and passes the
-//! delivery futures to an acker task that stores offsets only once every record of the batch
-//! is acknowledged by the broker (at-least-once, in order per partition). librdkafka commits
-//! stored offsets in the background; one synchronous commit happens at shutdown.
+//! [`worker::run`] is a chain of small stages ([`stages`]) joined by channels of one batch:
+//! the source cuts batches adaptively (small when idle, up to `batch_max` under backlog);
+//! decode and score (inference, policy, reason codes, encoding) run on the compute pool;
+//! enrich makes one feature-store call per batch; publish produces verdicts and dead letters;
+//! acknowledge stores a batch's offsets only once the broker acknowledged everything it
+//! produced (at-least-once, in order per partition). Stages overlap: batch N+1's store round
+//! trip runs while batch N is scored and N−1 published. librdkafka commits stored offsets in
+//! the background; one synchronous commit happens at shutdown.
 //!
 //! [`labels::run_labels`] runs beside it: it applies the labels topic to the feature store's
 //! identity graph.
@@ -21,6 +23,7 @@ pub mod metrics;
 pub mod policy;
 pub mod scorer;
 pub mod serving;
+pub mod stages;
 pub mod worker;
 
 pub use config::{Topics, WorkerConfig};

@@ -15,8 +15,15 @@ pub const EVENT_TO_VERDICT_SECONDS: &str = "riskstream_event_to_verdict_seconds"
 pub const CONSUME_TO_PRODUCE_SECONDS: &str = "riskstream_consume_to_produce_seconds";
 /// One feature-store call (per batch: read and write), seconds.
 pub const FEATURE_STORE_SECONDS: &str = "riskstream_feature_store_seconds";
+/// Time one stage of the worker spent on one batch, seconds, by `stage` (decode, enrich,
+/// score, publish; copy in passthrough).
+pub const STAGE_SECONDS: &str = "riskstream_stage_seconds";
+/// Encoded size of one verdict, bytes (framing included).
+pub const VERDICT_BYTES: &str = "riskstream_verdict_bytes";
 /// One inference call (per batch and model), seconds, by `model`.
 pub const INFERENCE_SECONDS: &str = "riskstream_inference_seconds";
+/// Reason codes for one batch's flagged (not simply allowed) events, seconds.
+pub const EXPLAIN_SECONDS: &str = "riskstream_explain_seconds";
 /// Verdicts by `decision` and `event_type`.
 pub const DECISIONS: &str = "riskstream_decisions_total";
 /// Events scored without some inputs, by `reason`.
@@ -53,6 +60,10 @@ pub fn install_exporter(
         .set_buckets_for_metric(
             Matcher::Full(BATCH_SIZE.into()),
             &[1.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(VERDICT_BYTES.into()),
+            &[128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0],
         )?
         .install()
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use riskstream_events::{
-    Decision, Event, EventType, FeatureValue, ModelScore, SourcePosition, Verdict,
+    Decision, Event, EventType, FeatureValue, ModelInputs, ModelScore, SourcePosition, Verdict,
 };
 use riskstream_features::inputs::{self, N_INPUTS};
 use riskstream_features::{FeatureStore, StoreFeatures};
@@ -61,10 +61,65 @@ impl<S: FeatureStore> Scorer<S> {
     }
 
     /// Verdicts for `events` (same order). `sources[i]` is where `events[i]` was read.
+    /// [`Scorer::enrich`] then [`Scorer::score_enriched`] in one call (tests and simple callers;
+    /// the worker runs the two as separate stages, the second on the compute pool).
     pub async fn score_batch(
         &self,
         events: &[Event],
         sources: &[SourcePosition],
+        now_ms: i64,
+        buf: &mut Buffers,
+    ) -> Vec<Verdict> {
+        let enriched = self.enrich(events).await;
+        self.score_enriched(events, sources, enriched, now_ms, buf)
+    }
+
+    /// enrich: one feature-store call for the batch (features as of each event's time, and the
+    /// batch recorded). When the store fails or is too slow, every event is degraded.
+    pub async fn enrich(&self, events: &[Event]) -> Enriched {
+        let n = events.len();
+        if n == 0 {
+            return Enriched::default();
+        }
+        let facts: Vec<_> = events.iter().map(inputs::facts).collect();
+        let started = Instant::now();
+        let enriched = match self.store.enrich_batch(&facts).await {
+            Ok(features) => Enriched {
+                features,
+                degraded: false,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, events = n, "feature store unavailable; scoring degraded");
+                metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
+                    .increment(n as u64);
+                Enriched {
+                    features: vec![StoreFeatures::default(); n],
+                    degraded: true,
+                }
+            }
+        };
+        metrics::histogram!(m::FEATURE_STORE_SECONDS).record(started.elapsed().as_secs_f64());
+        enriched
+    }
+}
+
+/// What the feature store answered for one batch (same order as its events).
+#[derive(Debug, Default)]
+pub struct Enriched {
+    pub features: Vec<StoreFeatures>,
+    /// The store did not answer: `features` are all zero.
+    pub degraded: bool,
+}
+
+impl<S> Scorer<S> {
+    /// score → decide → explain → assemble, CPU only (no I/O): one inference call per model
+    /// over every event it scores, the policy, reason codes for events not simply allowed.
+    /// Runs on the compute pool in the worker, never on the async threads.
+    pub fn score_enriched(
+        &self,
+        events: &[Event],
+        sources: &[SourcePosition],
+        enriched: Enriched,
         now_ms: i64,
         buf: &mut Buffers,
     ) -> Vec<Verdict> {
@@ -74,21 +129,10 @@ impl<S: FeatureStore> Scorer<S> {
         }
         // One snapshot for the whole batch: a reload lands between batches.
         let serving = self.serving.current();
-
-        // enrich: one store call
-        let facts: Vec<_> = events.iter().map(inputs::facts).collect();
-        let started = Instant::now();
-        let (store_features, degraded) = match self.store.enrich_batch(&facts).await {
-            Ok(f) => (f, false),
-            Err(e) => {
-                tracing::warn!(error = %e, events = n, "feature store unavailable; scoring degraded");
-                metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
-                    .increment(n as u64);
-                (vec![StoreFeatures::default(); n], true)
-            }
-        };
-        metrics::histogram!(m::FEATURE_STORE_SECONDS).record(started.elapsed().as_secs_f64());
-        drop(facts);
+        let Enriched {
+            features: store_features,
+            degraded,
+        } = enriched;
 
         buf.rows.clear();
         buf.rows.resize(n * N_INPUTS, 0.0);
@@ -177,9 +221,13 @@ impl<S: FeatureStore> Scorer<S> {
         let flagged: Vec<usize> = (0..n)
             .filter(|&i| decided[i].is_some_and(|d| d.decision != Decision::Allow))
             .collect();
+        let started = Instant::now();
         let mut explanations = explain(&serving, &targets, &flagged, &buf.rows, |i| {
             score_of(i, targets[i].champion)
         });
+        if !flagged.is_empty() {
+            metrics::histogram!(m::EXPLAIN_SECONDS).record(started.elapsed().as_secs_f64());
+        }
 
         let mut verdicts = Vec::with_capacity(n);
         for (i, event) in events.iter().enumerate() {
@@ -240,6 +288,18 @@ impl<S: FeatureStore> Scorer<S> {
                     .map(|&(name, c)| FeatureValue {
                         name: Cow::Borrowed(name),
                         value: row[c] as f64,
+                    })
+                    .collect(),
+                model_inputs: std::iter::once(target.champion)
+                    .chain(target.shadows.iter().copied())
+                    .map(|mi| {
+                        let model = serving.model(mi);
+                        let columns = model.columns();
+                        ModelInputs {
+                            model: Cow::Borrowed(model.name()),
+                            version: Cow::Borrowed(model.version()),
+                            values: model.logged_positions().map(|p| row[columns[p]]).collect(),
+                        }
                     })
                     .collect(),
                 degraded: !degraded_reasons.is_empty(),
@@ -431,10 +491,14 @@ mod tests {
                 .iter()
                 .filter(|i| i.group.is_none())
                 .count();
+            assert_eq!(v.features.len(), 4, "the graph features, by name");
+            assert_eq!(v.model_inputs.len(), 1, "the champion's inputs");
+            assert_eq!(v.model_inputs[0].model, model.name());
+            assert_eq!(v.model_inputs[0].version, model.version());
             assert_eq!(
-                v.features.len(),
-                ungrouped + 4,
-                "model inputs (without the telemetry sequence) and the graph features"
+                v.model_inputs[0].values.len(),
+                ungrouped,
+                "model inputs in manifest order, without the telemetry sequence"
             );
             assert!(v
                 .features
@@ -488,11 +552,10 @@ mod tests {
                 .expect("attributed");
             let (name, contribution) = top.rsplit_once(':').unwrap();
             let contribution: f32 = contribution.parse().unwrap();
-            let mut row: Vec<f32> = model
-                .input_names()
-                .iter()
-                .map(|n| v.features.iter().find(|f| f.name == *n).unwrap().value as f32)
-                .collect();
+            // The ato model has no grouped inputs: the logged values are its whole row.
+            assert_eq!(v.model_inputs[0].model, model.name());
+            let mut row: Vec<f32> = v.model_inputs[0].values.clone();
+            assert_eq!(row.len(), model.input_names().len());
             let mut out = Vec::new();
             model.score_model_rows(&row, 1, &mut out).unwrap();
             assert!((out[0] as f64 - v.scores[0].score).abs() < 1e-5);
@@ -570,6 +633,11 @@ mod tests {
                         [v.scores[0].version.as_ref(), v.scores[1].version.as_ref()],
                         expected
                     );
+                    // Each scored model logs its own inputs, in the order of the scores.
+                    let logged: Vec<&str> =
+                        v.model_inputs.iter().map(|m| m.version.as_ref()).collect();
+                    assert_eq!(logged, expected);
+                    assert_eq!(v.model_inputs[0].values, v.model_inputs[1].values);
                     // Same weights: the shadow agrees; it never decides.
                     assert!((v.scores[0].score - v.scores[1].score).abs() < 1e-6);
                 }

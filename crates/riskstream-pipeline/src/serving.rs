@@ -159,39 +159,20 @@ pub struct Target {
     pub route: String,
     pub champion: usize,
     pub shadows: Vec<usize>,
-    /// (name, input-row column) of every value its verdicts log: the champion's and the
-    /// shadows' inputs (each once, in model order; grouped inputs such as the telemetry
-    /// sequence are left out — they are rebuilt from the event), then the identity-graph
-    /// features, for the rules engine and investigators.
+    /// (name, input-row column) of the values its verdicts log by name (`features`): the
+    /// identity-graph features, for the rules engine and investigators. The models' own inputs
+    /// go compactly in `model_inputs` (see [`riskstream_models::Model::logged_positions`]).
     pub logged: Vec<(&'static str, usize)>,
 }
 
-/// The columns a verdict for `champion` + `shadows` logs (see [`Target::logged`]).
-fn logged_columns(models: &[Arc<LoadedModel>], members: &[usize]) -> Vec<(&'static str, usize)> {
-    let mut out: Vec<(&'static str, usize)> = Vec::new();
-    for &mi in members {
-        let model = &models[mi].model;
-        for ((name, &c), spec) in model
-            .input_names()
-            .iter()
-            .zip(model.columns())
-            .zip(&model.manifest.inputs)
-        {
-            if spec.group.is_none() && !out.iter().any(|(_, x)| *x == c) {
-                out.push((name, c));
-            }
-        }
-    }
-    let graph = riskstream_features::store_features()
+/// The columns a verdict logs by name (see [`Target::logged`]): the identity-graph features.
+fn logged_columns() -> Vec<(&'static str, usize)> {
+    riskstream_features::store_features()
         .iter()
         .enumerate()
-        .filter(|(_, f)| f.group == "graph");
-    for (c, f) in graph {
-        if !out.iter().any(|(_, x)| *x == c) {
-            out.push((f.name, c));
-        }
-    }
-    out
+        .filter(|(_, f)| f.group == "graph")
+        .map(|(c, f)| (f.name, c))
+        .collect()
 }
 
 struct Route {
@@ -326,11 +307,10 @@ impl Serving {
         let target = |route: &str, t: &TargetConfig| {
             let champion = index(&t.champion);
             let shadows: Vec<usize> = t.shadows.iter().map(index).collect();
-            let members: Vec<usize> = std::iter::once(champion).chain(shadows.clone()).collect();
             Target {
                 route: route.to_string(),
                 champion,
-                logged: logged_columns(&models, &members),
+                logged: logged_columns(),
                 shadows,
             }
         };

@@ -1,4 +1,6 @@
-//! The Kafka side of the worker: consume → batch → (scorer) → produce → acknowledge → store offsets.
+//! The worker's chains: consume → decode → enrich → score → publish → acknowledge → store
+//! offsets for scoring, consume → copy → acknowledge for the passthrough ceiling, built from
+//! the stages in [`crate::stages`] around one Kafka lifecycle ([`drive`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,14 +11,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use riskstream_events::{dlq_headers, Codec, DecodeError, Event, SchemaKind, SourcePosition};
+use rdkafka::ClientContext;
+use riskstream_events::{dlq_headers, Codec, Event, SchemaKind, SourcePosition};
 use riskstream_features::FeatureStore;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::WorkerConfig;
 use crate::metrics as m;
-use crate::scorer::{Buffers, Scorer};
+use crate::scorer::{Buffers, Enriched, Scorer};
+use crate::stages::{self, Batch, Batching, Stage};
 
 /// The worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -96,12 +99,15 @@ pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Latency: a fetch waits at most 5 ms for data (librdkafka's default, 500 ms, is what an
+        // idle partition adds to the next record's latency on brokers that hold fetches).
+        .set("fetch.wait.max.ms", "5");
     let mut producer = ClientConfig::new();
     producer
         .set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "2")
+        .set("linger.ms", "1")
         .set("compression.type", "lz4");
     for (k, v) in &cfg.kafka {
         if let Some(k) = k.strip_prefix("consumer.") {
@@ -116,30 +122,9 @@ pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
     (consumer, producer)
 }
 
-/// One batch's acknowledgements: wait for these deliveries, then store these offsets.
-struct PendingAcks {
-    deliveries: Vec<DeliveryFuture>,
-    /// (topic, partition, next offset to consume)
-    offsets: Vec<(String, i32, i64)>,
-    /// Oldest broker timestamp in the batch (ms), for consume→produce latency.
-    oldest_ts: Option<i64>,
-    records: usize,
-}
-
-/// What the worker does with each batch.
-enum Mode<S> {
-    /// decode → enrich → score → decide → publish verdicts.
-    Score {
-        scorer: Arc<Scorer<S>>,
-        codec: Arc<Codec>,
-        buffers: Buffers,
-    },
-    /// Copy records unchanged to the verdict topic: the benchmark's ceiling.
-    Passthrough,
-}
-
 /// Runs one worker until `shutdown` turns true (then drains, commits and leaves the group)
-/// or a fatal error occurs.
+/// or a fatal error occurs. The scoring chain:
+/// source → decode → enrich → score → publish → acknowledge (see [`crate::stages`]).
 pub async fn run<S: FeatureStore>(
     cfg: WorkerConfig,
     scorer: Arc<Scorer<S>>,
@@ -149,162 +134,130 @@ pub async fn run<S: FeatureStore>(
         Some(url) => Codec::with_registry(url),
         None => Codec::registry_free(),
     });
-    drive(
-        cfg,
-        Mode::Score {
-            scorer,
-            codec,
-            buffers: Buffers::default(),
-        },
-        shutdown,
-    )
+    let cfg = Arc::new(cfg);
+    drive(&cfg, shutdown, |rx, producer, report| {
+        let (rx, decode) = stages::spawn(
+            Decode {
+                cfg: cfg.clone(),
+                codec: codec.clone(),
+                report: report.clone(),
+            },
+            rx,
+        );
+        let (rx, enrich) = stages::spawn(
+            Enrich {
+                scorer: scorer.clone(),
+            },
+            rx,
+        );
+        let (rx, score) = stages::spawn(
+            Score {
+                scorer,
+                codec,
+                topic: cfg.topics.verdicts.clone(),
+                buffers: Buffers::default(),
+            },
+            rx,
+        );
+        let (rx, publish) = stages::spawn(
+            Publish {
+                cfg: cfg.clone(),
+                producer,
+                report,
+            },
+            rx,
+        );
+        (rx, vec![decode, enrich, score, publish])
+    })
     .await
 }
 
 /// Like [`run`], but copies each input record to the verdict topic unchanged, with the same
 /// consumer, batching, producer and acknowledgement path: the ceiling for benchmarks.
+/// The chain: source → copy → acknowledge.
 pub async fn run_passthrough(
     cfg: WorkerConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerReport, WorkerError> {
-    drive::<riskstream_features::MemoryStore>(cfg, Mode::Passthrough, shutdown).await
+    let cfg = Arc::new(cfg);
+    drive(&cfg, shutdown, |rx, producer, report| {
+        let (rx, copy) = stages::spawn(
+            Copy {
+                topic: cfg.topics.verdicts.clone(),
+                producer,
+                report,
+            },
+            rx,
+        );
+        (rx, vec![copy])
+    })
+    .await
 }
 
-async fn drive<S: FeatureStore>(
-    cfg: WorkerConfig,
-    mut mode: Mode<S>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<WorkerReport, WorkerError> {
-    let (consumer_cfg, producer_cfg) = client_configs(&cfg);
+/// Counters shared by a chain's stages.
+type SharedReport = Arc<std::sync::Mutex<WorkerReport>>;
+
+/// The Kafka lifecycle around a chain: consumer and producer, the source, the chain that
+/// `build` makes between them, the acknowledgement stage, and at the end one synchronous
+/// commit, leaving the group and flushing the producer (each off the async threads).
+async fn drive<F>(
+    cfg: &WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+    build: F,
+) -> Result<WorkerReport, WorkerError>
+where
+    F: FnOnce(
+        mpsc::Receiver<Batch<Vec<OwnedMessage>>>,
+        FutureProducer,
+        SharedReport,
+    ) -> (
+        mpsc::Receiver<Batch<Vec<DeliveryFuture>>>,
+        Vec<stages::StageTask>,
+    ),
+{
+    let (consumer_cfg, producer_cfg) = client_configs(cfg);
     let consumer: Arc<WorkerConsumer> = Arc::new(consumer_cfg.create_with_context(WorkerContext)?);
     let producer: FutureProducer = producer_cfg.create()?;
     consumer.subscribe(&[&cfg.topics.capture_sessions, &cfg.topics.transactions])?;
     tracing::info!(group = %cfg.group, brokers = %cfg.brokers, "worker subscribed");
 
-    let (ack_tx, ack_rx) = mpsc::channel::<PendingAcks>(4);
-    let acker = tokio::spawn(acker(consumer.clone(), ack_rx));
-
-    let mut report = WorkerReport::default();
-    let result = async {
-        while let Some(batch) = next_batch(&consumer, &cfg, &mut shutdown).await {
-            let pending = match &mut mode {
-                Mode::Score {
-                    scorer,
-                    codec,
-                    buffers,
-                } => {
-                    process_batch(&cfg, codec, scorer, &producer, batch, buffers, &mut report)
-                        .await?
-                }
-                Mode::Passthrough => copy_batch(&cfg, &producer, batch, &mut report).await?,
-            };
-            if ack_tx.send(pending).await.is_err() {
-                break; // the acker stopped: it reports why below
+    let report: SharedReport = Arc::default();
+    let (tx, rx) = mpsc::channel(1);
+    let batching = Batching {
+        max: cfg.batch_max,
+        linger: cfg.batch_linger,
+    };
+    let mut tasks = vec![tokio::spawn(stages::source(
+        consumer.clone(),
+        batching,
+        shutdown,
+        tx,
+    ))];
+    let (rx, chain) = build(rx, producer.clone(), report.clone());
+    tasks.extend(chain);
+    tasks.push(tokio::spawn(stages::acknowledge(consumer.clone(), rx)));
+    let result = stages::join(tasks).await;
+    let report = *report.lock().expect("report lock");
+    if result.is_ok() {
+        // Final commit of everything stored, then leave the group; both block, so off the async threads.
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            match c.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                // Another member leaving at the same moment bumps the generation; what was stored is
+                // re-delivered at worst (at-least-once), and the periodic auto-commit covered the rest.
+                Err(e) => tracing::warn!(error = %e, "final commit failed; uncommitted records will be redelivered"),
             }
-        }
-        Ok::<(), WorkerError>(())
+            c.unsubscribe();
+        })
+        .await?;
     }
-    .await;
-    drop(ack_tx);
-    let acked = acker.await?;
-    result?;
-    acked?;
-    // Final commit of everything stored, then leave the group; both block, so off the async threads.
-    let c = consumer.clone();
-    tokio::task::spawn_blocking(move || {
-        match c.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => {}
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            // Another member leaving at the same moment bumps the generation; what was stored is
-            // re-delivered at worst (at-least-once), and the periodic auto-commit covered the rest.
-            Err(e) => tracing::warn!(error = %e, "final commit failed; uncommitted records will be redelivered"),
-        }
-        c.unsubscribe();
-    })
-    .await?;
     tokio::task::spawn_blocking(move || drop(consumer)).await?;
     tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await??;
+    result?;
     tracing::info!(?report, "worker stopped");
     Ok(report)
-}
-
-async fn copy_batch(
-    cfg: &WorkerConfig,
-    producer: &FutureProducer,
-    batch: Vec<OwnedMessage>,
-    report: &mut WorkerReport,
-) -> Result<PendingAcks, WorkerError> {
-    report.batches += 1;
-    report.consumed += batch.len() as u64;
-    let mut deliveries = Vec::with_capacity(batch.len());
-    for msg in &batch {
-        let mut record =
-            FutureRecord::to(&cfg.topics.verdicts).payload(msg.payload().unwrap_or(&[]));
-        if let Some(k) = msg.key() {
-            record = record.key(k);
-        }
-        if let Some(h) = msg.headers() {
-            record = record.headers(h.clone());
-        }
-        deliveries.push(send(producer, record).await?);
-    }
-    report.verdicts += batch.len() as u64;
-    Ok(acks_for(&batch, deliveries))
-}
-
-/// The offsets (next to consume, per partition) and timestamps a batch acknowledges.
-fn acks_for(batch: &[OwnedMessage], deliveries: Vec<DeliveryFuture>) -> PendingAcks {
-    let mut offsets: Vec<(String, i32, i64)> = Vec::new();
-    let mut oldest_ts: Option<i64> = None;
-    for msg in batch {
-        if let Some(ts) = msg.timestamp().to_millis() {
-            oldest_ts = Some(oldest_ts.map_or(ts, |o: i64| o.min(ts)));
-        }
-        match offsets
-            .iter_mut()
-            .find(|(t, p, _)| t == msg.topic() && *p == msg.partition())
-        {
-            Some(entry) => entry.2 = entry.2.max(msg.offset() + 1),
-            None => offsets.push((msg.topic().to_string(), msg.partition(), msg.offset() + 1)),
-        }
-    }
-    PendingAcks {
-        deliveries,
-        offsets,
-        oldest_ts,
-        records: batch.len(),
-    }
-}
-
-/// Waits for the first record, then fills the batch until it is full or the linger expires.
-/// `None` on shutdown.
-async fn next_batch(
-    consumer: &WorkerConsumer,
-    cfg: &WorkerConfig,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<Vec<OwnedMessage>> {
-    let mut batch = Vec::with_capacity(cfg.batch_max);
-    loop {
-        if *shutdown.borrow() {
-            return None;
-        }
-        tokio::select! {
-            msg = consumer.recv() => match msg {
-                Ok(m) => { batch.push(m.detach()); break; }
-                Err(e) => { tracing::warn!(error = %e, "consume error"); tokio::time::sleep(Duration::from_millis(100)).await; }
-            },
-            _ = shutdown.changed() => {}
-        }
-    }
-    let deadline = tokio::time::Instant::now() + cfg.batch_linger;
-    while batch.len() < cfg.batch_max {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(m)) => batch.push(m.detach()),
-            Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
 }
 
 /// Sends a record, waiting while the producer queue is full.
@@ -324,109 +277,269 @@ pub(crate) async fn send(
     }
 }
 
-async fn process_batch<S: FeatureStore>(
-    cfg: &WorkerConfig,
-    codec: &Arc<Codec>,
-    scorer: &Scorer<S>,
-    producer: &FutureProducer,
-    batch: Vec<OwnedMessage>,
-    buffers: &mut Buffers,
-    report: &mut WorkerReport,
-) -> Result<PendingAcks, WorkerError> {
-    metrics::histogram!(m::BATCH_SIZE).record(batch.len() as f64);
-    report.batches += 1;
-    report.consumed += batch.len() as u64;
-    for topic in [&cfg.topics.capture_sessions, &cfg.topics.transactions] {
-        let n = batch.iter().filter(|b| b.topic() == topic.as_str()).count();
-        if n > 0 {
-            metrics::counter!(m::CONSUMED, "topic" => topic.clone()).increment(n as u64);
-        }
+/// copy: each record to `topic` unchanged (key, payload, headers).
+struct Copy {
+    topic: String,
+    producer: FutureProducer,
+    report: SharedReport,
+}
+
+impl Stage for Copy {
+    type In = Vec<OwnedMessage>;
+    type Out = Vec<DeliveryFuture>;
+    fn name(&self) -> &'static str {
+        "copy"
     }
-    // decode (may call the schema registry on a cache miss: off the async threads)
-    let skew = cfg.max_future_skew.as_millis() as i64;
-    let codec2 = codec.clone();
-    let (batch, decoded) = tokio::task::spawn_blocking(move || {
-        let now = now_ms();
-        let decoded: Vec<Result<Event, DecodeError>> = batch
-            .iter()
-            .map(|msg| {
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let mut deliveries = Vec::with_capacity(batch.data.len());
+        for msg in &batch.data {
+            let mut record = FutureRecord::to(&self.topic).payload(msg.payload().unwrap_or(&[]));
+            if let Some(k) = msg.key() {
+                record = record.key(k);
+            }
+            if let Some(h) = msg.headers() {
+                record = record.headers(h.clone());
+            }
+            deliveries.push(send(&self.producer, record).await?);
+        }
+        {
+            let mut r = self.report.lock().expect("report lock");
+            r.batches += 1;
+            r.consumed += batch.data.len() as u64;
+            r.verdicts += batch.data.len() as u64;
+        }
+        Ok(batch.with(deliveries))
+    }
+}
+
+/// A record that goes to the dead-letter topic, and why.
+struct DeadLetter {
+    msg: OwnedMessage,
+    error: String,
+    kind: &'static str,
+}
+
+/// A batch after decoding: the events (with where each was read) and the dead letters.
+struct Decoded {
+    events: Vec<Event>,
+    sources: Vec<SourcePosition>,
+    dead: Vec<DeadLetter>,
+}
+
+/// decode: Avro records → validated events; what fails becomes a dead letter (compute pool:
+/// decoding is CPU work and may call the schema registry on a cache miss).
+struct Decode {
+    cfg: Arc<WorkerConfig>,
+    codec: Arc<Codec>,
+    report: SharedReport,
+}
+
+impl Stage for Decode {
+    type In = Vec<OwnedMessage>;
+    type Out = Decoded;
+    fn name(&self) -> &'static str {
+        "decode"
+    }
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        {
+            let mut r = self.report.lock().expect("report lock");
+            r.batches += 1;
+            r.consumed += batch.data.len() as u64;
+        }
+        for topic in [&self.cfg.topics.capture_sessions, &self.cfg.topics.transactions] {
+            let n = batch.data.iter().filter(|b| b.topic() == topic.as_str()).count();
+            if n > 0 {
+                metrics::counter!(m::CONSUMED, "topic" => topic.clone()).increment(n as u64);
+            }
+        }
+        let skew = self.cfg.max_future_skew.as_millis() as i64;
+        let codec = self.codec.clone();
+        let Batch { data: msgs, offsets } = batch;
+        let decoded = stages::compute(move || {
+            let now = now_ms();
+            let mut out = Decoded {
+                events: Vec::with_capacity(msgs.len()),
+                sources: Vec::with_capacity(msgs.len()),
+                dead: Vec::new(),
+            };
+            for msg in msgs {
                 let payload = msg.payload().unwrap_or(&[]);
-                codec2.decode_event(payload).and_then(|e| {
+                let result = codec.decode_event(payload).and_then(|e| {
                     e.validate_at(now, skew)?;
                     Ok(e)
-                })
-            })
-            .collect();
-        (batch, decoded)
-    })
-    .await?;
-
-    let mut events = Vec::with_capacity(batch.len());
-    let mut sources = Vec::with_capacity(batch.len());
-    let mut dead = 0u64;
-    let mut deliveries = Vec::with_capacity(batch.len());
-    for (msg, result) in batch.iter().zip(decoded) {
-        match result {
-            Ok(event) => {
-                sources.push(SourcePosition {
-                    topic: msg.topic().to_string(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
                 });
-                events.push(event);
+                match result {
+                    Ok(event) => {
+                        out.sources.push(SourcePosition {
+                            topic: msg.topic().to_string(),
+                            partition: msg.partition(),
+                            offset: msg.offset(),
+                        });
+                        out.events.push(event);
+                    }
+                    Err(err) => out.dead.push(DeadLetter {
+                        error: err.to_string(),
+                        kind: err.kind(),
+                        msg,
+                    }),
+                }
             }
-            Err(err) => {
-                tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %err, "dead letter");
-                metrics::counter!(m::DEAD_LETTERS, "topic" => msg.topic().to_string(), "reason" => err.kind()).increment(1);
-                deliveries.push(
-                    send(
-                        producer,
-                        dead_letter(cfg, msg, &err.to_string(), err.kind()),
-                    )
-                    .await?,
-                );
-                dead += 1;
-            }
+            out
+        })
+        .await?;
+        for d in &decoded.dead {
+            tracing::warn!(topic = d.msg.topic(), partition = d.msg.partition(), offset = d.msg.offset(), error = %d.error, "dead letter");
+            metrics::counter!(m::DEAD_LETTERS, "topic" => d.msg.topic().to_string(), "reason" => d.kind).increment(1);
         }
+        Ok(Batch {
+            data: decoded,
+            offsets,
+        })
     }
+}
 
-    // enrich → score → decide
-    let verdicts = scorer
-        .score_batch(&events, &sources, now_ms(), buffers)
-        .await;
+/// enrich: one feature-store call per batch (async I/O).
+struct Enrich<S> {
+    scorer: Arc<Scorer<S>>,
+}
 
-    // publish
-    let mut payload = Vec::with_capacity(1024);
-    let now = now_ms();
-    for verdict in &verdicts {
-        payload.clear();
-        codec.encode_into(
-            SchemaKind::Verdict,
-            &cfg.topics.verdicts,
-            verdict,
-            &mut payload,
-        )?;
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "riskstream.event_id",
-            value: Some(verdict.event_id.as_bytes()),
-        });
-        let record = FutureRecord::to(&cfg.topics.verdicts)
-            .key(verdict.account_id.as_bytes())
-            .payload(payload.as_slice())
-            .headers(headers);
-        deliveries.push(send(producer, record).await?);
-        metrics::histogram!(m::EVENT_TO_VERDICT_SECONDS)
-            .record((now - verdict.event_time).max(0) as f64 / 1000.0);
+impl<S: FeatureStore> Stage for Enrich<S> {
+    type In = Decoded;
+    type Out = (Decoded, Enriched);
+    fn name(&self) -> &'static str {
+        "enrich"
     }
-    report.verdicts += verdicts.len() as u64;
-    metrics::counter!(m::PRODUCED, "topic" => cfg.topics.verdicts.clone())
-        .increment(verdicts.len() as u64);
-    if dead > 0 {
-        report.dead_letters += dead;
-        metrics::counter!(m::PRODUCED, "topic" => cfg.topics.dead_letters.clone()).increment(dead);
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let enriched = self.scorer.enrich(&batch.data.events).await;
+        Ok(Batch {
+            data: (batch.data, enriched),
+            offsets: batch.offsets,
+        })
     }
+}
 
-    Ok(acks_for(&batch, deliveries))
+/// One verdict, encoded and ready to publish.
+struct Encoded {
+    key: String,
+    event_id: String,
+    event_time: i64,
+    payload: Vec<u8>,
+}
+
+/// A batch ready to publish: its dead letters and its verdicts.
+struct Scored {
+    dead: Vec<DeadLetter>,
+    verdicts: Vec<Encoded>,
+}
+
+/// score: inference, policy, reason codes, verdict assembly and encoding (compute pool).
+struct Score<S> {
+    scorer: Arc<Scorer<S>>,
+    codec: Arc<Codec>,
+    topic: String,
+    buffers: Buffers,
+}
+
+impl<S: FeatureStore> Stage for Score<S> {
+    type In = (Decoded, Enriched);
+    type Out = Scored;
+    fn name(&self) -> &'static str {
+        "score"
+    }
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let (scorer, codec, topic) = (self.scorer.clone(), self.codec.clone(), self.topic.clone());
+        let mut buffers = std::mem::take(&mut self.buffers);
+        let Batch {
+            data: (decoded, enriched),
+            offsets,
+        } = batch;
+        let (buffers, result) = stages::compute(move || {
+            let verdicts = scorer.score_enriched(
+                &decoded.events,
+                &decoded.sources,
+                enriched,
+                now_ms(),
+                &mut buffers,
+            );
+            let encoded: Result<Vec<Encoded>, WorkerError> = verdicts
+                .into_iter()
+                .map(|v| {
+                    let mut payload = Vec::with_capacity(1024);
+                    codec.encode_into(SchemaKind::Verdict, &topic, &v, &mut payload)?;
+                    Ok(Encoded {
+                        key: v.account_id,
+                        event_id: v.event_id,
+                        event_time: v.event_time,
+                        payload,
+                    })
+                })
+                .collect();
+            (
+                buffers,
+                encoded.map(|verdicts| Scored {
+                    dead: decoded.dead,
+                    verdicts,
+                }),
+            )
+        })
+        .await?;
+        self.buffers = buffers;
+        Ok(Batch {
+            data: result?,
+            offsets,
+        })
+    }
+}
+
+/// publish: dead letters and verdicts to the producer (keyed by account, with the
+/// `riskstream.event_id` header); passes the delivery futures on.
+struct Publish {
+    cfg: Arc<WorkerConfig>,
+    producer: FutureProducer,
+    report: SharedReport,
+}
+
+impl Stage for Publish {
+    type In = Scored;
+    type Out = Vec<DeliveryFuture>;
+    fn name(&self) -> &'static str {
+        "publish"
+    }
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let Scored { dead, verdicts } = &batch.data;
+        let mut deliveries = Vec::with_capacity(dead.len() + verdicts.len());
+        for d in dead {
+            deliveries.push(send(&self.producer, dead_letter(&self.cfg, &d.msg, &d.error, d.kind)).await?);
+        }
+        let now = now_ms();
+        let verdict_bytes = metrics::histogram!(m::VERDICT_BYTES);
+        for v in verdicts {
+            verdict_bytes.record(v.payload.len() as f64);
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "riskstream.event_id",
+                value: Some(v.event_id.as_bytes()),
+            });
+            let record = FutureRecord::to(&self.cfg.topics.verdicts)
+                .key(v.key.as_bytes())
+                .payload(v.payload.as_slice())
+                .headers(headers);
+            deliveries.push(send(&self.producer, record).await?);
+            metrics::histogram!(m::EVENT_TO_VERDICT_SECONDS)
+                .record((now - v.event_time).max(0) as f64 / 1000.0);
+        }
+        let (n_verdicts, n_dead) = (verdicts.len() as u64, dead.len() as u64);
+        metrics::counter!(m::PRODUCED, "topic" => self.cfg.topics.verdicts.clone()).increment(n_verdicts);
+        if n_dead > 0 {
+            metrics::counter!(m::PRODUCED, "topic" => self.cfg.topics.dead_letters.clone())
+                .increment(n_dead);
+        }
+        {
+            let mut r = self.report.lock().expect("report lock");
+            r.verdicts += n_verdicts;
+            r.dead_letters += n_dead;
+        }
+        Ok(batch.with(deliveries))
+    }
 }
 
 /// The dead-letter record: original key, payload and headers, plus headers naming the error
@@ -481,33 +594,4 @@ pub(crate) fn dead_letter<'a>(
         record = record.key(k);
     }
     record
-}
-
-/// Awaits each batch's deliveries in order and only then stores its offsets.
-async fn acker(
-    consumer: Arc<WorkerConsumer>,
-    mut rx: mpsc::Receiver<PendingAcks>,
-) -> Result<(), WorkerError> {
-    while let Some(pending) = rx.recv().await {
-        for delivery in pending.deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(WorkerError::Delivery(e)),
-                Err(_canceled) => return Err(WorkerError::Delivery(KafkaError::Canceled)),
-            }
-        }
-        if let Some(ts) = pending.oldest_ts {
-            metrics::histogram!(m::CONSUME_TO_PRODUCE_SECONDS)
-                .record((now_ms() - ts).max(0) as f64 / 1000.0);
-        }
-        let mut tpl = TopicPartitionList::with_capacity(pending.offsets.len());
-        for (topic, partition, next) in &pending.offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        }
-        if let Err(e) = consumer.store_offsets(&tpl) {
-            // The partition was revoked meanwhile: its new owner re-reads from the last commit.
-            tracing::debug!(error = %e, records = pending.records, "offsets not stored (partition revoked?)");
-        }
-    }
-    Ok(())
 }

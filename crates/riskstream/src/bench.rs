@@ -40,15 +40,19 @@ pub struct BenchArgs {
     /// Partitions per input topic.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
-    /// Offered rate for the latency run, events/s.
-    #[arg(long, default_value_t = 10_000.0)]
-    pub latency_rate: f64,
-    /// Length of the latency run, seconds.
+    /// Offered rates for the latency runs, events/s (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',', default_values_t = [2_000.0, 10_000.0])]
+    pub latency_rate: Vec<f64>,
+    /// Length of each latency run, seconds.
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
     /// Model directory.
     #[arg(long, default_value = "models")]
     pub models: String,
+    /// History-scaling run: events per account pre-loaded into a fresh store namespace (spread
+    /// over the 7 days before the stream) before the same stream is scored again; 0 skips it.
+    #[arg(long, default_value_t = 500)]
+    pub history_per_account: usize,
     /// Extra librdkafka properties for the workers and clients (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
@@ -76,6 +80,15 @@ impl Worker {
         if batches == 0.0 {
             return "no batches recorded".into();
         }
+        let mut stages = String::new();
+        for stage in ["decode", "enrich", "score", "publish", "copy"] {
+            let sum = value(&format!(
+                "riskstream_stage_seconds_sum{{stage=\"{stage}\"}}"
+            ));
+            if sum > 0.0 {
+                stages += &format!(" {stage} {:.1}", 1e6 * sum / events);
+            }
+        }
         let store = value("riskstream_feature_store_seconds_sum");
         let mut out = format!(
             "mean batch {:.0} events; feature store {:.2} ms/batch = {:.1} us/event",
@@ -93,6 +106,22 @@ impl Worker {
             if count > 0.0 {
                 out += &format!("; {model} {:.3} ms/call", 1e3 * sum / count);
             }
+        }
+        let explain = value("riskstream_explain_seconds_sum");
+        if explain > 0.0 {
+            out += &format!("; reason codes {:.1} us/event", 1e6 * explain / events);
+        }
+        let verdict_bytes = value("riskstream_verdict_bytes_sum");
+        let verdicts = value("riskstream_verdict_bytes_count");
+        if verdicts > 0.0 {
+            out += &format!("; mean verdict {:.0} bytes", verdict_bytes / verdicts);
+        }
+        let degraded = value("riskstream_degraded_total");
+        if degraded > 0.0 {
+            out += &format!("; {degraded:.0} events scored degraded (store deadline missed)");
+        }
+        if !stages.is_empty() {
+            out += &format!("\n                    time per stage, us/event (stages overlap):{stages}");
         }
         out
     }
@@ -139,6 +168,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         dead_letters: format!("{run_id}-dlq"),
         labels: format!("{run_id}-labels"),
     };
+    // The passthrough has its own input topics (same records), so the scoring worker never
+    // sees the passthrough's latency-run events as a backlog.
+    let pass_topics = Topics {
+        capture_sessions: format!("{run_id}-pass-capture-sessions"),
+        transactions: format!("{run_id}-pass-transactions"),
+        ..topics.clone()
+    };
     let passthrough_out = format!("{run_id}-passthrough-out");
     let p = args.partitions;
     kafka_util::create_topics(
@@ -147,6 +183,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         &[
             (&topics.capture_sessions, p),
             (&topics.transactions, p),
+            (&pass_topics.capture_sessions, p),
+            (&pass_topics.transactions, p),
             (&topics.verdicts, p),
             (&topics.dead_letters, 1),
             (&topics.labels, 1),
@@ -163,20 +201,22 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let codec = Codec::registry_free();
     let (producer, _) = kafka_util::load_producer(&args.brokers, &extra)?;
     let started = Instant::now();
-    produce(
-        &producer,
-        &codec,
-        &topics,
-        Simulator::new(SimConfig::for_events(args.events, 101)),
-        args.events,
-        None,
-        false,
-        |_| {},
-    )
-    .await?;
+    for t in [&topics, &pass_topics] {
+        produce(
+            &producer,
+            &codec,
+            t,
+            Simulator::new(SimConfig::for_events(args.events, 101)),
+            args.events,
+            None,
+            false,
+            |_| {},
+        )
+        .await?;
+    }
     let producer = flush(producer).await?;
     println!(
-        "  loaded {} events in {:.1} s",
+        "  loaded {} events (twice: passthrough and pipeline inputs) in {:.1} s",
         args.events,
         started.elapsed().as_secs_f64()
     );
@@ -184,9 +224,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // 1. Passthrough ceiling.
     let worker = spawn_worker(
         &args,
-        &topics,
+        &pass_topics,
         &passthrough_out,
         &format!("{run_id}-pass"),
+        None,
         true,
     )?;
     let pass = drain(
@@ -202,24 +243,32 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         pass.throughput,
         worker.peak_rss_mb()
     );
-    let producer = latency_run(
-        &args,
-        &extra,
-        &topics,
-        &passthrough_out,
-        producer,
-        303,
-        "passthrough",
-    )
-    .await?;
+    let mut producer = producer;
+    let mut seed = 303;
+    for &rate in &args.latency_rate {
+        producer = latency_run(
+            &args,
+            &extra,
+            &pass_topics,
+            &passthrough_out,
+            producer,
+            seed,
+            rate,
+            "passthrough",
+        )
+        .await?;
+        seed += 1;
+    }
     worker.stop()?;
 
     // 2. Full pipeline: decode, Redis features, both models, policy, verdicts.
+    let cpu_before = redis_cpu_seconds(&args.redis);
     let worker = spawn_worker(
         &args,
         &topics,
         &topics.verdicts,
         &format!("{run_id}-score"),
+        None,
         false,
     )?;
     let full = drain(
@@ -230,6 +279,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None,
     )
     .await?;
+    let cpu_after = redis_cpu_seconds(&args.redis);
     println!(
         "  pipeline          {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio pipeline/passthrough {:.2}",
         full.throughput,
@@ -237,18 +287,29 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         full.throughput / pass.throughput
     );
     println!("                    {}", worker.stage_report());
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        println!(
+            "  redis server CPU  {:>9.2} us/event (user+sys from INFO, over the pipeline run)",
+            1e6 * (after - before) / args.events as f64
+        );
+    }
 
-    // 3. Latency at a fixed offered rate, same worker (now caught up).
-    let producer = latency_run(
-        &args,
-        &extra,
-        &topics,
-        &topics.verdicts,
-        producer,
-        202,
-        "pipeline",
-    )
-    .await?;
+    // 3. Latency at fixed offered rates, same worker (now caught up).
+    let mut seed = 202;
+    for &rate in &args.latency_rate {
+        producer = latency_run(
+            &args,
+            &extra,
+            &topics,
+            &topics.verdicts,
+            producer,
+            seed,
+            rate,
+            "pipeline",
+        )
+        .await?;
+        seed += 1;
+    }
     let rss = worker.peak_rss_mb();
     println!(
         "                    whole scoring worker: {}",
@@ -256,8 +317,136 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     worker.stop()?;
     println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
+
+    // 4. History scaling: the same stream again, on a store pre-loaded with long histories.
+    if args.history_per_account > 0 {
+        let prefix = format!("{run_id}-hist");
+        let started = Instant::now();
+        let loaded = preload_history(&args, &prefix).await?;
+        println!(
+            "  history: pre-loaded {} events ({} per account, {} accounts) in {:.1} s",
+            loaded.events,
+            args.history_per_account,
+            loaded.accounts,
+            started.elapsed().as_secs_f64()
+        );
+        let hist_out = format!("{run_id}-hist-verdicts");
+        kafka_util::create_topics(&args.brokers, &extra, &[(&hist_out, p)]).await?;
+        let worker = spawn_worker(&args, &topics, &hist_out, &prefix, Some(&prefix), false)?;
+        let hist = drain(
+            args.brokers.clone(),
+            extra.clone(),
+            hist_out.clone(),
+            args.events,
+            None,
+        )
+        .await?;
+        println!(
+            "  pipeline history  {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio history/fresh {:.2}",
+            hist.throughput,
+            worker.peak_rss_mb(),
+            hist.throughput / full.throughput
+        );
+        println!("                    {}", worker.stage_report());
+        worker.stop()?;
+    }
     tokio::task::spawn_blocking(move || drop(producer)).await?;
     Ok(())
+}
+
+/// Redis server CPU time so far (user + sys, seconds), from `INFO cpu`; `None` if unreachable.
+fn redis_cpu_seconds(url: &str) -> Option<f64> {
+    let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
+    let info: String = redis::cmd("INFO").arg("cpu").query(&mut conn).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+    };
+    Some(field("used_cpu_user")? + field("used_cpu_sys")?)
+}
+
+struct Preloaded {
+    events: usize,
+    accounts: usize,
+}
+
+/// Writes `history_per_account` events for every account of the benchmark's stream into the
+/// store under `prefix`, spread evenly over the 7 days before the stream starts, each on the
+/// account's first device, IP and country (logins, card payments, trades, deposits and small
+/// transfers to one known address): long but ordinary histories, under the retention cap.
+async fn preload_history(args: &BenchArgs, prefix: &str) -> anyhow::Result<Preloaded> {
+    use riskstream_events::TransactionKind;
+    use riskstream_features::{EventFacts, FactKind, FeatureStore, RedisStore, StoreLimits};
+    const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+    let cfg = SimConfig::for_events(args.events, 101);
+    let start = cfg.start_ms;
+    // (account, device, ip, country) of each account's first event, in first-seen order.
+    let mut seen = std::collections::HashSet::new();
+    let mut accounts: Vec<[String; 4]> = Vec::new();
+    for e in Simulator::new(cfg).take(args.events as usize) {
+        let e = e.event;
+        if seen.insert(e.account_id().to_string()) {
+            let f = riskstream_features::inputs::facts(&e);
+            accounts.push([
+                f.account_id.to_string(),
+                f.device_id.to_string(),
+                f.ip.to_string(),
+                f.country.to_string(),
+            ]);
+        }
+    }
+    let store = RedisStore::connect(
+        &args.redis,
+        prefix,
+        StoreLimits::default(),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let per = args.history_per_account;
+    let step = (WEEK_MS - 3_600_000) / per as i64;
+    let kinds = [
+        (TransactionKind::Login, 0),
+        (TransactionKind::CardPayment, 2_500),
+        (TransactionKind::Trade, 0),
+        (TransactionKind::Deposit, 0),
+        (TransactionKind::TransferOut, 4_000),
+    ];
+    let mut ids: Vec<String> = Vec::new();
+    let mut events = 0;
+    // About 20 000 events per call, whole accounts at a time.
+    for chunk in accounts.chunks((20_000 / per).max(1)) {
+        ids.clear();
+        for [account, ..] in chunk {
+            ids.extend((0..per).map(|k| format!("hist-{account}-{k}")));
+        }
+        let mut facts = Vec::with_capacity(chunk.len() * per);
+        for (a, [account, device, ip, country]) in chunk.iter().enumerate() {
+            for k in 0..per {
+                let (kind, usd_cents) = kinds[k % kinds.len()];
+                facts.push(EventFacts {
+                    event_id: &ids[a * per + k],
+                    account_id: account,
+                    device_id: device,
+                    ip,
+                    country,
+                    document: "",
+                    destination: if kind == TransactionKind::TransferOut {
+                        "hist-known-address"
+                    } else {
+                        ""
+                    },
+                    event_time: start - WEEK_MS + 3_600_000 + k as i64 * step,
+                    kind: FactKind::Transaction { kind, usd_cents },
+                });
+            }
+        }
+        store.record_batch(&facts).await?;
+        events += facts.len();
+    }
+    Ok(Preloaded {
+        events,
+        accounts: accounts.len(),
+    })
 }
 
 /// Offers `latency_rate` events/s for `latency_seconds` to the running worker and prints
@@ -269,9 +458,10 @@ async fn latency_run(
     out_topic: &str,
     producer: kafka_util::LoadProducer,
     seed: u64,
+    rate: f64,
     label: &str,
 ) -> anyhow::Result<kafka_util::LoadProducer> {
-    let n = (args.latency_rate * args.latency_seconds as f64) as u64;
+    let n = (rate * args.latency_seconds as f64) as u64;
     let sent: Arc<Mutex<HashMap<String, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
     let reader = tokio::spawn(drain(
@@ -289,7 +479,7 @@ async fn latency_run(
         topics,
         Simulator::new(SimConfig::for_events(n, seed)),
         n,
-        Some(args.latency_rate),
+        Some(rate),
         false,
         |e| {
             sent.lock()
@@ -302,7 +492,7 @@ async fn latency_run(
     let h = lat.latency.as_ref().context("latency histogram")?;
     println!(
         "  latency {label:<11} @ {:.0}/s   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} events, produce → output read)",
-        args.latency_rate,
+        rate,
         h.value_at_quantile(0.5) as f64 / 1000.0,
         h.value_at_quantile(0.9) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
@@ -327,6 +517,7 @@ fn spawn_worker(
     topics: &Topics,
     out: &str,
     group: &str,
+    key_prefix: Option<&str>,
     passthrough: bool,
 ) -> anyhow::Result<Worker> {
     let exe = std::env::current_exe()?;
@@ -361,14 +552,13 @@ fn spawn_worker(
         "--metrics-addr",
         &format!("127.0.0.1:{metrics_port}"),
     ])
-    .args(["--key-prefix", group])
+    .args(["--key-prefix", key_prefix.unwrap_or(group)])
+    // The test broker's group timings; everything else is the worker's shipped defaults.
     .args([
         "-X",
         "consumer.session.timeout.ms=6000",
         "-X",
         "consumer.heartbeat.interval.ms=2000",
-        "-X",
-        "consumer.fetch.wait.max.ms=2",
     ]);
     for x in &args.kafka {
         cmd.args(["-X", x]);

@@ -62,7 +62,8 @@ pub struct WorkerArgs {
     /// Most records per batch. [default: 512]
     #[arg(long, env = "RISKSTREAM_BATCH_MAX")]
     pub batch_max: Option<usize>,
-    /// Longest wait for a batch to fill, ms. [default: 5]
+    /// Extra wait for a batch to fill even when the pipeline is idle, ms; 0 = adaptive: batches
+    /// grow (up to --batch-max) only while the next stage is busy. [default: 0]
     #[arg(long, env = "RISKSTREAM_BATCH_LINGER_MS")]
     pub batch_linger_ms: Option<u64>,
     /// Per-batch feature-store deadline, ms; slower batches are scored degraded. [default: 100]
@@ -163,7 +164,7 @@ impl WorkerArgs {
             bail!("batch_max must be at least 1");
         }
         worker.batch_linger =
-            Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(5));
+            Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(0));
         worker.schema_registry = self.schema_registry.clone().or(file.schema_registry);
         worker.kafka = file.kafka.into_iter().collect();
         for p in &self.kafka {

@@ -190,6 +190,124 @@ fn a_verdict_is_not_an_event() {
     assert_eq!(codec.decode_label(&bytes).unwrap(), label);
 }
 
+fn verdict() -> Verdict {
+    Verdict {
+        event_id: "e1".into(),
+        event_type: EventType::Transaction,
+        account_id: "a1".into(),
+        event_time: 1_700_000_000_000,
+        scored_at: 1_700_000_000_050,
+        decision: Decision::Challenge,
+        friction: Friction::StepUpMfa,
+        scores: vec![ModelScore {
+            model: "ato".into(),
+            version: "2.0.0".into(),
+            score: 0.42,
+            shadow: false,
+        }],
+        reasons: vec!["policy:r".into()],
+        features: vec![FeatureValue {
+            name: "graph_linked_accounts".into(),
+            value: 2.0,
+        }],
+        model_inputs: vec![ModelInputs {
+            model: "ato".into(),
+            version: "2.0.0".into(),
+            values: vec![1.0, 0.5, -3.25],
+        }],
+        degraded: false,
+        degraded_reasons: vec![],
+        source: SourcePosition {
+            topic: "transactions".into(),
+            partition: 3,
+            offset: 99,
+        },
+    }
+}
+
+#[test]
+fn a_verdict_round_trips_with_its_model_inputs() {
+    let codec = Codec::registry_free();
+    let bytes = codec.encode(SchemaKind::Verdict, "verdicts", &verdict()).unwrap();
+    let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
+    assert_eq!(back, verdict());
+}
+
+/// A verdict as schema version 1 wrote it (no `model_inputs`; every model input by name).
+#[derive(serde::Serialize)]
+struct VerdictV1 {
+    event_id: String,
+    event_type: EventType,
+    account_id: String,
+    event_time: i64,
+    scored_at: i64,
+    decision: Decision,
+    friction: Friction,
+    scores: Vec<ModelScore>,
+    reasons: Vec<String>,
+    features: Vec<FeatureValue>,
+    degraded: bool,
+    degraded_reasons: Vec<String>,
+    source: SourcePosition,
+}
+
+#[test]
+fn a_verdict_written_with_schema_version_1_still_decodes() {
+    let codec = Codec::registry_free();
+    let history = codec.schemas().history();
+    let v1 = history
+        .iter()
+        .find(|h| h.kind == SchemaKind::Verdict && h.version == 1)
+        .expect("verdict v1 in the history");
+    assert_ne!(
+        v1.fingerprint,
+        codec.schemas().get(SchemaKind::Verdict).fingerprint,
+        "a changed schema has a new fingerprint"
+    );
+    // Written exactly as a v1 release did: v1's fingerprint, v1's body.
+    let (_, source) = crate::schemas::HISTORY
+        .iter()
+        .map(|(k, v, _, src)| ((*k, *v), *src))
+        .find(|(kv, _)| *kv == (SchemaKind::Verdict, 1))
+        .unwrap();
+    let writer = crate::schemas::LoadedSchema::parse(SchemaKind::Verdict, source).unwrap();
+    assert_eq!(writer.fingerprint, v1.fingerprint);
+    let current = verdict();
+    let old = VerdictV1 {
+        event_id: current.event_id.clone(),
+        event_type: current.event_type,
+        account_id: current.account_id.clone(),
+        event_time: current.event_time,
+        scored_at: current.scored_at,
+        decision: current.decision,
+        friction: current.friction,
+        scores: current.scores.clone(),
+        reasons: current.reasons.clone(),
+        features: vec![
+            FeatureValue {
+                name: "tx_usd".into(),
+                value: 12.5,
+            },
+            FeatureValue {
+                name: "graph_linked_accounts".into(),
+                value: 2.0,
+            },
+        ],
+        degraded: true,
+        degraded_reasons: vec!["feature_store_unavailable".into()],
+        source: current.source.clone(),
+    };
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&writer.fingerprint);
+    writer.writer.write_ser(&mut bytes, &old).unwrap();
+    let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
+    assert_eq!(back.event_id, "e1");
+    assert_eq!(back.features, old.features, "v1's named features survive");
+    assert!(back.model_inputs.is_empty(), "the new field takes its default");
+    assert!(back.degraded);
+    assert_eq!(back.source, current.source);
+}
+
 /// A schema-registry stand-in: serves `/schemas/ids/{id}` and `/subjects/{s}/versions` from memory.
 fn registry_stand_in() -> (String, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,0 +1,281 @@
+//! The worker as a chain of small stages (after rust-arroyo's processing strategies):
+//!
+//! ```text
+//! source ─► stage ─► stage ─► … ─► acknowledge
+//! (batches)  Batch<T> in order, each carrying its committable offsets
+//! ```
+//!
+//! - [`source`] reads the consumer and cuts batches **adaptively**: it hands the next stage
+//!   everything that is ready as soon as that stage can take it, so batches are small (low
+//!   latency) when the worker keeps up and grow towards `batch_max` under backlog.
+//! - A [`Stage`] turns a `Batch<In>` into a `Batch<Out>`; [`spawn`] runs it as its own task
+//!   joined to the next by a channel of one batch, so stages overlap (the store round trip of
+//!   batch N+1 runs while batch N is inferred and batch N−1 published) and in-flight work is
+//!   bounded: at most one batch in each stage and one waiting between two stages.
+//! - CPU-heavy stages (decode, inference, explanations, encode) run their work through
+//!   [`compute`], on the blocking pool, never on the async threads.
+//! - [`acknowledge`] ends every chain: it awaits the broker's acknowledgement of everything a
+//!   batch produced, in batch order, and only then stores the batch's offsets.
+//!
+//! A stage that fails ends its task with the error; the stages before it then stop (their
+//! next send fails), the ones after it drain what they hold, and the chain reports the error.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::metrics as m;
+use crate::worker::WorkerError;
+
+/// What a batch commits once everything it produced is acknowledged.
+#[derive(Debug, Clone, Default)]
+pub struct Offsets {
+    /// (topic, partition, next offset to consume)
+    pub next: Vec<(String, i32, i64)>,
+    /// Oldest broker timestamp in the batch (ms), for consume → produce latency.
+    pub oldest_ts: Option<i64>,
+    /// Records in the batch.
+    pub records: usize,
+}
+
+impl Offsets {
+    /// The offsets and timestamps `msgs` acknowledge.
+    pub fn of(msgs: &[OwnedMessage]) -> Offsets {
+        let mut out = Offsets {
+            records: msgs.len(),
+            ..Offsets::default()
+        };
+        for msg in msgs {
+            if let Some(ts) = msg.timestamp().to_millis() {
+                out.oldest_ts = Some(out.oldest_ts.map_or(ts, |o| o.min(ts)));
+            }
+            match out
+                .next
+                .iter_mut()
+                .find(|(t, p, _)| t == msg.topic() && *p == msg.partition())
+            {
+                Some(entry) => entry.2 = entry.2.max(msg.offset() + 1),
+                None => out
+                    .next
+                    .push((msg.topic().to_string(), msg.partition(), msg.offset() + 1)),
+            }
+        }
+        out
+    }
+}
+
+/// A batch of `T` and the offsets it commits.
+#[derive(Debug)]
+pub struct Batch<T> {
+    pub data: T,
+    pub offsets: Offsets,
+}
+
+impl<T> Batch<T> {
+    /// The same batch (same offsets) carrying other data.
+    pub fn with<U>(self, data: U) -> Batch<U> {
+        Batch {
+            data,
+            offsets: self.offsets,
+        }
+    }
+}
+
+/// One step of a chain.
+pub trait Stage: Send + 'static {
+    type In: Send + 'static;
+    type Out: Send + 'static;
+    /// Label of the stage's `riskstream_stage_seconds` series.
+    fn name(&self) -> &'static str;
+    fn process(
+        &mut self,
+        batch: Batch<Self::In>,
+    ) -> impl Future<Output = Result<Batch<Self::Out>, WorkerError>> + Send;
+}
+
+/// The task running one stage; its result is the stage's error, if any.
+pub type StageTask = JoinHandle<Result<(), WorkerError>>;
+
+/// Runs `stage` as its own task over the batches from `rx`, in order; returns the channel of
+/// its output (capacity one batch: back-pressure reaches the source).
+pub fn spawn<S: Stage>(
+    mut stage: S,
+    mut rx: mpsc::Receiver<Batch<S::In>>,
+) -> (mpsc::Receiver<Batch<S::Out>>, StageTask) {
+    let (tx, out) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let name = stage.name();
+        let histogram = metrics::histogram!(m::STAGE_SECONDS, "stage" => name);
+        while let Some(batch) = rx.recv().await {
+            let started = Instant::now();
+            let out = stage.process(batch).await?;
+            histogram.record(started.elapsed().as_secs_f64());
+            if tx.send(out).await.is_err() {
+                break; // a later stage stopped: it reports why
+            }
+        }
+        Ok(())
+    });
+    (out, task)
+}
+
+/// Runs CPU-heavy work on the compute (blocking) pool and waits for it.
+pub async fn compute<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WorkerError> {
+    Ok(tokio::task::spawn_blocking(work).await?)
+}
+
+/// How the source cuts batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most records in one batch.
+    pub max: usize,
+    /// Extra wait for more records after the first one, even when the next stage is free
+    /// (0: none — batches then form while the next stage is busy).
+    pub linger: Duration,
+}
+
+/// Reads `consumer` until `shutdown` turns true and sends batches of records to `tx`.
+pub async fn source<C: ConsumerContext + 'static>(
+    consumer: Arc<StreamConsumer<C>>,
+    batching: Batching,
+    mut shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Batch<Vec<OwnedMessage>>>,
+) -> Result<(), WorkerError> {
+    let max = batching.max.max(1);
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
+    loop {
+        // The first record (or shutdown).
+        while batch.is_empty() {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                msg = consumer.recv() => match msg {
+                    Ok(m) => batch.push(m.detach()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consume error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = shutdown.changed() => {}
+                _ = tx.closed() => return Ok(()), // the chain stopped: it reports why
+            }
+        }
+        take_ready(&consumer, &mut batch, max);
+        if !batching.linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + batching.linger;
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Hand over as soon as the next stage takes it; until then keep filling.
+        let permit = loop {
+            if batch.len() >= max {
+                break tx.reserve().await;
+            }
+            tokio::select! {
+                biased;
+                permit = tx.reserve() => break permit,
+                msg = consumer.recv() => match msg {
+                    Ok(m) => {
+                        batch.push(m.detach());
+                        take_ready(&consumer, &mut batch, max);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consume error"),
+                },
+            }
+        };
+        let Ok(permit) = permit else {
+            return Ok(()); // the chain stopped: it reports why
+        };
+        let msgs = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        metrics::histogram!(m::BATCH_SIZE).record(msgs.len() as f64);
+        permit.send(Batch {
+            offsets: Offsets::of(&msgs),
+            data: msgs,
+        });
+    }
+}
+
+/// Moves the records already fetched (no waiting) into `batch`, up to `max`.
+fn take_ready<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    batch: &mut Vec<OwnedMessage>,
+    max: usize,
+) {
+    while batch.len() < max {
+        match consumer.recv().now_or_never() {
+            Some(Ok(m)) => batch.push(m.detach()),
+            Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
+            None => break,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The end of every chain: awaits each batch's deliveries in order and only then stores its
+/// offsets (librdkafka commits stored offsets in the background).
+pub async fn acknowledge<C: ConsumerContext + 'static>(
+    consumer: Arc<StreamConsumer<C>>,
+    mut rx: mpsc::Receiver<Batch<Vec<DeliveryFuture>>>,
+) -> Result<(), WorkerError> {
+    while let Some(batch) = rx.recv().await {
+        for delivery in batch.data {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(WorkerError::Delivery(e)),
+                Err(_canceled) => return Err(WorkerError::Delivery(KafkaError::Canceled)),
+            }
+        }
+        let offsets = batch.offsets;
+        if let Some(ts) = offsets.oldest_ts {
+            metrics::histogram!(m::CONSUME_TO_PRODUCE_SECONDS)
+                .record((now_ms() - ts).max(0) as f64 / 1000.0);
+        }
+        let mut tpl = TopicPartitionList::with_capacity(offsets.next.len());
+        for (topic, partition, next) in &offsets.next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // The partition was revoked meanwhile: its new owner re-reads from the last commit.
+            tracing::debug!(error = %e, records = offsets.records, "offsets not stored (partition revoked?)");
+        }
+    }
+    Ok(())
+}
+
+/// Waits for every task of a chain; the first error (in chain order) wins.
+pub async fn join(tasks: Vec<StageTask>) -> Result<(), WorkerError> {
+    let mut first = None;
+    for task in tasks {
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) => Err(WorkerError::Join(e)),
+        };
+        if let (Err(e), None) = (result, &first) {
+            first = Some(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
