@@ -12,10 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use riskstream_events::{Codec, LabelKind};
 use riskstream_features::FeatureStore;
 use tokio::sync::watch;
@@ -23,7 +21,8 @@ use tokio::sync::watch;
 use crate::config::WorkerConfig;
 use crate::metrics as m;
 use crate::scorer::Scorer;
-use crate::worker::{client_configs, dead_letter, send, WorkerError};
+use crate::stages::{self, Batch, Offsets, Stage};
+use crate::worker::{client_configs, dead_letter, drive_chain, send, Input, Shared, WorkerError};
 
 /// What the labels consumer did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,78 +61,105 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Consumes `cfg.topics.labels` until `shutdown`, applying labels to the scorer's store.
+/// The chain: source → apply → acknowledge (the same stages as the scoring worker).
 pub async fn run_labels<S: FeatureStore>(
     cfg: WorkerConfig,
     scorer: Arc<Scorer<S>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<LabelsReport, WorkerError> {
-    let codec = match &cfg.schema_registry {
+    let codec = Arc::new(match &cfg.schema_registry {
         Some(url) => Codec::with_registry(url),
         None => Codec::registry_free(),
-    };
+    });
     let (mut consumer_cfg, producer_cfg) = client_configs(&cfg);
     consumer_cfg
         .set("group.id", format!("{}.labels", cfg.group))
         .remove("statistics.interval.ms");
-    let consumer: Arc<StreamConsumer> = Arc::new(consumer_cfg.create()?);
-    let producer: FutureProducer = producer_cfg.create()?;
-    consumer.subscribe(&[&cfg.topics.labels])?;
-    tracing::info!(topic = %cfg.topics.labels, "labels consumer subscribed");
-    let mut report = LabelsReport::default();
-    let result = async {
-        loop {
-            let msg = tokio::select! {
-                _ = stopped(&mut shutdown) => break,
-                msg = consumer.recv() => match msg {
-                    Ok(msg) => msg.detach(),
-                    Err(e) => {
-                        // e.g. the topic does not exist yet: keep polling, slowly.
-                        tracing::warn!(error = %e, "labels consumer: broker error");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
+    let cfg = Arc::new(cfg);
+    let input = Input {
+        consumer: consumer_cfg,
+        topics: vec![&cfg.topics.labels],
+    };
+    let stop = shutdown.clone();
+    let report = drive_chain(
+        &cfg,
+        input,
+        producer_cfg,
+        shutdown,
+        |rx, producer, report| {
+            let (rx, apply) = stages::spawn(
+                Apply {
+                    cfg: cfg.clone(),
+                    codec,
+                    scorer,
+                    producer,
+                    shutdown: stop,
+                    report,
                 },
-            };
-            if !apply_one(
-                &cfg,
-                &codec,
-                &scorer.store,
-                &producer,
-                &msg,
-                &mut shutdown,
-                &mut report,
-            )
-            .await?
-            {
-                break; // shutdown while waiting for the store: not applied, not committed
-            }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(
-                msg.topic(),
-                msg.partition(),
-                Offset::Offset(msg.offset() + 1),
-            )?;
-            consumer.store_offsets(&tpl)?;
-        }
-        Ok::<(), WorkerError>(())
-    }
-    .await;
-    let c = consumer.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = c.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "labels: final commit");
-        }
-        c.unsubscribe();
-    })
+                rx,
+            );
+            (rx, vec![apply])
+        },
+    )
     .await?;
-    tokio::task::spawn_blocking(move || drop(consumer)).await?;
-    tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await??;
-    result?;
     tracing::info!(?report, "labels consumer stopped");
     Ok(report)
 }
 
-/// Applies one label record; false if shutdown came first.
+/// apply: each label of the batch, in order, to the identity graph; retried while the store
+/// is down. On shutdown during a retry, the batch goes on with only the labels applied so far
+/// (their offsets alone are stored: the rest is read again by the next owner).
+struct Apply<S> {
+    cfg: Arc<WorkerConfig>,
+    codec: Arc<Codec>,
+    scorer: Arc<Scorer<S>>,
+    producer: FutureProducer,
+    shutdown: watch::Receiver<bool>,
+    report: Shared<LabelsReport>,
+}
+
+impl<S: FeatureStore> Stage for Apply<S> {
+    type In = Vec<OwnedMessage>;
+    type Out = Vec<DeliveryFuture>;
+    fn name(&self) -> &'static str {
+        "apply_labels"
+    }
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let mut deliveries = Vec::new();
+        let mut applied = 0;
+        for msg in &batch.data {
+            let mut report = *self.report.lock().expect("report lock");
+            let done = apply_one(
+                &self.cfg,
+                &self.codec,
+                &self.scorer.store,
+                &self.producer,
+                msg,
+                &mut self.shutdown,
+                &mut report,
+                &mut deliveries,
+            )
+            .await?;
+            *self.report.lock().expect("report lock") = report;
+            if !done {
+                break; // shutdown while waiting for the store: not applied, not committed
+            }
+            applied += 1;
+        }
+        if applied == batch.data.len() {
+            Ok(batch.with(deliveries))
+        } else {
+            Ok(Batch {
+                offsets: Offsets::of(&batch.data[..applied]),
+                data: deliveries,
+            })
+        }
+    }
+}
+
+/// Applies one label record (a dead letter's delivery goes to `deliveries`); false if
+/// shutdown came first.
+#[allow(clippy::too_many_arguments)]
 async fn apply_one<S: FeatureStore>(
     cfg: &WorkerConfig,
     codec: &Codec,
@@ -142,33 +168,31 @@ async fn apply_one<S: FeatureStore>(
     msg: &OwnedMessage,
     shutdown: &mut watch::Receiver<bool>,
     report: &mut LabelsReport,
+    deliveries: &mut Vec<DeliveryFuture>,
 ) -> Result<bool, WorkerError> {
     metrics::counter!(m::CONSUMED, "topic" => cfg.topics.labels.clone()).increment(1);
     let reject = |reason: String, kind: &'static str| async move {
         tracing::warn!(reason = %reason, offset = msg.offset(), "label dead-lettered");
         metrics::counter!(m::DEAD_LETTERS, "topic" => cfg.topics.labels.clone(), "reason" => kind)
             .increment(1);
-        let delivery = send(producer, dead_letter(cfg, msg, &reason, kind)).await?;
-        match delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(WorkerError::Delivery(e)),
-            Err(_) => Err(WorkerError::Delivery(rdkafka::error::KafkaError::Canceled)),
-        }
+        send(producer, dead_letter(cfg, msg, &reason, kind)).await
     };
     let label = match codec.decode_label(msg.payload().unwrap_or(&[])) {
         Ok(l) => l,
         Err(e) => {
-            reject(e.to_string(), e.kind()).await?;
+            deliveries.push(reject(e.to_string(), e.kind()).await?);
             report.dead_letters += 1;
             return Ok(true);
         }
     };
     let Some(account) = label.account_id.filter(|a| !a.is_empty()) else {
-        reject(
-            "label without an account_id: the identity graph is keyed by account".into(),
-            "label_without_account",
-        )
-        .await?;
+        deliveries.push(
+            reject(
+                "label without an account_id: the identity graph is keyed by account".into(),
+                "label_without_account",
+            )
+            .await?,
+        );
         report.dead_letters += 1;
         return Ok(true);
     };

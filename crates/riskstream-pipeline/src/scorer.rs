@@ -52,6 +52,19 @@ pub struct Buffers {
 const MIN_ATTRIBUTION: f32 = 0.1;
 /// Ungrouped inputs occluded per flagged event (besides every input group).
 pub const ATTRIBUTION_CANDIDATES: usize = 8;
+/// The same for models with grouped inputs (a sequence encoder such as the behavioral GRU):
+/// each occluded row is a full recurrent pass (~25× an MLP row), and the sequence group is
+/// usually what drives them, so fewer ungrouped inputs are screened.
+pub const ATTRIBUTION_CANDIDATES_SEQUENCE: usize = 3;
+
+/// Ungrouped inputs screened for `model`'s reason codes.
+pub fn attribution_candidates_for(model: &riskstream_models::Model) -> usize {
+    if model.attribution_units().iter().any(|(_, u)| u.len() > 1) {
+        ATTRIBUTION_CANDIDATES_SEQUENCE
+    } else {
+        ATTRIBUTION_CANDIDATES
+    }
+}
 /// Most attribution reason codes per verdict.
 const MAX_ATTRIBUTIONS: usize = 3;
 
@@ -330,7 +343,8 @@ impl<S> Scorer<S> {
 
 /// Reason codes for the `flagged` events: what drove each champion's score, by occlusion.
 /// Candidates are every input group (e.g. the telemetry sequence) and the
-/// [`ATTRIBUTION_CANDIDATES`] inputs furthest from their training distribution; each is
+/// [`ATTRIBUTION_CANDIDATES`] ([`ATTRIBUTION_CANDIDATES_SEQUENCE`] for models with a sequence
+/// group) inputs furthest from their training distribution; each is
 /// re-scored with that unit set to its training mean (from the manifest), and the drop in
 /// log-odds is its contribution (log-odds, not probability: a saturated score near 1 still
 /// shows what holds it up). The strongest positive contributions become `name:+2.31` (at most
@@ -360,6 +374,7 @@ fn explain(
         }
         let model = serving.model(mi);
         let units = model.attribution_units();
+        let max_inputs = attribution_candidates_for(model);
         let k = model.input_names().len();
         let mut occluded = Vec::new();
         let mut base = Vec::with_capacity(k);
@@ -368,7 +383,7 @@ fn explain(
             base.clear();
             model.gather(&rows[i * N_INPUTS..(i + 1) * N_INPUTS], &mut base);
             let mut c = Vec::new();
-            model.attribution_candidates(&base, ATTRIBUTION_CANDIDATES, &mut c);
+            model.attribution_candidates(&base, max_inputs, &mut c);
             for &u in &c {
                 model.push_occluded(&base, u, &mut occluded);
             }

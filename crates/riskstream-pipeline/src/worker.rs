@@ -182,7 +182,7 @@ pub async fn run_passthrough(
     let cfg = Arc::new(cfg);
     drive(&cfg, shutdown, |rx, producer, report| {
         let (rx, copy) = stages::spawn(
-            Copy {
+            CopyRecords {
                 topic: cfg.topics.verdicts.clone(),
                 producer,
                 report,
@@ -195,11 +195,16 @@ pub async fn run_passthrough(
 }
 
 /// Counters shared by a chain's stages.
-type SharedReport = Arc<std::sync::Mutex<WorkerReport>>;
+pub(crate) type Shared<R> = Arc<std::sync::Mutex<R>>;
+type SharedReport = Shared<WorkerReport>;
 
-/// The Kafka lifecycle around a chain: consumer and producer, the source, the chain that
-/// `build` makes between them, the acknowledgement stage, and at the end one synchronous
-/// commit, leaving the group and flushing the producer (each off the async threads).
+/// What a chain consumes: a consumer config (group included) and its topics.
+pub(crate) struct Input<'a> {
+    pub consumer: ClientConfig,
+    pub topics: Vec<&'a str>,
+}
+
+/// Runs a chain ([`drive_chain`]) on the worker's input topics and its consumer group.
 async fn drive<F>(
     cfg: &WorkerConfig,
     shutdown: watch::Receiver<bool>,
@@ -215,13 +220,44 @@ where
         Vec<stages::StageTask>,
     ),
 {
-    let (consumer_cfg, producer_cfg) = client_configs(cfg);
-    let consumer: Arc<WorkerConsumer> = Arc::new(consumer_cfg.create_with_context(WorkerContext)?);
-    let producer: FutureProducer = producer_cfg.create()?;
-    consumer.subscribe(&[&cfg.topics.capture_sessions, &cfg.topics.transactions])?;
-    tracing::info!(group = %cfg.group, brokers = %cfg.brokers, "worker subscribed");
+    let (consumer, producer) = client_configs(cfg);
+    let input = Input {
+        consumer,
+        topics: vec![&cfg.topics.capture_sessions, &cfg.topics.transactions],
+    };
+    let report = drive_chain(cfg, input, producer, shutdown, build).await?;
+    tracing::info!(?report, "worker stopped");
+    Ok(report)
+}
 
-    let report: SharedReport = Arc::default();
+/// The Kafka lifecycle around a chain: consumer and producer, the source, the chain that
+/// `build` makes between them, the acknowledgement stage, and at the end one synchronous
+/// commit, leaving the group and flushing the producer (each off the async threads).
+pub(crate) async fn drive_chain<R, F>(
+    cfg: &WorkerConfig,
+    input: Input<'_>,
+    producer_cfg: ClientConfig,
+    shutdown: watch::Receiver<bool>,
+    build: F,
+) -> Result<R, WorkerError>
+where
+    R: Default + Copy + Send + 'static,
+    F: FnOnce(
+        mpsc::Receiver<Batch<Vec<OwnedMessage>>>,
+        FutureProducer,
+        Shared<R>,
+    ) -> (
+        mpsc::Receiver<Batch<Vec<DeliveryFuture>>>,
+        Vec<stages::StageTask>,
+    ),
+{
+    let consumer: Arc<WorkerConsumer> =
+        Arc::new(input.consumer.create_with_context(WorkerContext)?);
+    let producer: FutureProducer = producer_cfg.create()?;
+    consumer.subscribe(&input.topics)?;
+    tracing::info!(topics = ?input.topics, brokers = %cfg.brokers, "subscribed");
+
+    let report: Shared<R> = Arc::default();
     let (tx, rx) = mpsc::channel(1);
     let batching = Batching {
         max: cfg.batch_max,
@@ -256,7 +292,6 @@ where
     tokio::task::spawn_blocking(move || drop(consumer)).await?;
     tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await??;
     result?;
-    tracing::info!(?report, "worker stopped");
     Ok(report)
 }
 
@@ -278,13 +313,13 @@ pub(crate) async fn send(
 }
 
 /// copy: each record to `topic` unchanged (key, payload, headers).
-struct Copy {
+struct CopyRecords {
     topic: String,
     producer: FutureProducer,
     report: SharedReport,
 }
 
-impl Stage for Copy {
+impl Stage for CopyRecords {
     type In = Vec<OwnedMessage>;
     type Out = Vec<DeliveryFuture>;
     fn name(&self) -> &'static str {

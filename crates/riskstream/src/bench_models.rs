@@ -12,7 +12,7 @@ use riskstream_events::Event;
 use riskstream_features::inputs::{self, N_INPUTS};
 use riskstream_features::{FeatureStore, MemoryStore, StoreLimits};
 use riskstream_models::{Model, Slot};
-use riskstream_pipeline::scorer::ATTRIBUTION_CANDIDATES;
+use riskstream_pipeline::scorer::attribution_candidates_for;
 use riskstream_pipeline::ServingHandle;
 use riskstream_sim::{SimConfig, Simulator};
 
@@ -132,7 +132,7 @@ fn time_attribution(model: &Model, rows: &[f32], seconds: f64) -> anyhow::Result
     for i in 0..events_per_call {
         base.clear();
         model.gather(&rows[i * N_INPUTS..(i + 1) * N_INPUTS], &mut base);
-        model.attribution_candidates(&base, ATTRIBUTION_CANDIDATES, &mut candidates);
+        model.attribution_candidates(&base, attribution_candidates_for(model), &mut candidates);
         for &u in &candidates {
             model.push_occluded(&base, u, &mut occluded);
         }
