@@ -510,7 +510,12 @@ fn graph_features_light_up_for_accounts_linked_to_a_labelled_fraudster_on_redis_
         ],
         &[],
     );
-    before.extend(read_verdicts(&verdicts, 4, Duration::from_secs(120), &mut seen));
+    before.extend(read_verdicts(
+        &verdicts,
+        4,
+        Duration::from_secs(120),
+        &mut seen,
+    ));
     assert_eq!(seen.len(), 4, "phase 1 verdicts");
     let a_before = before.iter().find(|v| v.event_id == "g-2").unwrap();
     assert_eq!(

@@ -151,7 +151,9 @@ impl Schemas {
                     .reader_schema(current.schema)
                     .build()
                     .unwrap_or_else(|e| {
-                        panic!("historical schema {file} does not resolve into the current one: {e}")
+                        panic!(
+                            "historical schema {file} does not resolve into the current one: {e}"
+                        )
                     });
                 HistoricSchema {
                     kind,

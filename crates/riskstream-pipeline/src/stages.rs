@@ -279,3 +279,152 @@ pub async fn join(tasks: Vec<StageTask>) -> Result<(), WorkerError> {
     }
     first.map_or(Ok(()), Err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adds `add` to every number; fails on the batch whose first number is `fail_at`.
+    struct AddOrFail {
+        add: u32,
+        fail_at: Option<u32>,
+        seen: Arc<std::sync::Mutex<Vec<u32>>>,
+    }
+
+    impl Stage for AddOrFail {
+        type In = Vec<u32>;
+        type Out = Vec<u32>;
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        async fn process(
+            &mut self,
+            batch: Batch<Vec<u32>>,
+        ) -> Result<Batch<Vec<u32>>, WorkerError> {
+            self.seen.lock().unwrap().push(batch.data[0]);
+            if Some(batch.data[0]) == self.fail_at {
+                return Err(WorkerError::Delivery(KafkaError::Canceled));
+            }
+            let out = batch.data.iter().map(|x| x + self.add).collect();
+            Ok(batch.with(out))
+        }
+    }
+
+    fn batch(first: u32, partition_next: i64) -> Batch<Vec<u32>> {
+        Batch {
+            data: vec![first, first + 1],
+            offsets: Offsets {
+                next: vec![("t".into(), 0, partition_next)],
+                oldest_ts: None,
+                records: 2,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn stages_keep_batch_order_and_carry_offsets_through() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(1);
+        let stage = |add| AddOrFail {
+            add,
+            fail_at: None,
+            seen: seen.clone(),
+        };
+        let (rx, a) = spawn(stage(10), rx);
+        let (mut rx, b) = spawn(stage(100), rx);
+        let feeder = tokio::spawn(async move {
+            for i in 0..20 {
+                tx.send(batch(i * 2, i as i64 + 1)).await.unwrap();
+            }
+        });
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push((b.data[0], b.offsets.next[0].2));
+        }
+        feeder.await.unwrap();
+        join(vec![a, b]).await.unwrap();
+        let expected: Vec<(u32, i64)> = (0..20).map(|i| (i * 2 + 110, i as i64 + 1)).collect();
+        assert_eq!(out, expected, "every batch, in order, with its own offsets");
+    }
+
+    #[tokio::test]
+    async fn a_failing_stage_stops_the_chain_and_nothing_after_it_is_passed_on() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel(1);
+        let (rx, a) = spawn(
+            AddOrFail {
+                add: 0,
+                fail_at: Some(6),
+                seen: seen.clone(),
+            },
+            rx,
+        );
+        let (mut rx, b) = spawn(
+            AddOrFail {
+                add: 0,
+                fail_at: None,
+                seen: Arc::default(),
+            },
+            rx,
+        );
+        // The feeder stops when the chain stops taking batches (its send fails).
+        let feeder = tokio::spawn(async move {
+            let mut sent = 0;
+            for i in 0..1000 {
+                if tx.send(batch(i * 2, 1)).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        });
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push(b.data[0]);
+        }
+        assert!(
+            feeder.await.unwrap() < 1000,
+            "the source saw the chain stop"
+        );
+        assert_eq!(out, vec![0, 2, 4], "batches before the failure only");
+        let err = join(vec![a, b]).await.unwrap_err();
+        assert!(matches!(err, WorkerError::Delivery(_)), "{err}");
+    }
+
+    #[test]
+    fn offsets_are_the_next_offset_per_partition_and_the_oldest_timestamp() {
+        use rdkafka::Timestamp;
+        let msg = |topic: &str, partition, offset, ts| {
+            OwnedMessage::new(
+                None,
+                None,
+                topic.to_string(),
+                Timestamp::CreateTime(ts),
+                partition,
+                offset,
+                None,
+            )
+        };
+        let o = Offsets::of(&[
+            msg("a", 0, 10, 500),
+            msg("a", 1, 7, 300),
+            msg("a", 0, 11, 900),
+            msg("b", 0, 3, 400),
+        ]);
+        assert_eq!(
+            o.next,
+            vec![("a".into(), 0, 12), ("a".into(), 1, 8), ("b".into(), 0, 4)]
+        );
+        assert_eq!(o.oldest_ts, Some(300));
+        assert_eq!(o.records, 4);
+        assert!(Offsets::of(&[]).next.is_empty());
+    }
+
+    #[test]
+    fn batch_with_keeps_the_offsets() {
+        let b = batch(1, 42).with("other data");
+        assert_eq!(b.data, "other data");
+        assert_eq!(b.offsets.next, vec![("t".to_string(), 0, 42)]);
+        assert_eq!(b.offsets.records, 2);
+    }
+}

@@ -381,15 +381,25 @@ impl Stage for Decode {
             r.batches += 1;
             r.consumed += batch.data.len() as u64;
         }
-        for topic in [&self.cfg.topics.capture_sessions, &self.cfg.topics.transactions] {
-            let n = batch.data.iter().filter(|b| b.topic() == topic.as_str()).count();
+        for topic in [
+            &self.cfg.topics.capture_sessions,
+            &self.cfg.topics.transactions,
+        ] {
+            let n = batch
+                .data
+                .iter()
+                .filter(|b| b.topic() == topic.as_str())
+                .count();
             if n > 0 {
                 metrics::counter!(m::CONSUMED, "topic" => topic.clone()).increment(n as u64);
             }
         }
         let skew = self.cfg.max_future_skew.as_millis() as i64;
         let codec = self.codec.clone();
-        let Batch { data: msgs, offsets } = batch;
+        let Batch {
+            data: msgs,
+            offsets,
+        } = batch;
         let decoded = stages::compute(move || {
             let now = now_ms();
             let mut out = Decoded {
@@ -544,7 +554,13 @@ impl Stage for Publish {
         let Scored { dead, verdicts } = &batch.data;
         let mut deliveries = Vec::with_capacity(dead.len() + verdicts.len());
         for d in dead {
-            deliveries.push(send(&self.producer, dead_letter(&self.cfg, &d.msg, &d.error, d.kind)).await?);
+            deliveries.push(
+                send(
+                    &self.producer,
+                    dead_letter(&self.cfg, &d.msg, &d.error, d.kind),
+                )
+                .await?,
+            );
         }
         let now = now_ms();
         let verdict_bytes = metrics::histogram!(m::VERDICT_BYTES);
@@ -563,7 +579,8 @@ impl Stage for Publish {
                 .record((now - v.event_time).max(0) as f64 / 1000.0);
         }
         let (n_verdicts, n_dead) = (verdicts.len() as u64, dead.len() as u64);
-        metrics::counter!(m::PRODUCED, "topic" => self.cfg.topics.verdicts.clone()).increment(n_verdicts);
+        metrics::counter!(m::PRODUCED, "topic" => self.cfg.topics.verdicts.clone())
+            .increment(n_verdicts);
         if n_dead > 0 {
             metrics::counter!(m::PRODUCED, "topic" => self.cfg.topics.dead_letters.clone())
                 .increment(n_dead);

@@ -121,7 +121,9 @@ impl Worker {
             out += &format!("; {degraded:.0} events scored degraded (store deadline missed)");
         }
         if !stages.is_empty() {
-            out += &format!("\n                    time per stage, us/event (stages overlap):{stages}");
+            out += &format!(
+                "\n                    time per stage, us/event (stages overlap):{stages}"
+            );
         }
         out
     }
@@ -244,8 +246,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         worker.peak_rss_mb()
     );
     let mut producer = producer;
-    let mut seed = 303;
-    for &rate in &args.latency_rate {
+    for (seed, &rate) in (303..).zip(&args.latency_rate) {
         producer = latency_run(
             &args,
             &extra,
@@ -257,7 +258,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "passthrough",
         )
         .await?;
-        seed += 1;
     }
     worker.stop()?;
 
@@ -295,8 +295,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // 3. Latency at fixed offered rates, same worker (now caught up).
-    let mut seed = 202;
-    for &rate in &args.latency_rate {
+    for (seed, &rate) in (202..).zip(&args.latency_rate) {
         producer = latency_run(
             &args,
             &extra,
@@ -308,7 +307,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             "pipeline",
         )
         .await?;
-        seed += 1;
     }
     let rss = worker.peak_rss_mb();
     println!(
@@ -451,6 +449,7 @@ async fn preload_history(args: &BenchArgs, prefix: &str) -> anyhow::Result<Prelo
 
 /// Offers `latency_rate` events/s for `latency_seconds` to the running worker and prints
 /// produce → output-read latency percentiles (matched by the `riskstream.event_id` header).
+#[allow(clippy::too_many_arguments)]
 async fn latency_run(
     args: &BenchArgs,
     extra: &[(String, String)],

@@ -228,7 +228,9 @@ fn verdict() -> Verdict {
 #[test]
 fn a_verdict_round_trips_with_its_model_inputs() {
     let codec = Codec::registry_free();
-    let bytes = codec.encode(SchemaKind::Verdict, "verdicts", &verdict()).unwrap();
+    let bytes = codec
+        .encode(SchemaKind::Verdict, "verdicts", &verdict())
+        .unwrap();
     let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
     assert_eq!(back, verdict());
 }
@@ -303,7 +305,10 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
     let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
     assert_eq!(back.event_id, "e1");
     assert_eq!(back.features, old.features, "v1's named features survive");
-    assert!(back.model_inputs.is_empty(), "the new field takes its default");
+    assert!(
+        back.model_inputs.is_empty(),
+        "the new field takes its default"
+    );
     assert!(back.degraded);
     assert_eq!(back.source, current.source);
 }
