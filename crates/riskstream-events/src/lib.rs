@@ -8,6 +8,7 @@
 //! encoding (`C3 01` + 8-byte schema fingerprint, the registry-free default) and the Confluent
 //! wire format (`00` + 4-byte schema id, resolved through a schema registry).
 
+pub mod canonical;
 pub mod framing;
 pub mod registry;
 pub mod schemas;

@@ -76,42 +76,65 @@ pub fn current_version(kind: SchemaKind) -> u32 {
         .unwrap_or(1)
 }
 
+/// Until when decoding also accepts the fingerprints that riskstream releases up to
+/// 2026-12-01 wrote (apache-avro 0.22's, which differ from the spec for schemas with logical
+/// types): records already on the topics from those releases stay readable while producers and
+/// consumers upgrade. After this date, drop [`LoadedSchema::legacy_fingerprint`] and
+/// [`HistoricSchema::legacy_fingerprint`] from the look-ups.
+pub const LEGACY_FINGERPRINTS_UNTIL: &str = "2027-06-30";
+
 /// An earlier version of one of our schemas, resolved into the current one.
 pub struct HistoricSchema {
     pub kind: SchemaKind,
     pub version: u32,
     pub file: &'static str,
-    /// Fingerprint of that version (same algorithm as [`LoadedSchema::fingerprint`]).
+    /// Spec fingerprint of that version (see [`LoadedSchema::fingerprint`]).
     pub fingerprint: [u8; 8],
+    /// What releases up to 2026-12-01 wrote for it (see [`LEGACY_FINGERPRINTS_UNTIL`]).
+    pub legacy_fingerprint: [u8; 8],
     /// Reads that version's bodies into values of the current schema.
     pub(crate) resolver: GenericDatumReader<'static>,
 }
 
-fn fingerprint_of(schema: &Schema) -> [u8; 8] {
+/// apache-avro's fingerprint (non-standard for logical types; what older releases wrote).
+fn legacy_fingerprint_of(schema: &Schema) -> [u8; 8] {
     let fp = schema.fingerprint::<Rabin>().bytes;
     let mut fingerprint = [0u8; 8];
     fingerprint.copy_from_slice(&fp[..8]);
     fingerprint
 }
 
+/// One of our schema files cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("{0}")]
+    Avro(#[from] apache_avro::Error),
+    #[error("{0}")]
+    Canonical(#[from] crate::canonical::CanonicalError),
+}
+
 /// One parsed schema with everything needed to read and write it without per-record setup.
 pub struct LoadedSchema {
     pub kind: SchemaKind,
     pub schema: &'static Schema,
-    /// CRC-64-AVRO (Rabin) fingerprint of the parsing canonical form, as used by single-object encoding.
+    /// CRC-64-AVRO (Rabin) fingerprint of the spec's Parsing Canonical Form, in wire order
+    /// (little-endian), as single-object encoding writes it ([`crate::canonical`]).
     pub fingerprint: [u8; 8],
+    /// What releases up to 2026-12-01 wrote for this schema (see [`LEGACY_FINGERPRINTS_UNTIL`]).
+    pub legacy_fingerprint: [u8; 8],
     pub(crate) reader: GenericDatumReader<'static>,
     pub(crate) writer: GenericDatumWriter<'static>,
 }
 
 impl LoadedSchema {
     /// Parses a schema; it lives for the rest of the process (there are a handful of them).
-    pub(crate) fn parse(kind: SchemaKind, source: &str) -> Result<Self, apache_avro::Error> {
+    pub(crate) fn parse(kind: SchemaKind, source: &str) -> Result<Self, SchemaError> {
         let schema: &'static Schema = Box::leak(Box::new(Schema::parse_str(source)?));
         Ok(LoadedSchema {
             kind,
             schema,
-            fingerprint: fingerprint_of(schema),
+            fingerprint: crate::canonical::fingerprint(source)?,
+            legacy_fingerprint: legacy_fingerprint_of(schema),
             reader: GenericDatumReader::builder(schema).build()?,
             writer: GenericDatumWriter::builder(schema)
                 .validate(false)
@@ -159,7 +182,10 @@ impl Schemas {
                     kind,
                     version,
                     file,
-                    fingerprint: fingerprint_of(writer),
+                    fingerprint: crate::canonical::fingerprint(source).unwrap_or_else(|e| {
+                        panic!("historical schema {file} has no canonical form: {e}")
+                    }),
+                    legacy_fingerprint: legacy_fingerprint_of(writer),
                     resolver,
                 }
             })
@@ -174,7 +200,9 @@ impl Schemas {
 
     /// The earlier version with fingerprint `fp`, if any.
     pub fn historic_by_fingerprint(&self, fp: &[u8]) -> Option<&HistoricSchema> {
-        self.history.iter().find(|h| h.fingerprint == fp)
+        self.history
+            .iter()
+            .find(|h| h.fingerprint == fp || h.legacy_fingerprint == fp)
     }
 
     pub fn get(&self, kind: SchemaKind) -> &LoadedSchema {
@@ -185,7 +213,9 @@ impl Schemas {
     }
 
     pub fn by_fingerprint(&self, fp: &[u8]) -> Option<&LoadedSchema> {
-        self.loaded.iter().find(|l| l.fingerprint == fp)
+        self.loaded
+            .iter()
+            .find(|l| l.fingerprint == fp || l.legacy_fingerprint == fp)
     }
 }
 

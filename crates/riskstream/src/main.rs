@@ -32,7 +32,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure inference cost per event for each model at batch 1, 64 and 256.
     BenchModels(bench_models::BenchModelsArgs),
-    /// Print the embedded Avro schemas and their single-object fingerprints.
+    /// Print the embedded Avro schemas (current and historical versions) and their single-object fingerprints.
     Schema,
     /// Print the feature catalogue (every model input) as a Markdown table.
     Features,
@@ -67,13 +67,31 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Schema => {
             let schemas = riskstream_events::Schemas::embedded();
+            let hex = |fp: &[u8]| -> String { fp.iter().map(|b| format!("{b:02x}")).collect() };
+            println!(
+                "single-object fingerprints (CRC-64-AVRO of the spec's canonical form, wire order); \
+                 legacy = what releases up to 2026-12-01 wrote, still accepted until {}",
+                riskstream_events::schemas::LEGACY_FINGERPRINTS_UNTIL
+            );
             for kind in riskstream_events::SchemaKind::ALL {
                 let l = schemas.get(kind);
-                let fp: String = l.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
                 println!(
-                    "{:<22} {:<30} single-object fingerprint {fp}",
+                    "{:<22} {:<30} v{} (current)  single-object fingerprint {}  legacy {}",
                     kind.file_name(),
-                    kind.full_name()
+                    kind.full_name(),
+                    riskstream_events::schemas::current_version(kind),
+                    hex(&l.fingerprint),
+                    hex(&l.legacy_fingerprint)
+                );
+            }
+            for h in schemas.history() {
+                println!(
+                    "{:<22} {:<30} v{} (schema-history/)  single-object fingerprint {}  legacy {}",
+                    h.file,
+                    h.kind.full_name(),
+                    h.version,
+                    hex(&h.fingerprint),
+                    hex(&h.legacy_fingerprint)
                 );
             }
             Ok(())

@@ -266,7 +266,6 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
         codec.schemas().get(SchemaKind::Verdict).fingerprint,
         "a changed schema has a new fingerprint"
     );
-    // Written exactly as a v1 release did: v1's fingerprint, v1's body.
     let (_, source) = crate::schemas::HISTORY
         .iter()
         .map(|(k, v, _, src)| ((*k, *v), *src))
@@ -274,6 +273,7 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
         .unwrap();
     let writer = crate::schemas::LoadedSchema::parse(SchemaKind::Verdict, source).unwrap();
     assert_eq!(writer.fingerprint, v1.fingerprint);
+    assert_eq!(writer.legacy_fingerprint, v1.legacy_fingerprint);
     let current = verdict();
     let old = VerdictV1 {
         event_id: current.event_id.clone(),
@@ -299,18 +299,76 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
         degraded_reasons: vec!["feature_store_unavailable".into()],
         source: current.source.clone(),
     };
-    let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&writer.fingerprint);
-    writer.writer.write_ser(&mut bytes, &old).unwrap();
-    let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
-    assert_eq!(back.event_id, "e1");
-    assert_eq!(back.features, old.features, "v1's named features survive");
-    assert!(
-        back.model_inputs.is_empty(),
-        "the new field takes its default"
-    );
-    assert!(back.degraded);
-    assert_eq!(back.source, current.source);
+    // As a v1 release wrote it (its legacy fingerprint), and as a stock Avro encoder with the
+    // v1 schema would (the spec fingerprint): both decode into the current verdict.
+    for fingerprint in [writer.legacy_fingerprint, writer.fingerprint] {
+        let mut bytes = vec![0xC3, 0x01];
+        bytes.extend_from_slice(&fingerprint);
+        writer.writer.write_ser(&mut bytes, &old).unwrap();
+        let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
+        assert_eq!(back.event_id, "e1");
+        assert_eq!(back.features, old.features, "v1's named features survive");
+        assert!(back.model_inputs.is_empty(), "the new field takes its default");
+        assert!(back.degraded);
+        assert_eq!(back.source, current.source);
+    }
+}
+
+/// Our schemas' single-object fingerprints in wire order, as an independent implementation
+/// computes them: fastavro 1.13.1, `fingerprint(to_parsing_canonical_form(schema),
+/// "CRC-64-AVRO")`, which writes the 64-bit value little-endian as Java's
+/// `SchemaNormalization` does. A schema change must update this table (and add the old
+/// version to `schema-history/`).
+const SPEC_FINGERPRINTS: &[(&str, &str)] = &[
+    ("capture_session.avsc", "0aa435f07390c06f"),
+    ("transaction.avsc", "25424ee9474eb810"),
+    ("verdict.avsc", "8afd21eb611a437a"),
+    ("label.avsc", "b1b7199afb2af893"),
+    ("verdict.v1.avsc", "779ee7141ec264d5"),
+];
+
+fn hex(fp: &[u8]) -> String {
+    fp.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn our_fingerprints_are_the_ones_other_implementations_compute() {
+    let schemas = Schemas::embedded();
+    let ours: Vec<(&str, String)> = SchemaKind::ALL
+        .iter()
+        .map(|k| (k.file_name(), hex(&schemas.get(*k).fingerprint)))
+        .chain(schemas.history().iter().map(|h| (h.file, hex(&h.fingerprint))))
+        .collect();
+    for (file, fp) in &ours {
+        let want = SPEC_FINGERPRINTS
+            .iter()
+            .find(|(f, _)| f == file)
+            .unwrap_or_else(|| panic!("{file} has no fixture"))
+            .1;
+        assert_eq!(fp, want, "{file}");
+    }
+    assert_eq!(ours.len(), SPEC_FINGERPRINTS.len());
+}
+
+#[test]
+fn a_stock_encoder_record_decodes_and_legacy_fingerprints_still_do() {
+    let codec = Codec::registry_free();
+    let tx = transaction();
+    let ours = codec.encode(SchemaKind::Transaction, "t", &tx).unwrap();
+    let loaded = codec.schemas().get(SchemaKind::Transaction);
+    assert_eq!(&ours[2..10], &loaded.fingerprint, "we write the spec fingerprint");
+    assert_eq!(hex(&ours[2..10]), "25424ee9474eb810");
+    // A stock encoder writes the same header and body; a release up to 2026-12-01 wrote the
+    // legacy fingerprint (different: the schema has a timestamp-millis field).
+    assert_ne!(loaded.fingerprint, loaded.legacy_fingerprint);
+    let mut legacy = ours.clone();
+    legacy[2..10].copy_from_slice(&loaded.legacy_fingerprint);
+    for bytes in [&ours, &legacy] {
+        assert_eq!(
+            codec.decode_event(bytes).unwrap(),
+            Event::Transaction(tx.clone())
+        );
+    }
 }
 
 /// A schema-registry stand-in: serves `/schemas/ids/{id}` and `/subjects/{s}/versions` from memory.
