@@ -17,7 +17,7 @@ use apache_avro::Schema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::registry::{RegistryClient, RegistryError};
+use crate::registry::{RegistryClient, RegistryError, SubjectStrategy};
 use crate::schemas::{HistoricSchema, LoadedSchema, SchemaKind, Schemas};
 use crate::types::{Event, Label, ValidationError};
 
@@ -119,6 +119,7 @@ impl Located<'_> {
 pub struct Codec {
     schemas: Schemas,
     registry: Option<RegistryClient>,
+    subjects: SubjectStrategy,
     registry_schemas: Mutex<HashMap<u32, Arc<RegistrySchema>>>,
 }
 
@@ -131,9 +132,12 @@ impl Codec {
         Self::new(None)
     }
 
-    /// With a schema registry: reads both framings, writes the Confluent wire format.
-    pub fn with_registry(url: &str) -> Self {
-        Self::new(Some(RegistryClient::new(url)))
+    /// With a schema registry: reads both framings, writes the Confluent wire format, our
+    /// schemas registered under subjects named by `subjects`.
+    pub fn with_registry(url: &str, subjects: SubjectStrategy) -> Self {
+        let mut codec = Self::new(Some(RegistryClient::new(url)));
+        codec.subjects = subjects;
+        codec
     }
 
     fn new(registry: Option<RegistryClient>) -> Self {
@@ -142,6 +146,7 @@ impl Codec {
         Codec {
             schemas: Schemas::embedded(),
             registry,
+            subjects: SubjectStrategy::default(),
             registry_schemas: Mutex::new(HashMap::new()),
         }
     }
@@ -205,7 +210,8 @@ impl Codec {
     }
 
     /// Encodes `value` as a `kind` record for `topic`, in this codec's output framing.
-    /// With a registry, the schema is registered under the subject `{topic}-value` once.
+    /// With a registry, the schema is registered once under the subject its
+    /// [`SubjectStrategy`] names (`{topic}-value` by default).
     pub fn encode<T: Serialize>(
         &self,
         kind: SchemaKind,
@@ -232,7 +238,8 @@ impl Codec {
                 out.extend_from_slice(&loaded.fingerprint);
             }
             Some(registry) => {
-                let id = registry.register(&format!("{topic}-value"), kind.source())?;
+                let subject = self.subjects.subject(topic, kind.full_name());
+                let id = registry.register(&subject, kind.source())?;
                 out.push(CONFLUENT_MAGIC);
                 out.extend_from_slice(&id.to_be_bytes());
             }

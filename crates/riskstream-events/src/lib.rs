@@ -15,6 +15,6 @@ pub mod schemas;
 pub mod types;
 
 pub use framing::{Codec, DecodeError, EncodeError, Framing};
-pub use registry::{RegistryClient, RegistryError};
+pub use registry::{RegistryClient, RegistryError, SubjectStrategy};
 pub use schemas::{HistoricSchema, SchemaKind, Schemas};
 pub use types::*;

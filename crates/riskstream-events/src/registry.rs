@@ -21,6 +21,43 @@ pub enum RegistryError {
     BadResponse { url: String, why: String },
 }
 
+/// How the subject our output schemas are registered under is named: Confluent's subject name
+/// strategies. Choose what the consumers' deserializers expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectStrategy {
+    /// `<topic>-value` (Confluent's `TopicNameStrategy`, the default): one schema per topic.
+    #[default]
+    Topic,
+    /// `<record full name>`, e.g. `riskstream.v1.Verdict` (`RecordNameStrategy`): one subject per
+    /// record type, across topics.
+    Record,
+    /// `<topic>-<record full name>` (`TopicRecordNameStrategy`): several record types per topic.
+    TopicRecord,
+}
+
+impl SubjectStrategy {
+    /// The accepted spellings, for errors and help.
+    pub const NAMES: &'static str = "topic, record, topic-record";
+
+    pub fn parse(s: &str) -> Option<SubjectStrategy> {
+        match s {
+            "topic" => Some(SubjectStrategy::Topic),
+            "record" => Some(SubjectStrategy::Record),
+            "topic-record" => Some(SubjectStrategy::TopicRecord),
+            _ => None,
+        }
+    }
+
+    /// The subject for a `record` (full name) written to `topic`.
+    pub fn subject(self, topic: &str, record: &str) -> String {
+        match self {
+            SubjectStrategy::Topic => format!("{topic}-value"),
+            SubjectStrategy::Record => record.to_string(),
+            SubjectStrategy::TopicRecord => format!("{topic}-{record}"),
+        }
+    }
+}
+
 /// Client for one registry base URL (e.g. `http://registry:8081`).
 pub struct RegistryClient {
     base: String,

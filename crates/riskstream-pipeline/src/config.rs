@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub kafka: Vec<(String, String)>,
     /// Schema registry URL; `None` = registry-free (single-object encoding).
     pub schema_registry: Option<String>,
+    /// How output subjects are named in the registry.
+    pub subject_strategy: riskstream_events::SubjectStrategy,
     /// Events with an event time further than this in the future are dead-lettered.
     pub max_future_skew: Duration,
 }
@@ -60,6 +62,7 @@ impl WorkerConfig {
             batch_linger: Duration::ZERO,
             kafka: Vec::new(),
             schema_registry: None,
+            subject_strategy: riskstream_events::SubjectStrategy::Topic,
             max_future_skew: Duration::from_secs(3600),
         }
     }

@@ -68,7 +68,7 @@ pub async fn run_labels<S: FeatureStore>(
     shutdown: watch::Receiver<bool>,
 ) -> Result<LabelsReport, WorkerError> {
     let codec = Arc::new(match &cfg.schema_registry {
-        Some(url) => Codec::with_registry(url),
+        Some(url) => Codec::with_registry(url, cfg.subject_strategy),
         None => Codec::registry_free(),
     });
     let (mut consumer_cfg, producer_cfg) = client_configs(&cfg);

@@ -131,7 +131,7 @@ pub async fn run<S: FeatureStore>(
     shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerReport, WorkerError> {
     let codec = Arc::new(match &cfg.schema_registry {
-        Some(url) => Codec::with_registry(url),
+        Some(url) => Codec::with_registry(url, cfg.subject_strategy),
         None => Codec::registry_free(),
     });
     let cfg = Arc::new(cfg);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use riskstream_events::SubjectStrategy;
 use riskstream_pipeline::{Topics, WorkerConfig};
 use serde::Deserialize;
 
@@ -41,6 +42,10 @@ pub struct WorkerArgs {
     /// Schema registry URL. Without it, output uses Avro single-object encoding (registry-free).
     #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY")]
     pub schema_registry: Option<String>,
+    /// Registry subject naming for output schemas: `topic` (`<topic>-value`), `record`
+    /// (`<record full name>`) or `topic-record` (`<topic>-<record full name>`). [default: topic]
+    #[arg(long, env = "RISKSTREAM_SUBJECT_NAME_STRATEGY")]
+    pub subject_name_strategy: Option<String>,
     /// Address for the Prometheus metrics endpoint, or `off`. [default: 0.0.0.0:9464]
     #[arg(long, env = "RISKSTREAM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -92,6 +97,7 @@ struct FileConfig {
     models: Option<PathBuf>,
     model_poll_ms: Option<u64>,
     schema_registry: Option<String>,
+    subject_name_strategy: Option<String>,
     metrics_addr: Option<String>,
     batch_max: Option<usize>,
     batch_linger_ms: Option<u64>,
@@ -166,6 +172,13 @@ impl WorkerArgs {
         worker.batch_linger =
             Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(0));
         worker.schema_registry = self.schema_registry.clone().or(file.schema_registry);
+        let strategy = pick(&self.subject_name_strategy, &file.subject_name_strategy, "topic");
+        worker.subject_strategy = SubjectStrategy::parse(&strategy).ok_or_else(|| {
+            anyhow::anyhow!(
+                "subject_name_strategy: `{strategy}` is not one of {}",
+                SubjectStrategy::NAMES
+            )
+        })?;
         worker.kafka = file.kafka.into_iter().collect();
         for p in &self.kafka {
             worker.kafka.push(parse_kafka_prop(p)?);
@@ -277,5 +290,23 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(err.to_string().contains("-X"), "{err}");
+        let err = WorkerArgs {
+            subject_name_strategy: Some("TopicNameStrategy".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("subject_name_strategy")
+                && err.to_string().contains("topic-record"),
+            "{err}"
+        );
+        let ok = WorkerArgs {
+            subject_name_strategy: Some("record".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(ok.worker.subject_strategy, SubjectStrategy::Record);
     }
 }

@@ -63,6 +63,9 @@ pub struct SimulateArgs {
     /// Schema registry URL: write the Confluent wire format instead of single-object encoding.
     #[arg(long)]
     pub schema_registry: Option<String>,
+    /// Registry subject naming: topic, record or topic-record (as `run`).
+    #[arg(long, default_value = "topic", value_parser = parse_subject_strategy)]
+    pub subject_name_strategy: riskstream_events::SubjectStrategy,
     /// Write training data (JSON lines: event, ground truth, and every model input as the
     /// pipeline computes it) to this file instead of producing to Kafka.
     #[arg(long)]
@@ -106,7 +109,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         println!("simulate: topics ready");
     }
     let codec = match &args.schema_registry {
-        Some(url) => Codec::with_registry(url),
+        Some(url) => Codec::with_registry(url, args.subject_name_strategy),
         None => Codec::registry_free(),
     };
     let (producer, counter) = kafka_util::load_producer(&args.brokers, &extra)?;
@@ -288,4 +291,13 @@ async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyh
     }
     out.flush()?;
     Ok(written)
+}
+
+fn parse_subject_strategy(s: &str) -> Result<riskstream_events::SubjectStrategy, String> {
+    riskstream_events::SubjectStrategy::parse(s).ok_or_else(|| {
+        format!(
+            "`{s}` is not one of {}",
+            riskstream_events::SubjectStrategy::NAMES
+        )
+    })
 }

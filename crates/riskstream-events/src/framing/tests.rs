@@ -371,13 +371,22 @@ fn a_stock_encoder_record_decodes_and_legacy_fingerprints_still_do() {
     }
 }
 
-/// A schema-registry stand-in: serves `/schemas/ids/{id}` and `/subjects/{s}/versions` from memory.
-fn registry_stand_in() -> (String, std::thread::JoinHandle<()>) {
+/// A schema-registry stand-in: serves `/schemas/ids/{id}` and `/subjects/{s}/versions` from
+/// memory for `requests` requests, and records the subjects registered.
+fn registry_stand_in(
+    requests: usize,
+) -> (
+    String,
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let subjects = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = subjects.clone();
     let handle = std::thread::spawn(move || {
         let mut by_id: Vec<String> = Vec::new();
-        for stream in listener.incoming().take(6) {
+        for stream in listener.incoming().take(requests) {
             let mut stream = stream.unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut request_line = String::new();
@@ -400,6 +409,10 @@ fn registry_stand_in() -> (String, std::thread::JoinHandle<()>) {
             {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 by_id.push(v["schema"].as_str().unwrap().to_string());
+                let subject = path
+                    .trim_start_matches("/subjects/")
+                    .trim_end_matches("/versions");
+                seen.lock().unwrap().push(subject.to_string());
                 (
                     "200 OK",
                     serde_json::json!({ "id": by_id.len() + 100 }).to_string(),
@@ -421,13 +434,13 @@ fn registry_stand_in() -> (String, std::thread::JoinHandle<()>) {
             .unwrap();
         }
     });
-    (url, handle)
+    (url, handle, subjects)
 }
 
 #[test]
 fn confluent_framing_round_trips_through_a_registry() {
-    let (url, _server) = registry_stand_in();
-    let writer = Codec::with_registry(&url);
+    let (url, _server, subjects) = registry_stand_in(6);
+    let writer = Codec::with_registry(&url, SubjectStrategy::Topic);
     let tx = transaction();
     let bytes = writer
         .encode(SchemaKind::Transaction, "transactions", &tx)
@@ -441,7 +454,8 @@ fn confluent_framing_round_trips_through_a_registry() {
     assert_eq!(bytes, again);
 
     // A fresh reader fetches schema 101 from the registry and resolves it.
-    let reader = Codec::with_registry(&url);
+    assert_eq!(*subjects.lock().unwrap(), vec!["transactions-value"]);
+    let reader = Codec::with_registry(&url, SubjectStrategy::Topic);
     assert_eq!(
         reader.decode_event(&bytes).unwrap(),
         Event::Transaction(tx.clone())
@@ -450,4 +464,26 @@ fn confluent_framing_round_trips_through_a_registry() {
     // An unknown id is an error naming the registry, not a panic.
     let err = reader.decode_event(&[0, 0, 0, 0, 55, 2]).unwrap_err();
     assert_eq!(err.kind(), "registry_error", "{err}");
+}
+
+#[test]
+fn subjects_follow_the_configured_naming_strategy() {
+    let (url, server, subjects) = registry_stand_in(3);
+    for strategy in ["topic", "record", "topic-record"] {
+        let codec = Codec::with_registry(&url, SubjectStrategy::parse(strategy).unwrap());
+        let bytes = codec
+            .encode(SchemaKind::Verdict, "verdicts", &verdict())
+            .unwrap();
+        assert_eq!(bytes[0], 0, "Confluent framing");
+    }
+    server.join().unwrap();
+    assert_eq!(
+        *subjects.lock().unwrap(),
+        vec![
+            "verdicts-value",
+            "riskstream.v1.Verdict",
+            "verdicts-riskstream.v1.Verdict"
+        ]
+    );
+    assert_eq!(SubjectStrategy::parse("TopicNameStrategy"), None);
 }
