@@ -240,6 +240,44 @@ fn every_event_gets_exactly_one_distinct_verdict() {
             "metric {name} missing from:\n{metrics}"
         );
     }
+    // The live scrape passes Prometheus' own linter: HELP and TYPE for every metric, names
+    // and suffixes as Prometheus expects (promtool comes with Debian's `prometheus` package,
+    // installed by scripts/install-test-deps).
+    let body = metrics
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .expect("an HTTP response");
+    for name in [
+        "riskstream_consumed_total",
+        "riskstream_stage_seconds",
+        "riskstream_verdict_bytes",
+    ] {
+        assert!(
+            body.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{body}"
+        );
+    }
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (run scripts/install-test-deps)");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status = sigterm(&mut worker);
     assert!(
         status.success(),

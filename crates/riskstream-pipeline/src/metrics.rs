@@ -42,6 +42,49 @@ pub const SERVING_RELOADS: &str = "riskstream_serving_reloads_total";
 /// Events whose shadow score would have led to another decision than the champion's, by `model`.
 pub const SHADOW_DISAGREEMENTS: &str = "riskstream_shadow_disagreements_total";
 
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric with its kind and HELP text (what `/metrics` says about it; `promtool check
+/// metrics` wants one for each).
+pub const CATALOGUE: &[(&str, Kind, &str)] = &[
+    (CONSUMED, Kind::Counter, "Records consumed, by topic."),
+    (PRODUCED, Kind::Counter, "Records produced (verdicts and dead letters), by topic."),
+    (DEAD_LETTERS, Kind::Counter, "Records sent to the dead-letter topic, by source topic and reason."),
+    (BATCH_SIZE, Kind::Histogram, "Records per batch handed from the source to the first stage."),
+    (EVENT_TO_VERDICT_SECONDS, Kind::Histogram, "Event time to verdict produced, seconds (meaningful when producers stamp real time)."),
+    (CONSUME_TO_PRODUCE_SECONDS, Kind::Histogram, "Oldest input broker timestamp of a batch to its outputs acknowledged, seconds."),
+    (FEATURE_STORE_SECONDS, Kind::Histogram, "One feature-store call (a batch's writes and reads), seconds."),
+    (STAGE_SECONDS, Kind::Histogram, "Time one worker stage spent on one batch, seconds, by stage."),
+    (VERDICT_BYTES, Kind::Histogram, "Encoded size of one verdict, bytes."),
+    (INFERENCE_SECONDS, Kind::Histogram, "One batched inference call, seconds, by model directory."),
+    (EXPLAIN_SECONDS, Kind::Histogram, "Reason codes for one batch's flagged events, seconds."),
+    (DECISIONS, Kind::Counter, "Verdicts by decision and event type."),
+    (DEGRADED, Kind::Counter, "Events scored without some inputs, by reason."),
+    (LABELS, Kind::Counter, "Labels read from the labels topic, by kind and outcome (applied, ignored, retried)."),
+    (CONSUMER_LAG, Kind::Gauge, "Records behind the high watermark, by topic and partition (librdkafka statistics)."),
+    (MODEL_ACTIVE, Kind::Gauge, "1 for each model serving now, 0 once replaced, by slot, route, role, model and version."),
+    (MODEL_RELOADS, Kind::Counter, "Model loads by hot reload, by model directory and outcome (loaded, rejected)."),
+    (SERVING_RELOADS, Kind::Counter, "Reloads of models and serving.toml, by outcome (applied, rejected)."),
+    (SHADOW_DISAGREEMENTS, Kind::Counter, "Events whose shadow score would have led to another decision than the champion's, by model."),
+];
+
+/// Registers the HELP text of every metric in [`CATALOGUE`] with the installed recorder.
+pub fn describe_all() {
+    for &(name, kind, help) in CATALOGUE {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
+
 /// Starts the Prometheus exporter's HTTP listener on `addr` (e.g. `0.0.0.0:9464`).
 /// Must run inside a tokio runtime. Installs the process-wide recorder once.
 pub fn install_exporter(
@@ -65,5 +108,38 @@ pub fn install_exporter(
             Matcher::Full(VERDICT_BYTES.into()),
             &[128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0],
         )?
-        .install()
+        .install()?;
+    describe_all();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_the_code_emits_is_in_the_catalogue() {
+        // The constants above are the only names the code uses (`m::NAME`); each must be
+        // described, once.
+        let src = include_str!("metrics.rs");
+        let consts: Vec<&str> = src
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const "))
+            .filter(|l| l.contains(": &str = \"riskstream_"))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(consts.len() >= 19, "{consts:?}");
+        for name in &consts {
+            let n = CATALOGUE.iter().filter(|(c, ..)| c == name).count();
+            assert_eq!(n, 1, "{name} described {n} times");
+        }
+        assert_eq!(consts.len(), CATALOGUE.len());
+        for (name, kind, _) in CATALOGUE {
+            assert_eq!(
+                name.ends_with("_total"),
+                *kind == Kind::Counter,
+                "{name}: counters and only counters end in _total"
+            );
+        }
+    }
 }
