@@ -201,9 +201,9 @@ fn write_named(
                     .get("name")
                     .and_then(Value::as_str)
                     .ok_or_else(|| CanonicalError(format!("a field of {full} without a name")))?;
-                let ftype = f
-                    .get("type")
-                    .ok_or_else(|| CanonicalError(format!("field {full}.{fname} without a type")))?;
+                let ftype = f.get("type").ok_or_else(|| {
+                    CanonicalError(format!("field {full}.{fname} without a type"))
+                })?;
                 out.push_str("{\"name\":");
                 push_str(out, fname);
                 out.push_str(",\"type\":");
@@ -224,8 +224,9 @@ fn write_named(
                 }
                 push_str(
                     out,
-                    s.as_str()
-                        .ok_or_else(|| CanonicalError(format!("enum {full}: a symbol is not a string")))?,
+                    s.as_str().ok_or_else(|| {
+                        CanonicalError(format!("enum {full}: a symbol is not a string"))
+                    })?,
                 );
             }
             out.push(']');

@@ -115,11 +115,128 @@ pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
         } else if let Some(k) = k.strip_prefix("producer.") {
             producer.set(k, v);
         } else {
-            consumer.set(k, v);
-            producer.set(k, v);
+            match client_of(k) {
+                Client::Consumer => {
+                    consumer.set(k, v);
+                }
+                Client::Producer => {
+                    producer.set(k, v);
+                }
+                Client::Both => {
+                    consumer.set(k, v);
+                    producer.set(k, v);
+                }
+            }
         }
     }
     (consumer, producer)
+}
+
+/// Which librdkafka client a property belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    Consumer,
+    Producer,
+    Both,
+}
+
+/// Consumer-only properties (librdkafka CONFIGURATION.md, "C"): set on the producer they only
+/// make librdkafka print CONFWARN lines.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "group.protocol",
+    "group.protocol.type",
+    "group.remote.assignor",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.offset.reset",
+    "consume.callback.max.messages",
+    "offset.store.method",
+];
+
+/// Producer-only properties (librdkafka CONFIGURATION.md, "P").
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "partitioner",
+    "message.copy.max.bytes",
+];
+
+/// The client an unprefixed `-X` property goes to: the one that knows it, or both.
+pub fn client_of(key: &str) -> Client {
+    if CONSUMER_ONLY.contains(&key) {
+        Client::Consumer
+    } else if PRODUCER_ONLY.contains(&key) {
+        Client::Producer
+    } else {
+        Client::Both
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_properties_go_to_the_client_that_knows_them() {
+        let mut cfg = WorkerConfig::new("b:9092", "g");
+        cfg.kafka = vec![
+            ("session.timeout.ms".into(), "6000".into()),
+            ("linger.ms".into(), "7".into()),
+            ("security.protocol".into(), "SSL".into()),
+            ("producer.client.id".into(), "p".into()),
+            ("consumer.client.id".into(), "c".into()),
+        ];
+        let (consumer, producer) = client_configs(&cfg);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("7"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("security.protocol"), Some("SSL"));
+        assert_eq!(producer.get("security.protocol"), Some("SSL"));
+        assert_eq!(consumer.get("client.id"), Some("c"));
+        assert_eq!(producer.get("client.id"), Some("p"));
+    }
 }
 
 /// Runs one worker until `shutdown` turns true (then drains, commits and leaves the group)

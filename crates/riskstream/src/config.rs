@@ -172,7 +172,11 @@ impl WorkerArgs {
         worker.batch_linger =
             Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(0));
         worker.schema_registry = self.schema_registry.clone().or(file.schema_registry);
-        let strategy = pick(&self.subject_name_strategy, &file.subject_name_strategy, "topic");
+        let strategy = pick(
+            &self.subject_name_strategy,
+            &file.subject_name_strategy,
+            "topic",
+        );
         worker.subject_strategy = SubjectStrategy::parse(&strategy).ok_or_else(|| {
             anyhow::anyhow!(
                 "subject_name_strategy: `{strategy}` is not one of {}",

@@ -26,16 +26,16 @@ use crate::simulate::{produce, send_blocking};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Number of simulated events.
-    #[arg(long, default_value_t = 20_000)]
+    /// Number of simulated events (at least 1).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: u64,
     /// Events per second offered by the simulator (0 = as fast as possible).
     #[arg(long, default_value_t = 5_000.0)]
     pub rate: f64,
     /// Worker tasks in the consumer group. The embedded mock broker rebalances slowly (seconds,
     /// with redelivery), so the default is one; use a real broker to watch a group scale out.
-    #[arg(long, default_value_t = 1)]
-    pub workers: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..64))]
+    pub workers: u64,
     /// Malformed records to inject (they must end up in the dead-letter topic).
     #[arg(long, default_value_t = 3)]
     pub bad_records: u64,

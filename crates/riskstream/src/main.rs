@@ -16,6 +16,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "riskstream", version, about)]
 struct Cli {
+    /// Log format on stderr: `text` (coloured only on a terminal) or `json` (one object per
+    /// line, for log shippers). Levels: RISKSTREAM_LOG (or RUST_LOG), e.g. `info,librdkafka=warn`.
+    #[arg(long, global = true, env = "RISKSTREAM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,13 +49,18 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(_) | Command::Bench(_) => "warn,librdkafka=error,rdkafka=error",
         _ => "info,librdkafka=warn,rdkafka=warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RISKSTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RISKSTREAM_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().init();
+    } else {
+        use std::io::IsTerminal;
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

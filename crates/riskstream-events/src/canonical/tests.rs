@@ -114,7 +114,11 @@ fn the_specifications_canonical_form_cases() {
         let got = parsing_canonical_form(input).unwrap_or_else(|e| panic!("case {i:03}: {e}"));
         assert_eq!(&got, canonical, "case {i:03}");
         if let Some(fp) = fp {
-            assert_eq!(rabin64(got.as_bytes()) as i64, *fp, "case {i:03} fingerprint");
+            assert_eq!(
+                rabin64(got.as_bytes()) as i64,
+                *fp,
+                "case {i:03} fingerprint"
+            );
         }
     }
 }
@@ -123,7 +127,10 @@ fn the_specifications_canonical_form_cases() {
 #[test]
 fn logical_types_are_stripped() {
     let cases = [
-        (r#"{"type":"long","logicalType":"timestamp-millis"}"#, r#""long""#),
+        (
+            r#"{"type":"long","logicalType":"timestamp-millis"}"#,
+            r#""long""#,
+        ),
         (r#"{"type":"int","logicalType":"date"}"#, r#""int""#),
         (
             r#"{"type":"bytes","logicalType":"decimal","precision":9,"scale":2}"#,
@@ -176,7 +183,14 @@ fn strings_keep_utf8_and_escape_only_what_json_requires() {
 
 #[test]
 fn not_a_schema_is_an_error_not_a_panic() {
-    for bad in ["", "{", "{}", "42", r#"{"type":"record","name":"R"}"#, r#"{"type":"fixed","name":"F"}"#] {
+    for bad in [
+        "",
+        "{",
+        "{}",
+        "42",
+        r#"{"type":"record","name":"R"}"#,
+        r#"{"type":"fixed","name":"F"}"#,
+    ] {
         assert!(parsing_canonical_form(bad).is_err(), "{bad:?}");
     }
 }

@@ -308,7 +308,10 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
         let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
         assert_eq!(back.event_id, "e1");
         assert_eq!(back.features, old.features, "v1's named features survive");
-        assert!(back.model_inputs.is_empty(), "the new field takes its default");
+        assert!(
+            back.model_inputs.is_empty(),
+            "the new field takes its default"
+        );
         assert!(back.degraded);
         assert_eq!(back.source, current.source);
     }
@@ -337,7 +340,12 @@ fn our_fingerprints_are_the_ones_other_implementations_compute() {
     let ours: Vec<(&str, String)> = SchemaKind::ALL
         .iter()
         .map(|k| (k.file_name(), hex(&schemas.get(*k).fingerprint)))
-        .chain(schemas.history().iter().map(|h| (h.file, hex(&h.fingerprint))))
+        .chain(
+            schemas
+                .history()
+                .iter()
+                .map(|h| (h.file, hex(&h.fingerprint))),
+        )
         .collect();
     for (file, fp) in &ours {
         let want = SPEC_FINGERPRINTS
@@ -356,7 +364,11 @@ fn a_stock_encoder_record_decodes_and_legacy_fingerprints_still_do() {
     let tx = transaction();
     let ours = codec.encode(SchemaKind::Transaction, "t", &tx).unwrap();
     let loaded = codec.schemas().get(SchemaKind::Transaction);
-    assert_eq!(&ours[2..10], &loaded.fingerprint, "we write the spec fingerprint");
+    assert_eq!(
+        &ours[2..10],
+        &loaded.fingerprint,
+        "we write the spec fingerprint"
+    );
     assert_eq!(hex(&ours[2..10]), "25424ee9474eb810");
     // A stock encoder writes the same header and body; a release up to 2026-12-01 wrote the
     // legacy fingerprint (different: the schema has a timestamp-millis field).
