@@ -213,32 +213,6 @@ pub fn client_of(key: &str) -> Client {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn x_properties_go_to_the_client_that_knows_them() {
-        let mut cfg = WorkerConfig::new("b:9092", "g");
-        cfg.kafka = vec![
-            ("session.timeout.ms".into(), "6000".into()),
-            ("linger.ms".into(), "7".into()),
-            ("security.protocol".into(), "SSL".into()),
-            ("producer.client.id".into(), "p".into()),
-            ("consumer.client.id".into(), "c".into()),
-        ];
-        let (consumer, producer) = client_configs(&cfg);
-        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
-        assert_eq!(producer.get("session.timeout.ms"), None);
-        assert_eq!(producer.get("linger.ms"), Some("7"));
-        assert_eq!(consumer.get("linger.ms"), None);
-        assert_eq!(consumer.get("security.protocol"), Some("SSL"));
-        assert_eq!(producer.get("security.protocol"), Some("SSL"));
-        assert_eq!(consumer.get("client.id"), Some("c"));
-        assert_eq!(producer.get("client.id"), Some("p"));
-    }
-}
-
 /// Runs one worker until `shutdown` turns true (then drains, commits and leaves the group)
 /// or a fatal error occurs. The scoring chain:
 /// source → decode → enrich → score → publish → acknowledge (see [`crate::stages`]).
@@ -763,4 +737,30 @@ pub(crate) fn dead_letter<'a>(
         record = record.key(k);
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_properties_go_to_the_client_that_knows_them() {
+        let mut cfg = WorkerConfig::new("b:9092", "g");
+        cfg.kafka = vec![
+            ("session.timeout.ms".into(), "6000".into()),
+            ("linger.ms".into(), "7".into()),
+            ("security.protocol".into(), "SSL".into()),
+            ("producer.client.id".into(), "p".into()),
+            ("consumer.client.id".into(), "c".into()),
+        ];
+        let (consumer, producer) = client_configs(&cfg);
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("7"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(consumer.get("security.protocol"), Some("SSL"));
+        assert_eq!(producer.get("security.protocol"), Some("SSL"));
+        assert_eq!(consumer.get("client.id"), Some("c"));
+        assert_eq!(producer.get("client.id"), Some("p"));
+    }
 }
