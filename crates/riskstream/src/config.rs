@@ -124,6 +124,9 @@ pub struct Settings {
     /// 0: no polling (SIGHUP only).
     pub model_poll: Duration,
     pub metrics_addr: Option<SocketAddr>,
+    /// The metrics address is the built-in default (not chosen by the operator): when its port
+    /// is taken (a second worker on the host), another free port is used and logged.
+    pub metrics_addr_is_default: bool,
     pub store_deadline: Duration,
 }
 
@@ -217,6 +220,7 @@ impl WorkerArgs {
                 .or(file.models)
                 .unwrap_or_else(|| PathBuf::from("models")),
             metrics_addr,
+            metrics_addr_is_default: self.metrics_addr.is_none() && file.metrics_addr.is_none(),
             store_deadline: Duration::from_millis(
                 self.store_deadline_ms
                     .or(file.store_deadline_ms)

@@ -127,6 +127,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         models: args.models.clone(),
         model_poll: Duration::ZERO,
         metrics_addr: None,
+        metrics_addr_is_default: false,
         store_deadline: Duration::from_millis(200),
     };
     let store = open_store(&settings).await?;

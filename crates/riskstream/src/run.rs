@@ -53,6 +53,23 @@ pub fn build_scorer(settings: &Settings, store: AnyStore) -> anyhow::Result<Scor
     Ok(Scorer::new(store, Arc::new(serving)))
 }
 
+/// The metrics address: `addr`, unless it is the built-in default and its port is taken (a
+/// second worker on this host), then a free port on the same interface — logged, so
+/// Prometheus' service discovery or the operator can find it. An address the operator chose is
+/// used as given (a clash is then an error at start-up).
+fn metrics_addr_to_use(addr: std::net::SocketAddr, is_default: bool) -> std::net::SocketAddr {
+    if !is_default || std::net::TcpListener::bind(addr).is_ok() {
+        return addr;
+    }
+    match std::net::TcpListener::bind((addr.ip(), 0)).and_then(|l| l.local_addr()) {
+        Ok(free) => {
+            tracing::warn!(default = %addr, chosen = %free, "default metrics port is taken (another worker on this host?); serving metrics on a free port");
+            free
+        }
+        Err(_) => addr,
+    }
+}
+
 /// A watch channel that turns true on SIGTERM or SIGINT.
 pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
     let (tx, rx) = watch::channel(false);
@@ -71,6 +88,7 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.worker.resolve()?;
     if let Some(addr) = settings.metrics_addr {
+        let addr = metrics_addr_to_use(addr, settings.metrics_addr_is_default);
         m::install_exporter(addr)
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
         tracing::info!(%addr, "metrics endpoint");
