@@ -251,12 +251,21 @@ fn every_event_gets_exactly_one_distinct_verdict() {
         "riskstream_consumed_total",
         "riskstream_stage_seconds",
         "riskstream_verdict_bytes",
+        "riskstream_rebalances_total",
+        "riskstream_in_flight_batches",
+        "riskstream_build_info",
     ] {
         assert!(
             body.contains(&format!("# HELP {name} ")),
             "no HELP for {name}:\n{body}"
         );
     }
+    // Series alerts divide by exist from the start (zero until the first such event).
+    assert!(
+        body.contains("riskstream_degraded_total{reason=\"feature_store_unavailable\"} 0"),
+        "degraded series initialised:\n{body}"
+    );
+    assert!(body.contains("riskstream_rebalances_total{kind=\"assign\"}"));
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())

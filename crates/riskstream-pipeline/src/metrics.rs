@@ -42,6 +42,14 @@ pub const SERVING_RELOADS: &str = "riskstream_serving_reloads_total";
 /// Events whose shadow score would have led to another decision than the champion's, by `model`.
 pub const SHADOW_DISAGREEMENTS: &str = "riskstream_shadow_disagreements_total";
 
+/// Rebalance callbacks, by `kind` (assign, revoke, error).
+pub const REBALANCES: &str = "riskstream_rebalances_total";
+/// Batches read from Kafka whose outputs are not yet acknowledged (in the stages or waiting
+/// for the broker).
+pub const IN_FLIGHT_BATCHES: &str = "riskstream_in_flight_batches";
+/// Always 1; labels `version` (the crate version) of the running binary.
+pub const BUILD_INFO: &str = "riskstream_build_info";
+
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -72,7 +80,30 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (MODEL_RELOADS, Kind::Counter, "Model loads by hot reload, by model directory and outcome (loaded, rejected)."),
     (SERVING_RELOADS, Kind::Counter, "Reloads of models and serving.toml, by outcome (applied, rejected)."),
     (SHADOW_DISAGREEMENTS, Kind::Counter, "Events whose shadow score would have led to another decision than the champion's, by model."),
+    (REBALANCES, Kind::Counter, "Consumer-group rebalance callbacks, by kind (assign, revoke, error)."),
+    (IN_FLIGHT_BATCHES, Kind::Gauge, "Batches consumed whose outputs are not yet acknowledged by the broker."),
+    (BUILD_INFO, Kind::Gauge, "Always 1, labelled with the running binary's version."),
 ];
+
+/// Series that dashboards and alerts divide by or alert on must exist before the first event
+/// of their kind: they start at zero (rates then read 0, not "no data").
+pub fn init_zero_series(input_topics: &[&str]) {
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(IN_FLIGHT_BATCHES).set(0.0);
+    for topic in input_topics {
+        metrics::counter!(CONSUMED, "topic" => topic.to_string()).absolute(0);
+    }
+    metrics::counter!(DEGRADED, "reason" => "feature_store_unavailable").absolute(0);
+    for decision in ["ALLOW", "CHALLENGE", "REVIEW", "BLOCK"] {
+        for event_type in ["capture_session", "transaction"] {
+            metrics::counter!(DECISIONS, "decision" => decision, "event_type" => event_type)
+                .absolute(0);
+        }
+    }
+    for kind in ["assign", "revoke", "error"] {
+        metrics::counter!(REBALANCES, "kind" => kind).absolute(0);
+    }
+}
 
 /// Registers the HELP text of every metric in [`CATALOGUE`] with the installed recorder.
 pub fn describe_all() {
@@ -128,7 +159,7 @@ mod tests {
             .filter(|l| l.contains(": &str = \"riskstream_"))
             .filter_map(|l| l.split('"').nth(1))
             .collect();
-        assert!(consts.len() >= 19, "{consts:?}");
+        assert!(consts.len() >= 22, "{consts:?}");
         for name in &consts {
             let n = CATALOGUE.iter().filter(|(c, ..)| c == name).count();
             assert_eq!(n, 1, "{name} described {n} times");

@@ -205,6 +205,7 @@ pub async fn source<C: ConsumerContext + 'static>(
         };
         let msgs = std::mem::replace(&mut batch, Vec::with_capacity(max));
         metrics::histogram!(m::BATCH_SIZE).record(msgs.len() as f64);
+        metrics::gauge!(m::IN_FLIGHT_BATCHES).increment(1.0);
         permit.send(Batch {
             offsets: Offsets::of(&msgs),
             data: msgs,
@@ -248,6 +249,7 @@ pub async fn acknowledge<C: ConsumerContext + 'static>(
                 Err(_canceled) => return Err(WorkerError::Delivery(KafkaError::Canceled)),
             }
         }
+        metrics::gauge!(m::IN_FLIGHT_BATCHES).decrement(1.0);
         let offsets = batch.offsets;
         if let Some(ts) = offsets.oldest_ts {
             metrics::histogram!(m::CONSUME_TO_PRODUCE_SECONDS)

@@ -65,15 +65,21 @@ impl ConsumerContext for WorkerContext {
         _c: &rdkafka::consumer::BaseConsumer<Self>,
         rebalance: &rdkafka::consumer::Rebalance<'_>,
     ) {
-        match rebalance {
+        let kind = match rebalance {
             rdkafka::consumer::Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned")
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                "assign"
             }
             rdkafka::consumer::Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked")
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                "revoke"
             }
-            rdkafka::consumer::Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-        }
+            rdkafka::consumer::Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                "error"
+            }
+        };
+        metrics::counter!(m::REBALANCES, "kind" => kind).increment(1);
     }
 }
 

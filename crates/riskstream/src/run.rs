@@ -92,6 +92,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         m::install_exporter(addr)
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
         tracing::info!(%addr, "metrics endpoint");
+        m::init_zero_series(&[
+            &settings.worker.topics.capture_sessions,
+            &settings.worker.topics.transactions,
+        ]);
     }
     let shutdown = shutdown_on_signals()?;
     if args.passthrough {
