@@ -130,6 +130,90 @@ pub struct Settings {
     pub store_deadline: Duration,
 }
 
+/// A URL with its password (the part of the user info after `:`) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // Several hosts (redis+cluster://h:p,h:p) may follow one user info.
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string() // redis://password@host: the whole user info is the secret
+            };
+            format!("{scheme}://{hidden}@{hosts}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Whether a librdkafka property holds a secret (its value is never printed).
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "ssl.key.pem", "ssl_key", "token"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+impl Settings {
+    /// The effective configuration as TOML (the file format of `--config`), secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let w = &self.worker;
+        let q = |s: &str| format!("{s:?}");
+        let mut out = String::new();
+        out += &format!("brokers = {}\n", q(&w.brokers));
+        out += &format!("group = {}\n", q(&w.group));
+        out += &format!(
+            "redis = {}\n",
+            q(&match &self.store {
+                StoreChoice::Memory => "memory".to_string(),
+                StoreChoice::Redis(url) => redact_url(url),
+            })
+        );
+        out += &format!("key_prefix = {}\n", q(&self.key_prefix));
+        out += &format!("models = {}\n", q(&self.models.display().to_string()));
+        out += &format!("model_poll_ms = {}\n", self.model_poll.as_millis());
+        if let Some(r) = &w.schema_registry {
+            out += &format!("schema_registry = {}\n", q(&redact_url(r)));
+        }
+        out += &format!(
+            "subject_name_strategy = {}\n",
+            q(match w.subject_strategy {
+                SubjectStrategy::Topic => "topic",
+                SubjectStrategy::Record => "record",
+                SubjectStrategy::TopicRecord => "topic-record",
+            })
+        );
+        out += &format!(
+            "metrics_addr = {}\n",
+            q(&self.metrics_addr.map_or("off".into(), |a| a.to_string()))
+        );
+        out += &format!("batch_max = {}\n", w.batch_max);
+        out += &format!("batch_linger_ms = {}\n", w.batch_linger.as_millis());
+        out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
+        out += "\n[topics]\n";
+        for (k, v) in [
+            ("capture_sessions", &w.topics.capture_sessions),
+            ("transactions", &w.topics.transactions),
+            ("verdicts", &w.topics.verdicts),
+            ("dead_letters", &w.topics.dead_letters),
+            ("labels", &w.topics.labels),
+        ] {
+            out += &format!("{k} = {}\n", q(v));
+        }
+        out += "\n[kafka]\n";
+        for (k, v) in &w.kafka {
+            let v = if is_secret_property(k) { "***" } else { v.as_str() };
+            out += &format!("{} = {}\n", q(k), q(v));
+        }
+        out
+    }
+}
+
 pub fn parse_kafka_prop(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
@@ -280,6 +364,36 @@ mod tests {
         .unwrap();
         assert_eq!(s.model_poll, Duration::from_millis(2000));
         assert_eq!(s.models, PathBuf::from("/opt/riskstream/models"));
+    }
+
+    #[test]
+    fn printed_config_hides_secrets_and_parses_back() {
+        assert_eq!(
+            redact_url("redis://app:s3cret@redis:6379/0"),
+            "redis://app:***@redis:6379/0"
+        );
+        assert_eq!(redact_url("redis://s3cret@redis/"), "redis://***@redis/");
+        assert_eq!(
+            redact_url("redis+cluster://u:p@a:1,b:2"),
+            "redis+cluster://u:***@a:1,b:2"
+        );
+        assert_eq!(redact_url("redis://redis:6379/"), "redis://redis:6379/");
+        let s = WorkerArgs {
+            redis: Some("redis://app:s3cret@redis:6379/".into()),
+            kafka: vec![
+                "sasl.password=hunter2".into(),
+                "security.protocol=SASL_SSL".into(),
+            ],
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let text = s.to_redacted_toml();
+        assert!(!text.contains("s3cret") && !text.contains("hunter2"), "{text}");
+        assert!(text.contains("SASL_SSL") && text.contains("app:***@redis"), "{text}");
+        // The output is a valid --config file.
+        let parsed: FileConfig = toml::from_str(&text).expect("printed config parses");
+        assert_eq!(parsed.batch_max, Some(512));
     }
 
     #[test]

@@ -14,6 +14,10 @@ use crate::config::{Settings, StoreChoice, WorkerArgs};
 pub struct RunArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
+    /// Print the effective configuration (defaults < file < environment < flags) as TOML, with
+    /// passwords and secret properties redacted, and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Benchmark ceiling: copy input records to the verdict topic unchanged (no decode, features or models).
     #[arg(long, hide = true)]
     pub passthrough: bool,
@@ -87,6 +91,10 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.worker.resolve()?;
+    if args.print_config {
+        print!("{}", settings.to_redacted_toml());
+        return Ok(());
+    }
     if let Some(addr) = settings.metrics_addr {
         let addr = metrics_addr_to_use(addr, settings.metrics_addr_is_default);
         m::install_exporter(addr)
