@@ -135,21 +135,14 @@ fn write_schema(
                 "record" | "error" | "enum" | "fixed" => {
                     write_named(map, ty, enclosing, defined, out)
                 }
-                "array" => {
-                    out.push_str("{\"type\":\"array\",\"items\":");
-                    let items = map
-                        .get("items")
-                        .ok_or_else(|| CanonicalError("array without `items`".into()))?;
-                    write_schema(items, enclosing, defined, out)?;
-                    out.push('}');
-                    Ok(())
-                }
-                "map" => {
-                    out.push_str("{\"type\":\"map\",\"values\":");
-                    let values = map
-                        .get("values")
-                        .ok_or_else(|| CanonicalError("map without `values`".into()))?;
-                    write_schema(values, enclosing, defined, out)?;
+                // {"type":"array","items":…} and {"type":"map","values":…}
+                "array" | "map" => {
+                    let inner = if ty == "array" { "items" } else { "values" };
+                    let schema = map
+                        .get(inner)
+                        .ok_or_else(|| CanonicalError(format!("{ty} without `{inner}`")))?;
+                    out.push_str(&format!("{{\"type\":\"{ty}\",\"{inner}\":"));
+                    write_schema(schema, enclosing, defined, out)?;
                     out.push('}');
                     Ok(())
                 }
@@ -184,7 +177,7 @@ fn write_named(
     out.push_str("{\"name\":");
     push_str(out, &full);
     out.push_str(",\"type\":");
-    push_str(out, if ty == "error" { "error" } else { ty });
+    push_str(out, ty);
     let inner = namespace_of(&full).to_string();
     match ty {
         "record" | "error" => {

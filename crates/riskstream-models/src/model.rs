@@ -83,6 +83,9 @@ pub struct Model {
     /// Attribution units: (label, input positions in model order) — one per ungrouped input,
     /// one per group.
     units: Vec<(&'static str, Vec<usize>)>,
+    /// Columns of the inputs a verdict logs for this model: every input without a `group`,
+    /// in manifest order (`ModelInputs.values` in the verdict).
+    logged_columns: Vec<usize>,
 }
 
 impl Model {
@@ -156,8 +159,16 @@ impl Model {
                 None => units.push((input_names[i], vec![i])),
             }
         }
+        let logged_columns = manifest
+            .inputs
+            .iter()
+            .zip(&columns)
+            .filter(|(spec, _)| spec.group.is_none())
+            .map(|(_, &c)| c)
+            .collect();
         let model = Model {
             manifest,
+            logged_columns,
             columns,
             input_names,
             name,
@@ -187,20 +198,20 @@ impl Model {
         &self.columns
     }
 
-    /// Positions (in model input order) of the inputs a verdict logs for this model: every
-    /// input without a `group`, in manifest order (`ModelInputs.values` in the verdict).
-    pub fn logged_positions(&self) -> impl Iterator<Item = usize> + '_ {
-        self.manifest
-            .inputs
-            .iter()
-            .enumerate()
-            .filter(|(_, spec)| spec.group.is_none())
-            .map(|(p, _)| p)
+    /// Columns (in the caller's rows) of the inputs a verdict logs for this model: every input
+    /// without a `group`, in manifest order (`ModelInputs.values` in the verdict).
+    pub fn logged_columns(&self) -> &[usize] {
+        &self.logged_columns
     }
 
     /// Names of the logged inputs, in the order of `ModelInputs.values`.
     pub fn logged_input_names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.logged_positions().map(|p| self.input_names[p])
+        self.manifest
+            .inputs
+            .iter()
+            .zip(&self.input_names)
+            .filter(|(spec, _)| spec.group.is_none())
+            .map(|(_, &name)| name)
     }
 
     /// Attribution units: (label, positions in model input order). Every input is in exactly

@@ -127,25 +127,15 @@ impl<S: FeatureStore> Stage for Apply<S> {
     async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
         let mut deliveries = Vec::new();
         let mut applied = 0;
+        let mut report = *self.report.lock().expect("report lock");
         for msg in &batch.data {
-            let mut report = *self.report.lock().expect("report lock");
-            let done = apply_one(
-                &self.cfg,
-                &self.codec,
-                &self.scorer.store,
-                &self.producer,
-                msg,
-                &mut self.shutdown,
-                &mut report,
-                &mut deliveries,
-            )
-            .await?;
-            *self.report.lock().expect("report lock") = report;
+            let done = self.apply_one(msg, &mut report, &mut deliveries).await?;
             if !done {
                 break; // shutdown while waiting for the store: not applied, not committed
             }
             applied += 1;
         }
+        *self.report.lock().expect("report lock") = report;
         if applied == batch.data.len() {
             Ok(batch.with(deliveries))
         } else {
@@ -157,68 +147,68 @@ impl<S: FeatureStore> Stage for Apply<S> {
     }
 }
 
-/// Applies one label record (a dead letter's delivery goes to `deliveries`); false if
-/// shutdown came first.
-#[allow(clippy::too_many_arguments)]
-async fn apply_one<S: FeatureStore>(
-    cfg: &WorkerConfig,
-    codec: &Codec,
-    store: &S,
-    producer: &FutureProducer,
-    msg: &OwnedMessage,
-    shutdown: &mut watch::Receiver<bool>,
-    report: &mut LabelsReport,
-    deliveries: &mut Vec<DeliveryFuture>,
-) -> Result<bool, WorkerError> {
-    metrics::counter!(m::CONSUMED, "topic" => cfg.topics.labels.clone()).increment(1);
-    let reject = |reason: String, kind: &'static str| async move {
-        tracing::warn!(reason = %reason, offset = msg.offset(), "label dead-lettered");
-        metrics::counter!(m::DEAD_LETTERS, "topic" => cfg.topics.labels.clone(), "reason" => kind)
+impl<S: FeatureStore> Apply<S> {
+    /// Applies one label record (a dead letter's delivery goes to `deliveries`); false if
+    /// shutdown came first.
+    async fn apply_one(
+        &mut self,
+        msg: &OwnedMessage,
+        report: &mut LabelsReport,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) -> Result<bool, WorkerError> {
+        let (cfg, codec, store, producer) =
+            (&*self.cfg, &*self.codec, &self.scorer.store, &self.producer);
+        let shutdown = &mut self.shutdown;
+        metrics::counter!(m::CONSUMED, "topic" => cfg.topics.labels.clone()).increment(1);
+        let reject = |reason: String, kind: &'static str| async move {
+            tracing::warn!(reason = %reason, offset = msg.offset(), "label dead-lettered");
+            metrics::counter!(m::DEAD_LETTERS, "topic" => cfg.topics.labels.clone(), "reason" => kind)
             .increment(1);
-        send(producer, dead_letter(cfg, msg, &reason, kind)).await
-    };
-    let label = match codec.decode_label(msg.payload().unwrap_or(&[])) {
-        Ok(l) => l,
-        Err(e) => {
-            deliveries.push(reject(e.to_string(), e.kind()).await?);
-            report.dead_letters += 1;
-            return Ok(true);
-        }
-    };
-    let Some(account) = label.account_id.filter(|a| !a.is_empty()) else {
-        deliveries.push(
-            reject(
-                "label without an account_id: the identity graph is keyed by account".into(),
-                "label_without_account",
-            )
-            .await?,
-        );
-        report.dead_letters += 1;
-        return Ok(true);
-    };
-    let Some(tainted) = taint_of(label.kind) else {
-        metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "ignored")
-            .increment(1);
-        report.ignored += 1;
-        return Ok(true);
-    };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match store.apply_label(&account, tainted, label.label_time).await {
-            Ok(outcome) => {
-                tracing::info!(account = %account, kind = kind_label(label.kind), ?outcome, "label applied");
-                metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "applied").increment(1);
-                report.applied += 1;
+            send(producer, dead_letter(cfg, msg, &reason, kind)).await
+        };
+        let label = match codec.decode_label(msg.payload().unwrap_or(&[])) {
+            Ok(l) => l,
+            Err(e) => {
+                deliveries.push(reject(e.to_string(), e.kind()).await?);
+                report.dead_letters += 1;
                 return Ok(true);
             }
-            Err(e) => {
-                tracing::warn!(error = %e, account = %account, "label not applied yet; retrying");
-                metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "retried").increment(1);
-                tokio::select! {
-                    _ = stopped(shutdown) => return Ok(false),
-                    _ = tokio::time::sleep(backoff) => {}
+        };
+        let Some(account) = label.account_id.filter(|a| !a.is_empty()) else {
+            deliveries.push(
+                reject(
+                    "label without an account_id: the identity graph is keyed by account".into(),
+                    "label_without_account",
+                )
+                .await?,
+            );
+            report.dead_letters += 1;
+            return Ok(true);
+        };
+        let Some(tainted) = taint_of(label.kind) else {
+            metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "ignored")
+                .increment(1);
+            report.ignored += 1;
+            return Ok(true);
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match store.apply_label(&account, tainted, label.label_time).await {
+                Ok(outcome) => {
+                    tracing::info!(account = %account, kind = kind_label(label.kind), ?outcome, "label applied");
+                    metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "applied").increment(1);
+                    report.applied += 1;
+                    return Ok(true);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) => {
+                    tracing::warn!(error = %e, account = %account, "label not applied yet; retrying");
+                    metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "retried").increment(1);
+                    tokio::select! {
+                        _ = stopped(shutdown) => return Ok(false),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
             }
         }
     }

@@ -48,6 +48,21 @@ pub struct Buffers {
     model_scores: Vec<f32>,
 }
 
+/// (name, input-row column) of the values verdicts log by name (`features`): the
+/// identity-graph features, for the rules engine and investigators. The models' own inputs go
+/// compactly in `model_inputs` (see [`riskstream_models::Model::logged_columns`]).
+fn graph_features() -> &'static [(&'static str, usize)] {
+    static GRAPH: std::sync::OnceLock<Vec<(&'static str, usize)>> = std::sync::OnceLock::new();
+    GRAPH.get_or_init(|| {
+        riskstream_features::store_features()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.group == "graph")
+            .map(|(c, f)| (f.name, c))
+            .collect()
+    })
+}
+
 /// Attribution differences (log-odds) below this are not reason codes.
 const MIN_ATTRIBUTION: f32 = 0.1;
 /// Ungrouped inputs occluded per flagged event (besides every input group).
@@ -295,8 +310,7 @@ impl<S> Scorer<S> {
                 friction,
                 scores,
                 reasons,
-                features: target
-                    .logged
+                features: graph_features()
                     .iter()
                     .map(|&(name, c)| FeatureValue {
                         name: Cow::Borrowed(name),
@@ -307,11 +321,10 @@ impl<S> Scorer<S> {
                     .chain(target.shadows.iter().copied())
                     .map(|mi| {
                         let model = serving.model(mi);
-                        let columns = model.columns();
                         ModelInputs {
                             model: Cow::Borrowed(model.name()),
                             version: Cow::Borrowed(model.version()),
-                            values: model.logged_positions().map(|p| row[columns[p]]).collect(),
+                            values: model.logged_columns().iter().map(|&c| row[c]).collect(),
                         }
                     })
                     .collect(),

@@ -159,20 +159,6 @@ pub struct Target {
     pub route: String,
     pub champion: usize,
     pub shadows: Vec<usize>,
-    /// (name, input-row column) of the values its verdicts log by name (`features`): the
-    /// identity-graph features, for the rules engine and investigators. The models' own inputs
-    /// go compactly in `model_inputs` (see [`riskstream_models::Model::logged_positions`]).
-    pub logged: Vec<(&'static str, usize)>,
-}
-
-/// The columns a verdict logs by name (see [`Target::logged`]): the identity-graph features.
-fn logged_columns() -> Vec<(&'static str, usize)> {
-    riskstream_features::store_features()
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.group == "graph")
-        .map(|(c, f)| (f.name, c))
-        .collect()
 }
 
 struct Route {
@@ -310,7 +296,6 @@ impl Serving {
             Target {
                 route: route.to_string(),
                 champion,
-                logged: logged_columns(),
                 shadows,
             }
         };

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
@@ -104,6 +104,12 @@ pub trait Stage: Send + 'static {
 
 /// The task running one stage; its result is the stage's error, if any.
 pub type StageTask = JoinHandle<Result<(), WorkerError>>;
+/// What the source hands the first stage: records read from Kafka.
+pub type Records = Batch<Vec<OwnedMessage>>;
+/// What the last stage hands `acknowledge`: the deliveries of everything a batch produced.
+pub type Acks = Batch<Vec<DeliveryFuture>>;
+/// A chain between the source and `acknowledge`: its output and its stage tasks.
+pub type Chain = (mpsc::Receiver<Acks>, Vec<StageTask>);
 
 /// Runs `stage` as its own task over the batches from `rx`, in order; returns the channel of
 /// its output (capacity one batch: back-pressure reaches the source).
@@ -150,7 +156,7 @@ pub async fn source<C: ConsumerContext + 'static>(
     consumer: Arc<StreamConsumer<C>>,
     batching: Batching,
     mut shutdown: watch::Receiver<bool>,
-    tx: mpsc::Sender<Batch<Vec<OwnedMessage>>>,
+    tx: mpsc::Sender<Records>,
 ) -> Result<(), WorkerError> {
     let max = batching.max.max(1);
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
@@ -161,12 +167,8 @@ pub async fn source<C: ConsumerContext + 'static>(
                 return Ok(());
             }
             tokio::select! {
-                msg = consumer.recv() => match msg {
-                    Ok(m) => batch.push(m.detach()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consume error");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                msg = consumer.recv() => if !keep(&mut batch, msg) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 },
                 _ = shutdown.changed() => {}
                 _ = tx.closed() => return Ok(()), // the chain stopped: it reports why
@@ -177,8 +179,9 @@ pub async fn source<C: ConsumerContext + 'static>(
             let deadline = tokio::time::Instant::now() + batching.linger;
             while batch.len() < max {
                 match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
+                    Ok(msg) => {
+                        keep(&mut batch, msg);
+                    }
                     Err(_) => break,
                 }
             }
@@ -191,12 +194,8 @@ pub async fn source<C: ConsumerContext + 'static>(
             tokio::select! {
                 biased;
                 permit = tx.reserve() => break permit,
-                msg = consumer.recv() => match msg {
-                    Ok(m) => {
-                        batch.push(m.detach());
-                        take_ready(&consumer, &mut batch, max);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "consume error"),
+                msg = consumer.recv() => if keep(&mut batch, msg) {
+                    take_ready(&consumer, &mut batch, max);
                 },
             }
         };
@@ -221,14 +220,30 @@ fn take_ready<C: ConsumerContext + 'static>(
 ) {
     while batch.len() < max {
         match consumer.recv().now_or_never() {
-            Some(Ok(m)) => batch.push(m.detach()),
-            Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
+            Some(msg) => {
+                keep(batch, msg);
+            }
             None => break,
         }
     }
 }
 
-fn now_ms() -> i64 {
+/// Adds a consumed record to `batch`; a consume error is logged (false).
+fn keep(batch: &mut Vec<OwnedMessage>, msg: KafkaResult<BorrowedMessage<'_>>) -> bool {
+    match msg {
+        Ok(m) => {
+            batch.push(m.detach());
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "consume error");
+            false
+        }
+    }
+}
+
+/// Wall-clock time, epoch ms.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -239,7 +254,7 @@ fn now_ms() -> i64 {
 /// offsets (librdkafka commits stored offsets in the background).
 pub async fn acknowledge<C: ConsumerContext + 'static>(
     consumer: Arc<StreamConsumer<C>>,
-    mut rx: mpsc::Receiver<Batch<Vec<DeliveryFuture>>>,
+    mut rx: mpsc::Receiver<Acks>,
 ) -> Result<(), WorkerError> {
     while let Some(batch) = rx.recv().await {
         for delivery in batch.data {

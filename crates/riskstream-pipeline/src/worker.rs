@@ -3,7 +3,7 @@
 //! the stages in [`crate::stages`] around one Kafka lifecycle ([`drive`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::WorkerConfig;
 use crate::metrics as m;
 use crate::scorer::{Buffers, Enriched, Scorer};
-use crate::stages::{self, Batch, Batching, Stage};
+use crate::stages::{self, now_ms, Batch, Batching, Chain, Records, Stage};
 
 /// The worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -84,13 +84,6 @@ impl ConsumerContext for WorkerContext {
 }
 
 type WorkerConsumer = StreamConsumer<WorkerContext>;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Builds the consumer and producer configs (defaults, then the user's `-X` overrides; a
 /// `consumer.` or `producer.` prefix applies a property to that client only).
@@ -308,14 +301,7 @@ async fn drive<F>(
     build: F,
 ) -> Result<WorkerReport, WorkerError>
 where
-    F: FnOnce(
-        mpsc::Receiver<Batch<Vec<OwnedMessage>>>,
-        FutureProducer,
-        SharedReport,
-    ) -> (
-        mpsc::Receiver<Batch<Vec<DeliveryFuture>>>,
-        Vec<stages::StageTask>,
-    ),
+    F: FnOnce(mpsc::Receiver<Records>, FutureProducer, SharedReport) -> Chain,
 {
     let (consumer, producer) = client_configs(cfg);
     let input = Input {
@@ -339,14 +325,7 @@ pub(crate) async fn drive_chain<R, F>(
 ) -> Result<R, WorkerError>
 where
     R: Default + Copy + Send + 'static,
-    F: FnOnce(
-        mpsc::Receiver<Batch<Vec<OwnedMessage>>>,
-        FutureProducer,
-        Shared<R>,
-    ) -> (
-        mpsc::Receiver<Batch<Vec<DeliveryFuture>>>,
-        Vec<stages::StageTask>,
-    ),
+    F: FnOnce(mpsc::Receiver<Records>, FutureProducer, Shared<R>) -> Chain,
 {
     let consumer: Arc<WorkerConsumer> =
         Arc::new(input.consumer.create_with_context(WorkerContext)?);

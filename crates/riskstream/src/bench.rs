@@ -232,33 +232,22 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None,
         true,
     )?;
-    let pass = drain(
-        args.brokers.clone(),
-        extra.clone(),
-        passthrough_out.clone(),
-        args.events,
-        None,
-    )
-    .await?;
+    let pass = drain_all(&args, &extra, &passthrough_out).await?;
     println!(
         "  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB",
         pass.throughput,
         worker.peak_rss_mb()
     );
-    let mut producer = producer;
-    for (seed, &rate) in (303..).zip(&args.latency_rate) {
-        producer = latency_run(
-            &args,
-            &extra,
-            &pass_topics,
-            &passthrough_out,
-            producer,
-            seed,
-            rate,
-            "passthrough",
-        )
-        .await?;
-    }
+    let producer = latency_runs(
+        &args,
+        &extra,
+        &pass_topics,
+        &passthrough_out,
+        producer,
+        303,
+        "passthrough",
+    )
+    .await?;
     worker.stop()?;
 
     // 2. Full pipeline: decode, Redis features, both models, policy, verdicts.
@@ -271,14 +260,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None,
         false,
     )?;
-    let full = drain(
-        args.brokers.clone(),
-        extra.clone(),
-        topics.verdicts.clone(),
-        args.events,
-        None,
-    )
-    .await?;
+    let full = drain_all(&args, &extra, &topics.verdicts).await?;
     let cpu_after = redis_cpu_seconds(&args.redis);
     println!(
         "  pipeline          {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio pipeline/passthrough {:.2}",
@@ -295,19 +277,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // 3. Latency at fixed offered rates, same worker (now caught up).
-    for (seed, &rate) in (202..).zip(&args.latency_rate) {
-        producer = latency_run(
-            &args,
-            &extra,
-            &topics,
-            &topics.verdicts,
-            producer,
-            seed,
-            rate,
-            "pipeline",
-        )
-        .await?;
-    }
+    let producer = latency_runs(
+        &args,
+        &extra,
+        &topics,
+        &topics.verdicts,
+        producer,
+        202,
+        "pipeline",
+    )
+    .await?;
     let rss = worker.peak_rss_mb();
     println!(
         "                    whole scoring worker: {}",
@@ -331,14 +310,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let hist_out = format!("{run_id}-hist-verdicts");
         kafka_util::create_topics(&args.brokers, &extra, &[(&hist_out, p)]).await?;
         let worker = spawn_worker(&args, &topics, &hist_out, &prefix, Some(&prefix), false)?;
-        let hist = drain(
-            args.brokers.clone(),
-            extra.clone(),
-            hist_out.clone(),
-            args.events,
-            None,
-        )
-        .await?;
+        let hist = drain_all(&args, &extra, &hist_out).await?;
         println!(
             "  pipeline history  {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio history/fresh {:.2}",
             hist.throughput,
@@ -447,8 +419,24 @@ async fn preload_history(args: &BenchArgs, prefix: &str) -> anyhow::Result<Prelo
     })
 }
 
-/// Offers `latency_rate` events/s for `latency_seconds` to the running worker and prints
-/// produce → output-read latency percentiles (matched by the `riskstream.event_id` header).
+/// For each `--latency-rate`, offers that many events/s for `latency_seconds` to the running
+/// worker (simulator seeds `first_seed`, `first_seed + 1`, …) and prints produce → output-read
+/// latency percentiles (matched by the `riskstream.event_id` header).
+async fn latency_runs(
+    args: &BenchArgs,
+    extra: &[(String, String)],
+    topics: &Topics,
+    out_topic: &str,
+    mut producer: kafka_util::LoadProducer,
+    first_seed: u64,
+    label: &str,
+) -> anyhow::Result<kafka_util::LoadProducer> {
+    for (seed, &rate) in (first_seed..).zip(&args.latency_rate) {
+        producer = latency_run(args, extra, topics, out_topic, producer, seed, rate, label).await?;
+    }
+    Ok(producer)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn latency_run(
     args: &BenchArgs,
@@ -580,6 +568,22 @@ fn spawn_worker(
 struct Drained {
     throughput: f64,
     latency: Option<hdrhistogram::Histogram<u64>>,
+}
+
+/// The throughput measurement: reads the run's `--events` records from `topic`.
+async fn drain_all(
+    args: &BenchArgs,
+    extra: &[(String, String)],
+    topic: &str,
+) -> anyhow::Result<Drained> {
+    drain(
+        args.brokers.clone(),
+        extra.to_vec(),
+        topic.to_string(),
+        args.events,
+        None,
+    )
+    .await
 }
 
 /// Reads `n` records from `topic`; throughput is measured from the first record read to the

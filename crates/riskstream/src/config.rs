@@ -154,9 +154,16 @@ pub fn redact_url(url: &str) -> String {
 /// Whether a librdkafka property holds a secret (its value is never printed).
 pub fn is_secret_property(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "secret", "jaas", "ssl.key.pem", "ssl_key", "token"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "secret",
+        "jaas",
+        "ssl.key.pem",
+        "ssl_key",
+        "token",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 impl Settings {
@@ -207,7 +214,11 @@ impl Settings {
         }
         out += "\n[kafka]\n";
         for (k, v) in &w.kafka {
-            let v = if is_secret_property(k) { "***" } else { v.as_str() };
+            let v = if is_secret_property(k) {
+                "***"
+            } else {
+                v.as_str()
+            };
             out += &format!("{} = {}\n", q(k), q(v));
         }
         out
@@ -389,8 +400,14 @@ mod tests {
         .resolve()
         .unwrap();
         let text = s.to_redacted_toml();
-        assert!(!text.contains("s3cret") && !text.contains("hunter2"), "{text}");
-        assert!(text.contains("SASL_SSL") && text.contains("app:***@redis"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SASL_SSL") && text.contains("app:***@redis"),
+            "{text}"
+        );
         // The output is a valid --config file.
         let parsed: FileConfig = toml::from_str(&text).expect("printed config parses");
         assert_eq!(parsed.batch_max, Some(512));
