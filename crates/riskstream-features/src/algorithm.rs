@@ -1,17 +1,19 @@
 //! The feature algorithm, written once for both stores: which writes and reads a batch needs
-//! ([`plan_batch`]), the features of one event from what was read ([`features`]), the taint
-//! fix-ups a batch implies ([`taint_fixups`]), and label propagation ([`apply_label`]).
+//! ([`plan_batch`]), the features of one event from what was read ([`features`]) or its first
+//! features if it was scored before (`first.rs`), the writes due after a batch ([`evaluate`]:
+//! first features, taint fix-ups, tiles, trims, caps), and label propagation ([`apply_label`]).
 //!
 //! A batch's writes go first and its reads after, in one round trip: features then see the
 //! batch's own events too, and count only those strictly before each event's time — the same
 //! answer as applying events one by one, in any order.
 //!
-//! One sorted set per entity (see `keyspace.rs`). Members of an account's set: its events
-//! (`0xFF` + 49 bytes, scored by event time) and its links (`d:`, `i:`, `c:`, `x:`, `m:` first
-//! seen; `p:`/`f:` password / MFA changes; `N:` labelled accounts one hop away; `L` its own
-//! label). Members of a device's, IP's or document's set: `a:ACCOUNT` (first seen), capture
-//! sessions `s` + `f`/`p` + id hash (device only), `t1:ACCOUNT` / `t2:ACCOUNT` labelled accounts
-//! one / two hops away. Every write is `ZADD LT`, `ZREM` or `PEXPIRE`.
+//! One sorted set per entity (see `keyspace.rs`). Members of an account's set: its raw events
+//! (`0xFF` + 49 bytes, scored by event time), its tiles (`0xFE`, `tiles.rs`) and its links (`d:`,
+//! `i:`, `c:`, `x:`, `m:` first seen; `p:`/`f:` password / MFA changes; `N:` labelled accounts one
+//! hop away; `L` its own label). Members of a device's, IP's or document's set: `a:ACCOUNT` (first
+//! seen), capture sessions `s` + `f`/`p` + id hash and their tiles (device only), `t1:ACCOUNT` /
+//! `t2:ACCOUNT` labelled accounts one / two hops away. Every write is `ZADD LT`, `ZREM`, `HSETNX`
+//! or `PEXPIRE`.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -19,8 +21,10 @@ use std::future::Future;
 use riskstream_events::TransactionKind;
 
 use crate::catalogue::*;
+use crate::first;
 use crate::keyspace::{hash64, Keys, Keyspace, Node, Op, Read, ZSet};
-use crate::{EventFacts, FactKind, LabelOutcome, StoreError};
+use crate::tiles::Timeline;
+use crate::{EventFacts, FactKind, LabelOutcome, StoreError, StoreLimits};
 
 /// Per-entity caps: an account keeps its newest `MAX_EVENTS` events and its oldest
 /// `MAX_LINKS` links; a device, IP or document keeps its oldest `MAX_LINKS` accounts; a device
@@ -33,7 +37,7 @@ pub(crate) const ENTITY_TTL_MS: i64 = 30 * DAY_MS;
 const LABEL_NODES_PER_ACCOUNT: usize = 100;
 
 /// Kind code of a capture session in an account event.
-const CAPTURE_CODE: u8 = 200;
+pub(crate) const CAPTURE_CODE: u8 = 200;
 
 fn kind_code(kind: FactKind) -> u8 {
     match kind {
@@ -48,14 +52,14 @@ const EVENT_TAG: u8 = 0xFF;
 /// One account event as stored: a 50-byte member of the account's set (tag, then time, id hash,
 /// kind, USD cents, device / IP / country hashes).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct StoredEvent {
-    time: i64,
-    id: u64,
-    kind: u8,
-    usd_cents: i64,
-    device: u64,
-    ip: u64,
-    country: u64,
+pub(crate) struct StoredEvent {
+    pub(crate) time: i64,
+    pub(crate) id: u64,
+    pub(crate) kind: u8,
+    pub(crate) usd_cents: i64,
+    pub(crate) device: u64,
+    pub(crate) ip: u64,
+    pub(crate) country: u64,
 }
 
 impl StoredEvent {
@@ -85,7 +89,7 @@ impl StoredEvent {
         out.extend_from_slice(&self.country.to_le_bytes());
         out
     }
-    fn decode(b: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(b: &[u8]) -> Option<Self> {
         if b.len() != 50 || b[0] != EVENT_TAG {
             return None;
         }
@@ -101,7 +105,7 @@ impl StoredEvent {
             country: u(41),
         })
     }
-    fn is(&self, kind: TransactionKind) -> bool {
+    pub(crate) fn is(&self, kind: TransactionKind) -> bool {
         self.kind == kind as u8
     }
 }
@@ -143,12 +147,10 @@ fn taint_member(level: u8, account: &str) -> Vec<u8> {
     .concat()
 }
 
-/// A node's set, split by member kind.
+/// A node's set, split by member kind (capture sessions are in its [`Timeline`]).
 struct NodeView<'a> {
     /// account -> first seen
     accounts: Vec<(&'a [u8], i64)>,
-    /// (time, failed) of capture sessions
-    sessions: Vec<(i64, bool)>,
     hop1: Vec<&'a [u8]>,
     hop2: Vec<&'a [u8]>,
 }
@@ -156,7 +158,6 @@ struct NodeView<'a> {
 fn node_view(z: &ZSet) -> NodeView<'_> {
     let mut v = NodeView {
         accounts: Vec::new(),
-        sessions: Vec::new(),
         hop1: Vec::new(),
         hop2: Vec::new(),
     };
@@ -167,8 +168,6 @@ fn node_view(z: &ZSet) -> NodeView<'_> {
             v.hop1.push(a);
         } else if let Some(a) = m.strip_prefix(b"t2:") {
             v.hop2.push(a);
-        } else if m.first() == Some(&b's') && m.len() == 10 {
-            v.sessions.push((*s, m[1] == b'f'));
         }
     }
     v
@@ -209,6 +208,21 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
         }
     }
     for (account, events) in &accounts {
+        // First features of these event ids, if they were scored before (one HMGET per hour).
+        let mut hours: Vec<(i64, Vec<Vec<u8>>)> = Vec::new();
+        for e in events {
+            let h = first::hour(e.event_time);
+            match hours.iter_mut().find(|(x, _)| *x == h) {
+                Some((_, fields)) => fields.push(first::field(e.event_id)),
+                None => hours.push((h, vec![first::field(e.event_id)])),
+            }
+        }
+        for (h, fields) in hours {
+            reads.push(Read::HMGet {
+                key: keys.first_features(account, h),
+                fields,
+            });
+        }
         let key = keys.account(account);
         let mut members = Vec::with_capacity(events.len() * 4);
         for e in events {
@@ -274,124 +288,144 @@ fn secs(ms: i64) -> f32 {
     (ms as f64 / 1000.0) as f32
 }
 
-/// One account's stored events, decoded, sorted by time, one per event id.
-type AccountEvents = Vec<(i64, StoredEvent)>;
-
-fn account_events(events: &ZSet) -> AccountEvents {
-    let mut sorted: AccountEvents = events
-        .keys()
-        .filter_map(|m| StoredEvent::decode(m).map(|d| (d.time, d)))
-        .collect();
-    sorted.sort_by_key(|(s, d)| (*s, d.id));
-    let mut seen = HashSet::with_capacity(sorted.len());
-    sorted.retain(|(_, d)| seen.insert(d.id)); // one event id counts once, whatever its copies
-    sorted
+fn usd(cents: i64) -> f32 {
+    (cents as f64 / 100.0) as f32
 }
 
-/// Features of every event of `batch` from the state after the batch was written (`ks`).
-pub(crate) fn features_batch(
+/// One account's share of a batch's reads.
+struct AccountView<'a> {
+    key: String,
+    links: &'a ZSet,
+    timeline: Timeline<'a>,
+}
+
+/// One device's, IP's or document's share of a batch's reads.
+struct EntityView<'a> {
+    key: String,
+    set: &'a ZSet,
+    graph: NodeView<'a>,
+    /// Capture sessions (devices only; empty otherwise).
+    sessions: Timeline<'a>,
+}
+
+/// The batch's entities, each read and resolved once.
+struct BatchView<'a> {
+    accounts: HashMap<&'a str, AccountView<'a>>,
+    nodes: HashMap<(Node, &'a str), EntityView<'a>>,
+}
+
+fn batch_view<'a>(
+    keys: &Keys,
+    ks: &'a Keyspace,
+    batch: &[EventFacts<'a>],
+    empty: &'a ZSet,
+) -> BatchView<'a> {
+    let mut view = BatchView {
+        accounts: HashMap::new(),
+        nodes: HashMap::new(),
+    };
+    for e in batch {
+        view.accounts.entry(e.account_id).or_insert_with(|| {
+            let key = keys.account(e.account_id);
+            let links = ks.zset(&key).unwrap_or(empty);
+            AccountView {
+                key,
+                links,
+                timeline: Timeline::of(links, true),
+            }
+        });
+        for (node, id) in nodes_of(e) {
+            view.nodes.entry((node, id)).or_insert_with(|| {
+                let key = keys.node(node, id);
+                let set = ks.zset(&key).unwrap_or(empty);
+                EntityView {
+                    key,
+                    set,
+                    graph: node_view(set),
+                    sessions: Timeline::of(if node == Node::Device { set } else { empty }, false),
+                }
+            });
+        }
+    }
+    view
+}
+
+/// Features of every event of `batch` from the state after the batch was written (`ks`), and
+/// the writes due after them: first features of events scored for the first time, taint
+/// fix-ups, tiles, trims and caps.
+pub(crate) fn evaluate(
     keys: &Keys,
     ks: &Keyspace,
     batch: &[EventFacts<'_>],
-) -> Vec<StoreFeatures> {
-    // Each entity's set is looked up and split once per batch, not once per event.
+    limits: &StoreLimits,
+) -> (Vec<StoreFeatures>, Vec<Op>) {
     let empty = ZSet::new();
-    let mut accounts: HashMap<&str, (&ZSet, AccountEvents)> = HashMap::new();
-    let mut nodes: HashMap<(Node, &str), NodeView<'_>> = HashMap::new();
-    for e in batch {
-        accounts.entry(e.account_id).or_insert_with(|| {
-            let set = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
-            (set, account_events(set))
-        });
-        for (node, id) in nodes_of(e) {
-            nodes
-                .entry((node, id))
-                .or_insert_with(|| node_view(ks.zset(&keys.node(node, id)).unwrap_or(&empty)));
-        }
-    }
-    batch
+    let view = batch_view(keys, ks, batch, &empty);
+    let mut ops = Vec::new();
+    let mut remembered: HashSet<(String, Vec<u8>)> = HashSet::new();
+    let features = batch
         .iter()
         .map(|e| {
-            let (links, events) = &accounts[e.account_id];
-            features(e, links, events, &nodes)
+            let key = keys.first_features(e.account_id, first::hour(e.event_time));
+            let field = first::field(e.event_id);
+            if let Some(f) = ks.hash_field(&key, &field).and_then(first::decode) {
+                return f;
+            }
+            let f = features(e, &view);
+            if remembered.insert((key.clone(), field.clone())) {
+                ops.push(Op::HSetNx {
+                    key,
+                    field,
+                    value: first::encode(&f),
+                });
+            }
+            f
         })
-        .collect()
+        .collect();
+    let mut expire: Vec<String> = remembered.into_iter().map(|(k, _)| k).collect();
+    expire.sort();
+    expire.dedup();
+    ops.extend(expire.into_iter().map(|key| Op::Expire {
+        key,
+        ms: limits.first_features_ttl_ms,
+    }));
+    ops.extend(taint_fixups(keys, ks, batch));
+    ops.extend(maintenance(&view, batch, limits));
+    (features, ops)
 }
 
-fn insert_distinct(set: &mut Vec<u64>, h: u64) {
-    if h != 0 && !set.contains(&h) {
-        set.push(h);
-    }
-}
-
-/// Features of `e` from the state after its batch was written: `links` = its account's set,
-/// `sorted` = that account's events, `nodes` = the batch's devices, IPs and documents.
-fn features(
-    e: &EventFacts<'_>,
-    links: &ZSet,
-    sorted: &AccountEvents,
-    nodes: &HashMap<(Node, &str), NodeView<'_>>,
-) -> StoreFeatures {
+/// Features of `e` from the state after its batch was written.
+fn features(e: &EventFacts<'_>, view: &BatchView<'_>) -> StoreFeatures {
     let mut f = StoreFeatures::default();
     let v = &mut f.values;
     let t = e.event_time;
+    let account = &view.accounts[e.account_id];
 
     // Account events: velocity, last login, distinct devices / IPs / countries in windows.
-    let upto = sorted.partition_point(|(s, _)| *s < t);
-    let start = sorted.partition_point(|(s, _)| *s < t - LONGEST_WINDOW_MS);
-    let last_login = sorted[start.min(upto)..upto]
-        .iter()
-        .rev()
-        .find(|(_, d)| d.is(TransactionKind::Login))
-        .map(|(s, _)| *s);
-    let mut distinct: [[Vec<u64>; 2]; 3] = Default::default();
-    for (s, d) in &sorted[start.min(upto)..upto] {
-        let age = t - s;
-        for (w, (_, len)) in WINDOWS.iter().enumerate() {
-            if age > *len {
-                continue;
-            }
-            let money = [
-                d.is(TransactionKind::TransferOut)
-                    || d.is(TransactionKind::Withdrawal)
-                    || d.is(TransactionKind::CardPayment),
-                d.is(TransactionKind::TransferOut),
-                d.is(TransactionKind::Withdrawal),
-                d.is(TransactionKind::CardPayment),
-            ];
-            for (k, hit) in money.iter().enumerate() {
-                if *hit {
-                    let usd = d.usd_cents as f32 / 100.0;
-                    v[velocity(w, k, 0)] += 1.0;
-                    v[velocity(w, k, 1)] += usd;
-                    v[velocity(w, k, 2)] = v[velocity(w, k, 2)].max(usd);
-                }
-            }
-            if d.is(TransactionKind::Login) {
-                v[logins(w)] += 1.0;
-            }
-            if d.kind != CAPTURE_CODE
-                && TransactionKind::from_code(d.kind).is_some_and(|k| k.is_credential_change())
-            {
-                v[credential_changes(w)] += 1.0;
-            }
+    let windows = account
+        .timeline
+        .windows_before(t, [false, false, true, true]);
+    for (w, agg) in windows.iter().enumerate() {
+        for (k, [count, cents, max]) in agg.money.iter().enumerate() {
+            v[velocity(w, k, 0)] = *count as f32;
+            v[velocity(w, k, 1)] = usd(*cents);
+            v[velocity(w, k, 2)] = usd(*max);
         }
-        for (i, (ms, _)) in [(DAY_MS, 0), (7 * DAY_MS, 1)].iter().enumerate() {
-            if age <= *ms {
-                for (what, h) in [d.device, d.ip, d.country].into_iter().enumerate() {
-                    insert_distinct(&mut distinct[what][i], h);
-                }
-            }
-        }
+        v[logins(w)] = agg.logins as f32;
+        v[credential_changes(w)] = agg.credentials as f32;
     }
     for what in 0..3 {
-        for w in 0..2 {
-            v[DISTINCT_WINDOWED + 2 * what + w] = distinct[what][w].len() as f32;
+        for (i, w) in [2, 3].into_iter().enumerate() {
+            v[DISTINCT_WINDOWED + 2 * what + i] = windows[w].distinct[what].len() as f32;
         }
     }
-    v[SECS_SINCE_LOGIN] = last_login.map_or(NEVER_SECS, |s| secs(t - s));
+    v[SECS_SINCE_LOGIN] = account
+        .timeline
+        .last_login_before(t, LONGEST_WINDOW_MS)
+        .map_or(NEVER_SECS, |s| secs(t - s));
 
     // Account links: new device / destination, distinct devices, password and MFA changes, label.
+    let links = account.links;
     let (mut last_password, mut last_mfa, mut devices) = (None::<i64>, None::<i64>, 0);
     for (m, s) in links {
         match m.first() {
@@ -410,20 +444,20 @@ fn features(
         v[DESTINATION_IS_NEW] =
             (first_seen('x', e.destination).is_none_or(|s| s >= t)) as u8 as f32;
     }
-    let labelled = links.contains_key(LABEL_MEMBER);
-    v[ACCOUNT_LABELLED] = labelled as u8 as f32;
+    v[ACCOUNT_LABELLED] = links.contains_key(LABEL_MEMBER) as u8 as f32;
 
     // Devices, IPs, documents: accounts before the event, and the graph through them.
     let mut linked: HashSet<&[u8]> = HashSet::new();
     let mut hop1: HashSet<&[u8]> = HashSet::new();
     let mut hop2: HashSet<&[u8]> = HashSet::new();
     for (node, id) in nodes_of(e) {
-        let view = &nodes[&(node, id)];
-        let before = view.accounts.iter().filter(|(_, s)| *s < t).count() as f32;
+        let entity = &view.nodes[&(node, id)];
+        let graph = &entity.graph;
+        let before = graph.accounts.iter().filter(|(_, s)| *s < t).count() as f32;
         match node {
             Node::Device => {
                 v[DEVICE_ACCOUNTS] = before;
-                if let Some(first) = view
+                if let Some(first) = graph
                     .accounts
                     .iter()
                     .map(|(_, s)| *s)
@@ -432,33 +466,27 @@ fn features(
                 {
                     v[DEVICE_AGE] = secs(t - first);
                 }
-                for (s, failed) in &view.sessions {
-                    let age = t - s;
-                    if *s >= t || age > 7 * DAY_MS {
-                        continue;
-                    }
-                    if age <= DAY_MS {
-                        v[DEVICE_SESSIONS_24H] += 1.0;
-                        v[DEVICE_FAILED_24H] += *failed as u8 as f32;
-                    }
-                    v[DEVICE_FAILED_7D] += *failed as u8 as f32;
-                }
+                let sessions = entity.sessions.windows_before(t, [false; 4]);
+                v[DEVICE_SESSIONS_24H] = sessions[2].sessions as f32;
+                v[DEVICE_FAILED_24H] = sessions[2].failed as f32;
+                v[DEVICE_FAILED_7D] = sessions[3].failed as f32;
             }
             Node::Ip => v[IP_ACCOUNTS] = before,
             Node::Document => v[DOCUMENT_ACCOUNTS] = before,
         }
-        if view.accounts.len() > GRAPH_FANOUT_LIMIT {
+        if graph.accounts.len() > GRAPH_FANOUT_LIMIT {
             continue; // a hub: no graph features through it
         }
         let me = e.account_id.as_bytes();
         linked.extend(
-            view.accounts
+            graph
+                .accounts
                 .iter()
                 .filter(|(a, s)| *s < t && *a != me)
                 .map(|(a, _)| *a),
         );
-        hop1.extend(view.hop1.iter().filter(|a| **a != me));
-        hop2.extend(view.hop2.iter().filter(|a| **a != me));
+        hop1.extend(graph.hop1.iter().filter(|a| **a != me));
+        hop2.extend(graph.hop2.iter().filter(|a| **a != me));
     }
     v[GRAPH_LINKED] = linked.len() as f32;
     v[GRAPH_FRAUD_1HOP] = hop1.len() as f32;
@@ -486,75 +514,73 @@ fn account_nodes(links: &ZSet, limit: usize) -> Vec<(Node, String)> {
         .collect()
 }
 
-/// Trims and caps a batch's reads show are due (usually none), as explicit `ZREM`s: events and
-/// sessions older than the batch's oldest event on that entity minus the retention; beyond the
-/// caps, the oldest events and sessions and the newest links and accounts. Done after the reads,
-/// so no event of the batch loses its window, and only when needed.
-fn maintenance(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>], retention_ms: i64) -> Vec<Op> {
-    // key -> (is an account, oldest event of the batch on it)
-    let mut oldest: HashMap<String, (bool, i64)> = HashMap::new();
-    let mut note = |key: String, account: bool, t: i64| {
-        let o = oldest.entry(key).or_insert((account, t));
-        o.1 = o.1.min(t);
-    };
+/// Tiles, trims and caps the batch's reads show are due (usually none), as `ZADD`s of tiles
+/// and explicit `ZREM`s: see `tiles.rs` for events and capture sessions (trimmed older than the
+/// batch's oldest event on that entity minus the retention, tiled behind the raw head, the
+/// oldest raw ones beyond the cap); links and accounts beyond the cap, newest first. Done after
+/// the reads, so no event of the batch loses its window, and only when needed.
+fn maintenance<'a>(
+    view: &'a BatchView<'a>,
+    batch: &[EventFacts<'a>],
+    limits: &StoreLimits,
+) -> Vec<Op> {
+    // key -> oldest event of the batch on it
+    let mut oldest: HashMap<&'a str, i64> = HashMap::new();
     for e in batch {
-        note(keys.account(e.account_id), true, e.event_time);
-        for (node, id) in nodes_of(e) {
-            note(keys.node(node, id), false, e.event_time);
+        let keys = std::iter::once(view.accounts[e.account_id].key.as_str())
+            .chain(nodes_of(e).map(|n| view.nodes[&n].key.as_str()));
+        for key in keys {
+            let o = oldest.entry(key).or_insert(e.event_time);
+            *o = (*o).min(e.event_time);
         }
     }
-    let mut keys_sorted: Vec<(String, (bool, i64))> = oldest.into_iter().collect();
-    keys_sorted.sort();
+    let mut entities: Vec<(&str, bool, &ZSet, &Timeline<'_>)> = Vec::new();
+    entities.extend(
+        view.accounts
+            .values()
+            .map(|a| (a.key.as_str(), true, a.links, &a.timeline)),
+    );
+    entities.extend(
+        view.nodes
+            .values()
+            .map(|n| (n.key.as_str(), false, n.set, &n.sessions)),
+    );
+    entities.sort_by_key(|(key, ..)| *key);
     let mut ops = Vec::new();
-    for (key, (account, oldest)) in keys_sorted {
-        let Some(z) = ks.zset(&key) else { continue };
-        let horizon = oldest - retention_ms;
-        // Events (account) or sessions (device) go by time; links or accounts by the cap.
-        // Taint marks on devices, IPs and documents are bounded by the labels, not capped.
-        let mut timed: Vec<(i64, &Vec<u8>)> = Vec::new();
-        let mut linked: Vec<(i64, &Vec<u8>)> = Vec::new();
-        for (m, s) in z {
-            let is_timed = if account {
-                m.first() == Some(&EVENT_TAG)
-            } else {
-                m.first() == Some(&b's') && m.len() == 10
-            };
-            if is_timed {
-                timed.push((*s, m));
-            } else if account || !(m.starts_with(b"t1:") || m.starts_with(b"t2:")) {
-                linked.push((*s, m));
-            }
-        }
-        let mut doomed: Vec<Vec<u8>> = Vec::new();
-        if timed.len() > MAX_EVENTS || timed.iter().any(|(s, _)| *s < horizon) {
-            timed.sort();
-            let stale = timed.partition_point(|(s, _)| *s < horizon);
-            let over = (timed.len() - stale).saturating_sub(MAX_EVENTS);
-            doomed.extend(timed[..stale + over].iter().map(|(_, m)| (*m).clone()));
-        }
+    for (key, account, z, timeline) in entities {
+        let (adds, mut doomed) = timeline.maintenance(
+            oldest[key],
+            limits.allowed_lateness_ms,
+            limits.retention_ms(),
+        );
+        // Links (account) or accounts (node) beyond the cap; taint marks are bounded by the
+        // labels, not capped.
+        let mut linked: Vec<(i64, &Vec<u8>)> = z
+            .iter()
+            .filter(|(m, _)| match m.first() {
+                Some(b) if *b >= 0xFE => false,
+                Some(b's') if !account && m.len() == 10 => false,
+                _ => account || !(m.starts_with(b"t1:") || m.starts_with(b"t2:")),
+            })
+            .map(|(m, s)| (*s, m))
+            .collect();
         if linked.len() > MAX_LINKS {
             linked.sort();
             doomed.extend(linked[MAX_LINKS..].iter().map(|(_, m)| (*m).clone()));
         }
+        if !adds.is_empty() {
+            ops.push(Op::ZAdd {
+                key: key.to_string(),
+                members: adds,
+            });
+        }
         if !doomed.is_empty() {
             ops.push(Op::ZRem {
-                key,
+                key: key.to_string(),
                 members: doomed,
             });
         }
     }
-    ops
-}
-
-/// Every write a batch's reads show is due: taint fix-ups, then trims and caps. Usually none.
-pub(crate) fn followups(
-    keys: &Keys,
-    ks: &Keyspace,
-    batch: &[EventFacts<'_>],
-    retention_ms: i64,
-) -> Vec<Op> {
-    let mut ops = taint_fixups(keys, ks, batch);
-    ops.extend(maintenance(keys, ks, batch, retention_ms));
     ops
 }
 

@@ -1,23 +1,34 @@
-//! The store's data model, shared by both stores: one Redis sorted set per entity, the commands
-//! that change them ([`Op`]) and read them ([`Read`]), and an in-process copy ([`Keyspace`]) that
-//! the in-memory store keeps for good and the Redis store fills from a batch's replies. Every
-//! write is commutative and idempotent (members keyed by event id, first-seen times by `ZADD LT`,
-//! trims as explicit `ZREM`s), so the order of deliveries and concurrent workers cannot change
-//! the result.
+//! The store's data model, shared by both stores: one Redis sorted set per entity plus hashes
+//! of first features, the commands that change them ([`Op`]) and read them ([`Read`]), and an
+//! in-process copy ([`Keyspace`]) that the in-memory store keeps for good and the Redis store
+//! fills from a batch's replies. Every write is commutative and idempotent (members keyed by
+//! event id, first-seen times by `ZADD LT`, first features by `HSETNX`, tiles as deterministic
+//! summaries, trims as explicit `ZREM`s), so the order of deliveries and concurrent workers
+//! cannot change the result.
 //!
-//! Keys (the braces are Redis Cluster hash tags: one entity, one key, one slot): one sorted set
-//! per entity — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — whose members are
-//! listed in `algorithm.rs`. Per batch and entity: one `ZADD LT`, one `PEXPIRE`, one `ZRANGE`.
+//! Keys (the braces are Redis Cluster hash tags: one entity, one slot): one sorted set per
+//! entity — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — whose members are
+//! listed in `algorithm.rs`, and per account and hour of event time a hash of the first
+//! features its events got, `P:{a:ACCOUNT}:f:HOUR` (field: event-id hash). Per batch and
+//! entity: one `ZADD LT`, one `PEXPIRE`, one `ZRANGE`; per account and hour, one `HMGET`.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// A sorted set: member -> score.
 pub(crate) type ZSet = HashMap<Vec<u8>, i64>;
 
-/// Sorted sets by key.
+/// A hash: field -> value.
+pub(crate) type Hash = HashMap<Vec<u8>, Vec<u8>>;
+
+/// Sorted sets and hashes by key, and the keys' expiry times (kept by the in-memory store only;
+/// a copy read from Redis has none).
 #[derive(Default, Debug, Clone)]
 pub(crate) struct Keyspace {
     pub(crate) zsets: HashMap<String, ZSet>,
+    pub(crate) hashes: HashMap<String, Hash>,
+    expiry: HashMap<String, Instant>,
+    swept: Option<Instant>,
 }
 
 /// A write. Each names one key.
@@ -31,20 +42,32 @@ pub(crate) enum Op {
     },
     /// `ZREM key member …`
     ZRem { key: String, members: Vec<Vec<u8>> },
-    /// `PEXPIRE key ms` (the in-memory store keeps no TTLs; its state is bounded by the trims).
+    /// `HSETNX key field value`: the first value written stays.
+    HSetNx {
+        key: String,
+        field: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// `PEXPIRE key ms`.
     Expire { key: String, ms: i64 },
 }
 
-/// A read: `ZRANGE key 0 -1 WITHSCORES`.
+/// A read.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Read {
+    /// `ZRANGE key 0 -1 WITHSCORES`
     ZRange(String),
+    /// `HMGET key field …` (absent fields stay absent in the copy).
+    HMGet { key: String, fields: Vec<Vec<u8>> },
 }
 
 impl Op {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Op::ZAdd { key, .. } | Op::ZRem { key, .. } | Op::Expire { key, .. } => key,
+            Op::ZAdd { key, .. }
+            | Op::ZRem { key, .. }
+            | Op::HSetNx { key, .. }
+            | Op::Expire { key, .. } => key,
         }
     }
 }
@@ -52,7 +75,7 @@ impl Op {
 impl Read {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Read::ZRange(k) => k,
+            Read::ZRange(k) | Read::HMGet { key: k, .. } => k,
         }
     }
 }
@@ -76,22 +99,75 @@ impl Keyspace {
                     }
                 }
             }
-            Op::Expire { .. } => {}
+            Op::HSetNx { key, field, value } => {
+                self.hashes
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(field.clone())
+                    .or_insert_with(|| value.clone());
+            }
+            Op::Expire { key, ms } => {
+                if self.zsets.contains_key(key) || self.hashes.contains_key(key) {
+                    let at = Instant::now() + Duration::from_millis((*ms).max(0) as u64);
+                    self.expiry.insert(key.clone(), at);
+                }
+            }
+        }
+    }
+
+    /// Forgets keys whose TTL has passed, as Redis does (checked at most once a minute).
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            return;
+        }
+        self.swept = Some(now);
+        let gone: Vec<String> = self
+            .expiry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.expiry.remove(&k);
+            self.zsets.remove(&k);
+            self.hashes.remove(&k);
         }
     }
 
     /// Copies what `reads` name into a new keyspace (missing keys read as empty).
     pub(crate) fn read(&self, reads: &[Read]) -> Keyspace {
         let mut out = Keyspace::default();
-        for Read::ZRange(k) in reads {
-            out.zsets
-                .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
+        for read in reads {
+            match read {
+                Read::ZRange(k) => {
+                    out.zsets
+                        .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
+                }
+                Read::HMGet { key, fields } => {
+                    let h = out.hashes.entry(key.clone()).or_default();
+                    if let Some(src) = self.hashes.get(key) {
+                        for f in fields {
+                            if let Some(v) = src.get(f) {
+                                h.insert(f.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+            }
         }
         out
     }
 
     pub(crate) fn zset(&self, key: &str) -> Option<&ZSet> {
         self.zsets.get(key)
+    }
+
+    /// One field of a hash.
+    pub(crate) fn hash_field(&self, key: &str, field: &[u8]) -> Option<&[u8]> {
+        self.hashes.get(key)?.get(field).map(|v| v.as_slice())
     }
 }
 
@@ -136,6 +212,10 @@ impl Keys {
     }
     pub(crate) fn account(&self, account: &str) -> String {
         format!("{}:{{a:{account}}}", self.prefix)
+    }
+    /// The hash of first features of `account`'s events in hour `hour` (event time / 1 h).
+    pub(crate) fn first_features(&self, account: &str, hour: i64) -> String {
+        format!("{}:{{a:{account}}}:f:{hour}", self.prefix)
     }
     pub(crate) fn node(&self, node: Node, id: &str) -> String {
         format!("{}:{{{}:{id}}}", self.prefix, node.letter())

@@ -19,10 +19,12 @@
 
 mod algorithm;
 pub mod catalogue;
+mod first;
 pub mod inputs;
 mod keyspace;
 pub mod memory;
 pub mod redis_store;
+mod tiles;
 
 use std::future::Future;
 
@@ -87,14 +89,19 @@ pub enum StoreError {
 /// Retention and limits shared by both stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
-    /// How late (event time) an event may arrive and still see its full windows, ms.
+    /// How late (event time, behind the account's newest event) an event may arrive and still
+    /// see its full windows and count in the tiles, ms.
     pub allowed_lateness_ms: i64,
+    /// How long an event's first features are kept for its redeliveries, ms after the last
+    /// write to its hour's hash (see `first.rs`).
+    pub first_features_ttl_ms: i64,
 }
 
 impl Default for StoreLimits {
     fn default() -> Self {
         StoreLimits {
             allowed_lateness_ms: 60 * 60 * 1000,
+            first_features_ttl_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

@@ -86,9 +86,8 @@ impl RedisStore {
     async fn enrich(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
         let (ops, reads) = algorithm::plan_batch(&self.keys, batch);
         let ks = self.exec(ops, reads).await?;
-        let features = algorithm::features_batch(&self.keys, &ks, batch);
-        // Taint fix-ups, trims and caps: a second round trip only when one is due.
-        let followups = algorithm::followups(&self.keys, &ks, batch, self.limits.retention_ms());
+        // First features, taint fix-ups, tiles, trims and caps: a second round trip.
+        let (features, followups) = algorithm::evaluate(&self.keys, &ks, batch, &self.limits);
         if !followups.is_empty() {
             self.exec(followups, Vec::new()).await?;
         }
@@ -112,6 +111,13 @@ fn add_op(p: &mut Pipeline, op: &Op) {
             }
             c.ignore();
         }
+        Op::HSetNx { key, field, value } => {
+            p.cmd("HSETNX")
+                .arg(key)
+                .arg(field.as_slice())
+                .arg(value.as_slice())
+                .ignore();
+        }
         Op::Expire { key, ms } => {
             p.cmd("PEXPIRE").arg(key).arg(*ms).ignore();
         }
@@ -119,8 +125,17 @@ fn add_op(p: &mut Pipeline, op: &Op) {
 }
 
 fn add_read(p: &mut Pipeline, read: &Read) {
-    let Read::ZRange(key) = read;
-    p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+    match read {
+        Read::ZRange(key) => {
+            p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        Read::HMGet { key, fields } => {
+            let c = p.cmd("HMGET").arg(key);
+            for f in fields {
+                c.arg(f.as_slice());
+            }
+        }
+    }
 }
 
 /// A sorted-set score as an integer (RESP2 sends it as a string, RESP3 as a double).
@@ -148,7 +163,21 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
         )));
     }
     for (read, reply) in reads.iter().zip(replies) {
-        let Read::ZRange(key) = read;
+        let key = match read {
+            Read::ZRange(key) => key,
+            Read::HMGet { key, fields } => {
+                let Value::Array(items) = reply else {
+                    return Err(StoreError::BadReply(format!("HMGET {key}: not an array")));
+                };
+                let h = ks.hashes.entry(key.clone()).or_default();
+                for (field, item) in fields.iter().zip(items) {
+                    if let Value::BulkString(v) = item {
+                        h.insert(field.clone(), v);
+                    }
+                }
+                continue;
+            }
+        };
         let bad = |what: &str| StoreError::BadReply(format!("ZRANGE {key}: {what}"));
         let Value::Array(items) = reply else {
             return Err(bad("not an array"));
@@ -227,11 +256,6 @@ impl FeatureStore for RedisStore {
         tokio::time::timeout(self.deadline, self.enrich(batch))
             .await
             .map_err(|_| StoreError::Timeout(self.deadline))?
-    }
-
-    async fn record_batch(&self, batch: &[EventFacts<'_>]) -> Result<(), StoreError> {
-        let (ops, _reads) = algorithm::plan_batch(&self.keys, batch);
-        self.exec(ops, Vec::new()).await.map(|_| ())
     }
 
     async fn apply_label(

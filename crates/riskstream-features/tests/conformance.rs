@@ -645,17 +645,18 @@ async fn batching_and_duplicates_do_not_matter<S: FeatureStore>(store_pairs: Vec
 }
 
 /// Property: shuffled (each event late by up to 50 min, within the 1 h allowed lateness),
-/// duplicated, randomly batched deliveries leave the store in the same state as a clean
-/// delivery: once everything has arrived, every event is scored exactly as the clean store
-/// scores it. (An event scored on its first, early arrival sees what had arrived by then.)
-/// `spread`: mean gap between events; a long stream (over 7 days) also exercises the trims,
-/// and then only events within the allowed lateness of the newest are compared.
+/// duplicated, randomly batched deliveries leave the store in the same state as a clean,
+/// one-at-a-time delivery in time order: once everything has arrived, probe events (new ids,
+/// the facts and times of the stream's events) get the same features from both stores. Every
+/// redelivery, during the stream or after it, gets the features of that event's first delivery.
+/// `spread`: mean gap between events; a long stream (over 7 days) also exercises the tiles and
+/// the trims, and then only events within the allowed lateness of the newest are probed.
 async fn shuffled_deliveries_converge<S: FeatureStore>(store_pairs: Vec<(S, S)>, spread: i64) {
     for (seed, (clean, messy)) in store_pairs.into_iter().enumerate() {
         let seed = seed as u64;
         let mut rng = SmallRng::seed_from_u64(seed + 200);
         let events = random_stream(seed + 50, 400, 2 * spread);
-        let expected = reference(&clean, &events).await;
+        reference(&clean, &events).await;
         // Arrival order: event time plus a random delay of up to 50 minutes, plus duplicates.
         let mut arrivals: Vec<(i64, Ev)> = events
             .iter()
@@ -666,42 +667,139 @@ async fn shuffled_deliveries_converge<S: FeatureStore>(store_pairs: Vec<(S, S)>,
             arrivals.push((e.t + rng.gen_range(0..50 * MIN), e));
         }
         arrivals.sort_by_key(|(at, _)| *at);
+        let mut first: std::collections::HashMap<String, StoreFeatures> = Default::default();
         let mut rest = &arrivals[..];
         while !rest.is_empty() {
             let take = rng.gen_range(1..=30).min(rest.len());
             let mut batch: Vec<Ev> = rest[..take].iter().map(|(_, e)| e.clone()).collect();
             batch.shuffle(&mut rng);
-            apply(&messy, &batch).await;
+            for (e, feat) in batch.iter().zip(apply(&messy, &batch).await) {
+                let was = *first.entry(e.id.clone()).or_insert(feat);
+                assert_eq!(feat, was, "seed {seed}: redelivery of {} changed", e.id);
+            }
             rest = &rest[take..];
         }
-        // Everything has arrived: re-scoring (a redelivery) gives the clean features.
+        // Everything has arrived: probes see the same state in both stores.
         let newest = events.last().expect("events").t;
         let trims = newest - T0 > 7 * DAY;
-        let compared: Vec<Ev> = events
+        let probes: Vec<Ev> = events
             .iter()
             .filter(|e| !trims || e.t > newest - 50 * MIN)
-            .cloned()
+            .map(|e| Ev {
+                id: format!("probe-{}", e.id),
+                ..e.clone()
+            })
             .collect();
-        assert!(compared.len() >= if trims { 1 } else { 400 });
-        let out = apply(&messy, &compared).await;
-        for (e, feat) in compared.iter().zip(out) {
-            assert_eq!(
-                feat,
-                expected[index_of(e)],
-                "seed {seed}, spread {spread}, {}",
-                e.id
-            );
+        assert!(probes.len() >= if trims { 1 } else { 400 });
+        let (a, b) = (apply(&messy, &probes).await, apply(&clean, &probes).await);
+        for ((e, fa), fb) in probes.iter().zip(a).zip(b) {
+            assert_eq!(fa, fb, "seed {seed}, spread {spread}, {}", e.id);
         }
-        let again = apply(&clean, &compared).await;
-        for (e, feat) in compared.iter().zip(again) {
-            assert_eq!(
-                feat,
-                expected[index_of(e)],
-                "clean store changed on redelivery: {}",
-                e.id
-            );
+        // Redeliveries after everything arrived: the first features come back.
+        let again: Vec<Ev> = events.iter().step_by(7).cloned().collect();
+        for (e, feat) in again.iter().zip(apply(&messy, &again).await) {
+            assert_eq!(feat, first[&e.id], "late redelivery of {}", e.id);
         }
     }
+}
+
+/// A long history (9 days, an event every 7 minutes, delivered in order in batches of 20):
+/// older events live in tiles (`tiles.rs`). The 10 min and 1 h windows and the last login stay
+/// exact; the 24 h and 7 d windows may start up to half a tile (30 min, 12 h) early or late.
+async fn long_history(store: impl FeatureStore) {
+    let kinds = [
+        money(10),
+        login(),
+        tx(TransactionKind::Withdrawal, 7),
+        tx(TransactionKind::Trade, 0),
+    ];
+    let events: Vec<Ev> = (0..9 * DAY / (7 * MIN))
+        .map(|i| {
+            ev(
+                &format!("long-{i}"),
+                "old",
+                &format!("dev{}", i % 3),
+                T0 + i * 7 * MIN,
+                kinds[i as usize % kinds.len()],
+            )
+        })
+        .collect();
+    let money_out = |e: &Ev| {
+        matches!(
+            e.kind,
+            FactKind::Transaction {
+                kind: TransactionKind::TransferOut | TransactionKind::Withdrawal,
+                ..
+            }
+        )
+    };
+    // Exact count of money-out events in [from, t).
+    let exact = |from: i64, t: i64| {
+        events
+            .iter()
+            .filter(|e| e.t >= from && e.t < t && money_out(e))
+            .count() as f32
+    };
+    for chunk in events.chunks(20) {
+        let out = apply(&store, chunk).await;
+        for (e, feat) in chunk.iter().zip(out) {
+            let t = e.t;
+            assert_eq!(
+                f(&feat, "acct_money_out_count_10m"),
+                exact(t - 10 * MIN, t),
+                "{}",
+                e.id
+            );
+            assert_eq!(
+                f(&feat, "acct_money_out_count_1h"),
+                exact(t - HOUR, t),
+                "{}",
+                e.id
+            );
+            let day = f(&feat, "acct_money_out_count_24h");
+            assert!(
+                (exact(t - DAY + 30 * MIN, t)..=exact(t - DAY - 30 * MIN, t)).contains(&day),
+                "{}: 24 h count {day}",
+                e.id
+            );
+            let week = f(&feat, "acct_money_out_count_7d");
+            assert!(
+                (exact(t - 7 * DAY + 12 * HOUR, t)..=exact(t - 7 * DAY - 12 * HOUR, t))
+                    .contains(&week),
+                "{}: 7 d count {week}",
+                e.id
+            );
+            let last_login = events
+                .iter()
+                .filter(|x| {
+                    x.t < t
+                        && matches!(
+                            x.kind,
+                            FactKind::Transaction {
+                                kind: TransactionKind::Login,
+                                ..
+                            }
+                        )
+                })
+                .map(|x| x.t)
+                .max();
+            assert_eq!(
+                f(&feat, "acct_secs_since_login"),
+                last_login.map_or(30.0 * 86_400.0, |l| ((t - l) as f64 / 1000.0) as f32)
+            );
+            if t > T0 + 8 * HOUR {
+                assert_eq!(f(&feat, "acct_distinct_devices_24h"), 3.0);
+            }
+        }
+    }
+    // A redelivery long after (its hour is sealed by now) gets its first features back.
+    let first = apply(&store, &events[100..101]).await;
+    let fresh = StoreFeatures::default();
+    assert_ne!(first[0], fresh);
+    assert_eq!(
+        f(&first[0], "acct_money_out_count_1h"),
+        exact(events[100].t - HOUR, events[100].t)
+    );
 }
 
 /// Every behaviour above, on stores made by `make` (each call a fresh, isolated store).
@@ -716,6 +814,7 @@ async fn conformance<S: FeatureStore, F: std::future::Future<Output = S>>(
     bounded_retention(make("ret").await).await;
     identity_graph(make("graph").await).await;
     backfill_matches_scoring(make("bfill-a").await, make("bfill-b").await).await;
+    long_history(make("long").await).await;
     let mut pairs = Vec::new();
     for n in 0..4 {
         pairs.push((

@@ -1,0 +1,66 @@
+//! First features: what each event got when it was first scored, kept so that a redelivered or
+//! replayed event id gets the same features back (and so the same decision), whatever arrived
+//! or was sealed into tiles in between.
+//!
+//! Kept per account and hour of event time in a hash `P:{a:ACCOUNT}:f:HOUR` (field: the
+//! event-id hash; value: the non-zero features as `index: u8, value: f32` pairs, typically
+//! 60–150 bytes), written with `HSETNX` (the first value stays) and expiring
+//! [`StoreLimits::first_features_ttl_ms`](crate::StoreLimits) after its last write.
+
+use crate::catalogue::{StoreFeatures, N_STORE_FEATURES};
+use crate::keyspace::hash64;
+
+/// The hash field of an event id.
+pub(crate) fn field(event_id: &str) -> Vec<u8> {
+    hash64(event_id).to_le_bytes().to_vec()
+}
+
+/// The hour bucket of an event time.
+pub(crate) fn hour(event_time: i64) -> i64 {
+    event_time.div_euclid(crate::catalogue::HOUR_MS)
+}
+
+pub(crate) fn encode(f: &StoreFeatures) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    for (i, v) in f.values.iter().enumerate() {
+        if *v != 0.0 || v.is_sign_negative() {
+            out.push(i as u8);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// `None` for a value this version cannot read (then the features are computed afresh).
+pub(crate) fn decode(b: &[u8]) -> Option<StoreFeatures> {
+    if b.len() % 5 != 0 {
+        return None;
+    }
+    let mut f = StoreFeatures::default();
+    for c in b.chunks_exact(5) {
+        let i = c[0] as usize;
+        if i >= N_STORE_FEATURES {
+            return None;
+        }
+        f.values[i] = f32::from_le_bytes(c[1..].try_into().expect("4 bytes"));
+    }
+    Some(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_round_trip_sparsely() {
+        let mut f = StoreFeatures::default();
+        f.values[0] = 3.0;
+        f.values[N_STORE_FEATURES - 1] = -0.5;
+        f.values[10] = f32::MAX;
+        let b = encode(&f);
+        assert_eq!(b.len(), 15);
+        assert_eq!(decode(&b), Some(f));
+        assert_eq!(decode(&b[..4]), None);
+        assert_eq!(decode(&[200, 0, 0, 0, 0]), None);
+    }
+}

@@ -1,0 +1,538 @@
+//! Tiles: how an entity's timed members (an account's events, a device's capture sessions) stay
+//! constant in size whatever the entity's age, after Airbnb Chronon's tiled windows.
+//!
+//! An entity's sorted set keeps its **recent events raw** (the head: everything newer than
+//! `H` = the newest event − the allowed lateness − 1 h, rounded down to the hour) and older
+//! ones as **tiles**: one member per hour (for the day before `H`, back to `D` = `H` − 24 h
+//! rounded down to the day) or per day (before `D`, until the retention drops it). A tile holds
+//! the intermediate representation of its events: per money kind count, USD-cent sum and max;
+//! logins, credential changes, the last login time; capture sessions and failed ones; and the
+//! smallest 64 hashes of the devices, IPs and countries seen (a bottom-k sketch: merging tiles
+//! in any order gives the same tile, and distinct counts are exact up to 64 per tile).
+//!
+//! What an event sees, per window of length `len` ending at its time `t`:
+//! - raw events exactly (time in `[t − len, t)`), so the 10 min and 1 h windows are exact for
+//!   every event within the allowed lateness;
+//! - a tile when it ends at or before `t` (point-in-time stays exact) and at least half of it
+//!   lies inside the window (`start + grain / 2 >= t − len`). The 24 h and 7 d windows therefore
+//!   start on an hour or day boundary once their start falls among tiles: within ±30 min
+//!   (24 h) and ±12 h (7 d) of the exact start. The last login is kept exactly (its time).
+//!
+//! Sealing is done by whichever worker reads the entity when a tile is due (one `ZADD` of the
+//! tile, `ZREM`s of what it replaces, in the batch's follow-up writes). A tile's bytes are a
+//! deterministic function of the members it replaces, so two workers sealing at once write the
+//! same member; if they saw different members (an event arriving later than the allowed
+//! lateness, mid-seal), the fuller tile wins at the next read and the other is removed. A raw
+//! event whose hour or day is already sealed (later than the allowed lateness) no longer counts
+//! for others and is removed; an hour tile under a day tile likewise.
+
+use std::collections::{BTreeMap, HashSet};
+
+use riskstream_events::TransactionKind;
+
+use crate::algorithm::{StoredEvent, CAPTURE_CODE, MAX_EVENTS};
+use crate::catalogue::{DAY_MS, HOUR_MS, WINDOWS};
+use crate::keyspace::ZSet;
+
+/// First byte of a tile member in any entity's set (links and accounts start with an ASCII
+/// letter, raw account events with 0xFF).
+const TILE_TAG: u8 = 0xFE;
+/// Distinct hashes a tile keeps per kind (device, IP, country): the smallest ones.
+const TILE_DISTINCT: usize = 64;
+
+/// The length of a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub(crate) fn ms(self) -> i64 {
+        match self {
+            Grain::Hour => HOUR_MS,
+            Grain::Day => DAY_MS,
+        }
+    }
+    fn code(self) -> u8 {
+        match self {
+            Grain::Hour => b'h',
+            Grain::Day => b'd',
+        }
+    }
+    fn of_code(c: u8) -> Option<Grain> {
+        match c {
+            b'h' => Some(Grain::Hour),
+            b'd' => Some(Grain::Day),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) fn floor_to(t: i64, ms: i64) -> i64 {
+    t.div_euclid(ms) * ms
+}
+
+/// Money-out kinds an event counts for, in `MONEY_KINDS` order.
+fn money_kinds(d: &StoredEvent) -> [bool; 4] {
+    let out = d.is(TransactionKind::TransferOut);
+    let wd = d.is(TransactionKind::Withdrawal);
+    let card = d.is(TransactionKind::CardPayment);
+    [out || wd || card, out, wd, card]
+}
+
+/// The intermediate representation of a set of timed members: what the features need from
+/// them, mergeable in any order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Agg {
+    /// Raw members summarised (decides between two tiles of one span).
+    pub(crate) items: i64,
+    /// Per money kind: count, USD-cent sum, USD-cent max.
+    pub(crate) money: [[i64; 3]; 4],
+    pub(crate) logins: i64,
+    pub(crate) credentials: i64,
+    /// Time of the newest login (`i64::MIN`: none).
+    pub(crate) last_login: i64,
+    pub(crate) sessions: i64,
+    pub(crate) failed: i64,
+    /// Distinct device, IP and country hashes, sorted (at most [`TILE_DISTINCT`] in a tile).
+    pub(crate) distinct: [Vec<u64>; 3],
+}
+
+impl Default for Agg {
+    fn default() -> Self {
+        Agg {
+            items: 0,
+            money: [[0; 3]; 4],
+            logins: 0,
+            credentials: 0,
+            last_login: i64::MIN,
+            sessions: 0,
+            failed: 0,
+            distinct: Default::default(),
+        }
+    }
+}
+
+fn insert_sorted(set: &mut Vec<u64>, h: u64) {
+    if h != 0 {
+        if let Err(at) = set.binary_search(&h) {
+            set.insert(at, h);
+        }
+    }
+}
+
+impl Agg {
+    pub(crate) fn add(&mut self, item: &Item, distinct: bool) {
+        self.items += 1;
+        match item {
+            Item::Session(failed) => {
+                self.sessions += 1;
+                self.failed += *failed as i64;
+            }
+            Item::Event(d) => {
+                for (k, hit) in money_kinds(d).into_iter().enumerate() {
+                    if hit {
+                        let m = &mut self.money[k];
+                        m[0] += 1;
+                        m[1] = m[1].saturating_add(d.usd_cents);
+                        m[2] = m[2].max(d.usd_cents);
+                    }
+                }
+                if d.is(TransactionKind::Login) {
+                    self.logins += 1;
+                    self.last_login = self.last_login.max(d.time);
+                }
+                if d.kind != CAPTURE_CODE
+                    && TransactionKind::from_code(d.kind).is_some_and(|k| k.is_credential_change())
+                {
+                    self.credentials += 1;
+                }
+                if distinct {
+                    for (what, h) in [d.device, d.ip, d.country].into_iter().enumerate() {
+                        insert_sorted(&mut self.distinct[what], h);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn merge(&mut self, o: &Agg, distinct: bool) {
+        self.items += o.items;
+        for (m, om) in self.money.iter_mut().zip(&o.money) {
+            m[0] += om[0];
+            m[1] = m[1].saturating_add(om[1]);
+            m[2] = m[2].max(om[2]);
+        }
+        self.logins += o.logins;
+        self.credentials += o.credentials;
+        self.last_login = self.last_login.max(o.last_login);
+        self.sessions += o.sessions;
+        self.failed += o.failed;
+        if distinct {
+            for (set, other) in self.distinct.iter_mut().zip(&o.distinct) {
+                for h in other {
+                    insert_sorted(set, *h);
+                }
+            }
+        }
+    }
+
+    fn encode(&self, grain: Grain, start: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + 8 * 19 + 3);
+        out.push(TILE_TAG);
+        out.push(grain.code());
+        let mut put = |v: i64| out.extend_from_slice(&v.to_le_bytes());
+        put(start);
+        put(self.items);
+        self.money.iter().flatten().for_each(|v| put(*v));
+        for v in [
+            self.logins,
+            self.credentials,
+            self.last_login,
+            self.sessions,
+            self.failed,
+        ] {
+            put(v);
+        }
+        for set in &self.distinct {
+            let kept = &set[..set.len().min(TILE_DISTINCT)];
+            out.push(kept.len() as u8);
+            for h in kept {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<(Grain, i64, Agg)> {
+        if b.len() < 2 + 8 * 19 + 3 || b[0] != TILE_TAG {
+            return None;
+        }
+        let grain = Grain::of_code(b[1])?;
+        let mut at = 2;
+        let mut take = |n: usize| {
+            let s = b.get(at..at + n);
+            at += n;
+            s
+        };
+        let mut int = || -> Option<i64> { Some(i64::from_le_bytes(take(8)?.try_into().ok()?)) };
+        let start = int()?;
+        let mut a = Agg {
+            items: int()?,
+            ..Agg::default()
+        };
+        for m in a.money.iter_mut() {
+            for v in m.iter_mut() {
+                *v = int()?;
+            }
+        }
+        a.logins = int()?;
+        a.credentials = int()?;
+        a.last_login = int()?;
+        a.sessions = int()?;
+        a.failed = int()?;
+        let mut rest = &b[2 + 8 * 19..];
+        for set in a.distinct.iter_mut() {
+            let (&n, tail) = rest.split_first()?;
+            let bytes = tail.get(..8 * n as usize)?;
+            set.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
+            );
+            rest = &tail[8 * n as usize..];
+        }
+        rest.is_empty().then_some((grain, start, a))
+    }
+}
+
+/// A raw timed member.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Item {
+    /// An account's event.
+    Event(StoredEvent),
+    /// A device's capture session: failed the vendor check?
+    Session(bool),
+}
+
+/// A raw member as read.
+pub(crate) struct Raw<'a> {
+    pub(crate) time: i64,
+    pub(crate) item: Item,
+    member: &'a [u8],
+    /// False for a second copy of one event id (it never counts).
+    counted: bool,
+}
+
+/// A tile as read.
+pub(crate) struct Tile<'a> {
+    grain: Grain,
+    pub(crate) start: i64,
+    pub(crate) agg: Agg,
+    member: &'a [u8],
+}
+
+impl Tile<'_> {
+    pub(crate) fn end(&self) -> i64 {
+        self.start + self.grain.ms()
+    }
+    /// Does the tile count for a window of `len` ending at `t`? (Ends by `t`, at least half
+    /// inside.)
+    pub(crate) fn counts_for(&self, t: i64, len: i64) -> bool {
+        self.end() <= t && self.start + self.grain.ms() / 2 >= t - len
+    }
+}
+
+/// An entity's timed members, resolved: raw members sorted by (time, id), tiles that count
+/// sorted by start, and what no longer counts (removed at the next maintenance).
+pub(crate) struct Timeline<'a> {
+    pub(crate) raw: Vec<Raw<'a>>,
+    pub(crate) tiles: Vec<Tile<'a>>,
+    stale: Vec<&'a [u8]>,
+}
+
+/// Session member in a device's set: `s`, `f`/`p`, 8-byte id hash.
+fn session(m: &[u8]) -> Option<(u64, bool)> {
+    (m.len() == 10 && m[0] == b's').then(|| {
+        (
+            u64::from_le_bytes(m[2..].try_into().expect("8 bytes")),
+            m[1] == b'f',
+        )
+    })
+}
+
+impl<'a> Timeline<'a> {
+    /// The timed members of an account's set (`account`) or a device's set.
+    pub(crate) fn of(z: &'a ZSet, account: bool) -> Timeline<'a> {
+        let mut raw: Vec<(i64, u64, Item, &'a [u8])> = Vec::new();
+        let mut tiles: Vec<Tile<'a>> = Vec::new();
+        for (m, s) in z {
+            match m.first() {
+                Some(&TILE_TAG) => {
+                    if let Some((grain, start, agg)) = Agg::decode(m) {
+                        tiles.push(Tile {
+                            grain,
+                            start,
+                            agg,
+                            member: m,
+                        });
+                    }
+                }
+                Some(_) if account => {
+                    if let Some(d) = StoredEvent::decode(m) {
+                        raw.push((d.time, d.id, Item::Event(d), m));
+                    }
+                }
+                Some(_) => {
+                    if let Some((id, failed)) = session(m) {
+                        raw.push((*s, id, Item::Session(failed), m));
+                    }
+                }
+                None => {}
+            }
+        }
+        // Two tiles of one span: the fuller one (then the greater bytes) counts.
+        tiles.sort_by(|a, b| {
+            (a.grain, a.start, a.agg.items, a.member).cmp(&(
+                b.grain,
+                b.start,
+                b.agg.items,
+                b.member,
+            ))
+        });
+        let mut stale = Vec::new();
+        let mut best: Vec<Tile<'a>> = Vec::with_capacity(tiles.len());
+        for t in tiles {
+            match best.last_mut() {
+                Some(last) if (last.grain, last.start) == (t.grain, t.start) => {
+                    stale.push(last.member);
+                    *last = t;
+                }
+                _ => best.push(t),
+            }
+        }
+        let days: HashSet<i64> = best
+            .iter()
+            .filter(|t| t.grain == Grain::Day)
+            .map(|t| t.start)
+            .collect();
+        let hours: HashSet<i64> = best
+            .iter()
+            .filter(|t| t.grain == Grain::Hour)
+            .map(|t| t.start)
+            .collect();
+        let mut tiles = Vec::with_capacity(best.len());
+        for t in best {
+            if t.grain == Grain::Hour && days.contains(&floor_to(t.start, DAY_MS)) {
+                stale.push(t.member);
+            } else {
+                tiles.push(t);
+            }
+        }
+        tiles.sort_by_key(|t| t.start);
+        raw.sort_by(|a, b| (a.0, a.1, a.3).cmp(&(b.0, b.1, b.3)));
+        let mut seen = HashSet::with_capacity(raw.len());
+        let mut out = Vec::with_capacity(raw.len());
+        for (time, id, item, member) in raw {
+            if days.contains(&floor_to(time, DAY_MS)) || hours.contains(&floor_to(time, HOUR_MS)) {
+                stale.push(member);
+                continue;
+            }
+            out.push(Raw {
+                time,
+                item,
+                member,
+                counted: seen.insert(id),
+            });
+        }
+        Timeline {
+            raw: out,
+            tiles,
+            stale,
+        }
+    }
+
+    /// The raw members that count, oldest first.
+    pub(crate) fn counted(&self) -> impl DoubleEndedIterator<Item = &Raw<'a>> {
+        self.raw.iter().filter(|r| r.counted)
+    }
+
+    /// Aggregates per velocity window (`WINDOWS` order) of what lies before `t`; distinct
+    /// hashes only for the windows flagged in `distinct`.
+    pub(crate) fn windows_before(&self, t: i64, distinct: [bool; 4]) -> [Agg; 4] {
+        let mut out: [Agg; 4] = Default::default();
+        let longest = WINDOWS[WINDOWS.len() - 1].1;
+        let upto = self.raw.partition_point(|r| r.time < t);
+        let from = self.raw.partition_point(|r| r.time < t - longest);
+        for r in self.raw[from.min(upto)..upto].iter().filter(|r| r.counted) {
+            for (w, (_, len)) in WINDOWS.iter().enumerate() {
+                if t - r.time <= *len {
+                    out[w].add(&r.item, distinct[w]);
+                }
+            }
+        }
+        for tile in &self.tiles {
+            for (w, (_, len)) in WINDOWS.iter().enumerate() {
+                if tile.counts_for(t, *len) {
+                    out[w].merge(&tile.agg, distinct[w]);
+                }
+            }
+        }
+        out
+    }
+
+    /// The newest login strictly before `t` and no older than `len` (exact).
+    pub(crate) fn last_login_before(&self, t: i64, len: i64) -> Option<i64> {
+        let raw = self
+            .counted()
+            .filter(|r| r.time < t && t - r.time <= len)
+            .filter(|r| matches!(r.item, Item::Event(d) if d.is(TransactionKind::Login)))
+            .map(|r| r.time)
+            .max();
+        let tiled = self
+            .tiles
+            .iter()
+            .filter(|tile| tile.end() <= t && tile.agg.last_login >= t - len)
+            .map(|tile| tile.agg.last_login)
+            .max();
+        raw.max(tiled)
+    }
+
+    /// What is due on this entity after a batch whose oldest event on it is at `oldest`:
+    /// `(adds, removals)` — new tiles (score = start) and the members they replace, trims
+    /// older than `oldest − retention`, stale members, and the oldest raw members beyond
+    /// [`MAX_EVENTS`]. Usually nothing.
+    pub(crate) fn maintenance(
+        &self,
+        oldest: i64,
+        lateness_ms: i64,
+        retention_ms: i64,
+    ) -> (Vec<(i64, Vec<u8>)>, Vec<Vec<u8>>) {
+        let mut adds = Vec::new();
+        let mut rems: Vec<Vec<u8>> = self.stale.iter().map(|m| m.to_vec()).collect();
+        let Some(newest) = self.raw.last().map(|r| r.time) else {
+            return (adds, rems);
+        };
+        let horizon = oldest - retention_ms;
+        let head = floor_to(newest - lateness_ms - HOUR_MS, HOUR_MS);
+        let days_from = floor_to(head - DAY_MS, DAY_MS);
+        let target = |t: i64| {
+            if t >= days_from {
+                (Grain::Hour, floor_to(t, HOUR_MS))
+            } else {
+                (Grain::Day, floor_to(t, DAY_MS))
+            }
+        };
+        let mut groups: BTreeMap<(Grain, i64), Agg> = BTreeMap::new();
+        let mut kept = 0;
+        for r in self.raw.iter().rev() {
+            if r.time < horizon {
+                rems.push(r.member.to_vec());
+            } else if r.time < head {
+                let g = groups.entry(target(r.time)).or_default();
+                if r.counted {
+                    g.add(&r.item, true);
+                }
+                rems.push(r.member.to_vec());
+            } else if r.counted && kept >= MAX_EVENTS {
+                rems.push(r.member.to_vec()); // over the cap: the oldest go
+            } else {
+                kept += r.counted as usize;
+            }
+        }
+        for tile in &self.tiles {
+            if tile.end() <= horizon {
+                rems.push(tile.member.to_vec());
+            } else if tile.grain == Grain::Hour && tile.start < days_from {
+                groups
+                    .entry((Grain::Day, floor_to(tile.start, DAY_MS)))
+                    .or_default()
+                    .merge(&tile.agg, true);
+                rems.push(tile.member.to_vec());
+            }
+        }
+        for ((grain, start), agg) in groups {
+            if start + grain.ms() > horizon && agg.items > 0 {
+                adds.push((start, agg.encode(grain, start)));
+            }
+        }
+        (adds, rems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_round_trip_and_merge_in_any_order() {
+        let mut a = Agg::default();
+        a.add(&Item::Session(true), true);
+        a.money[2] = [3, 4500, 4000];
+        a.last_login = 1234;
+        a.distinct[1] = (1..=100).collect();
+        let bytes = a.encode(Grain::Day, 86_400_000);
+        let (g, start, back) = Agg::decode(&bytes).expect("decodes");
+        assert_eq!((g, start), (Grain::Day, 86_400_000));
+        assert_eq!(
+            back.distinct[1],
+            (1..=64).collect::<Vec<u64>>(),
+            "bottom 64"
+        );
+        assert_eq!(back.money, a.money);
+        assert_eq!((back.sessions, back.failed, back.last_login), (1, 1, 1234));
+        let mut b = Agg::default();
+        b.distinct[1] = vec![0x10, 7];
+        b.distinct[1].sort();
+        let (mut ab, mut ba) = (back.clone(), b.clone());
+        ab.merge(&b, true);
+        ba.merge(&back, true);
+        assert_eq!(
+            ab.encode(Grain::Day, 0),
+            ba.encode(Grain::Day, 0),
+            "merge order does not matter"
+        );
+        assert!(Agg::decode(&bytes[..bytes.len() - 1]).is_none());
+    }
+}
