@@ -7,22 +7,22 @@
 //! batch's own events too, and count only those strictly before each event's time — the same
 //! answer as applying events one by one, in any order.
 //!
-//! One sorted set per entity (see `keyspace.rs`). Members of an account's set: its raw events
-//! (`0xFF` + 49 bytes, scored by event time), its tiles (`0xFE`, `tiles.rs`) and its links (`d:`,
-//! `i:`, `c:`, `x:`, `m:` first seen; `p:`/`f:` password / MFA changes; `N:` labelled accounts one
-//! hop away; `L` its own label). Members of a device's, IP's or document's set: `a:ACCOUNT` (first
-//! seen), capture sessions `s` + `f`/`p` + id hash and their tiles (device only), `t1:ACCOUNT` /
-//! `t2:ACCOUNT` labelled accounts one / two hops away. Every write is `ZADD LT`, `ZREM`, `HSETNX`
-//! or `PEXPIRE`.
+//! Two sorted sets per entity (see `keyspace.rs`). An account's set holds its links (`d:`, `i:`,
+//! `c:`, `x:`, `m:` first seen; `p:`/`f:` password / MFA changes; `N:` labelled accounts one hop
+//! away; `L` its own label), read with scores; its timeline (`…:t`) its raw events (`0xFF` + 49
+//! bytes, time inside) and tiles (`0xFE`, `tiles.rs`), read without scores. A device's, IP's or
+//! document's set holds `a:ACCOUNT` (first seen) and `t1:ACCOUNT` / `t2:ACCOUNT` (labelled
+//! accounts one / two hops away); a device's timeline its capture sessions (`s` + `f`/`p` +
+//! time + id hash) and their tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 
 use riskstream_events::TransactionKind;
 
 use crate::catalogue::*;
 use crate::first;
-use crate::keyspace::{hash64, Keys, Keyspace, Node, Op, Read, ZSet};
+use crate::keyspace::{hash64, BatchMap, BatchSet, Keys, Keyspace, Node, Op, Read, ZSet};
 use crate::tiles::Timeline;
 use crate::{EventFacts, FactKind, LabelOutcome, StoreError, StoreLimits};
 
@@ -110,10 +110,12 @@ impl StoredEvent {
     }
 }
 
+/// A capture session in a device's timeline: `s`, `f`/`p` (failed / passed), time, id hash.
 fn session_member(e: &EventFacts<'_>, failed: bool) -> Vec<u8> {
-    let mut m = Vec::with_capacity(10);
+    let mut m = Vec::with_capacity(18);
     m.push(b's');
     m.push(if failed { b'f' } else { b'p' });
+    m.extend_from_slice(&e.event_time.to_le_bytes());
     m.extend_from_slice(&hash64(e.event_id).to_le_bytes());
     m
 }
@@ -190,9 +192,9 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
     let mut reads = Vec::new();
     // Group by entity, keeping first-appearance order (deterministic plans).
     let mut accounts: Vec<(&str, Vec<&EventFacts<'_>>)> = Vec::new();
-    let mut account_at: HashMap<&str, usize> = HashMap::new();
+    let mut account_at: BatchMap<&str, usize> = BatchMap::default();
     let mut nodes: Vec<((Node, &str), Vec<&EventFacts<'_>>)> = Vec::new();
-    let mut node_at: HashMap<(Node, &str), usize> = HashMap::new();
+    let mut node_at: BatchMap<(Node, &str), usize> = BatchMap::default();
     for e in batch {
         let i = *account_at.entry(e.account_id).or_insert_with(|| {
             accounts.push((e.account_id, Vec::new()));
@@ -225,9 +227,13 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
         }
         let key = keys.account(account);
         let mut members = Vec::with_capacity(events.len() * 4);
+        let timeline = events
+            .iter()
+            .map(|e| (e.event_time, StoredEvent::of(e).encode()))
+            .collect();
+        touch_timeline(&mut ops, &mut reads, keys.timeline(&key), timeline);
         for e in events {
             let t = e.event_time;
-            members.push((t, StoredEvent::of(e).encode()));
             members.push((t, link('d', e.device_id)));
             for (prefix, value) in [
                 ('i', e.ip),
@@ -255,20 +261,46 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
     }
     for ((node, id), events) in &nodes {
         let key = keys.node(*node, id);
-        let mut members: Vec<(i64, Vec<u8>)> = events
+        let members: Vec<(i64, Vec<u8>)> = events
             .iter()
             .map(|e| (e.event_time, account_member(e.account_id)))
             .collect();
         if *node == Node::Device {
-            for e in events {
-                if let FactKind::CaptureSession { failed_check } = e.kind {
-                    members.push((e.event_time, session_member(e, failed_check)));
-                }
-            }
+            let sessions = events
+                .iter()
+                .filter_map(|e| match e.kind {
+                    FactKind::CaptureSession { failed_check } => {
+                        Some((e.event_time, session_member(e, failed_check)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            touch_timeline(&mut ops, &mut reads, keys.timeline(&key), sessions);
         }
         touch(&mut ops, &mut reads, key, members);
     }
     (ops, reads)
+}
+
+/// One entity's timeline share of a batch (`tiles.rs`): add its new raw members, refresh its
+/// TTL, read it back without scores (every member carries its own time).
+fn touch_timeline(
+    ops: &mut Vec<Op>,
+    reads: &mut Vec<Read>,
+    key: String,
+    members: Vec<(i64, Vec<u8>)>,
+) {
+    if !members.is_empty() {
+        ops.push(Op::ZAdd {
+            key: key.clone(),
+            members,
+        });
+        ops.push(Op::Expire {
+            key: key.clone(),
+            ms: ENTITY_TTL_MS,
+        });
+    }
+    reads.push(Read::ZMembers(key));
 }
 
 /// One entity's share of a batch: add its members, refresh its TTL, read it back.
@@ -296,6 +328,7 @@ fn usd(cents: i64) -> f32 {
 struct AccountView<'a> {
     key: String,
     links: &'a ZSet,
+    timeline_key: String,
     timeline: Timeline<'a>,
 }
 
@@ -304,14 +337,15 @@ struct EntityView<'a> {
     key: String,
     set: &'a ZSet,
     graph: NodeView<'a>,
+    timeline_key: String,
     /// Capture sessions (devices only; empty otherwise).
     sessions: Timeline<'a>,
 }
 
 /// The batch's entities, each read and resolved once.
 struct BatchView<'a> {
-    accounts: HashMap<&'a str, AccountView<'a>>,
-    nodes: HashMap<(Node, &'a str), EntityView<'a>>,
+    accounts: BatchMap<&'a str, AccountView<'a>>,
+    nodes: BatchMap<(Node, &'a str), EntityView<'a>>,
 }
 
 fn batch_view<'a>(
@@ -321,28 +355,36 @@ fn batch_view<'a>(
     empty: &'a ZSet,
 ) -> BatchView<'a> {
     let mut view = BatchView {
-        accounts: HashMap::new(),
-        nodes: HashMap::new(),
+        accounts: BatchMap::default(),
+        nodes: BatchMap::default(),
     };
     for e in batch {
         view.accounts.entry(e.account_id).or_insert_with(|| {
             let key = keys.account(e.account_id);
-            let links = ks.zset(&key).unwrap_or(empty);
+            let timeline_key = keys.timeline(&key);
+            let events = ks.zset(&timeline_key).unwrap_or(empty);
             AccountView {
+                links: ks.zset(&key).unwrap_or(empty),
                 key,
-                links,
-                timeline: Timeline::of(links, true),
+                timeline: Timeline::of(events, true),
+                timeline_key,
             }
         });
         for (node, id) in nodes_of(e) {
             view.nodes.entry((node, id)).or_insert_with(|| {
                 let key = keys.node(node, id);
                 let set = ks.zset(&key).unwrap_or(empty);
+                let timeline_key = keys.timeline(&key);
+                let sessions = match node {
+                    Node::Device => ks.zset(&timeline_key).unwrap_or(empty),
+                    _ => empty,
+                };
                 EntityView {
                     key,
                     set,
                     graph: node_view(set),
-                    sessions: Timeline::of(if node == Node::Device { set } else { empty }, false),
+                    sessions: Timeline::of(sessions, false),
+                    timeline_key,
                 }
             });
         }
@@ -361,50 +403,65 @@ pub(crate) fn evaluate(
 ) -> (Vec<StoreFeatures>, Vec<Op>) {
     let empty = ZSet::new();
     let view = batch_view(keys, ks, batch, &empty);
-    let mut ops = Vec::new();
-    let mut remembered: HashSet<(String, Vec<u8>)> = HashSet::new();
+    let mut scratch = Scratch::default();
+    // (account, hour) -> its first-features hash key, and the new fields for it.
+    let mut firsts: BatchMap<(&str, i64), (String, Vec<(u64, StoreFeatures)>)> =
+        BatchMap::default();
     let features = batch
         .iter()
         .map(|e| {
-            let key = keys.first_features(e.account_id, first::hour(e.event_time));
-            let field = first::field(e.event_id);
-            if let Some(f) = ks.hash_field(&key, &field).and_then(first::decode) {
-                return f;
-            }
-            let f = features(e, &view);
-            if remembered.insert((key.clone(), field.clone())) {
-                ops.push(Op::HSetNx {
-                    key,
-                    field,
-                    value: first::encode(&f),
-                });
-            }
-            f
+            let hour = first::hour(e.event_time);
+            let (key, new) = firsts
+                .entry((e.account_id, hour))
+                .or_insert_with(|| (keys.first_features(e.account_id, hour), Vec::new()));
+            let id = hash64(e.event_id);
+            let known = ks
+                .hash_field(key, &id.to_le_bytes())
+                .and_then(first::decode)
+                .or_else(|| new.iter().find(|(x, _)| *x == id).map(|(_, f)| *f));
+            known.unwrap_or_else(|| {
+                let f = features(e, &view, &mut scratch);
+                new.push((id, f));
+                f
+            })
         })
         .collect();
-    let mut expire: Vec<String> = remembered.into_iter().map(|(k, _)| k).collect();
-    expire.sort();
-    expire.dedup();
-    ops.extend(expire.into_iter().map(|key| Op::Expire {
-        key,
-        ms: limits.first_features_ttl_ms,
-    }));
+    let mut ops = Vec::new();
+    let mut firsts: Vec<(String, Vec<(u64, StoreFeatures)>)> = firsts.into_values().collect();
+    firsts.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, new) in firsts.into_iter().filter(|(_, new)| !new.is_empty()) {
+        for (id, f) in new {
+            ops.push(Op::HSetNx {
+                key: key.clone(),
+                field: id.to_le_bytes().to_vec(),
+                value: first::encode(&f),
+            });
+        }
+        ops.push(Op::Expire {
+            key,
+            ms: limits.first_features_ttl_ms,
+        });
+    }
     ops.extend(taint_fixups(keys, ks, batch));
     ops.extend(maintenance(&view, batch, limits));
     (features, ops)
 }
 
+/// Buffers reused from one event's features to the next.
+#[derive(Default)]
+struct Scratch {
+    distinct: [Vec<u64>; 3],
+}
+
 /// Features of `e` from the state after its batch was written.
-fn features(e: &EventFacts<'_>, view: &BatchView<'_>) -> StoreFeatures {
+fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> StoreFeatures {
     let mut f = StoreFeatures::default();
     let v = &mut f.values;
     let t = e.event_time;
     let account = &view.accounts[e.account_id];
 
     // Account events: velocity, last login, distinct devices / IPs / countries in windows.
-    let windows = account
-        .timeline
-        .windows_before(t, [false, false, true, true]);
+    let windows = account.timeline.windows_before(t);
     for (w, agg) in windows.iter().enumerate() {
         for (k, [count, cents, max]) in agg.money.iter().enumerate() {
             v[velocity(w, k, 0)] = *count as f32;
@@ -414,9 +471,12 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>) -> StoreFeatures {
         v[logins(w)] = agg.logins as f32;
         v[credential_changes(w)] = agg.credentials as f32;
     }
-    for what in 0..3 {
-        for (i, w) in [2, 3].into_iter().enumerate() {
-            v[DISTINCT_WINDOWED + 2 * what + i] = windows[w].distinct[what].len() as f32;
+    for (i, w) in [2, 3].into_iter().enumerate() {
+        let counts = account
+            .timeline
+            .distinct_before(t, WINDOWS[w].1, &mut scratch.distinct);
+        for (what, n) in counts.into_iter().enumerate() {
+            v[DISTINCT_WINDOWED + 2 * what + i] = n as f32;
         }
     }
     v[SECS_SINCE_LOGIN] = account
@@ -447,9 +507,9 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>) -> StoreFeatures {
     v[ACCOUNT_LABELLED] = links.contains_key(LABEL_MEMBER) as u8 as f32;
 
     // Devices, IPs, documents: accounts before the event, and the graph through them.
-    let mut linked: HashSet<&[u8]> = HashSet::new();
-    let mut hop1: HashSet<&[u8]> = HashSet::new();
-    let mut hop2: HashSet<&[u8]> = HashSet::new();
+    let mut linked: BatchSet<&[u8]> = BatchSet::default();
+    let mut hop1: BatchSet<&[u8]> = BatchSet::default();
+    let mut hop2: BatchSet<&[u8]> = BatchSet::default();
     for (node, id) in nodes_of(e) {
         let entity = &view.nodes[&(node, id)];
         let graph = &entity.graph;
@@ -466,7 +526,7 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>) -> StoreFeatures {
                 {
                     v[DEVICE_AGE] = secs(t - first);
                 }
-                let sessions = entity.sessions.windows_before(t, [false; 4]);
+                let sessions = entity.sessions.windows_before(t);
                 v[DEVICE_SESSIONS_24H] = sessions[2].sessions as f32;
                 v[DEVICE_FAILED_24H] = sessions[2].failed as f32;
                 v[DEVICE_FAILED_7D] = sessions[3].failed as f32;
@@ -524,8 +584,8 @@ fn maintenance<'a>(
     batch: &[EventFacts<'a>],
     limits: &StoreLimits,
 ) -> Vec<Op> {
-    // key -> oldest event of the batch on it
-    let mut oldest: HashMap<&'a str, i64> = HashMap::new();
+    // entity key -> oldest event of the batch on it
+    let mut oldest: BatchMap<&'a str, i64> = BatchMap::default();
     for e in batch {
         let keys = std::iter::once(view.accounts[e.account_id].key.as_str())
             .chain(nodes_of(e).map(|n| view.nodes[&n].key.as_str()));
@@ -534,50 +594,64 @@ fn maintenance<'a>(
             *o = (*o).min(e.event_time);
         }
     }
-    let mut entities: Vec<(&str, bool, &ZSet, &Timeline<'_>)> = Vec::new();
-    entities.extend(
-        view.accounts
-            .values()
-            .map(|a| (a.key.as_str(), true, a.links, &a.timeline)),
-    );
-    entities.extend(
-        view.nodes
-            .values()
-            .map(|n| (n.key.as_str(), false, n.set, &n.sessions)),
-    );
+    // (entity key, timeline key, timeline, links or accounts, is an account)
+    let mut entities: Vec<(&str, &str, &Timeline<'_>, &ZSet, bool)> = Vec::new();
+    entities.extend(view.accounts.values().map(|a| {
+        (
+            a.key.as_str(),
+            a.timeline_key.as_str(),
+            &a.timeline,
+            a.links,
+            true,
+        )
+    }));
+    entities.extend(view.nodes.values().map(|n| {
+        (
+            n.key.as_str(),
+            n.timeline_key.as_str(),
+            &n.sessions,
+            n.set,
+            false,
+        )
+    }));
     entities.sort_by_key(|(key, ..)| *key);
     let mut ops = Vec::new();
-    for (key, account, z, timeline) in entities {
-        let (adds, mut doomed) = timeline.maintenance(
+    for (key, timeline_key, timeline, z, account) in entities {
+        let (adds, doomed) = timeline.maintenance(
             oldest[key],
             limits.allowed_lateness_ms,
             limits.retention_ms(),
         );
-        // Links (account) or accounts (node) beyond the cap; taint marks are bounded by the
-        // labels, not capped.
-        let mut linked: Vec<(i64, &Vec<u8>)> = z
-            .iter()
-            .filter(|(m, _)| match m.first() {
-                Some(b) if *b >= 0xFE => false,
-                Some(b's') if !account && m.len() == 10 => false,
-                _ => account || !(m.starts_with(b"t1:") || m.starts_with(b"t2:")),
-            })
-            .map(|(m, s)| (*s, m))
-            .collect();
-        if linked.len() > MAX_LINKS {
-            linked.sort();
-            doomed.extend(linked[MAX_LINKS..].iter().map(|(_, m)| (*m).clone()));
-        }
         if !adds.is_empty() {
             ops.push(Op::ZAdd {
-                key: key.to_string(),
+                key: timeline_key.to_string(),
                 members: adds,
             });
         }
         if !doomed.is_empty() {
             ops.push(Op::ZRem {
-                key: key.to_string(),
+                key: timeline_key.to_string(),
                 members: doomed,
+            });
+        }
+        // Links (account) or accounts (node) beyond the cap; taint marks are bounded by the
+        // labels, not capped.
+        if z.len() <= MAX_LINKS {
+            continue;
+        }
+        let mut linked: Vec<(i64, &Vec<u8>)> = z
+            .iter()
+            .filter(|(m, _)| account || !(m.starts_with(b"t1:") || m.starts_with(b"t2:")))
+            .map(|(m, s)| (*s, m))
+            .collect();
+        if linked.len() > MAX_LINKS {
+            linked.sort();
+            ops.push(Op::ZRem {
+                key: key.to_string(),
+                members: linked[MAX_LINKS..]
+                    .iter()
+                    .map(|(_, m)| (*m).clone())
+                    .collect(),
             });
         }
     }

@@ -6,11 +6,12 @@
 //! summaries, trims as explicit `ZREM`s), so the order of deliveries and concurrent workers
 //! cannot change the result.
 //!
-//! Keys (the braces are Redis Cluster hash tags: one entity, one slot): one sorted set per
-//! entity — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — whose members are
-//! listed in `algorithm.rs`, and per account and hour of event time a hash of the first
-//! features its events got, `P:{a:ACCOUNT}:f:HOUR` (field: event-id hash). Per batch and
-//! entity: one `ZADD LT`, one `PEXPIRE`, one `ZRANGE`; per account and hour, one `HMGET`.
+//! Keys (the braces are Redis Cluster hash tags: one entity, one slot): a sorted set per entity
+//! — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — of links, and for accounts
+//! and devices a timeline `…:t` of raw events and tiles (members listed in `algorithm.rs`), and
+//! per account and hour of event time a hash of the first features its events got,
+//! `P:{a:ACCOUNT}:f:HOUR` (field: event-id hash). Per batch and key: one `ZADD LT`, one
+//! `PEXPIRE`, one `ZRANGE` (timelines without scores); per account and hour, one `HMGET`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -57,6 +58,8 @@ pub(crate) enum Op {
 pub(crate) enum Read {
     /// `ZRANGE key 0 -1 WITHSCORES`
     ZRange(String),
+    /// `ZRANGE key 0 -1`: members only (the copy scores them 0).
+    ZMembers(String),
     /// `HMGET key field …` (absent fields stay absent in the copy).
     HMGet { key: String, fields: Vec<Vec<u8>> },
 }
@@ -75,7 +78,7 @@ impl Op {
 impl Read {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Read::ZRange(k) | Read::HMGet { key: k, .. } => k,
+            Read::ZRange(k) | Read::ZMembers(k) | Read::HMGet { key: k, .. } => k,
         }
     }
 }
@@ -146,6 +149,11 @@ impl Keyspace {
                     out.zsets
                         .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
                 }
+                Read::ZMembers(k) => {
+                    let members = self.zsets.get(k).into_iter().flatten();
+                    out.zsets
+                        .insert(k.clone(), members.map(|(m, _)| (m.clone(), 0)).collect());
+                }
                 Read::HMGet { key, fields } => {
                     let h = out.hashes.entry(key.clone()).or_default();
                     if let Some(src) = self.hashes.get(key) {
@@ -213,6 +221,10 @@ impl Keys {
     pub(crate) fn account(&self, account: &str) -> String {
         format!("{}:{{a:{account}}}", self.prefix)
     }
+    /// The timeline set of the entity whose set is `entity_key` (same hash tag).
+    pub(crate) fn timeline(&self, entity_key: &str) -> String {
+        format!("{entity_key}:t")
+    }
     /// The hash of first features of `account`'s events in hour `hour` (event time / 1 h).
     pub(crate) fn first_features(&self, account: &str, hour: i64) -> String {
         format!("{}:{{a:{account}}}:f:{hour}", self.prefix)
@@ -250,6 +262,49 @@ pub(crate) fn slot(key: &str) -> u16 {
     }
     crc % 16384
 }
+
+/// FxHash (rustc's hasher) for the per-batch maps of the algorithm: much faster than SipHash on
+/// short keys. Not collision-resistant against chosen keys, so only for maps bounded by one
+/// batch (the worst case is then bounded too), never for state that lives across batches.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// A per-batch hash map / set (see [`FxHasher`]).
+pub(crate) type BatchMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+pub(crate) type BatchSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<FxHasher>>;
 
 /// A stable 64-bit hash (FNV-1a) for event ids and link values stored compactly; 0 is kept
 /// for "none".

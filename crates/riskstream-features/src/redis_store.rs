@@ -129,6 +129,9 @@ fn add_read(p: &mut Pipeline, read: &Read) {
         Read::ZRange(key) => {
             p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
         }
+        Read::ZMembers(key) => {
+            p.cmd("ZRANGE").arg(key).arg(0).arg(-1);
+        }
         Read::HMGet { key, fields } => {
             let c = p.cmd("HMGET").arg(key);
             for f in fields {
@@ -165,6 +168,20 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
     for (read, reply) in reads.iter().zip(replies) {
         let key = match read {
             Read::ZRange(key) => key,
+            Read::ZMembers(key) => {
+                let Value::Array(items) = reply else {
+                    return Err(StoreError::BadReply(format!("ZRANGE {key}: not an array")));
+                };
+                let mut z = crate::keyspace::ZSet::with_capacity(items.len());
+                for item in items {
+                    let Value::BulkString(member) = item else {
+                        return Err(StoreError::BadReply(format!("ZRANGE {key}: not a string")));
+                    };
+                    z.insert(member, 0);
+                }
+                ks.zsets.insert(key.clone(), z);
+                continue;
+            }
             Read::HMGet { key, fields } => {
                 let Value::Array(items) = reply else {
                     return Err(StoreError::BadReply(format!("HMGET {key}: not an array")));

@@ -26,13 +26,13 @@
 //! event whose hour or day is already sealed (later than the allowed lateness) no longer counts
 //! for others and is removed; an hour tile under a day tile likewise.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use riskstream_events::TransactionKind;
 
 use crate::algorithm::{StoredEvent, CAPTURE_CODE, MAX_EVENTS};
 use crate::catalogue::{DAY_MS, HOUR_MS, WINDOWS};
-use crate::keyspace::ZSet;
+use crate::keyspace::{BatchSet, ZSet};
 
 /// First byte of a tile member in any entity's set (links and accounts start with an ASCII
 /// letter, raw account events with 0xFF).
@@ -292,22 +292,21 @@ pub(crate) struct Timeline<'a> {
     stale: Vec<&'a [u8]>,
 }
 
-/// Session member in a device's set: `s`, `f`/`p`, 8-byte id hash.
-fn session(m: &[u8]) -> Option<(u64, bool)> {
-    (m.len() == 10 && m[0] == b's').then(|| {
-        (
-            u64::from_le_bytes(m[2..].try_into().expect("8 bytes")),
-            m[1] == b'f',
-        )
+/// Session member in a device's timeline: `s`, `f`/`p`, time, id hash -> (time, id, failed).
+fn session(m: &[u8]) -> Option<(i64, u64, bool)> {
+    (m.len() == 18 && m[0] == b's').then(|| {
+        let int = |at: usize| u64::from_le_bytes(m[at..at + 8].try_into().expect("8 bytes"));
+        (int(2) as i64, int(10), m[1] == b'f')
     })
 }
 
 impl<'a> Timeline<'a> {
-    /// The timed members of an account's set (`account`) or a device's set.
+    /// An account's (`account`) or a device's timeline set (members only: their scores are
+    /// not read).
     pub(crate) fn of(z: &'a ZSet, account: bool) -> Timeline<'a> {
         let mut raw: Vec<(i64, u64, Item, &'a [u8])> = Vec::new();
         let mut tiles: Vec<Tile<'a>> = Vec::new();
-        for (m, s) in z {
+        for m in z.keys() {
             match m.first() {
                 Some(&TILE_TAG) => {
                     if let Some((grain, start, agg)) = Agg::decode(m) {
@@ -325,8 +324,8 @@ impl<'a> Timeline<'a> {
                     }
                 }
                 Some(_) => {
-                    if let Some((id, failed)) = session(m) {
-                        raw.push((*s, id, Item::Session(failed), m));
+                    if let Some((time, id, failed)) = session(m) {
+                        raw.push((time, id, Item::Session(failed), m));
                     }
                 }
                 None => {}
@@ -352,12 +351,12 @@ impl<'a> Timeline<'a> {
                 _ => best.push(t),
             }
         }
-        let days: HashSet<i64> = best
+        let days: BatchSet<i64> = best
             .iter()
             .filter(|t| t.grain == Grain::Day)
             .map(|t| t.start)
             .collect();
-        let hours: HashSet<i64> = best
+        let hours: BatchSet<i64> = best
             .iter()
             .filter(|t| t.grain == Grain::Hour)
             .map(|t| t.start)
@@ -372,10 +371,21 @@ impl<'a> Timeline<'a> {
         }
         tiles.sort_by_key(|t| t.start);
         raw.sort_by(|a, b| (a.0, a.1, a.3).cmp(&(b.0, b.1, b.3)));
-        let mut seen = HashSet::with_capacity(raw.len());
+        let mut seen = BatchSet::default();
         let mut out = Vec::with_capacity(raw.len());
+        let sealed = |time: i64| {
+            !tiles.is_empty()
+                && (days.contains(&floor_to(time, DAY_MS))
+                    || hours.contains(&floor_to(time, HOUR_MS)))
+        };
+        // Usually every id is there once: then no set is needed to find second copies.
+        let unique_ids = {
+            let mut ids: Vec<u64> = raw.iter().map(|r| r.1).collect();
+            ids.sort_unstable();
+            ids.windows(2).all(|w| w[0] != w[1])
+        };
         for (time, id, item, member) in raw {
-            if days.contains(&floor_to(time, DAY_MS)) || hours.contains(&floor_to(time, HOUR_MS)) {
+            if sealed(time) {
                 stale.push(member);
                 continue;
             }
@@ -383,7 +393,7 @@ impl<'a> Timeline<'a> {
                 time,
                 item,
                 member,
-                counted: seen.insert(id),
+                counted: unique_ids || seen.insert(id),
             });
         }
         Timeline {
@@ -398,9 +408,9 @@ impl<'a> Timeline<'a> {
         self.raw.iter().filter(|r| r.counted)
     }
 
-    /// Aggregates per velocity window (`WINDOWS` order) of what lies before `t`; distinct
-    /// hashes only for the windows flagged in `distinct`.
-    pub(crate) fn windows_before(&self, t: i64, distinct: [bool; 4]) -> [Agg; 4] {
+    /// Aggregates per velocity window (`WINDOWS` order) of what lies before `t` (without
+    /// distinct hashes: [`Timeline::distinct_before`]).
+    pub(crate) fn windows_before(&self, t: i64) -> [Agg; 4] {
         let mut out: [Agg; 4] = Default::default();
         let longest = WINDOWS[WINDOWS.len() - 1].1;
         let upto = self.raw.partition_point(|r| r.time < t);
@@ -408,18 +418,50 @@ impl<'a> Timeline<'a> {
         for r in self.raw[from.min(upto)..upto].iter().filter(|r| r.counted) {
             for (w, (_, len)) in WINDOWS.iter().enumerate() {
                 if t - r.time <= *len {
-                    out[w].add(&r.item, distinct[w]);
+                    out[w].add(&r.item, false);
                 }
             }
         }
         for tile in &self.tiles {
             for (w, (_, len)) in WINDOWS.iter().enumerate() {
                 if tile.counts_for(t, *len) {
-                    out[w].merge(&tile.agg, distinct[w]);
+                    out[w].merge(&tile.agg, false);
                 }
             }
         }
         out
+    }
+
+    /// Distinct devices, IPs and countries before `t` in a window of `len` (same rule as
+    /// [`Timeline::windows_before`]); `scratch` is reused between calls.
+    pub(crate) fn distinct_before(
+        &self,
+        t: i64,
+        len: i64,
+        scratch: &mut [Vec<u64>; 3],
+    ) -> [usize; 3] {
+        scratch.iter_mut().for_each(Vec::clear);
+        let upto = self.raw.partition_point(|r| r.time < t);
+        let from = self.raw.partition_point(|r| r.time < t - len);
+        for r in self.raw[from.min(upto)..upto].iter().filter(|r| r.counted) {
+            if let Item::Event(d) = r.item {
+                for (set, h) in scratch.iter_mut().zip([d.device, d.ip, d.country]) {
+                    if h != 0 {
+                        set.push(h);
+                    }
+                }
+            }
+        }
+        for tile in self.tiles.iter().filter(|tile| tile.counts_for(t, len)) {
+            for (set, hashes) in scratch.iter_mut().zip(&tile.agg.distinct) {
+                set.extend_from_slice(hashes);
+            }
+        }
+        scratch.each_mut().map(|set| {
+            set.sort_unstable();
+            set.dedup();
+            set.len()
+        })
     }
 
     /// The newest login strictly before `t` and no older than `len` (exact).
