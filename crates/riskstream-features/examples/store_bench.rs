@@ -4,6 +4,10 @@
 //!     cargo run --release -p riskstream-features --example store_bench -- redis://127.0.0.1:6379/ [events] [batch]
 //!     cargo run --release -p riskstream-features --example store_bench -- redis+cluster://127.0.0.1:7000,127.0.0.1:7001 [events] [batch]
 //!     cargo run --release -p riskstream-features --example store_bench -- memory
+//!     cargo run --release -p riskstream-features --example store_bench -- memory 100000 512 500
+//!
+//! A fourth argument pre-loads that many events per account over the 7 days before the run
+//! (the history-scaling case of `scripts/bench`), untimed.
 //!
 //! `scripts/bench-store` starts a server and a 3-node cluster and runs all three.
 
@@ -37,7 +41,12 @@ async fn main() {
         .take(events)
         .map(|e| e.event)
         .collect();
+    let history: i64 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if history > 0 {
+        preload(&store, &sim, history).await;
+    }
     let before = redis_eval_usec(&url);
+    let commands_before = command_usecs(&url);
     let mut per_batch = Vec::new();
     let started = Instant::now();
     for chunk in sim.chunks(batch) {
@@ -62,6 +71,101 @@ async fn main() {
             (a_calls - b_calls) / events as f64
         );
     }
+    if let (Some(b), Some(a)) = (commands_before, command_usecs(&url)) {
+        for (cmd, (us, calls)) in a {
+            let (b_us, b_calls) = b.get(&cmd).copied().unwrap_or_default();
+            if calls > b_calls {
+                println!(
+                    "    {cmd}: {:.2} us/event, {:.2} calls/event",
+                    (us - b_us) / events as f64,
+                    (calls - b_calls) / events as f64
+                );
+            }
+        }
+    }
+}
+
+/// Per-command (usec, calls) of a single server (with `STORE_BENCH_COMMANDS` set).
+fn command_usecs(url: &str) -> Option<std::collections::BTreeMap<String, (f64, f64)>> {
+    if std::env::var_os("STORE_BENCH_COMMANDS").is_none() || !url.starts_with("redis://") {
+        return None;
+    }
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_connection().ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .ok()?;
+    let mut out = std::collections::BTreeMap::new();
+    for l in info.lines().filter_map(|l| l.strip_prefix("cmdstat_")) {
+        let (cmd, rest) = l.split_once(':')?;
+        let field = |name: &str| {
+            rest.split(',')
+                .find_map(|kv| kv.strip_prefix(name))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        out.insert(cmd.to_string(), (field("usec="), field("calls=")));
+    }
+    Some(out)
+}
+
+/// `per` events for every account of `sim`, spread over the week before its first event.
+async fn preload(store: &AnyStore, sim: &[riskstream_events::Event], per: i64) {
+    use riskstream_features::{EventFacts, FactKind, TransactionKind};
+    const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
+    let start = sim
+        .iter()
+        .map(|e| inputs::facts(e).event_time)
+        .min()
+        .unwrap_or(0);
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<_> = sim
+        .iter()
+        .map(inputs::facts)
+        .filter(|f| seen.insert(f.account_id))
+        .collect();
+    let step = (WEEK_MS - 3_600_000) / per;
+    let ids: Vec<Vec<String>> = firsts
+        .iter()
+        .map(|f| {
+            (0..per)
+                .map(|k| format!("hist-{}-{k}", f.account_id))
+                .collect()
+        })
+        .collect();
+    let t = Instant::now();
+    let mut facts = Vec::new();
+    for (f, ids) in firsts.iter().zip(&ids) {
+        for (k, id) in ids.iter().enumerate() {
+            facts.push(EventFacts {
+                event_id: id,
+                document: "",
+                destination: "",
+                event_time: start - WEEK_MS + 3_600_000 + k as i64 * step,
+                kind: FactKind::Transaction {
+                    kind: if k % 2 == 0 {
+                        TransactionKind::Login
+                    } else {
+                        TransactionKind::CardPayment
+                    },
+                    usd_cents: 2_500,
+                },
+                ..*f
+            });
+        }
+        if facts.len() >= 20_000 {
+            store.record_batch(&facts).await.expect("store answers");
+            facts.clear();
+        }
+    }
+    store.record_batch(&facts).await.expect("store answers");
+    println!(
+        "pre-loaded {} events per account for {} accounts in {:.1} s",
+        per,
+        firsts.len(),
+        t.elapsed().as_secs_f64()
+    );
 }
 
 /// Total microseconds and calls Redis spent in commands so far (except INFO), summed over

@@ -178,18 +178,32 @@ impl Agg {
         }
     }
 
+    /// The tile member: tag, grain, then zigzag LEB128 varints (start, items, money, logins,
+    /// credential changes, last login as an offset from the start + 1 or 0 for none, sessions,
+    /// failed), then per kind a count and that many 8-byte hashes (typically 40–70 bytes).
     fn encode(&self, grain: Grain, start: i64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + 8 * 19 + 3);
+        let mut out = Vec::with_capacity(64);
         out.push(TILE_TAG);
         out.push(grain.code());
-        let mut put = |v: i64| out.extend_from_slice(&v.to_le_bytes());
+        let mut put = |v: i64| {
+            let mut z = ((v << 1) ^ (v >> 63)) as u64;
+            while z >= 0x80 {
+                out.push(z as u8 | 0x80);
+                z >>= 7;
+            }
+            out.push(z as u8);
+        };
         put(start);
         put(self.items);
         self.money.iter().flatten().for_each(|v| put(*v));
+        let last_login = match self.last_login {
+            i64::MIN => 0,
+            t => t.wrapping_sub(start).wrapping_add(1),
+        };
         for v in [
             self.logins,
             self.credentials,
-            self.last_login,
+            last_login,
             self.sessions,
             self.failed,
         ] {
@@ -205,18 +219,26 @@ impl Agg {
         out
     }
 
-    fn decode(b: &[u8]) -> Option<(Grain, i64, Agg)> {
-        if b.len() < 2 + 8 * 19 + 3 || b[0] != TILE_TAG {
+    /// A tile member: its grain, start, aggregate (without the distinct hashes) and the bytes
+    /// of its distinct hashes (read with [`hashes`]).
+    fn decode(b: &[u8]) -> Option<(Grain, i64, Agg, &[u8])> {
+        if b.len() < 2 || b[0] != TILE_TAG {
             return None;
         }
         let grain = Grain::of_code(b[1])?;
         let mut at = 2;
-        let mut take = |n: usize| {
-            let s = b.get(at..at + n);
-            at += n;
-            s
+        let mut int = || -> Option<i64> {
+            let mut z: u64 = 0;
+            for shift in (0..64).step_by(7) {
+                let byte = *b.get(at)?;
+                at += 1;
+                z |= ((byte & 0x7f) as u64) << shift;
+                if byte < 0x80 {
+                    return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+                }
+            }
+            None
         };
-        let mut int = || -> Option<i64> { Some(i64::from_le_bytes(take(8)?.try_into().ok()?)) };
         let start = int()?;
         let mut a = Agg {
             items: int()?,
@@ -229,22 +251,38 @@ impl Agg {
         }
         a.logins = int()?;
         a.credentials = int()?;
-        a.last_login = int()?;
+        a.last_login = match int()? {
+            0 => i64::MIN,
+            d => start.wrapping_add(d - 1),
+        };
         a.sessions = int()?;
         a.failed = int()?;
-        let mut rest = &b[2 + 8 * 19..];
-        for set in a.distinct.iter_mut() {
-            let (&n, tail) = rest.split_first()?;
-            let bytes = tail.get(..8 * n as usize)?;
-            set.extend(
-                bytes
-                    .chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
-            );
-            rest = &tail[8 * n as usize..];
+        let tail = &b[at..];
+        let mut rest = tail;
+        for _ in 0..3 {
+            let (&n, after) = rest.split_first()?;
+            rest = after.get(8 * n as usize..)?;
         }
-        rest.is_empty().then_some((grain, start, a))
+        rest.is_empty().then_some((grain, start, a, tail))
     }
+}
+
+/// The distinct hashes of a decoded tile's tail: (kind, hash), kinds in order.
+fn hashes(tail: &[u8]) -> impl Iterator<Item = (usize, u64)> + '_ {
+    let mut spans: [&[u8]; 3] = [&[]; 3];
+    let mut rest = tail;
+    for span in spans.iter_mut() {
+        if let Some((&n, after)) = rest.split_first() {
+            let n = (n as usize).min(after.len() / 8);
+            *span = &after[..8 * n];
+            rest = &after[8 * n..];
+        }
+    }
+    spans.into_iter().enumerate().flat_map(|(what, bytes)| {
+        bytes
+            .chunks_exact(8)
+            .map(move |c| (what, u64::from_le_bytes(c.try_into().expect("8 bytes"))))
+    })
 }
 
 /// A raw timed member.
@@ -269,7 +307,9 @@ pub(crate) struct Raw<'a> {
 pub(crate) struct Tile<'a> {
     grain: Grain,
     pub(crate) start: i64,
+    /// Without its distinct hashes, which stay in `hashes` (see [`hashes`]).
     pub(crate) agg: Agg,
+    hashes: &'a [u8],
     member: &'a [u8],
 }
 
@@ -309,11 +349,12 @@ impl<'a> Timeline<'a> {
         for m in z.keys() {
             match m.first() {
                 Some(&TILE_TAG) => {
-                    if let Some((grain, start, agg)) = Agg::decode(m) {
+                    if let Some((grain, start, agg, hashes)) = Agg::decode(m) {
                         tiles.push(Tile {
                             grain,
                             start,
                             agg,
+                            hashes,
                             member: m,
                         });
                     }
@@ -453,8 +494,8 @@ impl<'a> Timeline<'a> {
             }
         }
         for tile in self.tiles.iter().filter(|tile| tile.counts_for(t, len)) {
-            for (set, hashes) in scratch.iter_mut().zip(&tile.agg.distinct) {
-                set.extend_from_slice(hashes);
+            for (what, h) in hashes(tile.hashes) {
+                scratch[what].push(h);
             }
         }
         scratch.each_mut().map(|set| {
@@ -527,10 +568,13 @@ impl<'a> Timeline<'a> {
             if tile.end() <= horizon {
                 rems.push(tile.member.to_vec());
             } else if tile.grain == Grain::Hour && tile.start < days_from {
-                groups
+                let day = groups
                     .entry((Grain::Day, floor_to(tile.start, DAY_MS)))
-                    .or_default()
-                    .merge(&tile.agg, true);
+                    .or_default();
+                day.merge(&tile.agg, false);
+                for (what, h) in hashes(tile.hashes) {
+                    insert_sorted(&mut day.distinct[what], h);
+                }
                 rems.push(tile.member.to_vec());
             }
         }
@@ -552,24 +596,33 @@ mod tests {
         let mut a = Agg::default();
         a.add(&Item::Session(true), true);
         a.money[2] = [3, 4500, 4000];
-        a.last_login = 1234;
+        a.last_login = 86_400_000 + 1234;
         a.distinct[1] = (1..=100).collect();
         let bytes = a.encode(Grain::Day, 86_400_000);
-        let (g, start, back) = Agg::decode(&bytes).expect("decodes");
+        let (g, start, back, tail) = Agg::decode(&bytes).expect("decodes");
         assert_eq!((g, start), (Grain::Day, 86_400_000));
+        let read: Vec<(usize, u64)> = hashes(tail).collect();
         assert_eq!(
-            back.distinct[1],
-            (1..=64).collect::<Vec<u64>>(),
+            read,
+            (1..=64).map(|h| (1, h)).collect::<Vec<_>>(),
             "bottom 64"
         );
         assert_eq!(back.money, a.money);
-        assert_eq!((back.sessions, back.failed, back.last_login), (1, 1, 1234));
+        assert_eq!(
+            (back.sessions, back.failed, back.last_login),
+            (1, 1, 86_400_000 + 1234)
+        );
+        let none = Agg::default().encode(Grain::Hour, -5);
+        let (_, start, empty, _) = Agg::decode(&none).expect("decodes");
+        assert_eq!((start, empty.last_login), (-5, i64::MIN));
+        assert!(none.len() < 30, "an empty tile is {} bytes", none.len());
         let mut b = Agg::default();
-        b.distinct[1] = vec![0x10, 7];
-        b.distinct[1].sort();
-        let (mut ab, mut ba) = (back.clone(), b.clone());
+        b.distinct[1] = vec![7, 0x10];
+        let mut full = a.clone();
+        full.distinct[1].truncate(64);
+        let (mut ab, mut ba) = (full.clone(), b.clone());
         ab.merge(&b, true);
-        ba.merge(&back, true);
+        ba.merge(&full, true);
         assert_eq!(
             ab.encode(Grain::Day, 0),
             ba.encode(Grain::Day, 0),
