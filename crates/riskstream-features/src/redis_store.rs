@@ -87,7 +87,17 @@ impl RedisStore {
         let (ops, reads) = algorithm::plan_batch(&self.keys, batch);
         let ks = self.exec(ops, reads).await?;
         // First features, taint fix-ups, tiles, trims and caps: a second round trip.
-        let (features, followups) = algorithm::evaluate(&self.keys, &ks, batch, &self.limits);
+        // CPU work (decoding tiles, the features): off the async threads where the runtime
+        // allows it (a multi-threaded one moves its other tasks elsewhere meanwhile).
+        let evaluate = || algorithm::evaluate(&self.keys, &ks, batch, &self.limits);
+        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        let (features, followups) = if multi_thread {
+            tokio::task::block_in_place(evaluate)
+        } else {
+            evaluate()
+        };
         if !followups.is_empty() {
             self.exec(followups, Vec::new()).await?;
         }
