@@ -12,7 +12,7 @@
 //! away; `L` its own label), read with scores; its timeline (`…:t`) its raw events (`0xFF` + 49
 //! bytes, time inside) and tiles (`0xFE`, `tiles.rs`), read without scores. A device's, IP's or
 //! document's set holds `a:ACCOUNT` (first seen) and `t1:ACCOUNT` / `t2:ACCOUNT` (labelled
-//! accounts one / two hops away); a device's timeline its capture sessions (`s` + `f`/`p` +
+//! accounts one / two hops away), and a device's set also its capture sessions (`s` + `f`/`p` +
 //! time + id hash) and their tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.
 
 use std::collections::HashSet;
@@ -110,7 +110,7 @@ impl StoredEvent {
     }
 }
 
-/// A capture session in a device's timeline: `s`, `f`/`p` (failed / passed), time, id hash.
+/// A capture session in a device's set: `s`, `f`/`p` (failed / passed), time, id hash.
 fn session_member(e: &EventFacts<'_>, failed: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(18);
     m.push(b's');
@@ -261,21 +261,18 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
     }
     for ((node, id), events) in &nodes {
         let key = keys.node(*node, id);
-        let members: Vec<(i64, Vec<u8>)> = events
+        let mut members: Vec<(i64, Vec<u8>)> = events
             .iter()
             .map(|e| (e.event_time, account_member(e.account_id)))
             .collect();
         if *node == Node::Device {
-            let sessions = events
-                .iter()
-                .filter_map(|e| match e.kind {
-                    FactKind::CaptureSession { failed_check } => {
-                        Some((e.event_time, session_member(e, failed_check)))
-                    }
-                    _ => None,
-                })
-                .collect();
-            touch_timeline(&mut ops, &mut reads, keys.timeline(&key), sessions);
+            // A device's capture sessions (and their tiles) live in its own set: most devices
+            // have none or a few, so a second key would cost a read per event for nothing.
+            for e in events {
+                if let FactKind::CaptureSession { failed_check } = e.kind {
+                    members.push((e.event_time, session_member(e, failed_check)));
+                }
+            }
         }
         touch(&mut ops, &mut reads, key, members);
     }
@@ -337,6 +334,7 @@ struct EntityView<'a> {
     key: String,
     set: &'a ZSet,
     graph: NodeView<'a>,
+    /// Where its timeline lives: its own set.
     timeline_key: String,
     /// Capture sessions (devices only; empty otherwise).
     sessions: Timeline<'a>,
@@ -374,17 +372,12 @@ fn batch_view<'a>(
             view.nodes.entry((node, id)).or_insert_with(|| {
                 let key = keys.node(node, id);
                 let set = ks.zset(&key).unwrap_or(empty);
-                let timeline_key = keys.timeline(&key);
-                let sessions = match node {
-                    Node::Device => ks.zset(&timeline_key).unwrap_or(empty),
-                    _ => empty,
-                };
                 EntityView {
+                    graph: node_view(set),
+                    sessions: Timeline::of(if node == Node::Device { set } else { empty }, false),
+                    timeline_key: key.clone(),
                     key,
                     set,
-                    graph: node_view(set),
-                    sessions: Timeline::of(sessions, false),
-                    timeline_key,
                 }
             });
         }
@@ -635,13 +628,13 @@ fn maintenance<'a>(
             });
         }
         // Links (account) or accounts (node) beyond the cap; taint marks are bounded by the
-        // labels, not capped.
+        // labels, capture sessions by their timeline, not capped.
         if z.len() <= MAX_LINKS {
             continue;
         }
         let mut linked: Vec<(i64, &Vec<u8>)> = z
             .iter()
-            .filter(|(m, _)| account || !(m.starts_with(b"t1:") || m.starts_with(b"t2:")))
+            .filter(|(m, _)| account || m.starts_with(b"a:"))
             .map(|(m, s)| (*s, m))
             .collect();
         if linked.len() > MAX_LINKS {

@@ -7,8 +7,9 @@
 //! cannot change the result.
 //!
 //! Keys (the braces are Redis Cluster hash tags: one entity, one slot): a sorted set per entity
-//! — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — of links, and for accounts
-//! and devices a timeline `…:t` of raw events and tiles (members listed in `algorithm.rs`), and
+//! — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — of links (and a device's
+//! capture sessions), and for accounts a timeline `P:{a:ACCOUNT}:t` of raw events and tiles
+//! (members listed in `algorithm.rs`), and
 //! per account and hour of event time a hash of the first features its events got,
 //! `P:{a:ACCOUNT}:f:HOUR` (field: event-id hash). Per batch and key: one `ZADD LT`, one
 //! `PEXPIRE`, one `ZRANGE` (timelines without scores); per account and hour, one `HMGET`.

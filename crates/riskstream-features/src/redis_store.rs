@@ -11,7 +11,7 @@
 //! (e.g. during a rebalance) cannot lose each other's updates.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
@@ -35,6 +35,52 @@ pub struct RedisStore {
     keys: Keys,
     limits: StoreLimits,
     deadline: Duration,
+    ttl_memo: std::sync::Mutex<TtlMemo>,
+}
+
+/// Keys whose TTL this store refreshed lately (by key hash): a key whose `PEXPIRE` was sent
+/// less than [`TTL_REFRESH_EVERY`] ago gets no other, which saves most of them for busy
+/// entities. TTLs are days, so "expires N days after its last touch" holds within 10 minutes.
+/// (A key deleted from outside, e.g. `DEL`, and re-created by a batch within those 10 minutes
+/// has no TTL until its next touch after them.)
+#[derive(Default)]
+struct TtlMemo {
+    at: std::collections::HashMap<u64, Instant>,
+}
+
+/// How often one store refreshes one key's TTL at most.
+const TTL_REFRESH_EVERY: Duration = Duration::from_secs(600);
+/// Past this many keys the memo starts over (bounded memory; refreshes are then sent again).
+const TTL_MEMO_MAX: usize = 500_000;
+
+impl TtlMemo {
+    /// Drops the `PEXPIRE`s sent lately from `ops`; returns the key hashes of those kept.
+    fn filter(&self, ops: &mut Vec<Op>, now: Instant) -> Vec<u64> {
+        let mut kept = Vec::new();
+        ops.retain(|op| match op {
+            Op::Expire { key, .. } => {
+                let h = keyspace::hash64(key);
+                let recent = self
+                    .at
+                    .get(&h)
+                    .is_some_and(|at| now.duration_since(*at) < TTL_REFRESH_EVERY);
+                if !recent {
+                    kept.push(h);
+                }
+                !recent
+            }
+            _ => true,
+        });
+        kept
+    }
+
+    /// Notes refreshes that reached Redis.
+    fn sent(&mut self, keys: Vec<u64>, now: Instant) {
+        if self.at.len() + keys.len() > TTL_MEMO_MAX {
+            self.at.clear();
+        }
+        self.at.extend(keys.into_iter().map(|h| (h, now)));
+    }
 }
 
 impl RedisStore {
@@ -75,6 +121,7 @@ impl RedisStore {
             keys: Keys::new(prefix),
             limits,
             deadline,
+            ttl_memo: Default::default(),
         })
     }
 
@@ -90,9 +137,8 @@ impl RedisStore {
         // CPU work (decoding tiles, the features): off the async threads where the runtime
         // allows it (a multi-threaded one moves its other tasks elsewhere meanwhile).
         let evaluate = || algorithm::evaluate(&self.keys, &ks, batch, &self.limits);
-        let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-            h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-        });
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let (features, followups) = if multi_thread {
             tokio::task::block_in_place(evaluate)
         } else {
@@ -224,8 +270,14 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
 }
 
 impl Exec for RedisStore {
-    async fn exec(&self, ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
+    async fn exec(&self, mut ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
         let mut ks = Keyspace::default();
+        let now = Instant::now();
+        let refreshed = self
+            .ttl_memo
+            .lock()
+            .expect("ttl memo poisoned")
+            .filter(&mut ops, now);
         if ops.is_empty() && reads.is_empty() {
             return Ok(ks);
         }
@@ -268,6 +320,10 @@ impl Exec for RedisStore {
                 }
             }
         }
+        self.ttl_memo
+            .lock()
+            .expect("ttl memo poisoned")
+            .sent(refreshed, now);
         Ok(ks)
     }
 }
@@ -292,5 +348,45 @@ impl FeatureStore for RedisStore {
         label_time: i64,
     ) -> Result<LabelOutcome, StoreError> {
         algorithm::apply_label(self, &self.keys, account, tainted, label_time).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_refreshes_are_sent_once_per_interval_and_only_noted_when_sent() {
+        let mut memo = TtlMemo::default();
+        let expire = |key: &str| Op::Expire {
+            key: key.into(),
+            ms: 1000,
+        };
+        let t0 = Instant::now();
+        let mut ops = vec![expire("a"), expire("b")];
+        let kept = memo.filter(&mut ops, t0);
+        assert_eq!(ops.len(), 2, "first refreshes go out");
+        // Not noted (the pipeline failed): they go out again.
+        let mut again = vec![expire("a")];
+        memo.filter(&mut again, t0);
+        assert_eq!(again.len(), 1);
+        memo.sent(kept, t0);
+        let mut ops = vec![
+            expire("a"),
+            expire("c"),
+            Op::ZRem {
+                key: "a".into(),
+                members: vec![],
+            },
+        ];
+        memo.filter(&mut ops, t0 + Duration::from_secs(5));
+        assert_eq!(
+            ops.len(),
+            2,
+            "a was refreshed 5 s ago; c is new; writes stay"
+        );
+        let mut later = vec![expire("a")];
+        memo.filter(&mut later, t0 + TTL_REFRESH_EVERY);
+        assert_eq!(later.len(), 1, "due again after the interval");
     }
 }

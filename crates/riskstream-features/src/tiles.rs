@@ -332,7 +332,7 @@ pub(crate) struct Timeline<'a> {
     stale: Vec<&'a [u8]>,
 }
 
-/// Session member in a device's timeline: `s`, `f`/`p`, time, id hash -> (time, id, failed).
+/// Session member in a device's set: `s`, `f`/`p`, time, id hash -> (time, id, failed).
 fn session(m: &[u8]) -> Option<(i64, u64, bool)> {
     (m.len() == 18 && m[0] == b's').then(|| {
         let int = |at: usize| u64::from_le_bytes(m[at..at + 8].try_into().expect("8 bytes"));
@@ -341,8 +341,8 @@ fn session(m: &[u8]) -> Option<(i64, u64, bool)> {
 }
 
 impl<'a> Timeline<'a> {
-    /// An account's (`account`) or a device's timeline set (members only: their scores are
-    /// not read).
+    /// An account's timeline set (`account`) or a device's set: its timed members (their
+    /// scores are not used: each member carries its own time).
     pub(crate) fn of(z: &'a ZSet, account: bool) -> Timeline<'a> {
         let mut raw: Vec<(i64, u64, Item, &'a [u8])> = Vec::new();
         let mut tiles: Vec<Tile<'a>> = Vec::new();

@@ -857,6 +857,36 @@ async fn redis_store_conforms() {
     .await;
 }
 
+/// Every key the store writes carries a TTL, including keys first written while the store skips
+/// recent TTL refreshes of others.
+#[tokio::test]
+async fn every_redis_key_expires() {
+    let server = RedisServer::start();
+    let store = redis_at(&server.url(), "ttl").await;
+    apply(&store, &random_stream(3, 200, 10 * MIN)).await;
+    apply(&store, &random_stream(4, 200, 10 * MIN)).await;
+    // New entities next to known ones, within the refresh interval.
+    apply(
+        &store,
+        &[
+            ev("n1", "a0", "new-device", T0 + 2 * DAY, capture(true)).doc("new-doc"),
+            ev("n2", "new-account", "d0", T0 + 2 * DAY, money(5)).ip("10.9.9.9", "NL"),
+        ],
+    )
+    .await;
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("ttl:*")
+        .query(&mut conn)
+        .expect("keys");
+    assert!(keys.len() > 20, "{} keys", keys.len());
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).expect("pttl");
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
 #[tokio::test]
 async fn redis_cluster_store_conforms() {
     let cluster = RedisCluster::start();
