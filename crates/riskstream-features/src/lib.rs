@@ -9,12 +9,15 @@
 //! Semantics shared by both stores (pinned by the conformance suite in `tests/conformance.rs`):
 //! - **point-in-time**: an event's features see only the entity's events with an event time
 //!   strictly before its own;
-//! - **idempotent**: applying an `event_id` again changes nothing, so a redelivered or replayed
-//!   event gets the same features;
-//! - **order-independent**: any delivery order and batching within the allowed lateness gives
-//!   the same features (property-tested with shuffled, duplicated deliveries);
-//! - **bounded**: windows older than the longest window plus the allowed lateness are trimmed,
+//! - **idempotent**: applying an `event_id` again changes nothing;
+//! - **order-independent**: any delivery order and batching within the allowed lateness leaves
+//!   the same state — later events see the same features (property-tested with shuffled,
+//!   duplicated deliveries);
+//! - **bounded and constant in history length**: older events live in hour and day tiles
+//!   (`tiles.rs`), windows older than the longest window plus the allowed lateness are trimmed,
 //!   and every entity has caps (`algorithm.rs`) and a TTL;
+//! - **first features**: a redelivered event id gets the features of its first delivery back
+//!   (`first.rs`);
 //! - **labels** (the identity graph) take effect in processing time, when applied.
 
 mod algorithm;
@@ -121,10 +124,10 @@ pub trait FeatureStore: Send + Sync + 'static {
         batch: &[EventFacts<'_>],
     ) -> impl Future<Output = Result<Vec<StoreFeatures>, StoreError>> + Send;
 
-    /// Records `batch` without computing features: a backfill of history before scoring starts
-    /// (e.g. the benchmark's long histories, or warming a replay's namespace). The same writes
-    /// as [`FeatureStore::enrich_batch`], so a later delivery of one of these events changes
-    /// nothing; trims and caps due happen at the next scored batch of each entity.
+    /// Records `batch` as scoring it would, without returning the features: a backfill of
+    /// history before scoring starts (e.g. the benchmark's long histories, or warming a replay's
+    /// namespace). The same writes as [`FeatureStore::enrich_batch`] — first features, tiles,
+    /// trims — so a later delivery of one of these events gets what scoring would have given.
     fn record_batch(
         &self,
         batch: &[EventFacts<'_>],
