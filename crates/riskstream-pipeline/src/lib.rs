@@ -21,6 +21,7 @@ pub mod config;
 pub mod labels;
 pub mod metrics;
 pub mod policy;
+pub mod replay;
 pub mod scorer;
 pub mod serving;
 pub mod stages;

@@ -32,6 +32,9 @@ pub enum WorkerError {
     Encode(#[from] riskstream_events::EncodeError),
     #[error("worker task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A replay's sink (file, side topic) failed.
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// What one worker did, returned when it stops.
@@ -424,25 +427,25 @@ impl Stage for CopyRecords {
 }
 
 /// A record that goes to the dead-letter topic, and why.
-struct DeadLetter {
+pub(crate) struct DeadLetter {
     msg: OwnedMessage,
     error: String,
     kind: &'static str,
 }
 
 /// A batch after decoding: the events (with where each was read) and the dead letters.
-struct Decoded {
-    events: Vec<Event>,
-    sources: Vec<SourcePosition>,
-    dead: Vec<DeadLetter>,
+pub(crate) struct Decoded {
+    pub(crate) events: Vec<Event>,
+    pub(crate) sources: Vec<SourcePosition>,
+    pub(crate) dead: Vec<DeadLetter>,
 }
 
 /// decode: Avro records → validated events; what fails becomes a dead letter (compute pool:
 /// decoding is CPU work and may call the schema registry on a cache miss).
-struct Decode {
-    cfg: Arc<WorkerConfig>,
-    codec: Arc<Codec>,
-    report: SharedReport,
+pub(crate) struct Decode {
+    pub(crate) cfg: Arc<WorkerConfig>,
+    pub(crate) codec: Arc<Codec>,
+    pub(crate) report: SharedReport,
 }
 
 impl Stage for Decode {
@@ -520,8 +523,8 @@ impl Stage for Decode {
 }
 
 /// enrich: one feature-store call per batch (async I/O).
-struct Enrich<S> {
-    scorer: Arc<Scorer<S>>,
+pub(crate) struct Enrich<S> {
+    pub(crate) scorer: Arc<Scorer<S>>,
 }
 
 impl<S: FeatureStore> Stage for Enrich<S> {

@@ -7,6 +7,7 @@ mod config;
 mod demo;
 mod embedded;
 mod kafka_util;
+mod replay;
 mod run;
 mod simulate;
 
@@ -32,6 +33,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Produce synthetic traffic to a broker, or write training data to a file.
     Simulate(simulate::SimulateArgs),
+    /// Re-score a range of the input topics (offsets, times or a group's position) with a
+    /// chosen models directory in an isolated feature-store namespace, into a file or a side
+    /// topic, and compare with the verdicts originally published.
+    Replay(replay::ReplayArgs),
     /// Measure end-to-end throughput, latency and memory against a broker and Redis.
     Bench(bench::BenchArgs),
     /// Measure inference cost per event for each model at batch 1, 64 and 256.
@@ -69,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => runtime.block_on(demo::demo(args)),
         Command::Simulate(args) => runtime.block_on(simulate::simulate(args)),
         Command::Bench(args) => runtime.block_on(bench::bench(args)),
+        Command::Replay(args) => runtime.block_on(replay::replay(args)),
         Command::BenchModels(args) => runtime.block_on(bench_models::bench_models(args)),
         Command::Features => {
             print!("{}", riskstream_features::inputs::catalogue_markdown());
