@@ -3,16 +3,16 @@
 //! a sink the caller chooses (a file, a side topic, a comparison).
 //!
 //! ```text
-//! bounded source ─► decode ─► enrich ─► score ─► sink (the caller's: verdicts in batch order)
-//! (assign, stop at          (the same stages as the worker; the store is the replay's own
-//!  each partition's end,     namespace)
-//!  --rate cap)
+//! bounded source ─► labels ─► decode ─► enrich ─► score ─► sink (the caller's, in order)
+//! (assign, stop at   (labels     (the same stages as the worker; the store is the
+//!  each partition's   up to the   replay's own namespace)
+//!  end, rate cap)     batch's time)
 //! ```
 //!
 //! Where a range comes from (offsets, timestamps, a group's committed offsets, the log's ends)
 //! is resolved here too, with the broker's own answers (`ListOffsets`, `OffsetFetch`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -341,6 +341,125 @@ pub struct ReplayReport {
     pub interrupted: bool,
 }
 
+/// A label to apply during a replay, at the point the replay passes its record's timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedLabel {
+    /// The label record's Kafka timestamp, ms.
+    pub at: i64,
+    pub account: String,
+    pub tainted: bool,
+    pub label_time: i64,
+}
+
+/// Reads a labels topic from its beginning to its end: the labels a replay applies, ordered by
+/// record timestamp (undecodable labels, labels without an account and UNKNOWN ones skipped, as
+/// the labels consumer does).
+pub async fn read_labels(
+    cfg: &WorkerConfig,
+    topic: &str,
+    idle: Duration,
+) -> Result<Vec<TimedLabel>, String> {
+    let ranges = {
+        let (cfg, topics) = (cfg.clone(), vec![topic.to_string()]);
+        tokio::task::spawn_blocking(move || {
+            resolve(
+                &cfg,
+                &topics,
+                &Bound::Beginning,
+                &Bound::End,
+                Duration::from_secs(10),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())??
+    };
+    let codec = match &cfg.schema_registry {
+        Some(url) => Codec::with_registry(url, cfg.subject_strategy),
+        None => Codec::registry_free(),
+    };
+    let consumer: StreamConsumer = replay_consumer_config(cfg)
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    for r in &ranges {
+        tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.start))
+            .map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut next: HashMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.start)).collect();
+    let high: HashMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.high)).collect();
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                let Ok(label) = codec.decode_label(m.payload().unwrap_or(&[])) else {
+                    continue;
+                };
+                let (Some(account), Some(tainted)) = (
+                    label.account_id.filter(|a| !a.is_empty()),
+                    crate::labels::taint_of(label.kind),
+                ) else {
+                    continue;
+                };
+                out.push(TimedLabel {
+                    at: m.timestamp().to_millis().unwrap_or(label.label_time),
+                    account,
+                    tainted,
+                    label_time: label.label_time,
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
+            Err(_) => {
+                if next.iter().all(|(p, n)| *n >= high[p]) {
+                    break;
+                }
+            }
+        }
+    }
+    tokio::task::spawn_blocking(move || drop(consumer))
+        .await
+        .map_err(|e| e.to_string())?;
+    out.sort_by_key(|l| l.at);
+    Ok(out)
+}
+
+/// apply labels: before a batch goes on to be enriched, the labels whose records are no newer
+/// than the batch's newest record are applied to the replay's store — the order in which the
+/// worker's labels consumer met them, to the precision of a batch.
+struct ApplyLabels<S> {
+    scorer: Arc<Scorer<S>>,
+    labels: std::collections::VecDeque<TimedLabel>,
+}
+
+impl<S: FeatureStore> Stage for ApplyLabels<S> {
+    type In = Vec<OwnedMessage>;
+    type Out = Vec<OwnedMessage>;
+    fn name(&self) -> &'static str {
+        "labels"
+    }
+    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let newest = batch
+            .data
+            .iter()
+            .filter_map(|m| m.timestamp().to_millis())
+            .max()
+            .unwrap_or(i64::MIN);
+        while self.labels.front().is_some_and(|l| l.at <= newest) {
+            let l = self.labels.pop_front().expect("front");
+            if let Err(e) = self
+                .scorer
+                .store
+                .apply_label(&l.account, l.tainted, l.label_time)
+                .await
+            {
+                tracing::warn!(error = %e, account = %l.account, "replay: label not applied");
+            }
+        }
+        Ok(batch)
+    }
+}
+
 /// One scored batch for the sink: verdicts in input order and the batch's dead letters.
 pub struct ReplayBatch {
     pub verdicts: Vec<Verdict>,
@@ -354,6 +473,7 @@ pub async fn replay<S, F>(
     cfg: &WorkerConfig,
     scorer: Arc<Scorer<S>>,
     ranges: Vec<PartitionRange>,
+    labels: Vec<TimedLabel>,
     options: ReplayOptions,
     shutdown: watch::Receiver<bool>,
     mut sink: F,
@@ -392,6 +512,13 @@ where
         drop(tx);
     }
     let report: Arc<std::sync::Mutex<WorkerReport>> = Arc::default();
+    let (rx, apply) = stages::spawn(
+        ApplyLabels {
+            scorer: scorer.clone(),
+            labels: labels.into(),
+        },
+        rx,
+    );
     let (rx, decode) = stages::spawn(
         Decode {
             cfg: cfg.clone(),
@@ -413,7 +540,7 @@ where
         },
         rx,
     );
-    tasks.extend([decode, enrich, score]);
+    tasks.extend([apply, decode, enrich, score]);
     let mut out = ReplayReport::default();
     let mut sink_error = None;
     while let Some(batch) = rx.recv().await {
@@ -477,10 +604,13 @@ async fn bounded_source(
     let mut sent: u64 = 0;
     let mut last_record = Instant::now();
     let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
+    // Records read but not yet handed over, per partition, in offset order.
+    let mut pending: HashMap<(String, i32), VecDeque<OwnedMessage>> = HashMap::new();
     let accept = |m: rdkafka::message::BorrowedMessage<'_>,
                   open: &mut HashMap<(String, i32), Position>,
-                  batch: &mut Vec<OwnedMessage>| {
-        let Some(p) = open.get_mut(&(m.topic().to_string(), m.partition())) else {
+                  pending: &mut HashMap<(String, i32), VecDeque<OwnedMessage>>| {
+        let key = (m.topic().to_string(), m.partition());
+        let Some(p) = open.get_mut(&key) else {
             return;
         };
         let inside = match p.end {
@@ -488,7 +618,7 @@ async fn bounded_source(
             End::Log => true,
         };
         if inside && !p.done {
-            batch.push(m.detach());
+            pending.entry(key).or_default().push_back(m.detach());
         }
         p.next = p.next.max(m.offset() + 1);
         if let End::Offset(e) = p.end {
@@ -508,10 +638,10 @@ async fn bounded_source(
             m = consumer.recv() => match m {
                 Ok(m) => {
                     last_record = Instant::now();
-                    accept(m, &mut open, &mut batch);
-                    while batch.len() < max {
+                    accept(m, &mut open, &mut pending);
+                    for _ in 0..max {
                         match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => accept(m, &mut open, &mut batch),
+                            Some(Ok(m)) => accept(m, &mut open, &mut pending),
                             Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
                             None => break,
                         }
@@ -531,16 +661,62 @@ async fn bounded_source(
             _ = shutdown.changed() => {}
         }
         let finished = open.values().all(|p| p.done);
+        merge_in_time_order(&mut pending, &open, &mut batch, max, finished);
         let hand_over =
             batch.len() >= max || (!batch.is_empty() && (finished || tx.capacity() > 0));
         if hand_over && !send(&tx, &mut batch, max, options.rate, started, &mut sent).await {
             return Ok(()); // the chain stopped: it reports why
         }
     }
-    if !batch.is_empty() {
-        send(&tx, &mut batch, max, options.rate, started, &mut sent).await;
+    // Finished or interrupted: what was read goes on, in time order.
+    loop {
+        merge_in_time_order(&mut pending, &open, &mut batch, max, true);
+        if batch.is_empty() {
+            break;
+        }
+        if !send(&tx, &mut batch, max, options.rate, started, &mut sent).await {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Read-ahead the merge may hold before it hands records over out of order (bounded memory
+/// when one partition is far behind the others).
+const MERGE_WINDOW: usize = 50_000;
+
+/// Moves pending records into `batch` (up to `max`) in record-timestamp order across
+/// partitions — the order production wrote them, whatever order the fetches returned them
+/// in, so a replay is deterministic and interleaves the two input topics as a live worker
+/// would. A partition still expecting records holds the merge back until it has one (unless it
+/// is at its high watermark, or `all` is set, or the read-ahead is full).
+fn merge_in_time_order(
+    pending: &mut HashMap<(String, i32), VecDeque<OwnedMessage>>,
+    open: &HashMap<(String, i32), Position>,
+    batch: &mut Vec<OwnedMessage>,
+    max: usize,
+    all: bool,
+) {
+    let ts = |m: &OwnedMessage| m.timestamp().to_millis().unwrap_or(i64::MIN);
+    let buffered: usize = pending.values().map(VecDeque::len).sum();
+    let force = all || buffered > MERGE_WINDOW;
+    while batch.len() < max {
+        let waiting = !force
+            && open.iter().any(|(key, p)| {
+                !p.done && p.next < p.high && pending.get(key).is_none_or(VecDeque::is_empty)
+            });
+        if waiting {
+            return;
+        }
+        let next = pending
+            .iter()
+            .filter_map(|(key, q)| q.front().map(|m| ((ts(m), key.clone()), key.clone())))
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, key)| key);
+        let Some(key) = next else { return };
+        let q = pending.get_mut(&key).expect("queue");
+        batch.push(q.pop_front().expect("front"));
+    }
 }
 
 /// Sends `batch` on, first waiting as long as the rate cap needs; false if the chain stopped.

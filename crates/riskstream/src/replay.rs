@@ -91,6 +91,15 @@ pub struct ReplayArgs {
     /// verdict topic; `none` to skip).
     #[arg(long)]
     pub compare_topic: Option<String>,
+    /// Apply the labels on this topic while replaying, each when the replay passes its record's
+    /// timestamp, as the worker's labels consumer did (`none`: replay without labels).
+    #[arg(long, default_value = "labels")]
+    pub labels_topic: String,
+    /// When labels apply: `record-time` (as the replay passes each label record's timestamp:
+    /// what a worker consuming live saw) or `start` (all of them before the first event: what
+    /// a worker that started on a backlog saw, and what a re-score wants to know now).
+    #[arg(long, default_value = "record-time", value_parser = ["record-time", "start"])]
+    pub labels_at: String,
     /// At most this many events per second (a replay must not starve production).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -120,6 +129,8 @@ struct Comparison {
     missing_original: u64,
     /// Per champion model: percentiles of |replayed − original| score.
     score_delta: BTreeMap<String, Percentiles>,
+    /// Up to 10 flipped events (by event id), to investigate.
+    examples: Vec<Flip>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -156,8 +167,9 @@ struct RangeOut {
     end: String,
 }
 
-/// What the replay keeps of each verdict for the comparison: decision and champion scores.
-type Brief = (Decision, Vec<(String, f64)>);
+/// What the replay keeps of each verdict for the comparison: decision, champion scores, and
+/// the reasons (for the flipped examples).
+type Brief = (Decision, Vec<(String, f64)>, Vec<String>);
 
 fn brief(v: &Verdict) -> Brief {
     let scores = v
@@ -166,7 +178,17 @@ fn brief(v: &Verdict) -> Brief {
         .filter(|s| !s.shadow)
         .map(|s| (s.model.to_string(), s.score))
         .collect();
-    (v.decision, scores)
+    (v.decision, scores, v.reasons.clone())
+}
+
+/// One flipped decision, as an example to investigate.
+#[derive(Debug, Serialize)]
+struct Flip {
+    event_id: String,
+    original: String,
+    replayed: String,
+    original_reasons: Vec<String>,
+    replayed_reasons: Vec<String>,
 }
 
 fn decision_name(d: Decision) -> String {
@@ -325,6 +347,35 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         idle: Duration::from_millis(args.idle_ms),
     };
 
+    let labels = if args.labels_topic == "none" {
+        Vec::new()
+    } else {
+        rp::read_labels(
+            &cfg,
+            &args.labels_topic,
+            Duration::from_millis(args.idle_ms),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("reading labels from {}: {e}", args.labels_topic))?
+    };
+    if args.labels_topic != "none" {
+        eprintln!(
+            "replay: {} labels from {}, applied at {}",
+            labels.len(),
+            args.labels_topic,
+            args.labels_at
+        );
+    }
+    let labels = if args.labels_at == "start" {
+        labels
+            .into_iter()
+            .map(|l| rp::TimedLabel { at: i64::MIN, ..l })
+            .collect()
+    } else {
+        labels
+    };
+    // Labels before the warm-up's start would have been applied before it: the warm-up
+    // applies them as it passes their time too.
     if let Some(warm) = &args.warm_from {
         let warm_ms = rp::parse_time(warm).map_err(anyhow::Error::msg)?;
         let starts = Bound::Offsets(
@@ -353,6 +404,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             &cfg,
             scorer.clone(),
             warm_ranges,
+            labels.clone(),
             options,
             shutdown.clone(),
             |_| Ok(()),
@@ -389,6 +441,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         &cfg,
         scorer.clone(),
         ranges.clone(),
+        labels,
         options,
         shutdown,
         |b: ReplayBatch| {
@@ -573,6 +626,14 @@ async fn compare(
                 if let Ok(v) =
                     codec.decode_as::<Verdict>(SchemaKind::Verdict, m.payload().unwrap_or(&[]))
                 {
+                    if std::env::var("RISKSTREAM_REPLAY_DEBUG").ok().as_deref()
+                        == Some(v.event_id.as_str())
+                    {
+                        eprintln!(
+                            "original: {}",
+                            serde_json::to_string(&v).unwrap_or_default()
+                        );
+                    }
                     if replayed.contains_key(&v.event_id) {
                         // A redelivered event may have several verdicts: the first one counts.
                         originals
@@ -595,11 +656,23 @@ async fn compare(
         ..Comparison::default()
     };
     let mut deltas: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for (id, (decision, scores)) in replayed {
-        let Some((orig, orig_scores)) = originals.get(id) else {
+    let mut ids: Vec<&String> = replayed.keys().collect();
+    ids.sort();
+    for id in ids {
+        let (decision, scores, reasons) = &replayed[id];
+        let Some((orig, orig_scores, orig_reasons)) = originals.get(id) else {
             c.missing_original += 1;
             continue;
         };
+        if orig != decision && c.examples.len() < 10 {
+            c.examples.push(Flip {
+                event_id: id.clone(),
+                original: decision_name(*orig),
+                replayed: decision_name(*decision),
+                original_reasons: orig_reasons.clone(),
+                replayed_reasons: reasons.clone(),
+            });
+        }
         c.matched += 1;
         c.same_decision += (orig == decision) as u64;
         *c.flips
@@ -720,6 +793,16 @@ fn print_summary(s: &Summary) {
         println!(
             "  |score delta| {model}: p50 {:.4} p90 {:.4} p99 {:.4} max {:.4} (n {})",
             p.p50, p.p90, p.p99, p.max, p.n
+        );
+    }
+    for f in c.examples.iter().take(5) {
+        println!(
+            "  flipped {}: {} [{}] -> {} [{}]",
+            f.event_id,
+            f.original,
+            f.original_reasons.join(" "),
+            f.replayed,
+            f.replayed_reasons.join(" ")
         );
     }
 }
