@@ -1,0 +1,297 @@
+//! Black-box tests of `riskstream replay` against a real tansu broker and `redis-server`: a
+//! worker scores live traffic, then replays re-score it and are compared with what it published.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use riskstream_testkit::{free_port, repo_root, Broker, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_riskstream");
+
+fn sigterm(child: &mut Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every record of `topic` as (partition, offset, timestamp), read to the end (assign(): no
+/// group join to wait for).
+fn records(broker: &Broker, topic: &str) -> Vec<(i32, i64, i64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("reader-{topic}-{}", free_port()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("tpl");
+    }
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3) {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            out.push((
+                m.partition(),
+                m.offset(),
+                m.timestamp().to_millis().unwrap_or(0),
+            ));
+            quiet = Instant::now();
+        }
+    }
+    out
+}
+
+fn redis_keys(url: &str) -> BTreeSet<String> {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client.get_connection().expect("redis");
+    redis::cmd("KEYS").arg("*").query(&mut conn).expect("keys")
+}
+
+fn replay(broker: &Broker, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args([
+            "replay",
+            "--brokers",
+            &broker.bootstrap(),
+            "--idle-ms",
+            "1500",
+        ])
+        .args(["--models", &repo_root().join("models").to_string_lossy()])
+        .args(args)
+        .env("RISKSTREAM_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run riskstream replay")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "replay failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("summary file")).expect("summary json")
+}
+
+/// (topic, partition, offset) of every verdict in a `.jsonl` replay output.
+fn sources(path: &Path) -> BTreeSet<(String, i64, i64)> {
+    std::fs::read_to_string(path)
+        .expect("output")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            let s = &v["source"];
+            (
+                s["topic"].as_str().expect("topic").to_string(),
+                s["partition"].as_i64().expect("partition"),
+                s["offset"].as_i64().expect("offset"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replay_reproduces_decisions_selects_ranges_and_never_touches_production() {
+    let broker = Broker::start();
+    for (t, p) in [
+        ("capture-sessions", 2),
+        ("transactions", 2),
+        ("verdicts", 2),
+        ("verdicts-dlq", 1),
+        ("labels", 1),
+        ("replayed", 1),
+    ] {
+        broker.create_topic(t, p);
+    }
+    let redis = RedisServer::start();
+    let work = tempfile::tempdir().expect("tempdir");
+
+    // A worker scores 1 500 events produced live at 300 events/s.
+    let mut worker = Command::new(BIN)
+        .args([
+            "run",
+            "--brokers",
+            &broker.bootstrap(),
+            "--redis",
+            &redis.url(),
+        ])
+        .args(["--group", "e2e", "--metrics-addr", "off"])
+        .args(["--models", &repo_root().join("models").to_string_lossy()])
+        .args(["-X", "consumer.session.timeout.ms=6000"])
+        .args(["-X", "consumer.heartbeat.interval.ms=2000"])
+        .args(["-X", "consumer.fetch.wait.max.ms=50"])
+        .env("RISKSTREAM_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start worker");
+    std::thread::sleep(Duration::from_secs(4)); // joined the group
+    let sim = Command::new(BIN)
+        .args(["simulate", "--brokers", &broker.bootstrap()])
+        .args(["--events", "1500", "--rate", "300", "--seed", "21"])
+        .output()
+        .expect("simulate");
+    assert!(sim.status.success());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let n = records(&broker, "verdicts").len();
+        if n >= 1500 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker scored {n} of 1500");
+    }
+    sigterm(&mut worker);
+
+    let verdicts_before = records(&broker, "verdicts").len();
+    let keys_before = redis_keys(&redis.url());
+    assert!(keys_before.iter().all(|k| k.starts_with("riskstream:")));
+
+    // 1. Both topics from the beginning, unchanged models, Redis store: the published decisions.
+    let out_file = work.path().join("all.jsonl");
+    let sum_file = work.path().join("all.json");
+    let stdout = ok(&replay(
+        &broker,
+        &[
+            "--redis",
+            &redis.url(),
+            "--output",
+            &out_file.to_string_lossy(),
+            "--summary-json",
+            &sum_file.to_string_lossy(),
+        ],
+    ));
+    let s = summary(&sum_file);
+    assert_eq!(s["read"], 1500, "{stdout}");
+    assert_eq!(
+        s["verdicts"].as_u64().unwrap() + s["dead_letters"].as_u64().unwrap(),
+        1500
+    );
+    let c = &s["comparison"];
+    assert_eq!(c["matched"], 1500, "{stdout}");
+    let agreement = c["same_decision"].as_f64().unwrap() / 1500.0;
+    assert!(
+        agreement >= 0.995,
+        "only {agreement} of decisions reproduced:\n{stdout}"
+    );
+    assert!(stdout.contains("decision flips"), "{stdout}");
+    assert_eq!(sources(&out_file).len(), 1500);
+    // Production untouched: same keys (the replay's namespace was deleted), no new verdicts.
+    assert_eq!(
+        redis_keys(&redis.url()),
+        keys_before,
+        "production keys changed"
+    );
+    assert_eq!(records(&broker, "verdicts").len(), verdicts_before);
+
+    // 2. By time: exactly the offsets the broker maps the time to.
+    let txs = records(&broker, "transactions");
+    let mut times: Vec<i64> = txs.iter().map(|r| r.2).collect();
+    times.sort();
+    let from = times[times.len() / 2];
+    let probe: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "probe")
+        .create()
+        .expect("probe");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("transactions", p, Offset::Offset(from))
+            .expect("tpl");
+    }
+    let starts: HashMap<i64, i64> = probe
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .expect("offsets for times")
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => (e.partition() as i64, o),
+            _ => (e.partition() as i64, i64::MAX),
+        })
+        .collect();
+    let expected: BTreeSet<(String, i64, i64)> = txs
+        .iter()
+        .filter(|(p, o, _)| *o >= starts[&(*p as i64)])
+        .map(|(p, o, _)| ("transactions".to_string(), *p as i64, *o))
+        .collect();
+    let by_time = work.path().join("by-time.jsonl");
+    ok(&replay(
+        &broker,
+        &[
+            "--topics",
+            "transactions",
+            "--from-time",
+            &from.to_string(),
+            "--output",
+            &by_time.to_string_lossy(),
+            "--compare-topic",
+            "none",
+        ],
+    ));
+    assert_eq!(
+        sources(&by_time),
+        expected,
+        "replay by time selected other offsets"
+    );
+
+    // 3. Guards: the production topic and namespace need explicit flags.
+    let refused = replay(&broker, &["--to-topic", "verdicts"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-production-topic"));
+    let refused = replay(
+        &broker,
+        &["--key-prefix", "riskstream", "--output", "/dev/null"],
+    );
+    assert!(!refused.status.success());
+    assert_eq!(records(&broker, "verdicts").len(), verdicts_before);
+
+    // 4. A side topic and the rate cap: 300 offsets at 150 events/s take at least ~2 s.
+    let started = Instant::now();
+    ok(&replay(
+        &broker,
+        &[
+            "--topics",
+            "transactions",
+            "--to-offsets",
+            "transactions:0:150,transactions:1:150",
+            "--to-topic",
+            "replayed",
+            "--rate",
+            "150",
+            "--compare-topic",
+            "none",
+        ],
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "the rate cap was not applied ({:?})",
+        started.elapsed()
+    );
+    let side = records(&broker, "replayed");
+    assert_eq!(side.len(), 300);
+    let distinct: HashSet<(i32, i64)> = side.iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(distinct.len(), 300);
+    assert_eq!(records(&broker, "verdicts").len(), verdicts_before);
+}
