@@ -626,14 +626,6 @@ async fn compare(
                 if let Ok(v) =
                     codec.decode_as::<Verdict>(SchemaKind::Verdict, m.payload().unwrap_or(&[]))
                 {
-                    if std::env::var("RISKSTREAM_REPLAY_DEBUG").ok().as_deref()
-                        == Some(v.event_id.as_str())
-                    {
-                        eprintln!(
-                            "original: {}",
-                            serde_json::to_string(&v).unwrap_or_default()
-                        );
-                    }
                     if replayed.contains_key(&v.event_id) {
                         // A redelivered event may have several verdicts: the first one counts.
                         originals
