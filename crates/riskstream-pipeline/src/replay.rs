@@ -48,6 +48,11 @@ pub struct PartitionRange {
     pub end: End,
     /// The high watermark when the range was resolved (for progress and `End::Log`).
     pub high: i64,
+    /// A start given as a time: records before the first one at or after it are skipped (the
+    /// broker's answer is where reading starts; some brokers answer with an earlier offset).
+    pub from_time: Option<i64>,
+    /// An end given as a time: the partition ends at its first record at or after it.
+    pub to_time: Option<i64>,
 }
 
 impl PartitionRange {
@@ -225,7 +230,9 @@ pub fn resolve(
             let (low, high) = marks[&key];
             let start = starts[&key].unwrap_or(high).max(low);
             let end = match (to, ends[&key]) {
-                (Bound::End, _) => End::Log,
+                // A time end is found by reading (the first record at or after it), whatever
+                // offset the broker maps it to.
+                (Bound::End | Bound::Time(_), _) => End::Log,
                 (_, Some(e)) => End::Offset(e),
                 (_, None) => End::Log,
             };
@@ -235,6 +242,14 @@ pub fn resolve(
                 start,
                 end,
                 high,
+                from_time: match from {
+                    Bound::Time(t) => Some(*t),
+                    _ => None,
+                },
+                to_time: match to {
+                    Bound::Time(t) => Some(*t),
+                    _ => None,
+                },
             }
         })
         .collect())
@@ -572,6 +587,10 @@ struct Position {
     /// Next offset expected.
     next: i64,
     done: bool,
+    /// Records before the first one at or after this time are skipped (then `None`).
+    skip_before: Option<i64>,
+    /// The partition ends at its first record at or after this time.
+    stop_at: Option<i64>,
 }
 
 /// Reads the assigned partitions up to their ends, in batches, at most `options.rate` records
@@ -595,6 +614,8 @@ async fn bounded_source(
                 high: r.high,
                 next: r.start,
                 done,
+                skip_before: r.from_time,
+                stop_at: r.to_time,
             };
             ((r.topic.clone(), r.partition), p)
         })
@@ -613,10 +634,24 @@ async fn bounded_source(
         let Some(p) = open.get_mut(&key) else {
             return;
         };
-        let inside = match p.end {
+        let ts = m.timestamp().to_millis();
+        let mut inside = match p.end {
             End::Offset(e) => m.offset() < e,
             End::Log => true,
         };
+        if let (Some(from), Some(ts)) = (p.skip_before, ts) {
+            if ts < from {
+                inside = false;
+            } else {
+                p.skip_before = None;
+            }
+        }
+        if let (Some(to), Some(ts)) = (p.stop_at, ts) {
+            if ts >= to && p.skip_before.is_none() {
+                inside = false;
+                p.done = true;
+            }
+        }
         if inside && !p.done {
             pending.entry(key).or_default().push_back(m.detach());
         }
@@ -815,11 +850,11 @@ mod tests {
     fn times_parse_as_epoch_ms_or_rfc3339() {
         assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
-        // `date -d 2026-12-01T02:14:00Z +%s` = 1764555240
-        assert_eq!(parse_time("2026-12-01T02:14:00Z"), Ok(1_764_555_240_000));
+        // `date -u -d 2026-12-01T02:14:00Z +%s` = 1796091240
+        assert_eq!(parse_time("2026-12-01T02:14:00Z"), Ok(1_796_091_240_000));
         assert_eq!(
             parse_time("2026-12-01T03:14:00.5+01:00"),
-            Ok(1_764_555_240_500)
+            Ok(1_796_091_240_500)
         );
         assert_eq!(
             parse_time("2024-02-29T23:59:59.999-00:30"),

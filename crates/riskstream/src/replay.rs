@@ -413,6 +413,17 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
 
     let total: u64 = ranges.iter().map(PartitionRange::len_hint).sum();
+    let shown: Vec<String> = ranges
+        .iter()
+        .map(|r| {
+            let end = match r.end {
+                End::Offset(o) => o.to_string(),
+                End::Log => "end".into(),
+            };
+            format!("{}:{}:{}..{}", r.topic, r.partition, r.start, end)
+        })
+        .collect();
+    eprintln!("replay: ranges {}", shown.join(" "));
     eprintln!(
         "replay: {} partitions, ~{total} records, models {}, namespace {prefix} on {}",
         ranges.len(),
