@@ -256,7 +256,9 @@ fn replay_reproduces_decisions_selects_ranges_and_never_touches_production() {
     assert!(!refused.status.success());
     assert_eq!(records(&broker, "verdicts").len(), verdicts_before);
 
-    // 4. A side topic and the rate cap: 300 offsets at 150 events/s take at least ~2 s.
+    // 4. A side topic, an Avro file and the rate cap: 300 offsets at 150 events/s take at
+    // least ~2 s.
+    let avro = work.path().join("side.avro");
     let started = Instant::now();
     ok(&replay(
         &broker,
@@ -271,6 +273,8 @@ fn replay_reproduces_decisions_selects_ranges_and_never_touches_production() {
             "150",
             "--compare-topic",
             "none",
+            "--output",
+            &avro.to_string_lossy(),
         ],
     ));
     assert!(
@@ -278,6 +282,13 @@ fn replay_reproduces_decisions_selects_ranges_and_never_touches_production() {
         "the rate cap was not applied ({:?})",
         started.elapsed()
     );
+    let file = std::fs::File::open(&avro).expect("avro output");
+    let reader = apache_avro::Reader::new(file).expect("an Avro object container file");
+    let from_file: Vec<riskstream_events::Verdict> = reader
+        .map(|v| apache_avro::from_value(&v.expect("record")).expect("a verdict"))
+        .collect();
+    assert_eq!(from_file.len(), 300);
+    assert!(from_file.iter().all(|v| v.source.topic == "transactions"));
     let side = records(&broker, "replayed");
     assert_eq!(side.len(), 300);
     let distinct: HashSet<(i32, i64)> = side.iter().map(|r| (r.0, r.1)).collect();
