@@ -42,8 +42,9 @@ pub struct ReplayArgs {
     /// start at the beginning). Default: `beginning`, unless --from-time / --from-group.
     #[arg(long, conflicts_with_all = ["from_time", "from_group"])]
     pub from_offsets: Option<String>,
-    /// Start at the first record at or after this time (RFC 3339 or epoch ms), per partition,
-    /// as the broker maps it (ListOffsets by timestamp).
+    /// Start at the first record at or after this time (RFC 3339 or epoch ms) in each
+    /// partition: reading starts where the broker maps the time (ListOffsets by timestamp) and
+    /// skips any earlier records.
     #[arg(long, conflicts_with = "from_group")]
     pub from_time: Option<String>,
     /// Start at this consumer group's committed offsets (read only: a replay commits nothing).
