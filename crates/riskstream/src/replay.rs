@@ -351,13 +351,17 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let labels = if args.labels_topic == "none" {
         Vec::new()
     } else {
-        rp::read_labels(
-            &cfg,
-            &args.labels_topic,
-            Duration::from_millis(args.idle_ms),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("reading labels from {}: {e}", args.labels_topic))?
+        let idle = Duration::from_millis(args.idle_ms);
+        match rp::read_labels(&cfg, &args.labels_topic, idle).await {
+            Ok(labels) => labels,
+            Err(e) => {
+                eprintln!(
+                    "replay: no labels applied ({}: {e}); --labels-topic none silences this",
+                    args.labels_topic
+                );
+                Vec::new()
+            }
+        }
     };
     if args.labels_topic != "none" {
         eprintln!(
