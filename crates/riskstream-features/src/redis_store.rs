@@ -32,6 +32,9 @@ enum Conn {
 /// Feature store backed by Redis or Redis Cluster.
 pub struct RedisStore {
     conn: Conn,
+    /// `redis://` URLs of the server, or of the cluster nodes given.
+    nodes: Vec<String>,
+    prefix: String,
     keys: Keys,
     limits: StoreLimits,
     deadline: Duration,
@@ -95,6 +98,7 @@ impl RedisStore {
         deadline: Duration,
     ) -> Result<Self, StoreError> {
         let io_timeout = deadline.max(Duration::from_millis(100));
+        let mut node_urls = vec![url.to_string()];
         let conn = if let Some(nodes) = url.strip_prefix("redis+cluster://") {
             let nodes: Vec<String> = nodes
                 .trim_end_matches('/')
@@ -102,6 +106,7 @@ impl RedisStore {
                 .filter(|n| !n.is_empty())
                 .map(|n| format!("redis://{n}/"))
                 .collect();
+            node_urls = nodes.clone();
             let client = redis::cluster::ClusterClientBuilder::new(nodes)
                 .connection_timeout(io_timeout)
                 .response_timeout(io_timeout)
@@ -118,11 +123,87 @@ impl RedisStore {
         };
         Ok(RedisStore {
             conn,
+            nodes: node_urls,
+            prefix: prefix.to_string(),
             keys: Keys::new(prefix),
             limits,
             deadline,
             ttl_memo: Default::default(),
         })
+    }
+
+    /// Deletes every key of this store's namespace (`PREFIX:*`), e.g. a finished replay's: `SCAN`
+    /// + `UNLINK` on the server, or on every master of a cluster. Returns the keys deleted.
+    pub async fn delete_namespace(&self) -> Result<u64, StoreError> {
+        let pattern = format!("{}:*", self.prefix);
+        let masters: Vec<String> = match &self.conn {
+            Conn::Single(_) => self.nodes.clone(),
+            Conn::Cluster(_) => {
+                let mut found = None;
+                for node in &self.nodes {
+                    let Ok(client) = redis::Client::open(node.as_str()) else {
+                        continue;
+                    };
+                    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+                        continue;
+                    };
+                    if let Ok(text) = redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query_async::<String>(&mut c)
+                        .await
+                    {
+                        found = Some(text);
+                        break;
+                    }
+                }
+                let text = found.ok_or_else(|| {
+                    StoreError::BadReply("no cluster node answered CLUSTER NODES".into())
+                })?;
+                // `id host:port@bus flags master-id …`: the masters' addresses.
+                text.lines()
+                    .filter_map(|l| {
+                        let mut f = l.split_whitespace();
+                        let (_, addr, flags) = (f.next()?, f.next()?, f.next()?);
+                        let host = addr.split('@').next()?;
+                        flags
+                            .split(',')
+                            .any(|x| x == "master")
+                            .then(|| format!("redis://{host}/"))
+                    })
+                    .collect()
+            }
+        };
+        let mut deleted = 0;
+        for node in masters {
+            let client = redis::Client::open(node.as_str())?;
+            let mut c = client.get_multiplexed_async_connection().await?;
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await?;
+                if !keys.is_empty() {
+                    // One key per command: on a cluster node, keys of different slots cannot
+                    // share one.
+                    let mut p = redis::pipe();
+                    for k in &keys {
+                        p.cmd("UNLINK").arg(k);
+                    }
+                    let counts: Vec<u64> = p.query_async(&mut c).await?;
+                    deleted += counts.iter().sum::<u64>();
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(deleted)
     }
 
     /// True when connected to a Redis Cluster.

@@ -857,6 +857,26 @@ async fn redis_store_conforms() {
     .await;
 }
 
+/// A namespace can be deleted whole (a finished replay's), on one server and on a cluster,
+/// without touching another namespace.
+#[tokio::test]
+async fn namespaces_can_be_deleted() {
+    let server = RedisServer::start();
+    let cluster = RedisCluster::start();
+    for url in [server.url(), cluster.url()] {
+        let (gone, kept) = (redis_at(&url, "gone").await, redis_at(&url, "kept").await);
+        apply(&gone, &random_stream(5, 100, 10 * MIN)).await;
+        let before = apply(&kept, &random_stream(6, 100, 10 * MIN)).await;
+        let n = gone.delete_namespace().await.expect("delete");
+        assert!(n > 20, "{url}: {n} keys deleted");
+        // Nothing of it is left on any node (the second pass scans every master again).
+        assert_eq!(gone.delete_namespace().await.expect("again"), 0, "{url}");
+        // The other namespace is intact: it still answers as before, and it has its keys.
+        assert_eq!(apply(&kept, &random_stream(6, 100, 10 * MIN)).await, before);
+        assert!(kept.delete_namespace().await.expect("kept") > 20, "{url}");
+    }
+}
+
 /// Every key the store writes carries a TTL, including keys first written while the store skips
 /// recent TTL refreshes of others.
 #[tokio::test]

@@ -551,12 +551,12 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    if args.redis != "memory" && !args.keep_namespace {
-        match delete_namespace(&args.redis, &prefix).await {
+    if let (AnyStore::Redis(store), false) = (&scorer.store, args.keep_namespace) {
+        match store.delete_namespace().await {
             Ok(n) => eprintln!("replay: deleted namespace {prefix} ({n} keys)"),
-            Err(e) => {
-                eprintln!("replay: namespace {prefix} not deleted ({e:#}); its keys expire by TTL")
-            }
+            Err(e) => eprintln!(
+                "replay: namespace {prefix} not deleted ({e}); its keys expire by their TTLs"
+            ),
         }
     }
     let summary = Summary {
@@ -712,38 +712,6 @@ async fn compare(
         );
     }
     Ok(c)
-}
-
-/// Deletes every key under `prefix` (one Redis server; on a cluster the keys expire by TTL).
-async fn delete_namespace(url: &str, prefix: &str) -> anyhow::Result<u64> {
-    if url.starts_with("redis+cluster://") {
-        bail!("deleting a namespace on a cluster is not supported yet");
-    }
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-            deleted += n;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
 }
 
 fn print_summary(s: &Summary) {
