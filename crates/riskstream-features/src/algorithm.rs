@@ -231,7 +231,13 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
             .iter()
             .map(|e| (e.event_time, StoredEvent::of(e).encode()))
             .collect();
-        touch_timeline(&mut ops, &mut reads, keys.timeline(&key), timeline);
+        touch(
+            &mut ops,
+            &mut reads,
+            keys.timeline(&key),
+            timeline,
+            Read::ZMembers,
+        );
         for e in events {
             let t = e.event_time;
             members.push((t, link('d', e.device_id)));
@@ -257,7 +263,7 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 _ => {}
             }
         }
-        touch(&mut ops, &mut reads, key, members);
+        touch(&mut ops, &mut reads, key, members, Read::ZRange);
     }
     for ((node, id), events) in &nodes {
         let key = keys.node(*node, id);
@@ -274,18 +280,19 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 }
             }
         }
-        touch(&mut ops, &mut reads, key, members);
+        touch(&mut ops, &mut reads, key, members, Read::ZRange);
     }
     (ops, reads)
 }
 
-/// One entity's timeline share of a batch (`tiles.rs`): add its new raw members, refresh its
-/// TTL, read it back without scores (every member carries its own time).
-fn touch_timeline(
+/// One entity's share of a batch: add its members (if any), refresh its TTL, read it back
+/// with `read` (a timeline, `tiles.rs`, is read without scores: each member carries its time).
+fn touch(
     ops: &mut Vec<Op>,
     reads: &mut Vec<Read>,
     key: String,
     members: Vec<(i64, Vec<u8>)>,
+    read: fn(String) -> Read,
 ) {
     if !members.is_empty() {
         ops.push(Op::ZAdd {
@@ -297,20 +304,7 @@ fn touch_timeline(
             ms: ENTITY_TTL_MS,
         });
     }
-    reads.push(Read::ZMembers(key));
-}
-
-/// One entity's share of a batch: add its members, refresh its TTL, read it back.
-fn touch(ops: &mut Vec<Op>, reads: &mut Vec<Read>, key: String, members: Vec<(i64, Vec<u8>)>) {
-    ops.push(Op::ZAdd {
-        key: key.clone(),
-        members,
-    });
-    ops.push(Op::Expire {
-        key: key.clone(),
-        ms: ENTITY_TTL_MS,
-    });
-    reads.push(Read::ZRange(key));
+    reads.push(read(key));
 }
 
 fn secs(ms: i64) -> f32 {

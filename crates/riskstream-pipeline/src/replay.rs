@@ -374,6 +374,42 @@ pub async fn read_labels(
     topic: &str,
     idle: Duration,
 ) -> Result<Vec<TimedLabel>, String> {
+    let codec = match &cfg.schema_registry {
+        Some(url) => Codec::with_registry(url, cfg.subject_strategy),
+        None => Codec::registry_free(),
+    };
+    let mut out = Vec::new();
+    read_topic(cfg, topic, idle, |m| {
+        let Ok(label) = codec.decode_label(m.payload().unwrap_or(&[])) else {
+            return;
+        };
+        let (Some(account), Some(tainted)) = (
+            label.account_id.filter(|a| !a.is_empty()),
+            crate::labels::taint_of(label.kind),
+        ) else {
+            return;
+        };
+        out.push(TimedLabel {
+            at: m.timestamp().to_millis().unwrap_or(label.label_time),
+            account,
+            tainted,
+            label_time: label.label_time,
+        });
+    })
+    .await?;
+    out.sort_by_key(|l| l.at);
+    Ok(out)
+}
+
+/// Reads every record of `topic` from its beginning to its end (assign(), nothing committed)
+/// and hands each to `each`. The end is found by reading: each partition at or past the high
+/// watermark it had at the start, and nothing new for `idle`.
+pub async fn read_topic(
+    cfg: &WorkerConfig,
+    topic: &str,
+    idle: Duration,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<(), String> {
     let ranges = {
         let (cfg, topics) = (cfg.clone(), vec![topic.to_string()]);
         tokio::task::spawn_blocking(move || {
@@ -388,10 +424,6 @@ pub async fn read_labels(
         .await
         .map_err(|e| e.to_string())??
     };
-    let codec = match &cfg.schema_registry {
-        Some(url) => Codec::with_registry(url, cfg.subject_strategy),
-        None => Codec::registry_free(),
-    };
     let consumer: StreamConsumer = replay_consumer_config(cfg)
         .create()
         .map_err(|e| e.to_string())?;
@@ -403,26 +435,11 @@ pub async fn read_labels(
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut next: HashMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.start)).collect();
     let high: HashMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.high)).collect();
-    let mut out = Vec::new();
     loop {
         match tokio::time::timeout(idle, consumer.recv()).await {
             Ok(Ok(m)) => {
                 next.insert(m.partition(), m.offset() + 1);
-                let Ok(label) = codec.decode_label(m.payload().unwrap_or(&[])) else {
-                    continue;
-                };
-                let (Some(account), Some(tainted)) = (
-                    label.account_id.filter(|a| !a.is_empty()),
-                    crate::labels::taint_of(label.kind),
-                ) else {
-                    continue;
-                };
-                out.push(TimedLabel {
-                    at: m.timestamp().to_millis().unwrap_or(label.label_time),
-                    account,
-                    tainted,
-                    label_time: label.label_time,
-                });
+                each(&m);
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
             Err(_) => {
@@ -434,9 +451,7 @@ pub async fn read_labels(
     }
     tokio::task::spawn_blocking(move || drop(consumer))
         .await
-        .map_err(|e| e.to_string())?;
-    out.sort_by_key(|l| l.at);
-    Ok(out)
+        .map_err(|e| e.to_string())
 }
 
 /// apply labels: before a batch goes on to be enriched, the labels whose records are no newer

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::BaseRecord;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use riskstream_events::{Codec, Decision, SchemaKind, Schemas, Verdict};
 use riskstream_features::{AnyStore, MemoryStore, RedisStore, StoreLimits};
 use riskstream_pipeline::replay::{self as rp, Bound, End, PartitionRange, ReplayBatch};
@@ -601,64 +600,28 @@ async fn compare(
     codec: &Codec,
     idle_ms: u64,
 ) -> anyhow::Result<Comparison> {
-    let ranges = {
-        let (cfg, topics) = (cfg.clone(), vec![topic.to_string()]);
-        tokio::task::spawn_blocking(move || {
-            rp::resolve(
-                &cfg,
-                &topics,
-                &Bound::Beginning,
-                &Bound::End,
-                Duration::from_secs(10),
-            )
-        })
-        .await?
-        .map_err(anyhow::Error::msg)?
-    };
-    let consumer: StreamConsumer = rp::replay_consumer_config(cfg).create()?;
-    let mut tpl = TopicPartitionList::new();
-    for r in &ranges {
-        tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.start))?;
-    }
-    consumer.assign(&tpl)?;
     let mut originals: HashMap<String, Brief> = HashMap::new();
-    let idle = Duration::from_millis(idle_ms);
-    let mut next: HashMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.start)).collect();
-    let high: HashMap<i32, i64> = ranges.iter().map(|r| (r.partition, r.high)).collect();
-    loop {
-        match tokio::time::timeout(idle, consumer.recv()).await {
-            Ok(Ok(m)) => {
-                next.insert(m.partition(), m.offset() + 1);
-                let id = m.headers().and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "riskstream.event_id")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                });
-                let wanted = id.as_ref().is_none_or(|id| replayed.contains_key(id));
-                if !wanted {
-                    continue;
-                }
-                if let Ok(v) =
-                    codec.decode_as::<Verdict>(SchemaKind::Verdict, m.payload().unwrap_or(&[]))
-                {
-                    if replayed.contains_key(&v.event_id) {
-                        // A redelivered event may have several verdicts: the first one counts.
-                        originals
-                            .entry(v.event_id.clone())
-                            .or_insert_with(|| brief(&v));
-                    }
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "consume error"),
-            Err(_) => {
-                if next.iter().all(|(p, n)| *n >= high[p]) {
-                    break;
-                }
+    rp::read_topic(cfg, topic, Duration::from_millis(idle_ms), |m| {
+        let id = m.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == "riskstream.event_id")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        if !id.as_ref().is_none_or(|id| replayed.contains_key(id)) {
+            return;
+        }
+        if let Ok(v) = codec.decode_as::<Verdict>(SchemaKind::Verdict, m.payload().unwrap_or(&[])) {
+            if replayed.contains_key(&v.event_id) {
+                // A redelivered event may have several verdicts: the first one counts.
+                originals
+                    .entry(v.event_id.clone())
+                    .or_insert_with(|| brief(&v));
             }
         }
-    }
-    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("reading {topic}: {e}"))?;
     let mut c = Comparison {
         topic: topic.to_string(),
         ..Comparison::default()
