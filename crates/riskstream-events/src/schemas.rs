@@ -59,12 +59,20 @@ impl SchemaKind {
 
 /// Earlier versions of our schemas (`schema-history/`, beside `schemas/`): (kind, version,
 /// file, source). Payloads written with one of them are resolved into the current schema.
-pub const HISTORY: &[(SchemaKind, u32, &str, &str)] = &[(
-    SchemaKind::Verdict,
-    1,
-    "verdict.v1.avsc",
-    include_str!("../../../schema-history/verdict.v1.avsc"),
-)];
+pub const HISTORY: &[(SchemaKind, u32, &str, &str)] = &[
+    (
+        SchemaKind::Verdict,
+        1,
+        "verdict.v1.avsc",
+        include_str!("../../../schema-history/verdict.v1.avsc"),
+    ),
+    (
+        SchemaKind::Verdict,
+        2,
+        "verdict.v2.avsc",
+        include_str!("../../../schema-history/verdict.v2.avsc"),
+    ),
+];
 
 /// The current version number of each schema (one more than its newest historical version).
 pub fn current_version(kind: SchemaKind) -> u32 {

@@ -368,6 +368,21 @@ pub struct Verdict {
     pub degraded: bool,
     pub degraded_reasons: Vec<String>,
     pub source: SourcePosition,
+    /// The event's region (since schema version 3).
+    #[serde(default)]
+    pub region: String,
+    /// Transactions: the kind's schema symbol; empty for capture sessions (since version 3).
+    #[serde(default)]
+    pub transaction_kind: String,
+    /// Capture sessions: the identity-verification vendor; empty otherwise (since version 3).
+    #[serde(default)]
+    pub vendor: String,
+    /// Capture sessions: the vendor's liveness score (since version 3).
+    #[serde(default)]
+    pub vendor_liveness_score: Option<f64>,
+    /// Capture sessions: the vendor's face-match score (since version 3).
+    #[serde(default)]
+    pub vendor_face_match_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

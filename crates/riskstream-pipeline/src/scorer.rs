@@ -331,6 +331,23 @@ impl<S> Scorer<S> {
                 degraded: !degraded_reasons.is_empty(),
                 degraded_reasons,
                 source: sources[i].clone(),
+                region: event.region().to_string(),
+                transaction_kind: match event {
+                    Event::Transaction(t) => t.kind.as_str().to_string(),
+                    Event::CaptureSession(_) => String::new(),
+                },
+                vendor: match event {
+                    Event::CaptureSession(c) => c.vendor.vendor.clone(),
+                    Event::Transaction(_) => String::new(),
+                },
+                vendor_liveness_score: match event {
+                    Event::CaptureSession(c) => Some(c.vendor.liveness_score),
+                    Event::Transaction(_) => None,
+                },
+                vendor_face_match_score: match event {
+                    Event::CaptureSession(c) => Some(c.vendor.face_match_score),
+                    Event::Transaction(_) => None,
+                },
             });
         }
         for d in Decision::ALL {

@@ -222,6 +222,11 @@ fn verdict() -> Verdict {
             partition: 3,
             offset: 99,
         },
+        region: "eu".into(),
+        transaction_kind: "WITHDRAWAL".into(),
+        vendor: String::new(),
+        vendor_liveness_score: None,
+        vendor_face_match_score: None,
     }
 }
 
@@ -233,6 +238,81 @@ fn a_verdict_round_trips_with_its_model_inputs() {
         .unwrap();
     let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
     assert_eq!(back, verdict());
+    // A capture session's verdict carries its vendor and the vendor's scores.
+    let capture = Verdict {
+        event_type: EventType::CaptureSession,
+        transaction_kind: String::new(),
+        vendor: "onfido".into(),
+        vendor_liveness_score: Some(0.93),
+        vendor_face_match_score: Some(0.25),
+        ..verdict()
+    };
+    let bytes = codec
+        .encode(SchemaKind::Verdict, "verdicts", &capture)
+        .unwrap();
+    let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
+    assert_eq!(back, capture);
+}
+
+/// A verdict as schema version 2 wrote it (no region / transaction kind / vendor fields).
+#[derive(serde::Serialize)]
+struct VerdictV2 {
+    event_id: String,
+    event_type: EventType,
+    account_id: String,
+    event_time: i64,
+    scored_at: i64,
+    decision: Decision,
+    friction: Friction,
+    scores: Vec<ModelScore>,
+    reasons: Vec<String>,
+    features: Vec<FeatureValue>,
+    model_inputs: Vec<ModelInputs>,
+    degraded: bool,
+    degraded_reasons: Vec<String>,
+    source: SourcePosition,
+}
+
+#[test]
+fn a_verdict_written_with_schema_version_2_still_decodes() {
+    let codec = Codec::registry_free();
+    let (_, source) = crate::schemas::HISTORY
+        .iter()
+        .map(|(k, v, _, src)| ((*k, *v), *src))
+        .find(|(kv, _)| *kv == (SchemaKind::Verdict, 2))
+        .expect("verdict v2 in the history");
+    let writer = crate::schemas::LoadedSchema::parse(SchemaKind::Verdict, source).unwrap();
+    let v = verdict();
+    let old = VerdictV2 {
+        event_id: v.event_id.clone(),
+        event_type: v.event_type,
+        account_id: v.account_id.clone(),
+        event_time: v.event_time,
+        scored_at: v.scored_at,
+        decision: v.decision,
+        friction: v.friction,
+        scores: v.scores.clone(),
+        reasons: v.reasons.clone(),
+        features: v.features.clone(),
+        model_inputs: v.model_inputs.clone(),
+        degraded: v.degraded,
+        degraded_reasons: v.degraded_reasons.clone(),
+        source: v.source.clone(),
+    };
+    for fingerprint in [writer.legacy_fingerprint, writer.fingerprint] {
+        let mut bytes = vec![0xC3, 0x01];
+        bytes.extend_from_slice(&fingerprint);
+        writer.writer.write_ser(&mut bytes, &old).unwrap();
+        let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
+        assert_eq!(back.model_inputs, v.model_inputs);
+        assert_eq!(
+            (back.region.as_str(), back.transaction_kind.as_str(), back.vendor.as_str()),
+            ("", "", ""),
+            "the new fields take their defaults"
+        );
+        assert_eq!(back.vendor_liveness_score, None);
+        assert_eq!(back.source, v.source);
+    }
 }
 
 /// A verdict as schema version 1 wrote it (no `model_inputs`; every model input by name).
@@ -325,9 +405,10 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
 const SPEC_FINGERPRINTS: &[(&str, &str)] = &[
     ("capture_session.avsc", "0aa435f07390c06f"),
     ("transaction.avsc", "25424ee9474eb810"),
-    ("verdict.avsc", "8afd21eb611a437a"),
+    ("verdict.avsc", "e05fadacd680b6c6"),
     ("label.avsc", "b1b7199afb2af893"),
     ("verdict.v1.avsc", "779ee7141ec264d5"),
+    ("verdict.v2.avsc", "8afd21eb611a437a"),
 ];
 
 fn hex(fp: &[u8]) -> String {
