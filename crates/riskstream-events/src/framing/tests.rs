@@ -306,7 +306,11 @@ fn a_verdict_written_with_schema_version_2_still_decodes() {
         let back: Verdict = codec.decode_as(SchemaKind::Verdict, &bytes).unwrap();
         assert_eq!(back.model_inputs, v.model_inputs);
         assert_eq!(
-            (back.region.as_str(), back.transaction_kind.as_str(), back.vendor.as_str()),
+            (
+                back.region.as_str(),
+                back.transaction_kind.as_str(),
+                back.vendor.as_str()
+            ),
             ("", "", ""),
             "the new fields take their defaults"
         );
