@@ -592,6 +592,7 @@ fn curve_plot(
         .map_err(boxed)?;
     chart
         .configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
         .x_desc(x)
         .y_desc(y)
         .draw()
@@ -667,6 +668,7 @@ fn histogram_plot(path: &Path, name: &str, pairs: &[(f64, bool)]) -> PlotResult 
         .map_err(boxed)?;
     chart
         .configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
         .x_desc("score")
         .y_desc("share of the class")
         .draw()
@@ -710,6 +712,7 @@ fn calibration_plot(path: &Path, r: &Report) -> PlotResult {
         .map_err(boxed)?;
     chart
         .configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
         .x_desc("mean score in bin")
         .y_desc("positive rate in bin")
         .draw()

@@ -6,6 +6,7 @@ mod bench_models;
 mod config;
 mod demo;
 mod embedded;
+mod eval;
 mod kafka_util;
 mod replay;
 mod run;
@@ -37,6 +38,11 @@ enum Command {
     /// chosen models directory in an isolated feature-store namespace, into a file or a side
     /// topic, and compare with the verdicts originally published.
     Replay(replay::ReplayArgs),
+    /// Evaluate verdicts (a replay file or a topic) against labels: per model and vendor
+    /// AUC-ROC, AUC-PR, recall at 1% FPR, thresholds, decisions, calibration and slices, an
+    /// HTML / Markdown report with plots, and with --baseline a regression gate (exit code 3
+    /// when it fails).
+    Eval(eval::EvalArgs),
     /// Measure end-to-end throughput, latency and memory against a broker and Redis.
     Bench(bench::BenchArgs),
     /// Measure inference cost per event for each model at batch 1, 64 and 256.
@@ -75,6 +81,14 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => runtime.block_on(simulate::simulate(args)),
         Command::Bench(args) => runtime.block_on(bench::bench(args)),
         Command::Replay(args) => runtime.block_on(replay::replay(args)),
+        Command::Eval(args) => {
+            let code = runtime.block_on(eval::eval(args))?;
+            if code != 0 {
+                drop(runtime);
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::BenchModels(args) => runtime.block_on(bench_models::bench_models(args)),
         Command::Features => {
             print!("{}", riskstream_features::inputs::catalogue_markdown());
