@@ -245,6 +245,53 @@ fn replay_reproduces_decisions_selects_ranges_and_never_touches_production() {
         "replay by time selected other offsets"
     );
 
+    // 2b. The same start time over both topics, the namespace warmed from the beginning:
+    // the windows are complete again, so the published decisions come back (without warming,
+    // a trial reproduced 666 of 748).
+    let warm_sum = work.path().join("warm.json");
+    let stdout = ok(&replay(
+        &broker,
+        &[
+            "--from-time",
+            &from.to_string(),
+            "--warm-from",
+            "0",
+            "--summary-json",
+            &warm_sum.to_string_lossy(),
+        ],
+    ));
+    let s = summary(&warm_sum);
+    let c = &s["comparison"];
+    assert!(s["read"].as_u64().unwrap() < 1500, "{stdout}");
+    assert_eq!(c["matched"], s["verdicts"], "{stdout}");
+    let agreement = c["same_decision"].as_f64().unwrap() / c["matched"].as_f64().unwrap();
+    assert!(
+        agreement >= 0.995,
+        "warmed: only {agreement} reproduced:\n{stdout}"
+    );
+
+    // 2c. From the worker's group: it committed everything it scored, so nothing is left.
+    let group_sum = work.path().join("group.json");
+    let group_out = work.path().join("group.jsonl");
+    ok(&replay(
+        &broker,
+        &[
+            "--from-group",
+            "e2e",
+            "--compare-topic",
+            "none",
+            "--output",
+            &group_out.to_string_lossy(),
+            "--summary-json",
+            &group_sum.to_string_lossy(),
+        ],
+    ));
+    assert_eq!(
+        summary(&group_sum)["read"],
+        0,
+        "the group's offsets are at the end"
+    );
+
     // 3. Guards: the production topic and namespace need explicit flags.
     let refused = replay(&broker, &["--to-topic", "verdicts"]);
     assert!(!refused.status.success());
