@@ -287,10 +287,119 @@ fn every_event_gets_exactly_one_distinct_verdict() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The dashboard and the alert rules query only series a live worker exports (the lag
+    // gauge comes with librdkafka's statistics, every 5 s: wait for it).
+    let mut wanted: Vec<(String, &str)> = Vec::new();
+    for file in [
+        "deploy/grafana/riskstream.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("riskstream_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            wanted.push((tail[..end].to_string(), file));
+            rest = &tail[end..];
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrape = http_get(metrics_port, "/metrics");
+        let missing: Vec<&(String, &str)> = wanted
+            .iter()
+            .filter(|(name, _)| {
+                !scrape.lines().any(|l| {
+                    l.starts_with(name.as_str())
+                        && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queried by the dashboard / alert rules but not exported by a live worker: {missing:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Health on the same address: alive, and ready with its state in the body.
+    let (status, body) = http_status(metrics_port, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = http_status(metrics_port, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("readiness JSON");
+    assert_eq!(ready["broker"], "up", "{body}");
+    assert_eq!(ready["models_loaded"], true, "{body}");
+    assert_eq!(ready["feature_store"], "ok", "{body}");
+    assert!(ready["assigned_partitions"].as_i64().unwrap() > 0, "{body}");
     let status = sigterm(&mut worker);
     assert!(
         status.success(),
         "worker exited with {status} after SIGTERM"
+    );
+}
+
+/// Status code and body of a GET.
+fn http_status(port: u16, path: &str) -> (u16, String) {
+    let response = http_get(port, path);
+    let status = response[9..12].parse().expect("status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn an_unreachable_broker_makes_the_worker_unready_but_alive() {
+    let redis = RedisServer::start();
+    let metrics_port = free_port();
+    let nobody = free_port(); // nothing listens here
+    let mut worker = Command::new(BIN)
+        .args(["run", "--brokers", &format!("127.0.0.1:{nobody}")])
+        .args(["--redis", &redis.url(), "--group", "unready"])
+        .args(["--models", &repo_root().join("models").to_string_lossy()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .env("RISKSTREAM_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start riskstream run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok() {
+            let (status, body) = http_status(metrics_port, "/readyz");
+            assert_eq!(status, 503, "not ready without a broker: {body}");
+            assert_eq!(http_status(metrics_port, "/healthz").0, 200, "but alive");
+            if body.contains("\"broker\":\"down\"") {
+                break body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker was never reported down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("\"models_loaded\":true"), "{body}");
+    assert!(sigterm(&mut worker).success());
+    let mut stderr = String::new();
+    use std::io::Read as _;
+    worker
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        stderr.matches("no broker reachable").count(),
+        1,
+        "said once, plainly:\n{stderr}"
     );
 }
 

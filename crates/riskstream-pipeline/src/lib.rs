@@ -18,6 +18,7 @@
 //! identity graph.
 
 pub mod config;
+pub mod health;
 pub mod labels;
 pub mod metrics;
 pub mod policy;

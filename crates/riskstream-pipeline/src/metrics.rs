@@ -92,6 +92,12 @@ pub fn init_zero_series(input_topics: &[&str]) {
     metrics::gauge!(IN_FLIGHT_BATCHES).set(0.0);
     for topic in input_topics {
         metrics::counter!(CONSUMED, "topic" => topic.to_string()).absolute(0);
+        // One reason per topic is enough for the dead-letter rate to exist.
+        metrics::counter!(DEAD_LETTERS, "topic" => topic.to_string(), "reason" => "validation")
+            .absolute(0);
+    }
+    for outcome in ["applied", "rejected"] {
+        metrics::counter!(SERVING_RELOADS, "outcome" => outcome).absolute(0);
     }
     metrics::counter!(DEGRADED, "reason" => "feature_store_unavailable").absolute(0);
     for decision in ["ALLOW", "CHALLENGE", "REVIEW", "BLOCK"] {
@@ -102,6 +108,17 @@ pub fn init_zero_series(input_topics: &[&str]) {
     }
     for kind in ["assign", "revoke", "error"] {
         metrics::counter!(REBALANCES, "kind" => kind).absolute(0);
+    }
+}
+
+/// Reload counters of the models serving at start-up, at zero (so the first rejected reload
+/// is an increase an alert sees).
+pub fn init_model_series<'a>(model_dirs: impl IntoIterator<Item = &'a str>) {
+    for dir in model_dirs {
+        for outcome in ["loaded", "rejected"] {
+            metrics::counter!(MODEL_RELOADS, "model" => dir.to_string(), "outcome" => outcome)
+                .absolute(0);
+        }
     }
 }
 
@@ -116,32 +133,45 @@ pub fn describe_all() {
     }
 }
 
-/// Starts the Prometheus exporter's HTTP listener on `addr` (e.g. `0.0.0.0:9464`).
-/// Must run inside a tokio runtime. Installs the process-wide recorder once.
-pub fn install_exporter(
-    addr: std::net::SocketAddr,
-) -> Result<(), metrics_exporter_prometheus::BuildError> {
+/// Installs the process-wide Prometheus recorder and serves `/metrics`, `/healthz` and
+/// `/readyz` ([`crate::health`]) on `addr` (e.g. `0.0.0.0:9464`); returns the bound address.
+/// Must run inside a tokio runtime.
+pub async fn install_exporter(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
     use metrics_exporter_prometheus::Matcher;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(
-            Matcher::Suffix("_seconds".into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ],
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(BATCH_SIZE.into()),
-            &[1.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
-        )?
-        .set_buckets_for_metric(
-            Matcher::Full(VERDICT_BYTES.into()),
-            &[128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0],
-        )?
-        .install()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let builder = || -> Result<_, metrics_exporter_prometheus::BuildError> {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(BATCH_SIZE.into()),
+                &[1.0, 8.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(VERDICT_BYTES.into()),
+                &[128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0],
+            )?
+            .install_recorder()
+    };
+    let handle = builder().map_err(std::io::Error::other)?;
     describe_all();
-    Ok(())
+    // Histograms are drained into their buckets by upkeep (the exporter's own listener did this).
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(crate::health::serve(listener, move || handle.render()));
+    Ok(bound)
 }
 
 #[cfg(test)]

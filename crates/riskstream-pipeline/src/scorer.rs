@@ -112,11 +112,15 @@ impl<S: FeatureStore> Scorer<S> {
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let started = Instant::now();
         let enriched = match self.store.enrich_batch(&facts).await {
-            Ok(features) => Enriched {
-                features,
-                degraded: false,
-            },
+            Ok(features) => {
+                crate::health::health().set_store_degraded(false);
+                Enriched {
+                    features,
+                    degraded: false,
+                }
+            }
             Err(e) => {
+                crate::health::health().set_store_degraded(true);
                 tracing::warn!(error = %e, events = n, "feature store unavailable; scoring degraded");
                 metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
                     .increment(n as u64);

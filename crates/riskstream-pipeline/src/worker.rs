@@ -50,7 +50,17 @@ pub struct WorkerReport {
 struct WorkerContext;
 
 impl ClientContext for WorkerContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match error.rdkafka_error_code() {
+            // Said once, by the health state, when it changes.
+            Some(Code::AllBrokersDown) => crate::health::health().set_broker_up(false),
+            Some(Code::BrokerTransportFailure) => tracing::debug!(%error, reason, "librdkafka"),
+            _ => tracing::error!(%error, reason, "librdkafka"),
+        }
+    }
     fn stats(&self, stats: Statistics) {
+        crate::health::observe_brokers(&stats);
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -71,10 +81,12 @@ impl ConsumerContext for WorkerContext {
         let kind = match rebalance {
             rdkafka::consumer::Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
+                crate::health::health().add_assigned(tpl.count() as i64);
                 "assign"
             }
             rdkafka::consumer::Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
+                crate::health::health().add_assigned(-(tpl.count() as i64));
                 "revoke"
             }
             rdkafka::consumer::Rebalance::Error(e) => {

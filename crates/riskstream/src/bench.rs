@@ -56,6 +56,12 @@ pub struct BenchArgs {
     /// Extra librdkafka properties for the workers and clients (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
+    /// Scale-out measurement instead of the standard runs: for each N (e.g. `1,2,3`), N worker
+    /// processes in one consumer group drain the same pre-produced input (each N its own group,
+    /// verdict topic and store namespace); prints throughput, each worker's share of the events
+    /// and whether every event got exactly one verdict.
+    #[arg(long, value_delimiter = ',')]
+    pub scale_out: Vec<usize>,
 }
 
 /// A worker child process.
@@ -194,6 +200,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
+    if !args.scale_out.is_empty() {
+        return scale_out(&args, &extra, &topics, &run_id).await;
+    }
     println!(
         "riskstream bench: broker {}, redis {}, {} partitions per input topic, 1 worker process",
         args.brokers, args.redis, p
@@ -322,6 +331,79 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     tokio::task::spawn_blocking(move || drop(producer)).await?;
     Ok(())
+}
+
+/// The scale-out runs: the same input drained by 1, 2, … worker processes in one group.
+async fn scale_out(
+    args: &BenchArgs,
+    extra: &[(String, String)],
+    topics: &Topics,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    println!(
+        "riskstream bench --scale-out: broker {}, redis {}, {} partitions per input topic, {} events",
+        args.brokers, args.redis, args.partitions, args.events
+    );
+    let codec = Codec::registry_free();
+    let (producer, _) = kafka_util::load_producer(&args.brokers, extra)?;
+    produce(
+        &producer,
+        &codec,
+        topics,
+        Simulator::new(SimConfig::for_events(args.events, 101)),
+        args.events,
+        None,
+        false,
+        |_| {},
+    )
+    .await?;
+    let producer = flush(producer).await?;
+    tokio::task::spawn_blocking(move || drop(producer)).await?;
+    for &n in &args.scale_out {
+        let group = format!("{run_id}-scale{n}");
+        let out = format!("{group}-verdicts");
+        kafka_util::create_topics(&args.brokers, extra, &[(&out, args.partitions)]).await?;
+        let workers = (0..n.max(1))
+            .map(|_| spawn_worker(args, topics, &out, &group, Some(&group), false))
+            .collect::<anyhow::Result<Vec<Worker>>>()?;
+        let drained = drain_all(args, extra, &out).await?;
+        let shares: Vec<String> = workers
+            .iter()
+            .map(|w| {
+                let consumed = metric_sum(w.metrics_port, "riskstream_consumed_total");
+                format!("{:.0}%", 100.0 * consumed / args.events as f64)
+            })
+            .collect();
+        println!(
+            "  {n} worker(s)  {:>9.0} events/s   consumed per worker {}   {} verdicts read: {} distinct event ids of {}{}",
+            drained.throughput,
+            shares.join(" / "),
+            args.events,
+            drained.distinct,
+            args.events,
+            if drained.distinct == args.events {
+                " (each event exactly once)"
+            } else {
+                " — DUPLICATES OR MISSING"
+            }
+        );
+        for w in workers {
+            w.stop()?;
+        }
+    }
+    Ok(())
+}
+
+/// Sum of every sample of metric `name` on a worker's /metrics.
+fn metric_sum(port: u16, name: &str) -> f64 {
+    http_get(port, "/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Redis server CPU time so far (user + sys, seconds), from `INFO cpu`; `None` if unreachable.
@@ -568,6 +650,8 @@ fn spawn_worker(
 struct Drained {
     throughput: f64,
     latency: Option<hdrhistogram::Histogram<u64>>,
+    /// Distinct `riskstream.event_id` headers among the records read.
+    distinct: u64,
 }
 
 /// The throughput measurement: reads the run's `--events` records from `topic`.
@@ -611,6 +695,7 @@ async fn drain(
         consumer.subscribe(&[&topic])?;
         let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+        let mut ids: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let idle_limit = Duration::from_secs(120);
         let mut idle_since = Instant::now();
         while count < n {
@@ -621,8 +706,11 @@ async fn drain(
                     last = now;
                     idle_since = now;
                     count += 1;
+                    let id = msg.headers().and_then(|h| h.iter().find(|h| h.key == "riskstream.event_id")).and_then(|h| h.value);
+                    if let Some(id) = id {
+                        ids.insert(id.to_vec());
+                    }
                     if let Some(sent) = &sent {
-                        let id = msg.headers().and_then(|h| h.iter().find(|h| h.key == "riskstream.event_id")).and_then(|h| h.value);
                         if let Some(id) = id.and_then(|v| std::str::from_utf8(v).ok()) {
                             if let Some(t) = sent.lock().expect("sent").get(id) {
                                 let _ = hist.record(now.saturating_duration_since(*t).as_micros().max(1) as u64);
@@ -643,6 +731,7 @@ async fn drain(
         Ok(Drained {
             throughput: if secs > 0.0 { (count.saturating_sub(1)) as f64 / secs } else { f64::NAN },
             latency: sent.map(|_| hist),
+            distinct: ids.len() as u64,
         })
     })
     .await?

@@ -100,7 +100,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let brokers = kafka.bootstrap_servers().to_string();
     if let Some(addr) = args.metrics_addr {
-        m::install_exporter(addr)?;
+        m::install_exporter(addr).await?;
     }
     let latency_props = vec![("fetch.wait.max.ms".to_string(), "5".to_string())];
     let mut worker = WorkerConfig::new(&brokers, "riskstream-demo");

@@ -84,6 +84,7 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutdown requested: finishing the in-flight batch");
+        riskstream_pipeline::health::health().set_shutting_down();
         let _ = tx.send(true);
     });
     Ok(rx)
@@ -97,9 +98,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(addr) = settings.metrics_addr {
         let addr = metrics_addr_to_use(addr, settings.metrics_addr_is_default);
-        m::install_exporter(addr)
+        let addr = m::install_exporter(addr)
+            .await
             .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
-        tracing::info!(%addr, "metrics endpoint");
+        tracing::info!(%addr, "metrics, /healthz and /readyz endpoint");
         m::init_zero_series(&[
             &settings.worker.topics.capture_sessions,
             &settings.worker.topics.transactions,
@@ -107,6 +109,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let shutdown = shutdown_on_signals()?;
     if args.passthrough {
+        // No models to load: ready once a broker answers.
+        riskstream_pipeline::health::health().set_models_loaded(true);
         let report =
             riskstream_pipeline::run_passthrough(settings.worker.clone(), shutdown).await?;
         tracing::info!(?report, "passthrough stopped");
@@ -117,6 +121,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&settings).await?;
     let scorer = Arc::new(build_scorer(&settings, store)?);
+    riskstream_pipeline::health::health().set_models_loaded(true);
+    m::init_model_series(scorer.serving.current().models.iter().map(|m| m.dir.as_str()));
     // Hot reload: file changes (polled) and SIGHUP.
     let watcher = scorer
         .serving

@@ -29,7 +29,7 @@ pub struct SimulateArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "RISKSTREAM_BROKERS", default_value = "localhost:9092")]
     pub brokers: String,
-    /// Number of events.
+    /// Number of events (0 with --create-topics: only create the topics).
     #[arg(long, default_value_t = 10_000)]
     pub events: u64,
     /// Events per second (wall clock); unlimited when absent.
@@ -73,6 +73,9 @@ pub struct SimulateArgs {
 }
 
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.events == 0 && args.create_topics.is_none() {
+        anyhow::bail!("--events 0 produces nothing: give a positive number (or --create-topics N to only create topics)");
+    }
     let sim = Simulator::new(SimConfig::for_events(args.events, args.seed));
     if let Some(path) = &args.output {
         let n = write_training_data(sim, args.events, path).await?;
@@ -107,6 +110,9 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         )
         .await?;
         println!("simulate: topics ready");
+        if args.events == 0 {
+            return Ok(());
+        }
     }
     let codec = match &args.schema_registry {
         Some(url) => Codec::with_registry(url, args.subject_name_strategy),
