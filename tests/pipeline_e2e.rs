@@ -401,6 +401,76 @@ fn an_unreachable_broker_makes_the_worker_unready_but_alive() {
         1,
         "said once, plainly:\n{stderr}"
     );
+
+    // With a start-up deadline it gives up, says why, and exits with code 2.
+    let out = Command::new(BIN)
+        .args(["run", "--brokers", &format!("127.0.0.1:{nobody}")])
+        .args(["--redis", &redis.url(), "--group", "unready"])
+        .args(["--models", &repo_root().join("models").to_string_lossy()])
+        .args(["--metrics-addr", "off", "--broker-deadline-ms", "2000"])
+        .env("RISKSTREAM_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run riskstream run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("giving up"), "{stderr}");
+}
+
+#[test]
+fn two_workers_in_one_group_share_the_partitions_and_score_each_event_once() {
+    let env = Env::start();
+    let (p1, p2) = (free_port(), free_port());
+    let mut w1 = env.worker(Some(p1));
+    let mut w2 = env.worker(Some(p2));
+    // Both members joined and the 4 input partitions are spread over them (as /readyz says).
+    let assigned = |port: u16| -> i64 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return 0;
+        }
+        let (_, body) = http_status(port, "/readyz");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["assigned_partitions"].as_i64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (a1, a2) = (assigned(p1), assigned(p2));
+        if a1 > 0 && a2 > 0 && a1 + a2 == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions not spread: {a1} + {a2}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let n = 2000;
+    env.simulate(n, 41);
+    let verdicts = env.consumer("verdicts");
+    let mut seen = HashSet::new();
+    let mut all = read_verdicts(&verdicts, n as usize, Duration::from_secs(120), &mut seen);
+    // Anything arriving later would be a second verdict for an event.
+    all.extend(read_verdicts(
+        &verdicts,
+        usize::MAX,
+        Duration::from_secs(3),
+        &mut seen,
+    ));
+    assert_eq!(seen, expected_ids(41, n));
+    assert_eq!(all.len(), n as usize, "an event was scored twice");
+    let consumed = |port: u16| -> f64 {
+        ["capture-sessions", "transactions"]
+            .iter()
+            .filter_map(|t| metric_value(port, "riskstream_consumed_total", &[("topic", t)]))
+            .sum()
+    };
+    let (c1, c2) = (consumed(p1), consumed(p2));
+    assert!(c1 > 0.0 && c2 > 0.0, "both workers scored: {c1} / {c2}");
+    assert_eq!(c1 + c2, n as f64, "each event consumed by one worker");
+    assert!(sigterm(&mut w1).success());
+    assert!(sigterm(&mut w2).success());
 }
 
 #[test]
@@ -932,8 +1002,9 @@ shadows = ["ato"]
             port,
             "riskstream_model_reloads_total",
             &[("model", "ato-next"), ("outcome", "rejected")]
-        ),
-        None,
+        )
+        .unwrap_or(0.0),
+        0.0,
         "polling cannot see the change"
     );
     unsafe { libc::kill(worker.id() as i32, libc::SIGHUP) };

@@ -28,6 +28,8 @@ pub struct Health {
     broker_up: AtomicBool,
     /// Whether any statistics or broker error has been seen yet.
     broker_known: AtomicBool,
+    /// A broker has answered at least once since the start.
+    broker_ever_up: AtomicBool,
     /// Partitions currently assigned to this member (−1: not subscribed yet).
     assigned: AtomicI64,
     models_loaded: AtomicBool,
@@ -39,6 +41,7 @@ pub struct Health {
 static HEALTH: Health = Health {
     broker_up: AtomicBool::new(false),
     broker_known: AtomicBool::new(false),
+    broker_ever_up: AtomicBool::new(false),
     assigned: AtomicI64::new(-1),
     models_loaded: AtomicBool::new(false),
     store_degraded: AtomicBool::new(false),
@@ -53,6 +56,9 @@ pub fn health() -> &'static Health {
 impl Health {
     pub fn set_broker_up(&self, up: bool) {
         let known = self.broker_known.swap(true, Ordering::Relaxed);
+        if up {
+            self.broker_ever_up.store(true, Ordering::Relaxed);
+        }
         let was = self.broker_up.swap(up, Ordering::Relaxed);
         if !known || was != up {
             if up {
@@ -63,6 +69,10 @@ impl Health {
                 );
             }
         }
+    }
+    /// Whether a broker has answered since the process started.
+    pub fn broker_ever_up(&self) -> bool {
+        self.broker_ever_up.load(Ordering::Relaxed)
     }
     pub fn set_assigned(&self, partitions: i64) {
         self.assigned.store(partitions, Ordering::Relaxed);

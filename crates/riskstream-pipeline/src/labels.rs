@@ -79,6 +79,7 @@ pub async fn run_labels<S: FeatureStore>(
     let input = Input {
         consumer: consumer_cfg,
         topics: vec![&cfg.topics.labels],
+        reports_assignment: false,
     };
     let stop = shutdown.clone();
     let report = drive_chain(

@@ -46,8 +46,12 @@ pub struct WorkerReport {
     pub batches: u64,
 }
 
-/// Consumer context: exports consumer lag from librdkafka statistics, logs rebalances.
-struct WorkerContext;
+/// Consumer context: exports consumer lag from librdkafka statistics, logs rebalances, and
+/// reports broker reachability (and, for the scoring consumer, its assignment) to the health
+/// state.
+struct WorkerContext {
+    reports_assignment: bool,
+}
 
 impl ClientContext for WorkerContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -81,12 +85,18 @@ impl ConsumerContext for WorkerContext {
         let kind = match rebalance {
             rdkafka::consumer::Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
-                crate::health::health().add_assigned(tpl.count() as i64);
+                if self.reports_assignment {
+                    crate::health::health().add_assigned(tpl.count() as i64);
+                }
+                // An assignment came from the group coordinator: a broker answers.
+                crate::health::health().set_broker_up(true);
                 "assign"
             }
             rdkafka::consumer::Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
-                crate::health::health().add_assigned(-(tpl.count() as i64));
+                if self.reports_assignment {
+                    crate::health::health().add_assigned(-(tpl.count() as i64));
+                }
                 "revoke"
             }
             rdkafka::consumer::Rebalance::Error(e) => {
@@ -307,6 +317,9 @@ type SharedReport = Shared<WorkerReport>;
 pub(crate) struct Input<'a> {
     pub consumer: ClientConfig,
     pub topics: Vec<&'a str>,
+    /// This consumer's assignment is the worker's (reported by `/readyz`); the labels
+    /// consumer's is not.
+    pub reports_assignment: bool,
 }
 
 /// Runs a chain ([`drive_chain`]) on the worker's input topics and its consumer group.
@@ -322,6 +335,7 @@ where
     let input = Input {
         consumer,
         topics: vec![&cfg.topics.capture_sessions, &cfg.topics.transactions],
+        reports_assignment: true,
     };
     let report = drive_chain(cfg, input, producer, shutdown, build).await?;
     tracing::info!(?report, "worker stopped");
@@ -343,7 +357,9 @@ where
     F: FnOnce(mpsc::Receiver<Records>, FutureProducer, Shared<R>) -> Chain,
 {
     let consumer: Arc<WorkerConsumer> =
-        Arc::new(input.consumer.create_with_context(WorkerContext)?);
+        Arc::new(input.consumer.create_with_context(WorkerContext {
+            reports_assignment: input.reports_assignment,
+        })?);
     let producer: FutureProducer = producer_cfg.create()?;
     consumer.subscribe(&input.topics)?;
     tracing::info!(topics = ?input.topics, brokers = %cfg.brokers, "subscribed");

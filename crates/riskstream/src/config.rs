@@ -74,6 +74,10 @@ pub struct WorkerArgs {
     /// Per-batch feature-store deadline, ms; slower batches are scored degraded. [default: 100]
     #[arg(long, env = "RISKSTREAM_STORE_DEADLINE_MS")]
     pub store_deadline_ms: Option<u64>,
+    /// How long a starting worker waits for a broker to answer, ms; then it exits with code 2
+    /// and says so (0 = wait forever). [default: 60000]
+    #[arg(long, env = "RISKSTREAM_BROKER_DEADLINE_MS")]
+    pub broker_deadline_ms: Option<u64>,
     /// Any librdkafka property, as in kcat: `-X linger.ms=5` (repeatable; env: semicolon-separated).
     /// Prefix the key with `consumer.` or `producer.` to set it on one client only.
     #[arg(
@@ -102,6 +106,7 @@ struct FileConfig {
     batch_max: Option<usize>,
     batch_linger_ms: Option<u64>,
     store_deadline_ms: Option<u64>,
+    broker_deadline_ms: Option<u64>,
     topics: Option<Topics>,
     #[serde(default)]
     kafka: std::collections::BTreeMap<String, String>,
@@ -128,6 +133,8 @@ pub struct Settings {
     /// is taken (a second worker on the host), another free port is used and logged.
     pub metrics_addr_is_default: bool,
     pub store_deadline: Duration,
+    /// 0: wait for a broker forever.
+    pub broker_deadline: Duration,
 }
 
 /// A URL with its password (the part of the user info after `:`) replaced by `***`.
@@ -202,6 +209,10 @@ impl Settings {
         out += &format!("batch_max = {}\n", w.batch_max);
         out += &format!("batch_linger_ms = {}\n", w.batch_linger.as_millis());
         out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
+        out += &format!(
+            "broker_deadline_ms = {}\n",
+            self.broker_deadline.as_millis()
+        );
         out += "\n[topics]\n";
         for (k, v) in [
             ("capture_sessions", &w.topics.capture_sessions),
@@ -323,6 +334,11 @@ impl WorkerArgs {
             ),
             model_poll: Duration::from_millis(
                 self.model_poll_ms.or(file.model_poll_ms).unwrap_or(2000),
+            ),
+            broker_deadline: Duration::from_millis(
+                self.broker_deadline_ms
+                    .or(file.broker_deadline_ms)
+                    .unwrap_or(60_000),
             ),
         })
     }

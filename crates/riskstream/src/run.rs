@@ -108,6 +108,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ]);
     }
     let shutdown = shutdown_on_signals()?;
+    if !settings.broker_deadline.is_zero() {
+        let (deadline, brokers) = (settings.broker_deadline, settings.worker.brokers.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            if !riskstream_pipeline::health::health().broker_ever_up() {
+                tracing::error!(
+                    brokers,
+                    deadline_ms = deadline.as_millis() as u64,
+                    "no broker reachable within the start-up deadline (--broker-deadline-ms): giving up"
+                );
+                // Nothing was consumed, so nothing is left uncommitted.
+                std::process::exit(2);
+            }
+        });
+    }
     if args.passthrough {
         // No models to load: ready once a broker answers.
         riskstream_pipeline::health::health().set_models_loaded(true);
@@ -122,7 +137,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let store = open_store(&settings).await?;
     let scorer = Arc::new(build_scorer(&settings, store)?);
     riskstream_pipeline::health::health().set_models_loaded(true);
-    m::init_model_series(scorer.serving.current().models.iter().map(|m| m.dir.as_str()));
+    m::init_model_series(
+        scorer
+            .serving
+            .current()
+            .models
+            .iter()
+            .map(|m| m.dir.as_str()),
+    );
     // Hot reload: file changes (polled) and SIGHUP.
     let watcher = scorer
         .serving

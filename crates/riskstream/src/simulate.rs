@@ -122,6 +122,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut by_scenario: HashMap<&'static str, u64> = HashMap::new();
     let labels = !args.no_labels;
+    // Progress on stderr every 10 s of a long run: count, rate, ETA.
+    let (mut sent, mut last_report) = (0u64, Instant::now());
     produce(
         &producer,
         &codec,
@@ -132,6 +134,16 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         labels,
         |e| {
             *by_scenario.entry(e.scenario.as_str()).or_default() += 1;
+            sent += 1;
+            if sent % 1024 == 0 && last_report.elapsed() >= Duration::from_secs(10) {
+                last_report = Instant::now();
+                let rate = sent as f64 / started.elapsed().as_secs_f64();
+                eprintln!(
+                    "simulate: {sent} of {} events ({rate:.0}/s, ETA {:.0} s)",
+                    args.events,
+                    (args.events - sent) as f64 / rate.max(1.0)
+                );
+            }
         },
     )
     .await?;
