@@ -62,6 +62,11 @@ pub struct BenchArgs {
     /// and whether every event got exactly one verdict.
     #[arg(long, value_delimiter = ',')]
     pub scale_out: Vec<usize>,
+    /// The workers' per-batch feature-store deadline, ms (their default when absent). On a
+    /// shared 2-core box several workers starve Redis past the default 100 ms: a higher
+    /// deadline measures scale-out without degraded verdicts.
+    #[arg(long)]
+    pub store_deadline_ms: Option<u64>,
 }
 
 /// A worker child process.
@@ -374,10 +379,15 @@ async fn scale_out(
                 format!("{:.0}%", 100.0 * consumed / args.events as f64)
             })
             .collect();
+        let degraded: f64 = workers
+            .iter()
+            .map(|w| metric_sum(w.metrics_port, "riskstream_degraded_total"))
+            .sum();
         println!(
-            "  {n} worker(s)  {:>9.0} events/s   consumed per worker {}   {} verdicts read: {} distinct event ids of {}{}",
+            "  {n} worker(s)  {:>9.0} events/s   consumed per worker {}   degraded {:.1}%   {} verdicts read: {} distinct event ids of {}{}",
             drained.throughput,
             shares.join(" / "),
+            100.0 * degraded / args.events as f64,
             args.events,
             drained.distinct,
             args.events,
@@ -634,6 +644,9 @@ fn spawn_worker(
     }
     if passthrough {
         cmd.arg("--passthrough");
+    }
+    if let Some(ms) = args.store_deadline_ms {
+        cmd.args(["--store-deadline-ms", &ms.to_string()]);
     }
     let child = cmd
         .env("RISKSTREAM_LOG", "warn")
