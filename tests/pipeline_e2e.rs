@@ -474,6 +474,49 @@ fn two_workers_in_one_group_share_the_partitions_and_score_each_event_once() {
 }
 
 #[test]
+fn a_flood_of_invalid_records_trips_the_dead_letter_cap_and_stops_the_worker() {
+    let env = Env::start();
+    env.simulate(100, 51);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", env.broker.bootstrap())
+        .create()
+        .unwrap();
+    for i in 0..60 {
+        producer
+            .send(
+                BaseRecord::to("transactions")
+                    .key("bad")
+                    .payload(format!("not avro {i}").as_bytes())
+                    .partition(0),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--brokers", &env.broker.bootstrap()])
+        .args(["--redis", &env.store_url, "--group", "capped"])
+        .args(["--models", &repo_root().join("models").to_string_lossy()])
+        .args(["--metrics-addr", "off", "--dlq-max-consecutive", "20"])
+        .args(["-X", "consumer.session.timeout.ms=6000"])
+        .args(["-X", "consumer.heartbeat.interval.ms=2000"])
+        .env("RISKSTREAM_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run riskstream run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("dead-letter cap tripped"), "{stderr}");
+    assert!(stderr.contains("20 invalid records in a row"), "{stderr}");
+    // Dead-letter lines are rate-limited: not one per record.
+    assert!(
+        stderr.matches("dead letter ").count() <= 10,
+        "{} dead-letter lines",
+        stderr.matches("dead letter ").count()
+    );
+}
+
+#[test]
 fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
     let env = Env::start();
     env.simulate(300, 31);

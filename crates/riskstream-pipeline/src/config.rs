@@ -50,6 +50,8 @@ pub struct WorkerConfig {
     pub subject_strategy: riskstream_events::SubjectStrategy,
     /// Events with an event time further than this in the future are dead-lettered.
     pub max_future_skew: Duration,
+    /// The dead-letter cap: when it trips the worker stops (see [`crate::dlq_limit`]).
+    pub dlq_limit: crate::dlq_limit::DlqLimit,
 }
 
 impl WorkerConfig {
@@ -64,6 +66,7 @@ impl WorkerConfig {
             schema_registry: None,
             subject_strategy: riskstream_events::SubjectStrategy::Topic,
             max_future_skew: Duration::from_secs(3600),
+            dlq_limit: crate::dlq_limit::DlqLimit::default(),
         }
     }
 }

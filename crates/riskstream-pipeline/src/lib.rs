@@ -18,6 +18,7 @@
 //! identity graph.
 
 pub mod config;
+pub mod dlq_limit;
 pub mod health;
 pub mod labels;
 pub mod metrics;

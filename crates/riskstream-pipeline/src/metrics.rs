@@ -49,6 +49,8 @@ pub const REBALANCES: &str = "riskstream_rebalances_total";
 pub const IN_FLIGHT_BATCHES: &str = "riskstream_in_flight_batches";
 /// Always 1; labels `version` (the crate version) of the running binary.
 pub const BUILD_INFO: &str = "riskstream_build_info";
+/// 1 once a cap stopped this worker (label `cap`: `dead_letters`); it exits shortly after.
+pub const STOPPED_BY_CAP: &str = "riskstream_stopped_by_cap";
 
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (REBALANCES, Kind::Counter, "Consumer-group rebalance callbacks, by kind (assign, revoke, error)."),
     (IN_FLIGHT_BATCHES, Kind::Gauge, "Batches consumed whose outputs are not yet acknowledged by the broker."),
     (BUILD_INFO, Kind::Gauge, "Always 1, labelled with the running binary's version."),
+    (STOPPED_BY_CAP, Kind::Gauge, "1 once a cap (label cap: dead_letters) stopped this worker; it exits after a short hold so this is scraped."),
 ];
 
 /// Series that dashboards and alerts divide by or alert on must exist before the first event
@@ -90,6 +93,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
 pub fn init_zero_series(input_topics: &[&str]) {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(IN_FLIGHT_BATCHES).set(0.0);
+    metrics::gauge!(STOPPED_BY_CAP, "cap" => "dead_letters").set(0.0);
     for topic in input_topics {
         metrics::counter!(CONSUMED, "topic" => topic.to_string()).absolute(0);
         // One reason per topic is enough for the dead-letter rate to exist.

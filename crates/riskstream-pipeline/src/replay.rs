@@ -550,11 +550,16 @@ where
         rx,
     );
     let (rx, decode) = stages::spawn(
-        Decode {
-            cfg: cfg.clone(),
+        // A replay reads what it is given, bad records included: no cap.
+        Decode::new(
+            cfg.clone(),
             codec,
-            report: report.clone(),
-        },
+            report.clone(),
+            crate::dlq_limit::DlqLimit {
+                max_consecutive: 0,
+                max_ratio: 1.0,
+            },
+        ),
         rx,
     );
     let (rx, enrich) = stages::spawn(

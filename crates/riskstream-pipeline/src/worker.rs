@@ -35,6 +35,9 @@ pub enum WorkerError {
     /// A replay's sink (file, side topic) failed.
     #[error("{0}")]
     Sink(String),
+    /// Too many invalid records: the worker stops instead of dead-lettering all traffic.
+    #[error("stopped by the dead-letter cap: {0}")]
+    DeadLetterCap(#[from] crate::dlq_limit::CapTripped),
 }
 
 /// What one worker did, returned when it stops.
@@ -252,11 +255,7 @@ pub async fn run<S: FeatureStore>(
     let cfg = Arc::new(cfg);
     drive(&cfg, shutdown, |rx, producer, report| {
         let (rx, decode) = stages::spawn(
-            Decode {
-                cfg: cfg.clone(),
-                codec: codec.clone(),
-                report: report.clone(),
-            },
+            Decode::new(cfg.clone(), codec.clone(), report.clone(), cfg.dlq_limit),
             rx,
         );
         let (rx, enrich) = stages::spawn(
@@ -474,6 +473,50 @@ pub(crate) struct Decode {
     pub(crate) cfg: Arc<WorkerConfig>,
     pub(crate) codec: Arc<Codec>,
     pub(crate) report: SharedReport,
+    limit: crate::dlq_limit::DlqLimitState,
+    /// Dead-letter log lines: at most [`LOG_LINES_PER_SECOND`] a second, then one summary.
+    log_second: std::time::Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+/// Dead-letter WARN lines per second; the rest are counted and summarised.
+const LOG_LINES_PER_SECOND: u32 = 10;
+
+impl Decode {
+    pub(crate) fn new(
+        cfg: Arc<WorkerConfig>,
+        codec: Arc<Codec>,
+        report: SharedReport,
+        limit: crate::dlq_limit::DlqLimit,
+    ) -> Self {
+        Decode {
+            cfg,
+            codec,
+            report,
+            limit: crate::dlq_limit::DlqLimitState::new(limit),
+            log_second: std::time::Instant::now(),
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    fn log_dead_letter(&mut self, d: &DeadLetter) {
+        if self.log_second.elapsed() >= std::time::Duration::from_secs(1) {
+            if self.suppressed > 0 {
+                tracing::warn!(suppressed = self.suppressed, "more dead letters in the last second (not logged one by one; riskstream_dead_letters_total counts them)");
+            }
+            self.log_second = std::time::Instant::now();
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < LOG_LINES_PER_SECOND {
+            self.logged += 1;
+            tracing::warn!(topic = d.msg.topic(), partition = d.msg.partition(), offset = d.msg.offset(), error = %d.error, "dead letter");
+        } else {
+            self.suppressed += 1;
+        }
+    }
 }
 
 impl Stage for Decode {
@@ -514,12 +557,15 @@ impl Stage for Decode {
                 sources: Vec::with_capacity(msgs.len()),
                 dead: Vec::new(),
             };
+            // Per record, in order: dead-lettered? (for the cap)
+            let mut invalid = Vec::with_capacity(msgs.len());
             for msg in msgs {
                 let payload = msg.payload().unwrap_or(&[]);
                 let result = codec.decode_event(payload).and_then(|e| {
                     e.validate_at(now, skew)?;
                     Ok(e)
                 });
+                invalid.push(result.is_err());
                 match result {
                     Ok(event) => {
                         out.sources.push(SourcePosition {
@@ -536,12 +582,21 @@ impl Stage for Decode {
                     }),
                 }
             }
-            out
+            (out, invalid)
         })
         .await?;
+        let (decoded, invalid) = decoded;
         for d in &decoded.dead {
-            tracing::warn!(topic = d.msg.topic(), partition = d.msg.partition(), offset = d.msg.offset(), error = %d.error, "dead letter");
+            self.log_dead_letter(d);
             metrics::counter!(m::DEAD_LETTERS, "topic" => d.msg.topic().to_string(), "reason" => d.kind).increment(1);
+        }
+        for bad in invalid {
+            if let Err(tripped) = self.limit.observe(bad) {
+                tracing::error!(cause = %tripped, "dead-letter cap tripped: stopping this worker instead of dead-lettering all traffic; fix the producers (see the dead-letter topic's riskstream.error headers) or raise the cap");
+                metrics::gauge!(m::STOPPED_BY_CAP, "cap" => "dead_letters").set(1.0);
+                crate::health::health().set_shutting_down();
+                return Err(tripped.into());
+            }
         }
         Ok(Batch {
             data: decoded,

@@ -78,6 +78,14 @@ pub struct WorkerArgs {
     /// and says so (0 = wait forever). [default: 60000]
     #[arg(long, env = "RISKSTREAM_BROKER_DEADLINE_MS")]
     pub broker_deadline_ms: Option<u64>,
+    /// Dead-letter cap: stop the worker (exit code 3) after this many invalid records in a row
+    /// (0 = off). [default: 1000]
+    #[arg(long, env = "RISKSTREAM_DLQ_MAX_CONSECUTIVE")]
+    pub dlq_max_consecutive: Option<u64>,
+    /// Dead-letter cap: stop the worker (exit code 3) when more than this share of the last
+    /// 10 000 records is invalid, checked from 1 000 records on (1 = off). [default: 0.5]
+    #[arg(long, env = "RISKSTREAM_DLQ_MAX_RATIO")]
+    pub dlq_max_ratio: Option<f64>,
     /// Any librdkafka property, as in kcat: `-X linger.ms=5` (repeatable; env: semicolon-separated).
     /// Prefix the key with `consumer.` or `producer.` to set it on one client only.
     #[arg(
@@ -107,6 +115,8 @@ struct FileConfig {
     batch_linger_ms: Option<u64>,
     store_deadline_ms: Option<u64>,
     broker_deadline_ms: Option<u64>,
+    dlq_max_consecutive: Option<u64>,
+    dlq_max_ratio: Option<f64>,
     topics: Option<Topics>,
     #[serde(default)]
     kafka: std::collections::BTreeMap<String, String>,
@@ -207,6 +217,8 @@ impl Settings {
             q(&self.metrics_addr.map_or("off".into(), |a| a.to_string()))
         );
         out += &format!("batch_max = {}\n", w.batch_max);
+        out += &format!("dlq_max_consecutive = {}\n", w.dlq_limit.max_consecutive);
+        out += &format!("dlq_max_ratio = {}\n", w.dlq_limit.max_ratio);
         out += &format!("batch_linger_ms = {}\n", w.batch_linger.as_millis());
         out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
         out += &format!(
@@ -275,6 +287,16 @@ impl WorkerArgs {
         }
         worker.topics = topics;
         worker.batch_max = self.batch_max.or(file.batch_max).unwrap_or(512);
+        worker.dlq_limit = riskstream_pipeline::dlq_limit::DlqLimit {
+            max_consecutive: self
+                .dlq_max_consecutive
+                .or(file.dlq_max_consecutive)
+                .unwrap_or(1_000),
+            max_ratio: self.dlq_max_ratio.or(file.dlq_max_ratio).unwrap_or(0.5),
+        };
+        if !(worker.dlq_limit.max_ratio > 0.0) {
+            bail!("dlq_max_ratio: expected a share in (0, 1] (1 = off)");
+        }
         if worker.batch_max == 0 {
             bail!("batch_max must be at least 1");
         }

@@ -90,6 +90,9 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
+/// How long a worker stopped by the dead-letter cap keeps serving /metrics before exiting.
+const CAP_EXIT_HOLD: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.worker.resolve()?;
     if args.print_config {
@@ -157,7 +160,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    let report = riskstream_pipeline::run(settings.worker.clone(), scorer, shutdown).await?;
+    let report = match riskstream_pipeline::run(settings.worker.clone(), scorer, shutdown).await {
+        Err(e @ riskstream_pipeline::WorkerError::DeadLetterCap(_)) => {
+            // Keep /metrics up for a scrape or two, so the stop is seen (riskstream_stopped_by_cap).
+            if settings.metrics_addr.is_some() {
+                tokio::time::sleep(CAP_EXIT_HOLD).await;
+            }
+            eprintln!("riskstream run: {e}");
+            std::process::exit(3);
+        }
+        r => r?,
+    };
     if let Some(labels) = labels {
         match labels.await? {
             Ok(r) => tracing::info!(?r, "labels consumer finished"),
