@@ -517,6 +517,82 @@ fn a_flood_of_invalid_records_trips_the_dead_letter_cap_and_stops_the_worker() {
 }
 
 #[test]
+fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
+    let env = Env::start();
+    env.simulate(200, 61);
+    let codec = Codec::registry_free();
+    let mut sessions: Option<riskstream_events::CaptureSession> = None;
+    let mut big: Option<riskstream_events::Transaction> = None;
+    let mut sim = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(500, 62));
+    while sessions.is_none() || big.is_none() {
+        match sim.next_event().event {
+            riskstream_events::Event::CaptureSession(c) => sessions = sessions.or(Some(c)),
+            riskstream_events::Event::Transaction(t) if t.amount.is_some() => big = big.or(Some(t)),
+            _ => {}
+        }
+    }
+    let session = sessions.unwrap();
+    let mut absurd = big.unwrap();
+    absurd.amount.as_mut().unwrap().usd_cents = i64::MAX;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", env.broker.bootstrap())
+        .create()
+        .unwrap();
+    let on_transactions = |payload: Option<&[u8]>, key: &str| {
+        let mut r = BaseRecord::<str, [u8]>::to("transactions")
+            .key(key)
+            .partition(0);
+        if let Some(p) = payload {
+            r = r.payload(p);
+        }
+        producer.send(r).map_err(|(e, _)| e).unwrap();
+    };
+    // A valid capture session on the transaction topic, a null value, an absurd amount.
+    let wrong = codec
+        .encode(SchemaKind::CaptureSession, "capture-sessions", &session)
+        .unwrap();
+    on_transactions(Some(&wrong), "wrong-topic");
+    on_transactions(None, "null-value");
+    let absurd = codec
+        .encode(SchemaKind::Transaction, "transactions", &absurd)
+        .unwrap();
+    on_transactions(Some(&absurd), "absurd");
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let mut worker = env.worker(None);
+    let mut seen = HashSet::new();
+    read_verdicts(
+        &env.consumer("verdicts"),
+        200,
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    assert_eq!(seen, expected_ids(61, 200), "the good events are scored");
+    let dlq = env.consumer("verdicts-dlq");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dead = std::collections::HashMap::new();
+    while Instant::now() < deadline && dead.len() < 3 {
+        if let Some(m) = dlq.poll(Duration::from_millis(200)) {
+            let m = m.unwrap().detach();
+            let kind = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == dlq_headers::ERROR_KIND))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            let key = String::from_utf8_lossy(m.key().unwrap_or(&[])).into_owned();
+            dead.insert(key, (kind, m.payload().map(|p| p.to_vec())));
+        }
+    }
+    assert_eq!(dead["wrong-topic"].0, "wrong_topic");
+    assert_eq!(dead["wrong-topic"].1.as_deref(), Some(wrong.as_slice()));
+    assert_eq!(dead["null-value"].0, "empty");
+    assert_eq!(dead["null-value"].1, None, "a null value stays null");
+    assert_eq!(dead["absurd"].0, "validation");
+    assert!(sigterm(&mut worker).success());
+}
+
+#[test]
 fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
     let env = Env::start();
     env.simulate(300, 31);

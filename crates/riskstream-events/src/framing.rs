@@ -61,6 +61,12 @@ pub enum DecodeError {
     TrailingBytes(usize),
     #[error("invalid {0}")]
     Invalid(#[from] ValidationError),
+    /// A valid event on the other input topic (the topic contract).
+    #[error("a {record} record on this topic; {record} records belong on `{expected}`")]
+    WrongTopic {
+        record: &'static str,
+        expected: String,
+    },
 }
 
 impl DecodeError {
@@ -68,6 +74,7 @@ impl DecodeError {
     pub fn kind(&self) -> &'static str {
         match self {
             DecodeError::Empty => "empty",
+            DecodeError::WrongTopic { .. } => "wrong_topic",
             DecodeError::UnknownFraming(_) => "unknown_framing",
             DecodeError::TruncatedHeader { .. } => "truncated_header",
             DecodeError::UnknownFingerprint(_) => "unknown_fingerprint",

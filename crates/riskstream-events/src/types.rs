@@ -289,6 +289,45 @@ impl Event {
         Ok(())
     }
 
+    /// The first string field longer than [`MAX_STRING_BYTES`], if any.
+    fn an_overlong_string(&self) -> Option<&'static str> {
+        let d = self.device();
+        let mut fields: Vec<(&'static str, &str)> = vec![
+            ("event_id", self.event_id()),
+            ("account_id", self.account_id()),
+            ("region", self.region()),
+            ("device.fingerprint_hash", &d.fingerprint_hash),
+            ("device.app_version", &d.app_version),
+            ("device.ip_address", &d.ip_address),
+            ("device.ip_country", &d.ip_country),
+        ];
+        match self {
+            Event::CaptureSession(c) => {
+                fields.push(("country", &c.country));
+                fields.push(("session_id", &c.session_id));
+                fields.push(("vendor.vendor", &c.vendor.vendor));
+                if let Some(doc) = &c.document {
+                    fields.push(("document.doc_hash", &doc.doc_hash));
+                    fields.push(("document.issuing_country", &doc.issuing_country));
+                }
+                fields.extend(c.steps.iter().map(|s| ("steps.step", s.step.as_str())));
+            }
+            Event::Transaction(t) => {
+                fields.push(("country", &t.country));
+                if let Some(a) = &t.amount {
+                    fields.push(("amount.asset", &a.asset));
+                }
+                if let Some(dst) = &t.destination {
+                    fields.push(("destination.address_hash", &dst.address_hash));
+                }
+            }
+        }
+        fields
+            .into_iter()
+            .find(|(_, v)| v.len() > MAX_STRING_BYTES)
+            .map(|(f, _)| f)
+    }
+
     /// Checks the invariants Avro cannot express. A failing event is dead-lettered, naming the field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let bad = |field: &'static str, why: &'static str| Err(ValidationError { field, why });
@@ -306,6 +345,9 @@ impl Event {
         }
         if self.device().fingerprint_hash.is_empty() {
             return bad("device.fingerprint_hash", "must not be empty");
+        }
+        if let Some(field) = self.an_overlong_string() {
+            return bad(field, "is longer than the plausibility bound (1 024 bytes)");
         }
         match self {
             Event::CaptureSession(c) => {
@@ -333,12 +375,26 @@ impl Event {
                     if !(0..=30).contains(&a.decimals) {
                         return bad("amount.decimals", "must be within 0..=30");
                     }
+                    if a.usd_cents > MAX_USD_CENTS {
+                        return bad(
+                            "amount.usd_cents",
+                            "exceeds the plausibility bound (10 billion USD)",
+                        );
+                    }
                 }
             }
         }
         Ok(())
     }
 }
+
+/// Plausibility bound on every string field of an event, bytes (ids, hashes, names): longer
+/// values are dead-lettered (`validation`).
+pub const MAX_STRING_BYTES: usize = 1024;
+
+/// Plausibility bound on a transaction's USD value, cents (10 billion USD): larger amounts are
+/// dead-lettered rather than scored (a value near `i64::MAX` would saturate every money feature).
+pub const MAX_USD_CENTS: i64 = 1_000_000_000_000;
 
 /// A semantic check on a decoded event failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

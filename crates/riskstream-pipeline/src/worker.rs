@@ -546,6 +546,7 @@ impl Stage for Decode {
         }
         let skew = self.cfg.max_future_skew.as_millis() as i64;
         let codec = self.codec.clone();
+        let cfg = self.cfg.clone();
         let Batch {
             data: msgs,
             offsets,
@@ -564,6 +565,28 @@ impl Stage for Decode {
                 let result = codec.decode_event(payload).and_then(|e| {
                     e.validate_at(now, skew)?;
                     Ok(e)
+                });
+                // The topic contract: capture sessions on the capture-session topic, transactions
+                // on the transaction topic (records from a topic that is neither, e.g. a replay
+                // of differently named topics, are taken as they come).
+                let result = result.and_then(|e| {
+                    let expected = match &e {
+                        Event::CaptureSession(_) => &cfg.topics.capture_sessions,
+                        Event::Transaction(_) => &cfg.topics.transactions,
+                    };
+                    let known = msg.topic() == cfg.topics.capture_sessions
+                        || msg.topic() == cfg.topics.transactions;
+                    if !known || msg.topic() == expected.as_str() {
+                        Ok(e)
+                    } else {
+                        Err(riskstream_events::DecodeError::WrongTopic {
+                            record: match e {
+                                Event::CaptureSession(_) => "CaptureSession",
+                                Event::Transaction(_) => "Transaction",
+                            },
+                            expected: expected.clone(),
+                        })
+                    }
                 });
                 invalid.push(result.is_err());
                 match result {
@@ -801,9 +824,11 @@ pub(crate) fn dead_letter<'a>(
             key: dlq_headers::SOURCE_OFFSET,
             value: Some(msg.offset().to_string().as_bytes()),
         });
-    let mut record = FutureRecord::to(&cfg.topics.dead_letters)
-        .payload(msg.payload().unwrap_or(&[]))
-        .headers(headers);
+    // The original value as it was: a null value stays null.
+    let mut record = FutureRecord::to(&cfg.topics.dead_letters).headers(headers);
+    if let Some(payload) = msg.payload() {
+        record = record.payload(payload);
+    }
     if let Some(k) = msg.key() {
         record = record.key(k);
     }

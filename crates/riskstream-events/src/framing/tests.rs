@@ -162,6 +162,40 @@ fn garbage_is_rejected_with_a_reason_never_a_panic() {
 }
 
 #[test]
+fn implausible_amounts_and_overlong_strings_are_refused() {
+    let codec = Codec::registry_free();
+    let mut tx = transaction();
+    tx.amount.as_mut().unwrap().usd_cents = i64::MAX;
+    let bytes = codec.encode(SchemaKind::Transaction, "t", &tx).unwrap();
+    let err = codec.decode_event(&bytes).unwrap_err();
+    assert!(err.to_string().contains("amount.usd_cents"), "{err}");
+    let mut tx = transaction();
+    tx.amount.as_mut().unwrap().usd_cents = crate::types::MAX_USD_CENTS;
+    let bytes = codec.encode(SchemaKind::Transaction, "t", &tx).unwrap();
+    assert!(
+        codec.decode_event(&bytes).is_ok(),
+        "the bound itself is fine"
+    );
+    let mut tx = transaction();
+    tx.destination.as_mut().unwrap().address_hash = "x".repeat(900_000);
+    let bytes = codec.encode(SchemaKind::Transaction, "t", &tx).unwrap();
+    let err = codec.decode_event(&bytes).unwrap_err();
+    assert_eq!(err.kind(), "validation");
+    assert!(
+        err.to_string().contains("destination.address_hash"),
+        "{err}"
+    );
+    let mut c = capture();
+    c.steps[0].step = "s".repeat(1025);
+    let bytes = codec.encode(SchemaKind::CaptureSession, "c", &c).unwrap();
+    assert!(codec
+        .decode_event(&bytes)
+        .unwrap_err()
+        .to_string()
+        .contains("steps.step"));
+}
+
+#[test]
 fn validation_failure_names_the_field() {
     let codec = Codec::registry_free();
     let mut tx = transaction();
