@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use riskstream_testkit::repo_root;
+use riskstream_testkit::{metric_names, repo_root};
 use serde_yaml::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_riskstream");
@@ -38,21 +38,6 @@ fn help(cmd: Option<&str>) -> String {
         .expect("riskstream --help");
     assert!(out.status.success(), "riskstream {cmd:?} --help failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The `riskstream_*` metric names a text mentions.
-fn metric_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("riskstream_") {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        out.insert(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    out
 }
 
 /// Checks a riskstream command line (`[subcommand, args…]`) and its environment against the

@@ -10,7 +10,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use riskstream_events::{dlq_headers, Codec, SchemaKind, Verdict};
-use riskstream_testkit::{free_port, repo_root, Broker, RedisCluster, RedisServer};
+use riskstream_testkit::{free_port, metric_names, repo_root, Broker, RedisCluster, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_riskstream");
 
@@ -295,15 +295,7 @@ fn every_event_gets_exactly_one_distinct_verdict() {
         "deploy/prometheus/alerts.yml",
     ] {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find("riskstream_") {
-            let tail = &rest[i..];
-            let end = tail
-                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-                .unwrap_or(tail.len());
-            wanted.push((tail[..end].to_string(), file));
-            rest = &tail[end..];
-        }
+        wanted.extend(metric_names(&text).into_iter().map(|name| (name, file)));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

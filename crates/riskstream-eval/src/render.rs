@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -81,8 +82,7 @@ pub fn write(
     curve_plot(
         &roc,
         "ROC",
-        "false-positive rate",
-        "true-positive rate",
+        ("false-positive rate", "true-positive rate"),
         eval,
         baseline,
         roc_curve,
@@ -93,8 +93,7 @@ pub fn write(
     curve_plot(
         &pr,
         "Precision-recall",
-        "recall",
-        "precision",
+        ("recall", "precision"),
         eval,
         baseline,
         pr_curve,
@@ -215,7 +214,7 @@ pub fn write(
         .map(|s| {
             let mut row = vec![
                 s.name.clone(),
-                format!("{:?}", s.kind).to_lowercase(),
+                s.kind.as_str().to_string(),
                 s.versions.join(", "),
                 s.overall.n.to_string(),
                 s.overall.positives.to_string(),
@@ -283,12 +282,7 @@ pub fn write(
     }
 
     for s in &r.series {
-        doc.push(Block::H2(
-            format!("{} ({:?})", s.name, s.kind)
-                .replace("(Champion)", "(champion)")
-                .replace("(Shadow)", "(shadow)")
-                .replace("(Vendor)", "(vendor)"),
-        ));
+        doc.push(Block::H2(format!("{} ({})", s.name, s.kind.as_str())));
         if !s.at_thresholds.is_empty() {
             doc.push(Block::H3("At the model's thresholds".into()));
             doc.push(Block::Table {
@@ -557,7 +551,7 @@ fn thin(points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
         return points;
     }
     let k = points.len().div_ceil(max);
-    let last = *points.last().unwrap();
+    let last = points[points.len() - 1];
     let mut out: Vec<(f64, f64)> = points.into_iter().step_by(k).collect();
     out.push(last);
     out
@@ -572,23 +566,27 @@ fn boxed<E: std::fmt::Display>(e: E) -> Box<dyn std::error::Error + Send + Sync>
     e.to_string().into()
 }
 
-fn curve_plot(
+/// The chart [`plot`] hands its `draw` callback: [0, 1] × [0, y_max].
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One SVG chart: the frame, caption and mesh, what `draw` adds, the legend.
+fn plot(
     path: &Path,
+    size: (u32, u32),
     title: &str,
-    x: &str,
-    y: &str,
-    eval: &Evaluation,
-    baseline: Option<&Evaluation>,
-    curve: Curve,
+    (x, y): (&str, &str),
+    y_max: f64,
+    legend: SeriesLabelPosition,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> PlotResult,
 ) -> PlotResult {
-    let root = SVGBackend::new(path, (760, 560)).into_drawing_area();
+    let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(boxed)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..1f64, 0f64..1.01f64)
+        .build_cartesian_2d(0f64..1f64, 0f64..y_max)
         .map_err(boxed)?;
     chart
         .configure_mesh()
@@ -597,48 +595,74 @@ fn curve_plot(
         .y_desc(y)
         .draw()
         .map_err(boxed)?;
-    for (i, s) in eval.report.series.iter().enumerate() {
-        let Some(pairs) = eval.pairs.get(&s.name) else {
-            continue;
-        };
-        let points = thin(curve(pairs), 800);
-        if points.is_empty() {
-            continue;
-        }
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(boxed)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        if let Some(b) = baseline {
-            if s.kind != SeriesKind::Champion {
-                continue;
-            }
-            let Some(bp) = b.pairs.get(&s.name) else {
-                continue;
-            };
-            let points = thin(curve(bp), 800);
-            chart
-                .draw_series(DashedLineSeries::new(points, 6, 4, color.stroke_width(1)))
-                .map_err(boxed)?
-                .label(format!("{} (baseline)", s.name))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1))
-                });
-        }
-    }
+    draw(&mut chart)?;
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
         .map_err(boxed)?;
     root.present().map_err(boxed)?;
     Ok(())
+}
+
+/// A line's legend mark.
+fn line_mark(color: RGBAColor, width: u32) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+}
+
+fn curve_plot(
+    path: &Path,
+    title: &str,
+    axes: (&str, &str),
+    eval: &Evaluation,
+    baseline: Option<&Evaluation>,
+    curve: Curve,
+) -> PlotResult {
+    plot(
+        path,
+        (760, 560),
+        title,
+        axes,
+        1.01,
+        SeriesLabelPosition::LowerRight,
+        |chart| {
+            for (i, s) in eval.report.series.iter().enumerate() {
+                let Some(pairs) = eval.pairs.get(&s.name) else {
+                    continue;
+                };
+                let points = thin(curve(pairs), 800);
+                if points.is_empty() {
+                    continue;
+                }
+                let color = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                    .map_err(boxed)?
+                    .label(s.name.clone())
+                    .legend(line_mark(color, 2));
+                // The baseline's champion, dashed in the same colour.
+                let Some(bp) = baseline
+                    .filter(|_| s.kind == SeriesKind::Champion)
+                    .and_then(|b| b.pairs.get(&s.name))
+                else {
+                    continue;
+                };
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        thin(curve(bp), 800),
+                        6,
+                        4,
+                        color.stroke_width(1),
+                    ))
+                    .map_err(boxed)?
+                    .label(format!("{} (baseline)", s.name))
+                    .legend(line_mark(color, 1));
+            }
+            Ok(())
+        },
+    )
 }
 
 fn histogram_plot(path: &Path, name: &str, pairs: &[(f64, bool)]) -> PlotResult {
@@ -648,117 +672,87 @@ fn histogram_plot(path: &Path, name: &str, pairs: &[(f64, bool)]) -> PlotResult 
         let i = ((s.clamp(0.0, 1.0) * BINS as f64) as usize).min(BINS - 1);
         counts[*y as usize][i] += 1;
     }
-    let totals = [
-        counts[0].iter().sum::<u64>().max(1) as f64,
-        counts[1].iter().sum::<u64>().max(1) as f64,
-    ];
-    let share = |c: usize, i: usize| counts[c][i] as f64 / totals[c];
+    let totals = counts.map(|c| c.iter().sum::<u64>());
+    let share = |c: usize, i: usize| counts[c][i] as f64 / totals[c].max(1) as f64;
     let top = (0..BINS)
         .flat_map(|i| [share(0, i), share(1, i)])
         .fold(0.0f64, f64::max)
         .max(0.01);
-    let root = SVGBackend::new(path, (760, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(boxed)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{name}: scores by truth"), ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..1f64, 0f64..top * 1.05)
-        .map_err(boxed)?;
-    chart
-        .configure_mesh()
-        .light_line_style(RGBColor(238, 238, 238))
-        .x_desc("score")
-        .y_desc("share of the class")
-        .draw()
-        .map_err(boxed)?;
-    for (class, color, label) in [(0usize, BLUE, "negatives"), (1usize, RED, "positives")] {
-        let w = 1.0 / BINS as f64;
-        chart
-            .draw_series((0..BINS).map(|i| {
-                let x0 = i as f64 * w;
-                Rectangle::new(
-                    [(x0, 0.0), (x0 + w, share(class, i))],
-                    color.mix(0.45).filled(),
-                )
-            }))
-            .map_err(boxed)?
-            .label(format!("{label} ({})", counts[class].iter().sum::<u64>()))
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.mix(0.45).filled())
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperMiddle)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(boxed)?;
-    root.present().map_err(boxed)?;
-    Ok(())
+    let title = format!("{name}: scores by truth");
+    let axes = ("score", "share of the class");
+    plot(
+        path,
+        (760, 400),
+        &title,
+        axes,
+        top * 1.05,
+        SeriesLabelPosition::UpperMiddle,
+        |chart| {
+            let w = 1.0 / BINS as f64;
+            for (class, color, label) in [(0usize, BLUE, "negatives"), (1usize, RED, "positives")] {
+                chart
+                    .draw_series((0..BINS).map(|i| {
+                        let x0 = i as f64 * w;
+                        Rectangle::new(
+                            [(x0, 0.0), (x0 + w, share(class, i))],
+                            color.mix(0.45).filled(),
+                        )
+                    }))
+                    .map_err(boxed)?
+                    .label(format!("{label} ({})", totals[class]))
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 15, y + 5)], color.mix(0.45).filled())
+                    });
+            }
+            Ok(())
+        },
+    )
 }
 
 fn calibration_plot(path: &Path, r: &Report) -> PlotResult {
-    let root = SVGBackend::new(path, (760, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(boxed)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Calibration", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..1f64, 0f64..1.01f64)
-        .map_err(boxed)?;
-    chart
-        .configure_mesh()
-        .light_line_style(RGBColor(238, 238, 238))
-        .x_desc("mean score in bin")
-        .y_desc("positive rate in bin")
-        .draw()
-        .map_err(boxed)?;
-    chart
-        .draw_series(DashedLineSeries::new(
-            vec![(0.0, 0.0), (1.0, 1.0)],
-            4,
-            4,
-            BLACK.mix(0.4).stroke_width(1),
-        ))
-        .map_err(boxed)?;
-    for (i, s) in r.series.iter().enumerate() {
-        if s.calibration.is_empty() {
-            continue;
-        }
-        let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = s
-            .calibration
-            .iter()
-            .map(|b| (b.mean_score, b.positive_rate))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(boxed)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, color.filled())),
-            )
-            .map_err(boxed)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(boxed)?;
-    root.present().map_err(boxed)?;
-    Ok(())
+    let axes = ("mean score in bin", "positive rate in bin");
+    plot(
+        path,
+        (760, 560),
+        "Calibration",
+        axes,
+        1.01,
+        SeriesLabelPosition::UpperLeft,
+        |chart| {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.0, 0.0), (1.0, 1.0)],
+                    4,
+                    4,
+                    BLACK.mix(0.4).stroke_width(1),
+                ))
+                .map_err(boxed)?;
+            for (i, s) in r.series.iter().enumerate() {
+                if s.calibration.is_empty() {
+                    continue;
+                }
+                let color = Palette99::pick(i).to_rgba();
+                let points: Vec<(f64, f64)> = s
+                    .calibration
+                    .iter()
+                    .map(|b| (b.mean_score, b.positive_rate))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                    .map_err(boxed)?
+                    .label(s.name.clone())
+                    .legend(line_mark(color, 2));
+                chart
+                    .draw_series(
+                        points
+                            .into_iter()
+                            .map(|p| Circle::new(p, 3, color.filled())),
+                    )
+                    .map_err(boxed)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use riskstream_events::{Decision, EventType, Verdict};
+use riskstream_events::{Decision, Verdict};
 use serde::Serialize;
 
 use crate::metrics::{self, CalibrationBin};
@@ -56,6 +56,17 @@ pub enum SeriesKind {
     Shadow,
     /// A vendor's own score (named `vendor:NAME:liveness` / `vendor:NAME:face_match`).
     Vendor,
+}
+
+impl SeriesKind {
+    /// As in `report.json`: `champion`, `shadow`, `vendor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeriesKind::Champion => "champion",
+            SeriesKind::Shadow => "shadow",
+            SeriesKind::Vendor => "vendor",
+        }
+    }
 }
 
 /// The ranking metrics of one set of scored, labelled events.
@@ -246,14 +257,6 @@ impl Interner {
     }
 }
 
-fn event_type_name(t: EventType) -> &'static str {
-    match t {
-        EventType::Unknown => "UNKNOWN",
-        EventType::CaptureSession => "CAPTURE_SESSION",
-        EventType::Transaction => "TRANSACTION",
-    }
-}
-
 /// Evaluates `verdicts` (the first verdict of each event counts) against `labels`.
 pub fn evaluate(
     verdicts: impl IntoIterator<Item = Verdict>,
@@ -278,7 +281,7 @@ pub fn evaluate(
         }
         let dims = [
             interner.id(&v.region),
-            interner.id(event_type_name(v.event_type)),
+            interner.id(v.event_type.as_str()),
             interner.id(&v.transaction_kind),
             interner.id(&v.vendor),
         ];
@@ -369,20 +372,17 @@ pub fn evaluate(
         at_thresholds.sort_by(|a, b| a.threshold.total_cmp(&b.threshold));
         let champion = kind == SeriesKind::Champion;
         let decisions = if champion {
+            // [decision][positive] counts, in one pass.
+            let mut counts = [[0u64; 2]; Decision::ALL.len()];
+            for r in &s.rows {
+                counts[r.decision as usize][r.positive as usize] += 1;
+            }
             Decision::ALL
                 .iter()
                 .map(|d| DecisionRow {
                     decision: d.as_str().to_string(),
-                    positives: s
-                        .rows
-                        .iter()
-                        .filter(|r| r.decision == *d && r.positive)
-                        .count() as u64,
-                    negatives: s
-                        .rows
-                        .iter()
-                        .filter(|r| r.decision == *d && !r.positive)
-                        .count() as u64,
+                    positives: counts[*d as usize][1],
+                    negatives: counts[*d as usize][0],
                 })
                 .collect()
         } else {
@@ -447,26 +447,16 @@ pub fn evaluate(
     }
     reports.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
 
-    // Vendors next to the models that scored their sessions.
+    // Vendors next to the models that scored their sessions: every series' vendor slice (a
+    // vendor's own series has one row, its vendor).
     let mut vendors: BTreeMap<String, BTreeMap<String, Metrics>> = BTreeMap::new();
     for r in &reports {
-        match r.kind {
-            SeriesKind::Vendor => {
-                let vendor = r.name.split(':').nth(1).unwrap_or_default().to_string();
+        for row in r.slices.get("vendor").into_iter().flatten() {
+            if row.value != "(none)" {
                 vendors
-                    .entry(vendor)
+                    .entry(row.value.clone())
                     .or_default()
-                    .insert(r.name.clone(), r.overall.clone());
-            }
-            _ => {
-                for row in r.slices.get("vendor").into_iter().flatten() {
-                    if row.value != "(none)" {
-                        vendors
-                            .entry(row.value.clone())
-                            .or_default()
-                            .insert(r.name.clone(), row.metrics.clone());
-                    }
-                }
+                    .insert(r.name.clone(), row.metrics.clone());
             }
         }
     }
@@ -496,7 +486,7 @@ pub fn evaluate(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use riskstream_events::{Label, LabelKind, ModelScore, SourcePosition};
+    use riskstream_events::{EventType, Label, LabelKind, ModelScore, SourcePosition};
 
     pub(crate) fn verdict(id: &str, model: &str, score: f64, decision: Decision) -> Verdict {
         let capture = model == "behavioral";

@@ -97,7 +97,7 @@ impl Positives {
             .ok_or_else(|| err("expected MODEL=KIND,KIND"))?;
         let kinds = kinds
             .split(',')
-            .map(|k| parse_kind(k.trim()).ok_or_else(|| err(&format!("unknown kind `{k}`"))))
+            .map(|k| LabelKind::parse(k.trim()).ok_or_else(|| err(&format!("unknown kind `{k}`"))))
             .collect::<Result<Vec<_>, _>>()?;
         if kinds.is_empty() || model.trim().is_empty() {
             return Err(err("expected MODEL=KIND,KIND"));
@@ -113,7 +113,7 @@ impl Positives {
 
     /// Every configured model and its kinds, for the report (`*` = any other model).
     pub fn describe(&self) -> BTreeMap<String, Vec<String>> {
-        let names = |k: &[LabelKind]| k.iter().map(|k| kind_name(*k).to_string()).collect();
+        let names = |k: &[LabelKind]| k.iter().map(|k| k.as_str().to_string()).collect();
         let mut out: BTreeMap<String, Vec<String>> = self
             .by_model
             .iter()
@@ -122,31 +122,6 @@ impl Positives {
         out.insert("*".to_string(), names(&self.default));
         out
     }
-}
-
-/// The schema symbol of a label kind.
-pub fn kind_name(k: LabelKind) -> &'static str {
-    match k {
-        LabelKind::Unknown => "UNKNOWN",
-        LabelKind::ConfirmedFraud => "CONFIRMED_FRAUD",
-        LabelKind::ConfirmedAto => "CONFIRMED_ATO",
-        LabelKind::Chargeback => "CHARGEBACK",
-        LabelKind::Legitimate => "LEGITIMATE",
-        LabelKind::Bot => "BOT",
-    }
-}
-
-fn parse_kind(s: &str) -> Option<LabelKind> {
-    [
-        LabelKind::Unknown,
-        LabelKind::ConfirmedFraud,
-        LabelKind::ConfirmedAto,
-        LabelKind::Chargeback,
-        LabelKind::Legitimate,
-        LabelKind::Bot,
-    ]
-    .into_iter()
-    .find(|k| kind_name(*k) == s)
 }
 
 /// The labels, indexed for the join.

@@ -289,43 +289,58 @@ impl Event {
         Ok(())
     }
 
-    /// The first string field longer than [`MAX_STRING_BYTES`], if any.
+    /// The first string field longer than [`MAX_STRING_BYTES`], if any (no allocation: this
+    /// runs for every event).
     fn an_overlong_string(&self) -> Option<&'static str> {
+        let long = |v: &str| v.len() > MAX_STRING_BYTES;
         let d = self.device();
-        let mut fields: Vec<(&'static str, &str)> = vec![
+        let common = [
             ("event_id", self.event_id()),
             ("account_id", self.account_id()),
             ("region", self.region()),
-            ("device.fingerprint_hash", &d.fingerprint_hash),
-            ("device.app_version", &d.app_version),
-            ("device.ip_address", &d.ip_address),
-            ("device.ip_country", &d.ip_country),
+            ("device.fingerprint_hash", d.fingerprint_hash.as_str()),
+            ("device.app_version", d.app_version.as_str()),
+            ("device.ip_address", d.ip_address.as_str()),
+            ("device.ip_country", d.ip_country.as_str()),
         ];
+        if let Some((field, _)) = common.iter().find(|(_, v)| long(v)) {
+            return Some(field);
+        }
         match self {
             Event::CaptureSession(c) => {
-                fields.push(("country", &c.country));
-                fields.push(("session_id", &c.session_id));
-                fields.push(("vendor.vendor", &c.vendor.vendor));
-                if let Some(doc) = &c.document {
-                    fields.push(("document.doc_hash", &doc.doc_hash));
-                    fields.push(("document.issuing_country", &doc.issuing_country));
-                }
-                fields.extend(c.steps.iter().map(|s| ("steps.step", s.step.as_str())));
+                let doc = c.document.as_ref();
+                [
+                    ("country", Some(c.country.as_str())),
+                    ("session_id", Some(c.session_id.as_str())),
+                    ("vendor.vendor", Some(c.vendor.vendor.as_str())),
+                    ("document.doc_hash", doc.map(|d| d.doc_hash.as_str())),
+                    (
+                        "document.issuing_country",
+                        doc.map(|d| d.issuing_country.as_str()),
+                    ),
+                ]
+                .into_iter()
+                .find(|(_, v)| v.is_some_and(long))
+                .map(|(f, _)| f)
+                .or_else(|| {
+                    c.steps
+                        .iter()
+                        .any(|s| long(&s.step))
+                        .then_some("steps.step")
+                })
             }
-            Event::Transaction(t) => {
-                fields.push(("country", &t.country));
-                if let Some(a) = &t.amount {
-                    fields.push(("amount.asset", &a.asset));
-                }
-                if let Some(dst) = &t.destination {
-                    fields.push(("destination.address_hash", &dst.address_hash));
-                }
-            }
-        }
-        fields
+            Event::Transaction(t) => [
+                ("country", Some(t.country.as_str())),
+                ("amount.asset", t.amount.as_ref().map(|a| a.asset.as_str())),
+                (
+                    "destination.address_hash",
+                    t.destination.as_ref().map(|d| d.address_hash.as_str()),
+                ),
+            ]
             .into_iter()
-            .find(|(_, v)| v.len() > MAX_STRING_BYTES)
-            .map(|(f, _)| f)
+            .find(|(_, v)| v.is_some_and(long))
+            .map(|(f, _)| f),
+        }
     }
 
     /// Checks the invariants Avro cannot express. A failing event is dead-lettered, naming the field.
@@ -428,8 +443,9 @@ pub struct Verdict {
     #[serde(default)]
     pub region: String,
     /// Transactions: the kind's schema symbol; empty for capture sessions (since version 3).
+    /// Borrowed from the kind on the hot path (no per-event allocation).
     #[serde(default)]
-    pub transaction_kind: String,
+    pub transaction_kind: Cow<'static, str>,
     /// Capture sessions: the identity-verification vendor; empty otherwise (since version 3).
     #[serde(default)]
     pub vendor: String,
@@ -447,6 +463,17 @@ pub enum EventType {
     Unknown,
     CaptureSession,
     Transaction,
+}
+
+impl EventType {
+    /// The schema symbol, e.g. `CAPTURE_SESSION`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Unknown => "UNKNOWN",
+            EventType::CaptureSession => "CAPTURE_SESSION",
+            EventType::Transaction => "TRANSACTION",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -536,6 +563,33 @@ pub enum LabelKind {
     Chargeback,
     Legitimate,
     Bot,
+}
+
+impl LabelKind {
+    /// Every kind, in schema order.
+    pub const ALL: [LabelKind; 6] = [
+        LabelKind::Unknown,
+        LabelKind::ConfirmedFraud,
+        LabelKind::ConfirmedAto,
+        LabelKind::Chargeback,
+        LabelKind::Legitimate,
+        LabelKind::Bot,
+    ];
+    /// The schema symbol, e.g. `CONFIRMED_ATO`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabelKind::Unknown => "UNKNOWN",
+            LabelKind::ConfirmedFraud => "CONFIRMED_FRAUD",
+            LabelKind::ConfirmedAto => "CONFIRMED_ATO",
+            LabelKind::Chargeback => "CHARGEBACK",
+            LabelKind::Legitimate => "LEGITIMATE",
+            LabelKind::Bot => "BOT",
+        }
+    }
+    /// The kind whose schema symbol is `symbol`.
+    pub fn parse(symbol: &str) -> Option<LabelKind> {
+        LabelKind::ALL.into_iter().find(|k| k.as_str() == symbol)
+    }
 }
 
 /// Kafka header names riskstream writes on dead letters.

@@ -74,14 +74,12 @@ impl Health {
     pub fn broker_ever_up(&self) -> bool {
         self.broker_ever_up.load(Ordering::Relaxed)
     }
-    pub fn set_assigned(&self, partitions: i64) {
-        self.assigned.store(partitions, Ordering::Relaxed);
-    }
+    /// Partitions assigned (+) or revoked (−) by a rebalance.
     pub fn add_assigned(&self, delta: i64) {
         let _ = self
             .assigned
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
-                Some(a.max(0) + delta).map(|v| v.max(0))
+                Some((a.max(0) + delta).max(0))
             });
     }
     pub fn set_models_loaded(&self, loaded: bool) {

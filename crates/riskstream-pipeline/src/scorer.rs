@@ -304,6 +304,19 @@ impl<S> Scorer<S> {
                     shadow,
                 });
             }
+            // What evaluation slices by: the transaction kind, or the vendor and its scores.
+            let (transaction_kind, vendor, vendor_liveness_score, vendor_face_match_score) =
+                match event {
+                    Event::Transaction(t) => {
+                        (Cow::Borrowed(t.kind.as_str()), String::new(), None, None)
+                    }
+                    Event::CaptureSession(c) => (
+                        Cow::Borrowed(""),
+                        c.vendor.vendor.clone(),
+                        Some(c.vendor.liveness_score),
+                        Some(c.vendor.face_match_score),
+                    ),
+                };
             verdicts.push(Verdict {
                 event_id: event.event_id().to_string(),
                 event_type: event.event_type(),
@@ -336,22 +349,10 @@ impl<S> Scorer<S> {
                 degraded_reasons,
                 source: sources[i].clone(),
                 region: event.region().to_string(),
-                transaction_kind: match event {
-                    Event::Transaction(t) => t.kind.as_str().to_string(),
-                    Event::CaptureSession(_) => String::new(),
-                },
-                vendor: match event {
-                    Event::CaptureSession(c) => c.vendor.vendor.clone(),
-                    Event::Transaction(_) => String::new(),
-                },
-                vendor_liveness_score: match event {
-                    Event::CaptureSession(c) => Some(c.vendor.liveness_score),
-                    Event::Transaction(_) => None,
-                },
-                vendor_face_match_score: match event {
-                    Event::CaptureSession(c) => Some(c.vendor.face_match_score),
-                    Event::Transaction(_) => None,
-                },
+                transaction_kind,
+                vendor,
+                vendor_liveness_score,
+                vendor_face_match_score,
             });
         }
         for d in Decision::ALL {

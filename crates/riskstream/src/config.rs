@@ -294,7 +294,7 @@ impl WorkerArgs {
                 .unwrap_or(1_000),
             max_ratio: self.dlq_max_ratio.or(file.dlq_max_ratio).unwrap_or(0.5),
         };
-        if !(worker.dlq_limit.max_ratio > 0.0) {
+        if worker.dlq_limit.max_ratio.is_nan() || worker.dlq_limit.max_ratio <= 0.0 {
             bail!("dlq_max_ratio: expected a share in (0, 1] (1 = off)");
         }
         if worker.batch_max == 0 {

@@ -18,6 +18,8 @@ use riskstream_events::{Codec, Label, SchemaKind, Schemas, Verdict};
 use riskstream_pipeline::replay as rp;
 use riskstream_pipeline::WorkerConfig;
 
+use crate::config::parse_kafka_prop;
+
 /// The exit code when the gate fails (a candidate regressed beyond a tolerance).
 pub const EXIT_GATE_FAILED: i32 = 3;
 
@@ -291,23 +293,16 @@ pub async fn eval(args: EvalArgs) -> anyhow::Result<i32> {
         _ => Source::Topic("verdicts".to_string()),
     };
 
-    let cfg = args.brokers.as_ref().map(|b| {
-        let mut cfg = WorkerConfig::new(b, "riskstream-eval");
-        cfg.schema_registry = args.schema_registry.clone();
-        cfg
-    });
-    let cfg = match cfg {
-        Some(mut c) => {
-            c.kafka = args
+    let cfg = match &args.brokers {
+        Some(brokers) => {
+            let mut cfg = WorkerConfig::new(brokers, "riskstream-eval");
+            cfg.schema_registry = args.schema_registry.clone();
+            cfg.kafka = args
                 .kafka
                 .iter()
-                .map(|kv| {
-                    kv.split_once('=')
-                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                        .with_context(|| format!("-X {kv}: expected key=value"))
-                })
+                .map(|p| parse_kafka_prop(p))
                 .collect::<anyhow::Result<_>>()?;
-            Some(c)
+            Some(cfg)
         }
         None => None,
     };

@@ -22,6 +22,8 @@ use riskstream_pipeline::{Topics, WorkerConfig, WorkerError};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::config::parse_kafka_prop;
+
 /// The key prefix production workers use by default: a replay refuses to write under it.
 const PRODUCTION_PREFIX: &str = "riskstream";
 
@@ -243,17 +245,6 @@ impl Output {
     }
 }
 
-fn kafka_props(args: &ReplayArgs) -> anyhow::Result<Vec<(String, String)>> {
-    args.kafka
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .with_context(|| format!("-X {kv}: expected key=value"))
-        })
-        .collect()
-}
-
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     // Guards first: nothing touches production unless asked for explicitly.
     let prefix = args.key_prefix.clone().unwrap_or_else(|| {
@@ -283,7 +274,11 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         bail!("nothing to do: give --output, --to-topic, or a --compare-topic");
     }
     let mut cfg = WorkerConfig::new(&args.brokers, "riskstream-replay");
-    cfg.kafka = kafka_props(&args)?;
+    cfg.kafka = args
+        .kafka
+        .iter()
+        .map(|p| parse_kafka_prop(p))
+        .collect::<anyhow::Result<_>>()?;
     cfg.batch_max = args.batch_max;
     cfg.schema_registry = args.schema_registry.clone();
     cfg.topics = Topics::default();

@@ -275,7 +275,7 @@ fn a_verdict_round_trips_with_its_model_inputs() {
     // A capture session's verdict carries its vendor and the vendor's scores.
     let capture = Verdict {
         event_type: EventType::CaptureSession,
-        transaction_kind: String::new(),
+        transaction_kind: "".into(),
         vendor: "onfido".into(),
         vendor_liveness_score: Some(0.93),
         vendor_face_match_score: Some(0.25),
@@ -342,7 +342,7 @@ fn a_verdict_written_with_schema_version_2_still_decodes() {
         assert_eq!(
             (
                 back.region.as_str(),
-                back.transaction_kind.as_str(),
+                back.transaction_kind.as_ref(),
                 back.vendor.as_str()
             ),
             ("", "", ""),
