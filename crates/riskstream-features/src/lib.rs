@@ -27,6 +27,7 @@ pub mod inputs;
 mod keyspace;
 pub mod memory;
 pub mod redis_store;
+mod resp;
 mod tiles;
 
 use std::future::Future;
@@ -87,6 +88,8 @@ pub enum StoreError {
     Timeout(std::time::Duration),
     #[error("unexpected reply from the feature store: {0}")]
     BadReply(String),
+    #[error("feature store connection: {0}")]
+    Io(String),
 }
 
 /// Retention and limits shared by both stores.

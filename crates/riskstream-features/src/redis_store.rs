@@ -39,6 +39,8 @@ pub struct RedisStore {
     limits: StoreLimits,
     deadline: Duration,
     ttl_memo: std::sync::Mutex<TtlMemo>,
+    /// Per-batch round trips on a plain `redis://` server (`resp.rs`); `None`: redis-rs.
+    fast: Option<crate::resp::Pool>,
 }
 
 /// Keys whose TTL this store refreshed lately (by key hash): a key whose `PEXPIRE` was sent
@@ -121,7 +123,14 @@ impl RedisStore {
                 .set_number_of_retries(1);
             Conn::Single(ConnectionManager::new_with_config(client, config).await?)
         };
+        let fast = match &conn {
+            Conn::Single(_) => {
+                crate::resp::Target::of_url(url).map(|t| crate::resp::Pool::new(t, io_timeout))
+            }
+            Conn::Cluster(_) => None,
+        };
         Ok(RedisStore {
+            fast,
             conn,
             nodes: node_urls,
             prefix: prefix.to_string(),
@@ -278,6 +287,131 @@ fn add_read(p: &mut Pipeline, read: &Read) {
     }
 }
 
+/// `op` in RESP (the same command as [`add_op`]).
+fn encode_op(r: &mut crate::resp::Request, op: &Op) {
+    match op {
+        Op::ZAdd { key, members } => {
+            r.command(3 + 2 * members.len())
+                .arg(b"ZADD")
+                .arg(key.as_bytes())
+                .arg(b"LT");
+            for (score, member) in members {
+                r.int_arg(*score).arg(member);
+            }
+        }
+        Op::ZRem { key, members } => {
+            r.command(2 + members.len())
+                .arg(b"ZREM")
+                .arg(key.as_bytes());
+            for m in members {
+                r.arg(m);
+            }
+        }
+        Op::HSetNx { key, field, value } => {
+            r.command(4)
+                .arg(b"HSETNX")
+                .arg(key.as_bytes())
+                .arg(field)
+                .arg(value);
+        }
+        Op::Expire { key, ms } => {
+            r.command(3)
+                .arg(b"PEXPIRE")
+                .arg(key.as_bytes())
+                .int_arg(*ms);
+        }
+    }
+}
+
+/// `read` in RESP (the same command as [`add_read`]).
+fn encode_read(r: &mut crate::resp::Request, read: &Read) {
+    match read {
+        Read::ZRange(key) => {
+            r.command(5)
+                .arg(b"ZRANGE")
+                .arg(key.as_bytes())
+                .arg(b"0")
+                .arg(b"-1")
+                .arg(b"WITHSCORES");
+        }
+        Read::ZMembers(key) => {
+            r.command(4)
+                .arg(b"ZRANGE")
+                .arg(key.as_bytes())
+                .arg(b"0")
+                .arg(b"-1");
+        }
+        Read::HMGet { key, fields } => {
+            r.command(2 + fields.len())
+                .arg(b"HMGET")
+                .arg(key.as_bytes());
+            for f in fields {
+                r.arg(f);
+            }
+        }
+    }
+}
+
+/// Stores the reply to `read` in `ks` (as [`take_replies`] does for redis-rs values).
+fn take_reply(
+    ks: &mut Keyspace,
+    read: &Read,
+    reply: crate::resp::Reply<'_>,
+) -> Result<(), StoreError> {
+    use crate::resp::Reply;
+    let key = read.key();
+    let bad = |what: &str| StoreError::BadReply(format!("{key}: {what}"));
+    let Reply::Array(Some(items)) = reply else {
+        return Err(bad("not an array"));
+    };
+    match read {
+        Read::ZRange(key) => {
+            if items.len() % 2 != 0 {
+                return Err(bad("odd WITHSCORES reply"));
+            }
+            let mut z = crate::keyspace::ZSet::with_capacity(items.len() / 2);
+            for pair in items.chunks_exact(2) {
+                let (Reply::Bulk(Some(member)), Reply::Bulk(Some(score))) = (&pair[0], &pair[1])
+                else {
+                    return Err(bad("member or score is not a string"));
+                };
+                z.insert(
+                    member.to_vec(),
+                    score_of(score).ok_or_else(|| bad("bad score"))?,
+                );
+            }
+            ks.zsets.insert(key.clone(), z);
+        }
+        Read::ZMembers(key) => {
+            let mut z = crate::keyspace::ZSet::with_capacity(items.len());
+            for item in items {
+                let Reply::Bulk(Some(member)) = item else {
+                    return Err(bad("member is not a string"));
+                };
+                z.insert(member.to_vec(), 0);
+            }
+            ks.zsets.insert(key.clone(), z);
+        }
+        Read::HMGet { key, fields } => {
+            let h = ks.hashes.entry(key.clone()).or_default();
+            for (field, item) in fields.iter().zip(items) {
+                if let Reply::Bulk(Some(v)) = item {
+                    h.insert(field.clone(), v.to_vec());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A score as RESP2 sends it (a decimal string, possibly with a fraction or exponent).
+fn score_of(b: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(b).ok()?;
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
+}
+
 /// A sorted-set score as an integer (RESP2 sends it as a string, RESP3 as a double).
 fn parse_score(v: Option<Value>) -> Option<i64> {
     match v? {
@@ -363,6 +497,21 @@ impl Exec for RedisStore {
             return Ok(ks);
         }
         match &self.conn {
+            Conn::Single(_) if self.fast.is_some() => {
+                let pool = self.fast.as_ref().expect("checked");
+                let mut request = crate::resp::Request::default();
+                request.buf.reserve(64 * (ops.len() + reads.len()));
+                ops.iter().for_each(|op| encode_op(&mut request, op));
+                reads.iter().for_each(|r| encode_read(&mut request, r));
+                let first_read = ops.len();
+                pool.round_trip(&request, |i, reply| {
+                    if i < first_read {
+                        return Ok(()); // a write's count
+                    }
+                    take_reply(&mut ks, &reads[i - first_read], reply)
+                })
+                .await?;
+            }
             Conn::Single(conn) => {
                 let mut p = redis::pipe();
                 ops.iter().for_each(|op| add_op(&mut p, op));

@@ -977,3 +977,71 @@ async fn redis_down_is_an_error_not_a_hang() {
     }
     assert!(ok, "store did not reconnect after redis-server restarted");
 }
+
+#[tokio::test]
+async fn an_error_reply_fails_the_batch_and_the_next_batch_is_served() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(
+        &server.url(),
+        "w",
+        StoreLimits::default(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let e = ev("e1", "acct-w", "dev-w", T0, login());
+    let facts = facts_of(std::slice::from_ref(&e));
+    // Someone wrote a string where the account's set lives: Redis answers WRONGTYPE.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = "w:{a:acct-w}";
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store.enrich_batch(&facts).await.unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    // The connection stayed in step with its replies (or was replaced): once the key is gone
+    // the same store serves the batch, with the features of a first event.
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let out = store.enrich_batch(&facts).await.unwrap();
+        assert_eq!(out.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_password_protected_redis_with_a_user_and_a_database_is_served() {
+    let port = riskstream_testkit::free_port();
+    let _server = RedisServer::start_with(port, &["--requirepass", "s3cret"]);
+    let e = ev("e1", "acct-p", "dev-p", T0, login());
+    let facts = facts_of(std::slice::from_ref(&e));
+    let wrong = format!("redis://default:nope@127.0.0.1:{port}/3");
+    assert!(
+        RedisStore::connect(&wrong, "p", StoreLimits::default(), Duration::from_secs(5))
+            .await
+            .is_err(),
+        "a wrong password is refused at connect"
+    );
+    let url = format!("redis://default:s3cret@127.0.0.1:{port}/3");
+    let store = RedisStore::connect(&url, "p", StoreLimits::default(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    store.enrich_batch(&facts).await.unwrap();
+    // The keys went to database 3, as the URL says.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert!(n > 0, "database 3 holds the store's keys");
+    let other = format!("redis://:s3cret@127.0.0.1:{port}/0");
+    let client = redis::Client::open(other.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(n, 0, "database 0 is untouched");
+}

@@ -562,11 +562,12 @@ where
         ),
         rx,
     );
-    let (rx, enrich) = stages::spawn(
+    let (rx, enrich) = stages::spawn_concurrent(
         Enrich {
             scorer: scorer.clone(),
         },
         rx,
+        cfg.store_in_flight,
     );
     let (mut rx, score) = stages::spawn(
         ScoreOnly {

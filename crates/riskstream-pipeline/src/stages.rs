@@ -134,6 +134,70 @@ pub fn spawn<S: Stage>(
     (out, task)
 }
 
+/// A stage whose batches may overlap: [`ConcurrentStage::start`] returns the work for one
+/// batch as an owned future, [`spawn_concurrent`] runs up to `max_in_flight` of them at once
+/// (each its own task) and passes their results on in batch order. For I/O-bound stages
+/// (the feature store): batch N+1's round trip goes out while batch N's answer is computed on.
+pub trait ConcurrentStage: Send + 'static {
+    type In: Send + 'static;
+    type Out: Send + 'static;
+    /// Label of the stage's `riskstream_stage_seconds` series.
+    fn name(&self) -> &'static str;
+    /// The work for one batch; it starts when polled, on its own task.
+    fn start(
+        &mut self,
+        batch: Batch<Self::In>,
+    ) -> impl Future<Output = Result<Batch<Self::Out>, WorkerError>> + Send + 'static;
+}
+
+/// Runs `stage` with up to `max_in_flight` batches at once; output in input order, capacity
+/// one batch downstream (so in-flight work stays bounded: `max_in_flight` here, one queued).
+pub fn spawn_concurrent<S: ConcurrentStage>(
+    mut stage: S,
+    mut rx: mpsc::Receiver<Batch<S::In>>,
+    max_in_flight: usize,
+) -> (mpsc::Receiver<Batch<S::Out>>, StageTask) {
+    let max_in_flight = max_in_flight.max(1);
+    let (tx, out) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let name = stage.name();
+        let histogram = metrics::histogram!(m::STAGE_SECONDS, "stage" => name);
+        type Running<T> = JoinHandle<(Result<T, WorkerError>, Duration)>;
+        let mut running: std::collections::VecDeque<Running<Batch<S::Out>>> =
+            std::collections::VecDeque::with_capacity(max_in_flight);
+        let mut input_open = true;
+        loop {
+            if running.is_empty() && !input_open {
+                return Ok(());
+            }
+            tokio::select! {
+                biased;
+                // The oldest batch first: results leave in input order.
+                done = async { running.front_mut().expect("not empty").await }, if !running.is_empty() => {
+                    running.pop_front();
+                    let (result, took) = done?;
+                    histogram.record(took.as_secs_f64());
+                    if tx.send(result?).await.is_err() {
+                        return Ok(()); // a later stage stopped: it reports why
+                    }
+                }
+                batch = rx.recv(), if input_open && running.len() < max_in_flight => match batch {
+                    Some(batch) => {
+                        let work = stage.start(batch);
+                        running.push_back(tokio::spawn(async move {
+                            let started = Instant::now();
+                            let out = work.await;
+                            (out, started.elapsed())
+                        }));
+                    }
+                    None => input_open = false,
+                },
+            }
+        }
+    });
+    (out, task)
+}
+
 /// Runs CPU-heavy work on the compute (blocking) pool and waits for it.
 pub async fn compute<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -406,6 +470,96 @@ mod tests {
         assert_eq!(out, vec![0, 2, 4], "batches before the failure only");
         let err = join(vec![a, b]).await.unwrap_err();
         assert!(matches!(err, WorkerError::Delivery(_)), "{err}");
+    }
+
+    /// Sleeps longer for earlier batches (so later ones finish first) and counts how many run
+    /// at once.
+    struct SlowFirst {
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+        fail_at: Option<u32>,
+    }
+
+    impl ConcurrentStage for SlowFirst {
+        type In = Vec<u32>;
+        type Out = Vec<u32>;
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn start(
+            &mut self,
+            batch: Batch<Vec<u32>>,
+        ) -> impl Future<Output = Result<Batch<Vec<u32>>, WorkerError>> + Send + 'static {
+            use std::sync::atomic::Ordering::SeqCst;
+            let (running, most, fail_at) = (self.running.clone(), self.most.clone(), self.fail_at);
+            async move {
+                let now = running.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                let first = batch.data[0];
+                tokio::time::sleep(Duration::from_millis(30u64.saturating_sub(first as u64))).await;
+                running.fetch_sub(1, SeqCst);
+                if Some(first) == fail_at {
+                    return Err(WorkerError::Delivery(KafkaError::Canceled));
+                }
+                Ok(batch)
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_stage_overlaps_batches_up_to_its_bound_and_keeps_their_order() {
+        for bound in [1, 3] {
+            let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let stage = SlowFirst {
+                running: Arc::default(),
+                most: most.clone(),
+                fail_at: None,
+            };
+            let (tx, rx) = mpsc::channel(1);
+            let (mut rx, task) = spawn_concurrent(stage, rx, bound);
+            let feeder = tokio::spawn(async move {
+                for i in 0..12 {
+                    tx.send(batch(i * 2, i as i64 + 1)).await.unwrap();
+                }
+            });
+            let mut out = Vec::new();
+            while let Some(b) = rx.recv().await {
+                out.push((b.data[0], b.offsets.next[0].2));
+            }
+            feeder.await.unwrap();
+            join(vec![task]).await.unwrap();
+            let expected: Vec<(u32, i64)> = (0..12).map(|i| (i * 2, i as i64 + 1)).collect();
+            assert_eq!(
+                out, expected,
+                "bound {bound}: every batch, in order, with its offsets"
+            );
+            let most = most.load(std::sync::atomic::Ordering::SeqCst);
+            assert!(most <= bound, "bound {bound}: {most} batches ran at once");
+            if bound > 1 {
+                assert!(most > 1, "batches overlapped");
+            }
+        }
+        // A failed batch ends the stage with its error; nothing after it is passed on.
+        let stage = SlowFirst {
+            running: Arc::default(),
+            most: Arc::default(),
+            fail_at: Some(4),
+        };
+        let (tx, rx) = mpsc::channel(1);
+        let (mut rx, task) = spawn_concurrent(stage, rx, 3);
+        tokio::spawn(async move {
+            for i in 0..12 {
+                if tx.send(batch(i * 2, 1)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            out.push(b.data[0]);
+        }
+        assert_eq!(out, vec![0, 2], "batches before the failure only");
+        assert!(join(vec![task]).await.is_err());
     }
 
     #[test]

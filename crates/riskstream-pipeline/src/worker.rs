@@ -258,11 +258,12 @@ pub async fn run<S: FeatureStore>(
             Decode::new(cfg.clone(), codec.clone(), report.clone(), cfg.dlq_limit),
             rx,
         );
-        let (rx, enrich) = stages::spawn(
+        let (rx, enrich) = stages::spawn_concurrent(
             Enrich {
                 scorer: scorer.clone(),
             },
             rx,
+            cfg.store_in_flight,
         );
         let (rx, score) = stages::spawn(
             Score {
@@ -628,23 +629,31 @@ impl Stage for Decode {
     }
 }
 
-/// enrich: one feature-store call per batch (async I/O).
+/// enrich: one feature-store call per batch (async I/O); up to `store_in_flight` batches'
+/// calls overlap (see [`stages::spawn_concurrent`]).
 pub(crate) struct Enrich<S> {
     pub(crate) scorer: Arc<Scorer<S>>,
 }
 
-impl<S: FeatureStore> Stage for Enrich<S> {
+impl<S: FeatureStore> stages::ConcurrentStage for Enrich<S> {
     type In = Decoded;
     type Out = (Decoded, Enriched);
     fn name(&self) -> &'static str {
         "enrich"
     }
-    async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
-        let enriched = self.scorer.enrich(&batch.data.events).await;
-        Ok(Batch {
-            data: (batch.data, enriched),
-            offsets: batch.offsets,
-        })
+    fn start(
+        &mut self,
+        batch: Batch<Self::In>,
+    ) -> impl std::future::Future<Output = Result<Batch<Self::Out>, WorkerError>> + Send + 'static
+    {
+        let scorer = self.scorer.clone();
+        async move {
+            let enriched = scorer.enrich(&batch.data.events).await;
+            Ok(Batch {
+                data: (batch.data, enriched),
+                offsets: batch.offsets,
+            })
+        }
     }
 }
 

@@ -74,6 +74,10 @@ pub struct WorkerArgs {
     /// Per-batch feature-store deadline, ms; slower batches are scored degraded. [default: 100]
     #[arg(long, env = "RISKSTREAM_STORE_DEADLINE_MS")]
     pub store_deadline_ms: Option<u64>,
+    /// Batches whose feature-store round trips may be in flight at once (1 = one at a time).
+    /// [default: 2]
+    #[arg(long, env = "RISKSTREAM_STORE_IN_FLIGHT")]
+    pub store_in_flight: Option<usize>,
     /// How long a starting worker waits for a broker to answer, ms; then it exits with code 2
     /// and says so (0 = wait forever). [default: 60000]
     #[arg(long, env = "RISKSTREAM_BROKER_DEADLINE_MS")]
@@ -114,6 +118,7 @@ struct FileConfig {
     batch_max: Option<usize>,
     batch_linger_ms: Option<u64>,
     store_deadline_ms: Option<u64>,
+    store_in_flight: Option<usize>,
     broker_deadline_ms: Option<u64>,
     dlq_max_consecutive: Option<u64>,
     dlq_max_ratio: Option<f64>,
@@ -221,6 +226,7 @@ impl Settings {
         out += &format!("dlq_max_ratio = {}\n", w.dlq_limit.max_ratio);
         out += &format!("batch_linger_ms = {}\n", w.batch_linger.as_millis());
         out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
+        out += &format!("store_in_flight = {}\n", w.store_in_flight);
         out += &format!(
             "broker_deadline_ms = {}\n",
             self.broker_deadline.as_millis()
@@ -299,6 +305,10 @@ impl WorkerArgs {
         }
         if worker.batch_max == 0 {
             bail!("batch_max must be at least 1");
+        }
+        worker.store_in_flight = self.store_in_flight.or(file.store_in_flight).unwrap_or(2);
+        if worker.store_in_flight == 0 {
+            bail!("store_in_flight must be at least 1");
         }
         worker.batch_linger =
             Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(0));
