@@ -3,14 +3,16 @@
 
     riskstream simulate --events 300000 --seed 11 --output /tmp/train.jsonl
     pip install -r models/training/requirements.txt      # PyTorch: large, never part of CI
-    python3 models/training/train.py /tmp/train.jsonl models/ [VERSION]
+    python3 models/training/train.py /tmp/train.jsonl models/ [VERSION] [--only SLOT]
 
 The input's first line names every model input; each further line is one event with its
 ground truth and its inputs (`x`) exactly as the pipeline computes them (`simulate --output`
 runs the serving feature code), so training and serving see the same features.
 
-- behavioral (capture sessions): a GRU over the first 48 interactions of the session telemetry
-  (`tel_seq_*`: gap, key, pointer, paste, pointer travel), joined with static session features
+- behavioral (capture sessions): a 1-D convolutional encoder over the first 48 interactions of
+  the session telemetry (`tel_seq_*`: gap, key, pointer, paste, pointer travel; windows of 4
+  interactions encoded by shared layers, then max and mean over the windows), joined with
+  static session features
   (device flags, vendor liveness / face match, injection signals, summary timing, device
   reuse from the feature store) -> probability of a bot / presentation attack.
 - ato (transactions): an MLP over the transaction fields and the feature-store features
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 SEQ_LEN, SEQ_CH = 48, 5
+WINDOW = 4  # interactions per window of the behavioral sequence encoder
 SEQ_GROUP = "telemetry_sequence"
 
 BEHAVIORAL_STATIC = [
@@ -66,7 +69,7 @@ SLOTS = {
                               + 0.5 * (x[:, c["tel_dt_log_std"]] < 0.3)
                               + 0.5 * (x[:, c["device_distinct_accounts"]] >= 3)),
         "rule_text": "emulator + virtual camera + injection + (liveness < 0.5) + 0.5 x (timing std < 0.3) + 0.5 x (device shared by >= 3 accounts)",
-        "arch": "GRU (5 channels -> 32 hidden) over the first 48 interactions, its last state concatenated with 26 normalised static features -> MLP 64 -> 32 -> 1, sigmoid",
+        "arch": "1-D convolutional encoder over the first 48 interactions (kernel = stride = 4 interactions: 12 windows of 4 x 5 values -> 32 -> 32 ReLU units, shared by every window, then max and mean over the windows, 64 values; replaced the 2.x GRU-32 at a fraction of its cost), concatenated with 26 normalised static features -> MLP 64 -> 32 -> 1, sigmoid",
     },
     "ato": {
         "event_type": "transaction",
@@ -146,15 +149,36 @@ class Behavioral(nn.Module):
         self.prep, self.n_static = prep, n_static
         self.register_buffer("seq_mean", torch.tensor(seq_mean, dtype=torch.float32))
         self.register_buffer("seq_std", torch.tensor(seq_std, dtype=torch.float32))
-        self.gru = nn.GRU(SEQ_CH, 32, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(n_static + 32, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1))
+        # A 1-D convolution with kernel = stride = 4 interactions (a patch encoder), not a recurrent
+        # net: the 48 steps become 12 windows of 4 x 5 values, each encoded by the same two
+        # layers (plain matrix products over every window of every session at once: no im2col,
+        # no 48 dependent steps as in the 2.x GRU), then max and mean over the windows.
+        self.window = nn.Sequential(nn.Linear(WINDOW * SEQ_CH, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(n_static + 64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 1))
+
+        self.folded = False
+
+    def fold_normalisation(self):
+        """Folds the per-channel normalisation of the sequence into the window layer's weights
+        (W' = W / std, b' = b - W' mean): the exported graph then starts with a matrix product
+        instead of two broadcast element-wise ops over all 240 values, same outputs."""
+        with torch.no_grad():
+            mean = self.seq_mean.repeat(WINDOW)
+            std = self.seq_std.repeat(WINDOW)
+            first = self.window[0]
+            first.weight /= std[None, :]
+            first.bias -= first.weight @ mean
+        self.folded = True
 
     def forward(self, x):
         static = self.prep(x[:, : self.n_static])
-        seq = x[:, self.n_static:].reshape(-1, SEQ_LEN, SEQ_CH)
-        seq = (seq - self.seq_mean) / self.seq_std
-        _, h = self.gru(seq)
-        return torch.sigmoid(self.head(torch.cat([static, h[0]], dim=1)))
+        seq = x[:, self.n_static:]
+        if not self.folded:
+            seq = (seq.reshape(-1, SEQ_LEN, SEQ_CH) - self.seq_mean) / self.seq_std
+        seq = seq.reshape(-1, SEQ_LEN // WINDOW, WINDOW * SEQ_CH)
+        h = self.window(seq)
+        pooled = torch.cat([h.amax(dim=1), h.mean(dim=1)], dim=1)
+        return torch.sigmoid(self.head(torch.cat([static, pooled], dim=1)))
 
 
 def fit(model, x, y, epochs, lr=2e-3, batch=256, seed=0):
@@ -205,8 +229,14 @@ def load(path):
 
 
 def main():
-    data_path, out_dir = sys.argv[1], sys.argv[2].rstrip("/")
-    version = sys.argv[3] if len(sys.argv) > 3 else "2.0.0"
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        only = args[i + 1]
+        del args[i:i + 2]
+    data_path, out_dir = args[0], args[1].rstrip("/")
+    version = args[2] if len(args) > 2 else "3.0.0"
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     all_names, rows = load(data_path)
     col = {n: i for i, n in enumerate(all_names)}
@@ -214,6 +244,8 @@ def main():
     today = datetime.date.today().isoformat()
     ato_store = [n for n in all_names[: col["device_emulator"]] if n not in GRAPH]
     for slot, spec in SLOTS.items():
+        if only and slot != only:
+            continue
         sel = [r for r in rows if r["event_type"] == spec["event_type"]]
         if slot == "behavioral":
             static, names = BEHAVIORAL_STATIC, BEHAVIORAL_STATIC + SEQ_INPUTS
@@ -235,6 +267,11 @@ def main():
             seq = x[:, len(static):].reshape(-1, SEQ_LEN, SEQ_CH)[~test].reshape(-1, SEQ_CH)
             model = Behavioral(prep, len(static), seq.mean(0), np.maximum(seq.std(0), 1e-3))
             model = fit(model, x[~test], y[~test], epochs=14)
+            before = predict(model, x[test])
+            model.fold_normalisation()
+            drift = float(np.abs(predict(model, x[test]) - before).max())
+            print(f"  normalisation folded into the window layer: max score change {drift:.2e}", flush=True)
+            assert drift < 1e-4, drift
         else:
             model = fit(Tabular(prep, len(static)), x[~test], y[~test], epochs=10)
         s_model = predict(model, x[test])
@@ -243,7 +280,7 @@ def main():
         yt = y[test]
         scorers = [("model", s_model), ("rule", s_rule)]
         if slot == "behavioral":
-            # Ablation: the same static inputs without the sequence, to show what the GRU adds.
+            # Ablation: the same static inputs without the sequence, to show what the encoder adds.
             print("  ablation: static inputs only", flush=True)
             ns = len(static)
             flat = fit(Tabular(Prep(log_mask, mean, std), ns), x[~test][:, :ns], y[~test], epochs=10)

@@ -388,7 +388,7 @@ pub(crate) fn evaluate(
     batch: &[EventFacts<'_>],
     limits: &StoreLimits,
 ) -> (Vec<StoreFeatures>, Vec<Op>) {
-    let empty = ZSet::new();
+    let empty = ZSet::default();
     let view = batch_view(keys, ks, batch, &empty);
     let mut scratch = Scratch::default();
     // (account, hour) -> its first-features hash key, and the new fields for it.
@@ -660,7 +660,7 @@ fn near_member(labelled: &str) -> Vec<u8> {
 ///   as two-hop taint.
 fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op> {
     let mut ops = Vec::new();
-    let empty = ZSet::new();
+    let empty = ZSet::default();
     for e in batch {
         let t = e.event_time;
         let links = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
@@ -772,7 +772,7 @@ pub(crate) async fn apply_label(
         )
         .await?;
     let nodes = account_nodes(
-        ks.zset(&key).unwrap_or(&ZSet::new()),
+        ks.zset(&key).unwrap_or(&ZSet::default()),
         LABEL_NODES_PER_ACCOUNT,
     );
 

@@ -17,19 +17,24 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// The hashing of the store's in-process maps: foldhash, seeded per process (fast on short
+/// byte strings; the seed keeps chosen member names from colliding on purpose in the in-memory
+/// store, whose maps live across batches).
+pub(crate) type Seeded = foldhash::fast::RandomState;
+
 /// A sorted set: member -> score.
-pub(crate) type ZSet = HashMap<Vec<u8>, i64>;
+pub(crate) type ZSet = HashMap<Vec<u8>, i64, Seeded>;
 
 /// A hash: field -> value.
-pub(crate) type Hash = HashMap<Vec<u8>, Vec<u8>>;
+pub(crate) type Hash = HashMap<Vec<u8>, Vec<u8>, Seeded>;
 
 /// Sorted sets and hashes by key, and the keys' expiry times (kept by the in-memory store only;
 /// a copy read from Redis has none).
 #[derive(Default, Debug, Clone)]
 pub(crate) struct Keyspace {
-    pub(crate) zsets: HashMap<String, ZSet>,
-    pub(crate) hashes: HashMap<String, Hash>,
-    expiry: HashMap<String, Instant>,
+    pub(crate) zsets: HashMap<String, ZSet, Seeded>,
+    pub(crate) hashes: HashMap<String, Hash, Seeded>,
+    expiry: HashMap<String, Instant, Seeded>,
     swept: Option<Instant>,
 }
 
@@ -220,19 +225,33 @@ impl Keys {
         }
     }
     pub(crate) fn account(&self, account: &str) -> String {
-        format!("{}:{{a:{account}}}", self.prefix)
+        concat(&[&self.prefix, ":{a:", account, "}"])
     }
     /// The timeline set of the entity whose set is `entity_key` (same hash tag).
     pub(crate) fn timeline(&self, entity_key: &str) -> String {
-        format!("{entity_key}:t")
+        concat(&[entity_key, ":t"])
     }
     /// The hash of first features of `account`'s events in hour `hour` (event time / 1 h).
     pub(crate) fn first_features(&self, account: &str, hour: i64) -> String {
         format!("{}:{{a:{account}}}:f:{hour}", self.prefix)
     }
     pub(crate) fn node(&self, node: Node, id: &str) -> String {
-        format!("{}:{{{}:{id}}}", self.prefix, node.letter())
+        let tag = match node {
+            Node::Device => ":{d:",
+            Node::Ip => ":{i:",
+            Node::Document => ":{m:",
+        };
+        concat(&[&self.prefix, tag, id, "}"])
     }
+}
+
+/// The parts one after the other, allocated once (key names are built per entity and batch).
+fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
 }
 
 /// The hash tag of a key (what Redis Cluster hashes): the text between the first `{` and the

@@ -50,7 +50,7 @@ pub struct RedisStore {
 /// has no TTL until its next touch after them.)
 #[derive(Default)]
 struct TtlMemo {
-    at: std::collections::HashMap<u64, Instant>,
+    at: std::collections::HashMap<u64, Instant, crate::keyspace::Seeded>,
 }
 
 /// How often one store refreshes one key's TTL at most.
@@ -369,7 +369,7 @@ fn take_reply(
             if items.len() % 2 != 0 {
                 return Err(bad("odd WITHSCORES reply"));
             }
-            let mut z = crate::keyspace::ZSet::with_capacity(items.len() / 2);
+            let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len() / 2, Default::default());
             for pair in items.chunks_exact(2) {
                 let (Reply::Bulk(Some(member)), Reply::Bulk(Some(score))) = (&pair[0], &pair[1])
                 else {
@@ -383,7 +383,7 @@ fn take_reply(
             ks.zsets.insert(key.clone(), z);
         }
         Read::ZMembers(key) => {
-            let mut z = crate::keyspace::ZSet::with_capacity(items.len());
+            let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len(), Default::default());
             for item in items {
                 let Reply::Bulk(Some(member)) = item else {
                     return Err(bad("member is not a string"));
@@ -443,7 +443,7 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
                 let Value::Array(items) = reply else {
                     return Err(StoreError::BadReply(format!("ZRANGE {key}: not an array")));
                 };
-                let mut z = crate::keyspace::ZSet::with_capacity(items.len());
+                let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len(), Default::default());
                 for item in items {
                     let Value::BulkString(member) = item else {
                         return Err(StoreError::BadReply(format!("ZRANGE {key}: not a string")));
@@ -470,7 +470,7 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
         let Value::Array(items) = reply else {
             return Err(bad("not an array"));
         };
-        let mut z = crate::keyspace::ZSet::with_capacity(items.len() / 2);
+        let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len() / 2, Default::default());
         let mut items = items.into_iter();
         while let Some(member) = items.next() {
             let Value::BulkString(member) = member else {

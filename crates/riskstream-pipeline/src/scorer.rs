@@ -67,7 +67,7 @@ fn graph_features() -> &'static [(&'static str, usize)] {
 const MIN_ATTRIBUTION: f32 = 0.1;
 /// Ungrouped inputs occluded per flagged event (besides every input group).
 pub const ATTRIBUTION_CANDIDATES: usize = 8;
-/// The same for models with grouped inputs (a sequence encoder such as the behavioral GRU):
+/// The same for models with grouped inputs (a sequence encoder such as the behavioral model's telemetry encoder):
 /// each occluded row is a full recurrent pass (~25× an MLP row), and the sequence group is
 /// usually what drives them, so fewer ungrouped inputs are screened.
 pub const ATTRIBUTION_CANDIDATES_SEQUENCE: usize = 3;
