@@ -65,7 +65,7 @@ impl WorkerConfig {
             topics: Topics::default(),
             batch_max: 512,
             batch_linger: Duration::ZERO,
-            store_in_flight: 2,
+            store_in_flight: 1,
             kafka: Vec::new(),
             schema_registry: None,
             subject_strategy: riskstream_events::SubjectStrategy::Topic,

@@ -75,7 +75,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "RISKSTREAM_STORE_DEADLINE_MS")]
     pub store_deadline_ms: Option<u64>,
     /// Batches whose feature-store round trips may be in flight at once (1 = one at a time).
-    /// [default: 2]
+    /// [default: 1]
     #[arg(long, env = "RISKSTREAM_STORE_IN_FLIGHT")]
     pub store_in_flight: Option<usize>,
     /// How long a starting worker waits for a broker to answer, ms; then it exits with code 2
@@ -306,7 +306,7 @@ impl WorkerArgs {
         if worker.batch_max == 0 {
             bail!("batch_max must be at least 1");
         }
-        worker.store_in_flight = self.store_in_flight.or(file.store_in_flight).unwrap_or(2);
+        worker.store_in_flight = self.store_in_flight.or(file.store_in_flight).unwrap_or(1);
         if worker.store_in_flight == 0 {
             bail!("store_in_flight must be at least 1");
         }
