@@ -39,6 +39,8 @@ pub struct RedisStore {
     limits: StoreLimits,
     deadline: Duration,
     ttl_memo: std::sync::Mutex<TtlMemo>,
+    /// Link members this store wrote lately (see [`LinkMemo`]).
+    link_memo: std::sync::Mutex<LinkMemo>,
     /// Per-batch round trips on a plain `redis://` server (`resp.rs`); `None`: redis-rs.
     fast: Option<crate::resp::Pool>,
 }
@@ -51,6 +53,82 @@ pub struct RedisStore {
 #[derive(Default)]
 struct TtlMemo {
     at: std::collections::HashMap<u64, Instant, crate::keyspace::Seeded>,
+}
+
+/// Link members (`ZADD LT` of a member that is not a raw event: an account's device / IP /
+/// country / destination / document links, a device's / IP's / document's accounts) this store
+/// wrote lately, by hash of key and member, with the score written. An account's next events
+/// repeat the same links; re-adding one whose score in Redis is already at most the new one is a
+/// no-op for `ZADD LT`, so it is not sent again for [`TTL_REFRESH_EVERY`] — that removes most of
+/// a busy account's or device's writes (Redis time is paid per member added or updated). Only
+/// writes that reached Redis are noted. If Redis lost its data meanwhile (a restart without
+/// persistence), a link comes back at the next write after those 10 minutes.
+#[derive(Default)]
+struct LinkMemo {
+    at: std::collections::HashMap<u64, (i64, Instant), crate::keyspace::Seeded>,
+}
+
+/// Links: an account's `d:` / `i:` / `c:` / `x:` / `m:` members and a node's `a:` members.
+/// Taint and label members (`t1:`, `t2:`, `N:`, `L`) are never skipped: another worker's labels
+/// consumer may remove them.
+fn is_link(member: &[u8]) -> bool {
+    matches!(member, [b'd' | b'i' | b'c' | b'x' | b'm' | b'a', b':', ..])
+}
+
+/// Past this many members the link memo starts over.
+const LINK_MEMO_MAX: usize = 1_000_000;
+
+impl LinkMemo {
+    fn key(key: &str, member: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x7269_736b).hash_one((key, member))
+    }
+
+    /// Drops the link members written lately with a score at most theirs (and `ZADD`s left
+    /// empty); returns what is kept, to note once it reached Redis.
+    fn filter(&mut self, ops: &mut Vec<Op>, now: Instant) -> Vec<(u64, i64)> {
+        let mut kept = Vec::new();
+        ops.retain_mut(|op| {
+            let (key, members) = match op {
+                Op::ZAdd { key, members } => (key, members),
+                Op::ZRem { key, members } => {
+                    // A trim or cap of this store's: a later add must go out again.
+                    for m in members.iter() {
+                        self.at.remove(&Self::key(key, m));
+                    }
+                    return true;
+                }
+                _ => return true,
+            };
+            members.retain(|(score, member)| {
+                if !is_link(member) {
+                    return true;
+                }
+                let h = Self::key(key, member);
+                let written = self.at.get(&h).is_some_and(|(s, at)| {
+                    *s <= *score && now.duration_since(*at) < TTL_REFRESH_EVERY
+                });
+                if !written {
+                    kept.push((h, *score));
+                }
+                !written
+            });
+            !members.is_empty()
+        });
+        kept
+    }
+
+    fn sent(&mut self, written: Vec<(u64, i64)>, now: Instant) {
+        if self.at.len() + written.len() > LINK_MEMO_MAX {
+            self.at.clear();
+        }
+        for (h, score) in written {
+            let e = self.at.entry(h).or_insert((score, now));
+            if score <= e.0 || now.duration_since(e.1) >= TTL_REFRESH_EVERY {
+                *e = (score, now);
+            }
+        }
+    }
 }
 
 /// How often one store refreshes one key's TTL at most.
@@ -138,12 +216,20 @@ impl RedisStore {
             limits,
             deadline,
             ttl_memo: Default::default(),
+            link_memo: Default::default(),
         })
     }
 
     /// Deletes every key of this store's namespace (`PREFIX:*`), e.g. a finished replay's: `SCAN`
     /// + `UNLINK` on the server, or on every master of a cluster. Returns the keys deleted.
     pub async fn delete_namespace(&self) -> Result<u64, StoreError> {
+        // What this store wrote is gone: write it again when it comes back.
+        self.link_memo
+            .lock()
+            .expect("link memo poisoned")
+            .at
+            .clear();
+        self.ttl_memo.lock().expect("ttl memo poisoned").at.clear();
         let pattern = format!("{}:*", self.prefix);
         let masters: Vec<String> = match &self.conn {
             Conn::Single(_) => self.nodes.clone(),
@@ -369,7 +455,10 @@ fn take_reply(
             if items.len() % 2 != 0 {
                 return Err(bad("odd WITHSCORES reply"));
             }
-            let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len() / 2, Default::default());
+            let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(
+                items.len() / 2,
+                Default::default(),
+            );
             for pair in items.chunks_exact(2) {
                 let (Reply::Bulk(Some(member)), Reply::Bulk(Some(score))) = (&pair[0], &pair[1])
                 else {
@@ -383,7 +472,8 @@ fn take_reply(
             ks.zsets.insert(key.clone(), z);
         }
         Read::ZMembers(key) => {
-            let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len(), Default::default());
+            let mut z =
+                crate::keyspace::ZSet::with_capacity_and_hasher(items.len(), Default::default());
             for item in items {
                 let Reply::Bulk(Some(member)) = item else {
                     return Err(bad("member is not a string"));
@@ -443,7 +533,10 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
                 let Value::Array(items) = reply else {
                     return Err(StoreError::BadReply(format!("ZRANGE {key}: not an array")));
                 };
-                let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len(), Default::default());
+                let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(
+                    items.len(),
+                    Default::default(),
+                );
                 for item in items {
                     let Value::BulkString(member) = item else {
                         return Err(StoreError::BadReply(format!("ZRANGE {key}: not a string")));
@@ -470,7 +563,8 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
         let Value::Array(items) = reply else {
             return Err(bad("not an array"));
         };
-        let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(items.len() / 2, Default::default());
+        let mut z =
+            crate::keyspace::ZSet::with_capacity_and_hasher(items.len() / 2, Default::default());
         let mut items = items.into_iter();
         while let Some(member) = items.next() {
             let Value::BulkString(member) = member else {
@@ -493,6 +587,12 @@ impl Exec for RedisStore {
             .lock()
             .expect("ttl memo poisoned")
             .filter(&mut ops, now);
+        let linked = self
+            .link_memo
+            .lock()
+            .expect("link memo poisoned")
+            .filter(&mut ops, now);
+        // (A batch that fails is not noted: its links go out again with the next batch.)
         if ops.is_empty() && reads.is_empty() {
             return Ok(ks);
         }
@@ -554,6 +654,10 @@ impl Exec for RedisStore {
             .lock()
             .expect("ttl memo poisoned")
             .sent(refreshed, now);
+        self.link_memo
+            .lock()
+            .expect("link memo poisoned")
+            .sent(linked, now);
         Ok(ks)
     }
 }
@@ -584,6 +688,58 @@ impl FeatureStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_written_lately_are_not_sent_again_unless_earlier_removed_or_due() {
+        let mut memo = LinkMemo::default();
+        let zadd = |key: &str, members: &[(i64, &str)]| Op::ZAdd {
+            key: key.into(),
+            members: members
+                .iter()
+                .map(|(s, m)| (*s, m.as_bytes().to_vec()))
+                .collect(),
+        };
+        let t0 = Instant::now();
+        let mut ops = vec![zadd("acct", &[(100, "d:dev"), (100, "t1:x")])];
+        let kept = memo.filter(&mut ops, t0);
+        assert_eq!(ops, vec![zadd("acct", &[(100, "d:dev"), (100, "t1:x")])]);
+        // Not noted yet (the write may have failed): it goes out again.
+        let mut again = vec![zadd("acct", &[(150, "d:dev")])];
+        memo.filter(&mut again, t0);
+        assert_eq!(again.len(), 1);
+        memo.sent(kept, t0);
+        let mut ops = vec![
+            zadd("acct", &[(150, "d:dev"), (150, "t1:x"), (150, "i:ip")]),
+            zadd("node", &[(150, "a:acct")]),
+        ];
+        memo.filter(&mut ops, t0 + Duration::from_secs(5));
+        assert_eq!(
+            ops,
+            vec![
+                zadd("acct", &[(150, "t1:x"), (150, "i:ip")]),
+                zadd("node", &[(150, "a:acct")]),
+            ],
+            "the known link at a later time is a no-op for ZADD LT; taint members always go"
+        );
+        let mut earlier = vec![zadd("acct", &[(50, "d:dev")])];
+        memo.filter(&mut earlier, t0 + Duration::from_secs(5));
+        assert_eq!(earlier.len(), 1, "an earlier first-seen time goes out");
+        let mut only_known = vec![zadd("acct", &[(300, "d:dev")])];
+        memo.filter(&mut only_known, t0 + Duration::from_secs(5));
+        assert!(only_known.is_empty(), "a ZADD with nothing left is dropped");
+        let mut removed = vec![
+            Op::ZRem {
+                key: "acct".into(),
+                members: vec![b"d:dev".to_vec()],
+            },
+            zadd("acct", &[(300, "d:dev")]),
+        ];
+        memo.filter(&mut removed, t0 + Duration::from_secs(5));
+        assert_eq!(removed.len(), 2, "removed by this store: added again");
+        let mut due = vec![zadd("acct", &[(300, "d:dev")])];
+        memo.filter(&mut due, t0 + TTL_REFRESH_EVERY);
+        assert_eq!(due.len(), 1, "sent again after the interval");
+    }
 
     #[test]
     fn ttl_refreshes_are_sent_once_per_interval_and_only_noted_when_sent() {
