@@ -38,11 +38,17 @@ pub struct RedisStore {
     keys: Keys,
     limits: StoreLimits,
     deadline: Duration,
-    ttl_memo: std::sync::Mutex<TtlMemo>,
-    /// Link members this store wrote lately (see [`LinkMemo`]).
-    link_memo: std::sync::Mutex<LinkMemo>,
+    /// Writes this store made lately and need not repeat.
+    memo: std::sync::Mutex<Memo>,
     /// Per-batch round trips on a plain `redis://` server (`resp.rs`); `None`: redis-rs.
     fast: Option<crate::resp::Pool>,
+}
+
+/// What a store wrote lately: TTL refreshes and link members.
+#[derive(Default)]
+struct Memo {
+    ttl: TtlMemo,
+    links: LinkMemo,
 }
 
 /// Keys whose TTL this store refreshed lately (by key hash): a key whose `PEXPIRE` was sent
@@ -215,8 +221,7 @@ impl RedisStore {
             keys: Keys::new(prefix),
             limits,
             deadline,
-            ttl_memo: Default::default(),
-            link_memo: Default::default(),
+            memo: Default::default(),
         })
     }
 
@@ -224,12 +229,7 @@ impl RedisStore {
     /// + `UNLINK` on the server, or on every master of a cluster. Returns the keys deleted.
     pub async fn delete_namespace(&self) -> Result<u64, StoreError> {
         // What this store wrote is gone: write it again when it comes back.
-        self.link_memo
-            .lock()
-            .expect("link memo poisoned")
-            .at
-            .clear();
-        self.ttl_memo.lock().expect("ttl memo poisoned").at.clear();
+        *self.memo.lock().expect("memo poisoned") = Memo::default();
         let pattern = format!("{}:*", self.prefix);
         let masters: Vec<String> = match &self.conn {
             Conn::Single(_) => self.nodes.clone(),
@@ -438,7 +438,7 @@ fn encode_read(r: &mut crate::resp::Request, read: &Read) {
     }
 }
 
-/// Stores the reply to `read` in `ks` (as [`take_replies`] does for redis-rs values).
+/// Stores the reply to `read` in `ks`.
 fn take_reply(
     ks: &mut Keyspace,
     read: &Read,
@@ -451,34 +451,29 @@ fn take_reply(
         return Err(bad("not an array"));
     };
     match read {
-        Read::ZRange(key) => {
-            if items.len() % 2 != 0 {
+        Read::ZRange(key) | Read::ZMembers(key) => {
+            // WITHSCORES: member, score, member, score, …; members only: scored 0.
+            let step = if matches!(read, Read::ZRange(_)) {
+                2
+            } else {
+                1
+            };
+            if items.len() % step != 0 {
                 return Err(bad("odd WITHSCORES reply"));
             }
             let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(
-                items.len() / 2,
+                items.len() / step,
                 Default::default(),
             );
-            for pair in items.chunks_exact(2) {
-                let (Reply::Bulk(Some(member)), Reply::Bulk(Some(score))) = (&pair[0], &pair[1])
-                else {
-                    return Err(bad("member or score is not a string"));
-                };
-                z.insert(
-                    member.to_vec(),
-                    score_of(score).ok_or_else(|| bad("bad score"))?,
-                );
-            }
-            ks.zsets.insert(key.clone(), z);
-        }
-        Read::ZMembers(key) => {
-            let mut z =
-                crate::keyspace::ZSet::with_capacity_and_hasher(items.len(), Default::default());
-            for item in items {
-                let Reply::Bulk(Some(member)) = item else {
+            for entry in items.chunks_exact(step) {
+                let Reply::Bulk(Some(member)) = &entry[0] else {
                     return Err(bad("member is not a string"));
                 };
-                z.insert(member.to_vec(), 0);
+                let score = match entry.get(1) {
+                    Some(score) => score_of(score).ok_or_else(|| bad("bad score"))?,
+                    None => 0,
+                };
+                z.insert(member.to_vec(), score);
             }
             ks.zsets.insert(key.clone(), z);
         }
@@ -494,30 +489,37 @@ fn take_reply(
     Ok(())
 }
 
-/// A score as RESP2 sends it (a decimal string, possibly with a fraction or exponent).
-fn score_of(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    s.parse::<i64>()
-        .ok()
-        .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
-}
-
-/// A sorted-set score as an integer (RESP2 sends it as a string, RESP3 as a double).
-fn parse_score(v: Option<Value>) -> Option<i64> {
-    match v? {
-        Value::BulkString(b) => {
-            let s = std::str::from_utf8(&b).ok()?;
+/// A sorted-set score as an integer: RESP2 sends a decimal string (possibly with a fraction or
+/// exponent); a RESP3 double arrives from redis-rs as an integer (see [`reply_of`]).
+fn score_of(reply: &crate::resp::Reply<'_>) -> Option<i64> {
+    use crate::resp::Reply;
+    match reply {
+        Reply::Bulk(Some(b)) => {
+            let s = std::str::from_utf8(b).ok()?;
             s.parse::<i64>()
                 .ok()
                 .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
         }
-        Value::Double(f) => Some(f as i64),
-        Value::Int(i) => Some(i),
+        Reply::Int(i) => Some(*i),
         _ => None,
     }
 }
 
-/// Stores the replies to `reads` (same order) in `ks`.
+/// A redis-rs reply seen as ours, so both clients store replies with [`take_reply`].
+fn reply_of(v: &Value) -> crate::resp::Reply<'_> {
+    use crate::resp::Reply;
+    match v {
+        Value::BulkString(b) => Reply::Bulk(Some(b)),
+        Value::Nil => Reply::Bulk(None),
+        Value::Int(i) => Reply::Int(*i),
+        Value::Double(f) => Reply::Int(*f as i64),
+        Value::Array(items) => Reply::Array(Some(items.iter().map(reply_of).collect())),
+        Value::SimpleString(s) => Reply::Simple(s.as_bytes()),
+        _ => Reply::Simple(b""),
+    }
+}
+
+/// Stores redis-rs replies to `reads` (same order) in `ks`.
 fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Result<(), StoreError> {
     if replies.len() != reads.len() {
         return Err(StoreError::BadReply(format!(
@@ -526,54 +528,8 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
             reads.len()
         )));
     }
-    for (read, reply) in reads.iter().zip(replies) {
-        let key = match read {
-            Read::ZRange(key) => key,
-            Read::ZMembers(key) => {
-                let Value::Array(items) = reply else {
-                    return Err(StoreError::BadReply(format!("ZRANGE {key}: not an array")));
-                };
-                let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(
-                    items.len(),
-                    Default::default(),
-                );
-                for item in items {
-                    let Value::BulkString(member) = item else {
-                        return Err(StoreError::BadReply(format!("ZRANGE {key}: not a string")));
-                    };
-                    z.insert(member, 0);
-                }
-                ks.zsets.insert(key.clone(), z);
-                continue;
-            }
-            Read::HMGet { key, fields } => {
-                let Value::Array(items) = reply else {
-                    return Err(StoreError::BadReply(format!("HMGET {key}: not an array")));
-                };
-                let h = ks.hashes.entry(key.clone()).or_default();
-                for (field, item) in fields.iter().zip(items) {
-                    if let Value::BulkString(v) = item {
-                        h.insert(field.clone(), v);
-                    }
-                }
-                continue;
-            }
-        };
-        let bad = |what: &str| StoreError::BadReply(format!("ZRANGE {key}: {what}"));
-        let Value::Array(items) = reply else {
-            return Err(bad("not an array"));
-        };
-        let mut z =
-            crate::keyspace::ZSet::with_capacity_and_hasher(items.len() / 2, Default::default());
-        let mut items = items.into_iter();
-        while let Some(member) = items.next() {
-            let Value::BulkString(member) = member else {
-                return Err(bad("member is not a string"));
-            };
-            let score = parse_score(items.next()).ok_or_else(|| bad("bad score"))?;
-            z.insert(member, score);
-        }
-        ks.zsets.insert(key.clone(), z);
+    for (read, reply) in reads.iter().zip(&replies) {
+        take_reply(ks, read, reply_of(reply))?;
     }
     Ok(())
 }
@@ -582,23 +538,19 @@ impl Exec for RedisStore {
     async fn exec(&self, mut ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
         let mut ks = Keyspace::default();
         let now = Instant::now();
-        let refreshed = self
-            .ttl_memo
-            .lock()
-            .expect("ttl memo poisoned")
-            .filter(&mut ops, now);
-        let linked = self
-            .link_memo
-            .lock()
-            .expect("link memo poisoned")
-            .filter(&mut ops, now);
-        // (A batch that fails is not noted: its links go out again with the next batch.)
+        // (A batch that fails is not noted: its writes go out again with the next batch.)
+        let (refreshed, linked) = {
+            let mut memo = self.memo.lock().expect("memo poisoned");
+            (
+                memo.ttl.filter(&mut ops, now),
+                memo.links.filter(&mut ops, now),
+            )
+        };
         if ops.is_empty() && reads.is_empty() {
             return Ok(ks);
         }
-        match &self.conn {
-            Conn::Single(_) if self.fast.is_some() => {
-                let pool = self.fast.as_ref().expect("checked");
+        match (&self.fast, &self.conn) {
+            (Some(pool), _) => {
                 let mut request = crate::resp::Request::default();
                 request.buf.reserve(64 * (ops.len() + reads.len()));
                 ops.iter().for_each(|op| encode_op(&mut request, op));
@@ -612,14 +564,14 @@ impl Exec for RedisStore {
                 })
                 .await?;
             }
-            Conn::Single(conn) => {
+            (None, Conn::Single(conn)) => {
                 let mut p = redis::pipe();
                 ops.iter().for_each(|op| add_op(&mut p, op));
                 reads.iter().for_each(|r| add_read(&mut p, r));
                 let replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
                 take_replies(&mut ks, &reads.iter().collect::<Vec<_>>(), replies)?;
             }
-            Conn::Cluster(conn) => {
+            (None, Conn::Cluster(conn)) => {
                 // One pipeline per slot, writes before reads within each, all in flight at once.
                 let mut groups: BTreeMap<u16, (Pipeline, Vec<&Read>)> = BTreeMap::new();
                 for op in &ops {
@@ -650,14 +602,9 @@ impl Exec for RedisStore {
                 }
             }
         }
-        self.ttl_memo
-            .lock()
-            .expect("ttl memo poisoned")
-            .sent(refreshed, now);
-        self.link_memo
-            .lock()
-            .expect("link memo poisoned")
-            .sent(linked, now);
+        let mut memo = self.memo.lock().expect("memo poisoned");
+        memo.ttl.sent(refreshed, now);
+        memo.links.sent(linked, now);
         Ok(ks)
     }
 }

@@ -223,8 +223,8 @@ impl Pool {
     }
 
     /// Sends `request` and hands each reply, in order, to `on_reply` (with its index); an error
-    /// reply, a protocol violation or an I/O error fails the round trip and drops the
-    /// connection. `on_reply` failing fails the round trip too.
+    /// reply, a protocol violation, an I/O error or `on_reply` failing fails the round trip and
+    /// drops the connection (it goes back to the pool only after a clean round trip).
     pub(crate) async fn round_trip(
         &self,
         request: &Request,
@@ -280,6 +280,9 @@ fn io_error(e: std::io::Error) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+/// Reads `n` replies and hands each to `on_reply`. The first error (an error reply, a protocol
+/// violation, `on_reply` failing) ends the round trip at once: the caller then drops the
+/// connection, so the replies left unread are never mistaken for the next batch's.
 async fn read_replies(
     conn: &mut Connection,
     n: usize,
@@ -288,26 +291,19 @@ async fn read_replies(
     conn.buf.clear();
     let mut done = 0;
     let mut start = 0;
-    // The first error reply, reported after the rest is read (the connection stays in sync).
-    let mut failed: Option<StoreError> = None;
-    while done < n {
+    loop {
         while done < n {
-            match parse(&conn.buf[start..])? {
-                Some((reply, used)) => {
-                    if let Reply::Error(e) = reply {
-                        failed.get_or_insert_with(|| {
-                            StoreError::BadReply(String::from_utf8_lossy(e).into_owned())
-                        });
-                    } else if failed.is_none() {
-                        if let Err(e) = on_reply(done, reply) {
-                            failed = Some(e);
-                        }
-                    }
-                    start += used;
-                    done += 1;
-                }
-                None => break,
+            let Some((reply, used)) = parse(&conn.buf[start..])? else {
+                break;
+            };
+            if let Reply::Error(e) = reply {
+                return Err(StoreError::BadReply(
+                    String::from_utf8_lossy(e).into_owned(),
+                ));
             }
+            on_reply(done, reply)?;
+            start += used;
+            done += 1;
         }
         if done == n {
             break;
@@ -329,7 +325,7 @@ async fn read_replies(
     if start != conn.buf.len() {
         return Err(bad("more data than replies"));
     }
-    failed.map_or(Ok(()), Err)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -981,14 +981,7 @@ async fn redis_down_is_an_error_not_a_hang() {
 #[tokio::test]
 async fn an_error_reply_fails_the_batch_and_the_next_batch_is_served() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(
-        &server.url(),
-        "w",
-        StoreLimits::default(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    let store = redis_at(&server.url(), "w").await;
     let e = ev("e1", "acct-w", "dev-w", T0, login());
     let facts = facts_of(std::slice::from_ref(&e));
     // Someone wrote a string where the account's set lives: Redis answers WRONGTYPE.
@@ -1030,9 +1023,7 @@ async fn a_password_protected_redis_with_a_user_and_a_database_is_served() {
         "a wrong password is refused at connect"
     );
     let url = format!("redis://default:s3cret@127.0.0.1:{port}/3");
-    let store = RedisStore::connect(&url, "p", StoreLimits::default(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let store = redis_at(&url, "p").await;
     store.enrich_batch(&facts).await.unwrap();
     // The keys went to database 3, as the URL says.
     let client = redis::Client::open(url.as_str()).unwrap();
