@@ -7,13 +7,13 @@
 //! batch's own events too, and count only those strictly before each event's time — the same
 //! answer as applying events one by one, in any order.
 //!
-//! Two sorted sets per entity (see `keyspace.rs`). An account's set holds its links (`d:`, `i:`,
-//! `c:`, `x:`, `m:` first seen; `p:`/`f:` password / MFA changes; `N:` labelled accounts one hop
-//! away; `L` its own label), read with scores; its timeline (`…:t`) its raw events (`0xFF` + 49
-//! bytes, time inside) and tiles (`0xFE`, `tiles.rs`), read without scores. A device's, IP's or
-//! document's set holds `a:ACCOUNT` (first seen) and `t1:ACCOUNT` / `t2:ACCOUNT` (labelled
-//! accounts one / two hops away), and a device's set also its capture sessions (`s` + `f`/`p` +
-//! time + id hash) and their tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.
+//! One sorted set per entity (see `keyspace.rs`), read whole with scores. An account's set holds
+//! its links (`d:`, `i:`, `c:`, `x:`, `m:` first seen; `p:`/`f:` password / MFA changes; `N:`
+//! labelled accounts one hop away; `L` its own label), its raw events (`0xFF` + 49 bytes, time
+//! inside) and its tiles (`0xFE`, `tiles.rs`). A device's, IP's or document's set holds
+//! `a:ACCOUNT` (first seen) and `t1:ACCOUNT` / `t2:ACCOUNT` (labelled accounts one / two hops
+//! away), and a device's set also its capture sessions (`s` + `f`/`p` + time + id hash) and their
+//! tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -209,34 +209,29 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
             nodes[i].1.push(e);
         }
     }
+    // First features of these event ids, if they were scored before: one HMGET per hash.
+    let mut firsts: Vec<((i64, u64), Vec<Vec<u8>>)> = Vec::new();
+    for e in batch {
+        let slot = first::slot(e.event_id, e.event_time);
+        match firsts.iter_mut().find(|(x, _)| *x == slot) {
+            Some((_, fields)) => fields.push(first::field(e.event_id)),
+            None => firsts.push((slot, vec![first::field(e.event_id)])),
+        }
+    }
+    for ((hour, bucket), fields) in firsts {
+        reads.push(Read::HMGet {
+            key: keys.first_features(hour, bucket),
+            fields,
+        });
+    }
     for (account, events) in &accounts {
-        // First features of these event ids, if they were scored before (one HMGET per hour).
-        let mut hours: Vec<(i64, Vec<Vec<u8>>)> = Vec::new();
-        for e in events {
-            let h = first::hour(e.event_time);
-            match hours.iter_mut().find(|(x, _)| *x == h) {
-                Some((_, fields)) => fields.push(first::field(e.event_id)),
-                None => hours.push((h, vec![first::field(e.event_id)])),
-            }
-        }
-        for (h, fields) in hours {
-            reads.push(Read::HMGet {
-                key: keys.first_features(account, h),
-                fields,
-            });
-        }
+        // One set: its events (each carries its time) and its links.
         let key = keys.account(account);
-        let mut members = Vec::with_capacity(events.len() * 4);
-        let timeline = events
-            .iter()
-            .map(|e| (e.event_time, StoredEvent::of(e).encode()))
-            .collect();
-        touch(
-            &mut ops,
-            &mut reads,
-            keys.timeline(&key),
-            timeline,
-            Read::ZMembers,
+        let mut members: Vec<(i64, Vec<u8>)> = Vec::with_capacity(events.len() * 5);
+        members.extend(
+            events
+                .iter()
+                .map(|e| (e.event_time, StoredEvent::of(e).encode())),
         );
         for e in events {
             let t = e.event_time;
@@ -263,7 +258,7 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 _ => {}
             }
         }
-        touch(&mut ops, &mut reads, key, members, Read::ZRange);
+        touch(&mut ops, &mut reads, key, members);
     }
     for ((node, id), events) in &nodes {
         let key = keys.node(*node, id);
@@ -280,20 +275,13 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 }
             }
         }
-        touch(&mut ops, &mut reads, key, members, Read::ZRange);
+        touch(&mut ops, &mut reads, key, members);
     }
     (ops, reads)
 }
 
-/// One entity's share of a batch: add its members (if any), refresh its TTL, read it back
-/// with `read` (a timeline, `tiles.rs`, is read without scores: each member carries its time).
-fn touch(
-    ops: &mut Vec<Op>,
-    reads: &mut Vec<Read>,
-    key: String,
-    members: Vec<(i64, Vec<u8>)>,
-    read: fn(String) -> Read,
-) {
+/// One entity's share of a batch: add its members (if any), refresh its TTL, read it back.
+fn touch(ops: &mut Vec<Op>, reads: &mut Vec<Read>, key: String, members: Vec<(i64, Vec<u8>)>) {
     if !members.is_empty() {
         ops.push(Op::ZAdd {
             key: key.clone(),
@@ -304,7 +292,7 @@ fn touch(
             ms: ENTITY_TTL_MS,
         });
     }
-    reads.push(read(key));
+    reads.push(Read::ZRange(key));
 }
 
 fn secs(ms: i64) -> f32 {
@@ -318,8 +306,9 @@ fn usd(cents: i64) -> f32 {
 /// One account's share of a batch's reads.
 struct AccountView<'a> {
     key: String,
+    /// Its whole set; links are the members that start with an ASCII letter.
     links: &'a ZSet,
-    timeline_key: String,
+    /// Its events and tiles.
     timeline: Timeline<'a>,
 }
 
@@ -328,8 +317,6 @@ struct EntityView<'a> {
     key: String,
     set: &'a ZSet,
     graph: NodeView<'a>,
-    /// Where its timeline lives: its own set.
-    timeline_key: String,
     /// Capture sessions (devices only; empty otherwise).
     sessions: Timeline<'a>,
 }
@@ -353,13 +340,11 @@ fn batch_view<'a>(
     for e in batch {
         view.accounts.entry(e.account_id).or_insert_with(|| {
             let key = keys.account(e.account_id);
-            let timeline_key = keys.timeline(&key);
-            let events = ks.zset(&timeline_key).unwrap_or(empty);
+            let set = ks.zset(&key).unwrap_or(empty);
             AccountView {
-                links: ks.zset(&key).unwrap_or(empty),
+                links: set,
                 key,
-                timeline: Timeline::of(events, true),
-                timeline_key,
+                timeline: Timeline::of(set, true),
             }
         });
         for (node, id) in nodes_of(e) {
@@ -369,7 +354,6 @@ fn batch_view<'a>(
                 EntityView {
                     graph: node_view(set),
                     sessions: Timeline::of(if node == Node::Device { set } else { empty }, false),
-                    timeline_key: key.clone(),
                     key,
                     set,
                 }
@@ -391,16 +375,15 @@ pub(crate) fn evaluate(
     let empty = ZSet::default();
     let view = batch_view(keys, ks, batch, &empty);
     let mut scratch = Scratch::default();
-    // (account, hour) -> its first-features hash key, and the new fields for it.
-    let mut firsts: BatchMap<(&str, i64), (String, Vec<(u64, StoreFeatures)>)> =
-        BatchMap::default();
+    // (hour, bucket) -> its first-features hash key, and the new fields for it.
+    let mut firsts: BatchMap<(i64, u64), (String, Vec<(u64, StoreFeatures)>)> = BatchMap::default();
     let features = batch
         .iter()
         .map(|e| {
-            let hour = first::hour(e.event_time);
+            let slot = first::slot(e.event_id, e.event_time);
             let (key, new) = firsts
-                .entry((e.account_id, hour))
-                .or_insert_with(|| (keys.first_features(e.account_id, hour), Vec::new()));
+                .entry(slot)
+                .or_insert_with(|| (keys.first_features(slot.0, slot.1), Vec::new()));
             let id = hash64(e.event_id);
             let known = ks
                 .hash_field(key, &id.to_le_bytes())
@@ -417,13 +400,13 @@ pub(crate) fn evaluate(
     let mut firsts: Vec<(String, Vec<(u64, StoreFeatures)>)> = firsts.into_values().collect();
     firsts.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, new) in firsts.into_iter().filter(|(_, new)| !new.is_empty()) {
-        for (id, f) in new {
-            ops.push(Op::HSetNx {
-                key: key.clone(),
-                field: id.to_le_bytes().to_vec(),
-                value: first::encode(&f),
-            });
-        }
+        ops.push(Op::HSetNx {
+            key: key.clone(),
+            fields: new
+                .iter()
+                .map(|(id, f)| (id.to_le_bytes().to_vec(), first::encode(f)))
+                .collect(),
+        });
         ops.push(Op::Expire {
             key,
             ms: limits.first_features_ttl_ms,
@@ -581,29 +564,21 @@ fn maintenance<'a>(
             *o = (*o).min(e.event_time);
         }
     }
-    // (entity key, timeline key, timeline, links or accounts, is an account)
-    let mut entities: Vec<(&str, &str, &Timeline<'_>, &ZSet, bool)> = Vec::new();
-    entities.extend(view.accounts.values().map(|a| {
-        (
-            a.key.as_str(),
-            a.timeline_key.as_str(),
-            &a.timeline,
-            a.links,
-            true,
-        )
-    }));
-    entities.extend(view.nodes.values().map(|n| {
-        (
-            n.key.as_str(),
-            n.timeline_key.as_str(),
-            &n.sessions,
-            n.set,
-            false,
-        )
-    }));
+    // (entity key, its timeline, its set, is an account)
+    let mut entities: Vec<(&str, &Timeline<'_>, &ZSet, bool)> = Vec::new();
+    entities.extend(
+        view.accounts
+            .values()
+            .map(|a| (a.key.as_str(), &a.timeline, a.links, true)),
+    );
+    entities.extend(
+        view.nodes
+            .values()
+            .map(|n| (n.key.as_str(), &n.sessions, n.set, false)),
+    );
     entities.sort_by_key(|(key, ..)| *key);
     let mut ops = Vec::new();
-    for (key, timeline_key, timeline, z, account) in entities {
+    for (key, timeline, z, account) in entities {
         let (adds, doomed) = timeline.maintenance(
             oldest[key],
             limits.allowed_lateness_ms,
@@ -611,24 +586,30 @@ fn maintenance<'a>(
         );
         if !adds.is_empty() {
             ops.push(Op::ZAdd {
-                key: timeline_key.to_string(),
+                key: key.to_string(),
                 members: adds,
             });
         }
         if !doomed.is_empty() {
             ops.push(Op::ZRem {
-                key: timeline_key.to_string(),
+                key: key.to_string(),
                 members: doomed,
             });
         }
         // Links (account) or accounts (node) beyond the cap; taint marks are bounded by the
-        // labels, capture sessions by their timeline, not capped.
+        // labels, events and capture sessions by their timeline, not capped here.
         if z.len() <= MAX_LINKS {
             continue;
         }
         let mut linked: Vec<(i64, &Vec<u8>)> = z
             .iter()
-            .filter(|(m, _)| account || m.starts_with(b"a:"))
+            .filter(|(m, _)| {
+                if account {
+                    m.first().is_some_and(u8::is_ascii_alphabetic)
+                } else {
+                    m.starts_with(b"a:")
+                }
+            })
             .map(|(m, s)| (*s, m))
             .collect();
         if linked.len() > MAX_LINKS {

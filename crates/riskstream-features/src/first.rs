@@ -2,22 +2,32 @@
 //! replayed event id gets the same features back (and so the same decision), whatever arrived
 //! or was sealed into tiles in between.
 //!
-//! Kept per account and hour of event time in a hash `P:{a:ACCOUNT}:f:HOUR` (field: the
-//! event-id hash; value: the non-zero features as `index: u8, value: f32` pairs, typically
-//! 60–150 bytes), written with `HSETNX` (the first value stays) and expiring
-//! [`StoreLimits::first_features_ttl_ms`](crate::StoreLimits) after its last write.
+//! Kept per hour of event time and bucket of event ids in a hash `P:{f:HOUR:BUCKET}` (field:
+//! the event-id hash; value: the non-zero features as `index: u8, value: f32` pairs, typically
+//! 60–150 bytes), written field by field with `HSETNX` semantics (the first value stays; one
+//! `EVAL` of an `HSETNX` loop per hash and batch) and expiring
+//! [`StoreLimits::first_features_ttl_ms`](crate::StoreLimits) after its last write. A batch's
+//! events share an hour or two, so its first features take at most [`BUCKETS`] reads and writes
+//! per hour however many accounts it touches (they were one `HMGET` and one `HSETNX` per event
+//! when kept per account); the buckets spread an hour over as many Redis Cluster slots.
 
 use crate::catalogue::{StoreFeatures, N_STORE_FEATURES};
 use crate::keyspace::hash64;
+
+/// Hashes per hour of event time.
+pub(crate) const BUCKETS: u64 = 16;
 
 /// The hash field of an event id.
 pub(crate) fn field(event_id: &str) -> Vec<u8> {
     hash64(event_id).to_le_bytes().to_vec()
 }
 
-/// The hour bucket of an event time.
-pub(crate) fn hour(event_time: i64) -> i64 {
-    event_time.div_euclid(crate::catalogue::HOUR_MS)
+/// The hash (hour of event time, bucket) that keeps an event's first features.
+pub(crate) fn slot(event_id: &str, event_time: i64) -> (i64, u64) {
+    (
+        event_time.div_euclid(crate::catalogue::HOUR_MS),
+        hash64(event_id) % BUCKETS,
+    )
 }
 
 pub(crate) fn encode(f: &StoreFeatures) -> Vec<u8> {

@@ -7,12 +7,13 @@
 //! cannot change the result.
 //!
 //! Keys (the braces are Redis Cluster hash tags: one entity, one slot): a sorted set per entity
-//! — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — of links (and a device's
-//! capture sessions), and for accounts a timeline `P:{a:ACCOUNT}:t` of raw events and tiles
-//! (members listed in `algorithm.rs`), and
-//! per account and hour of event time a hash of the first features its events got,
-//! `P:{a:ACCOUNT}:f:HOUR` (field: event-id hash). Per batch and key: one `ZADD LT`, one
-//! `PEXPIRE`, one `ZRANGE` (timelines without scores); per account and hour, one `HMGET`.
+//! — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — holding its links, and its
+//! timed members: an account's raw events and tiles, a device's capture sessions and theirs
+//! (members listed in `algorithm.rs`); and per hour of event time and one of
+//! [`first::BUCKETS`](crate::first) buckets of event ids a hash of the first features those events
+//! got, `P:{f:HOUR:BUCKET}` (field: event-id hash). Per batch and entity: one `ZADD LT`, one
+//! `PEXPIRE` (at most every 10 minutes), one `ZRANGE … WITHSCORES`; per hour and bucket the batch
+//! touches, one `HMGET` and one write of its new first features.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -49,11 +50,11 @@ pub(crate) enum Op {
     },
     /// `ZREM key member …`
     ZRem { key: String, members: Vec<Vec<u8>> },
-    /// `HSETNX key field value`: the first value written stays.
+    /// `HSETNX key field value` for each pair (one `EVAL` of a loop on Redis): the first value
+    /// written to a field stays.
     HSetNx {
         key: String,
-        field: Vec<u8>,
-        value: Vec<u8>,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
     },
     /// `PEXPIRE key ms`.
     Expire { key: String, ms: i64 },
@@ -64,8 +65,6 @@ pub(crate) enum Op {
 pub(crate) enum Read {
     /// `ZRANGE key 0 -1 WITHSCORES`
     ZRange(String),
-    /// `ZRANGE key 0 -1`: members only (the copy scores them 0).
-    ZMembers(String),
     /// `HMGET key field …` (absent fields stay absent in the copy).
     HMGet { key: String, fields: Vec<Vec<u8>> },
 }
@@ -84,7 +83,7 @@ impl Op {
 impl Read {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Read::ZRange(k) | Read::ZMembers(k) | Read::HMGet { key: k, .. } => k,
+            Read::ZRange(k) | Read::HMGet { key: k, .. } => k,
         }
     }
 }
@@ -108,12 +107,11 @@ impl Keyspace {
                     }
                 }
             }
-            Op::HSetNx { key, field, value } => {
-                self.hashes
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(field.clone())
-                    .or_insert_with(|| value.clone());
+            Op::HSetNx { key, fields } => {
+                let h = self.hashes.entry(key.clone()).or_default();
+                for (field, value) in fields {
+                    h.entry(field.clone()).or_insert_with(|| value.clone());
+                }
             }
             Op::Expire { key, ms } => {
                 if self.zsets.contains_key(key) || self.hashes.contains_key(key) {
@@ -154,11 +152,6 @@ impl Keyspace {
                 Read::ZRange(k) => {
                     out.zsets
                         .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
-                }
-                Read::ZMembers(k) => {
-                    let members = self.zsets.get(k).into_iter().flatten();
-                    out.zsets
-                        .insert(k.clone(), members.map(|(m, _)| (m.clone(), 0)).collect());
                 }
                 Read::HMGet { key, fields } => {
                     let h = out.hashes.entry(key.clone()).or_default();
@@ -227,13 +220,10 @@ impl Keys {
     pub(crate) fn account(&self, account: &str) -> String {
         concat(&[&self.prefix, ":{a:", account, "}"])
     }
-    /// The timeline set of the entity whose set is `entity_key` (same hash tag).
-    pub(crate) fn timeline(&self, entity_key: &str) -> String {
-        concat(&[entity_key, ":t"])
-    }
-    /// The hash of first features of `account`'s events in hour `hour` (event time / 1 h).
-    pub(crate) fn first_features(&self, account: &str, hour: i64) -> String {
-        format!("{}:{{a:{account}}}:f:{hour}", self.prefix)
+    /// The hash of first features of the events in hour `hour` (event time / 1 h) whose id
+    /// falls in `bucket` (`first.rs`).
+    pub(crate) fn first_features(&self, hour: i64, bucket: u64) -> String {
+        format!("{}:{{f:{hour}:{bucket}}}", self.prefix)
     }
     pub(crate) fn node(&self, node: Node, id: &str) -> String {
         let tag = match node {

@@ -138,6 +138,13 @@ pub trait FeatureStore: Send + Sync + 'static {
         async move { self.enrich_batch(batch).await.map(|_| ()) }
     }
 
+    /// How long one [`FeatureStore::enrich_batch`] call may take before it fails with
+    /// [`StoreError::Timeout`] (`None`: no deadline, e.g. the in-memory store). Callers size
+    /// their calls to it.
+    fn deadline(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Marks `account` as labelled (`tainted`: confirmed fraud, ATO, chargeback, bot) or
     /// clears the mark (`false`: confirmed legitimate), and propagates it through the
     /// identity graph (one and two hops). Processing time: the mark applies from now on.
@@ -170,6 +177,13 @@ impl FeatureStore for AnyStore {
         match self {
             AnyStore::Memory(s) => s.record_batch(batch).await,
             AnyStore::Redis(s) => s.record_batch(batch).await,
+        }
+    }
+
+    fn deadline(&self) -> Option<std::time::Duration> {
+        match self {
+            AnyStore::Memory(s) => s.deadline(),
+            AnyStore::Redis(s) => s.deadline(),
         }
     }
 

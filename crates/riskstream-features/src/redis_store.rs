@@ -327,6 +327,11 @@ impl RedisStore {
     }
 }
 
+/// [`Op::HSetNx`] on Redis: `HSETNX` of each field / value pair in `ARGV`, in one command
+/// (Redis caches the compiled script by its digest).
+const HSETNX_ALL: &str =
+    "for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end return 0";
+
 fn add_op(p: &mut Pipeline, op: &Op) {
     match op {
         Op::ZAdd { key, members } => {
@@ -343,12 +348,12 @@ fn add_op(p: &mut Pipeline, op: &Op) {
             }
             c.ignore();
         }
-        Op::HSetNx { key, field, value } => {
-            p.cmd("HSETNX")
-                .arg(key)
-                .arg(field.as_slice())
-                .arg(value.as_slice())
-                .ignore();
+        Op::HSetNx { key, fields } => {
+            let c = p.cmd("EVAL").arg(HSETNX_ALL).arg(1).arg(key);
+            for (field, value) in fields {
+                c.arg(field.as_slice()).arg(value.as_slice());
+            }
+            c.ignore();
         }
         Op::Expire { key, ms } => {
             p.cmd("PEXPIRE").arg(key).arg(*ms).ignore();
@@ -360,9 +365,6 @@ fn add_read(p: &mut Pipeline, read: &Read) {
     match read {
         Read::ZRange(key) => {
             p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
-        }
-        Read::ZMembers(key) => {
-            p.cmd("ZRANGE").arg(key).arg(0).arg(-1);
         }
         Read::HMGet { key, fields } => {
             let c = p.cmd("HMGET").arg(key);
@@ -393,12 +395,15 @@ fn encode_op(r: &mut crate::resp::Request, op: &Op) {
                 r.arg(m);
             }
         }
-        Op::HSetNx { key, field, value } => {
-            r.command(4)
-                .arg(b"HSETNX")
-                .arg(key.as_bytes())
-                .arg(field)
-                .arg(value);
+        Op::HSetNx { key, fields } => {
+            r.command(4 + 2 * fields.len())
+                .arg(b"EVAL")
+                .arg(HSETNX_ALL.as_bytes())
+                .arg(b"1")
+                .arg(key.as_bytes());
+            for (field, value) in fields {
+                r.arg(field).arg(value);
+            }
         }
         Op::Expire { key, ms } => {
             r.command(3)
@@ -419,13 +424,6 @@ fn encode_read(r: &mut crate::resp::Request, read: &Read) {
                 .arg(b"0")
                 .arg(b"-1")
                 .arg(b"WITHSCORES");
-        }
-        Read::ZMembers(key) => {
-            r.command(4)
-                .arg(b"ZRANGE")
-                .arg(key.as_bytes())
-                .arg(b"0")
-                .arg(b"-1");
         }
         Read::HMGet { key, fields } => {
             r.command(2 + fields.len())
@@ -451,28 +449,20 @@ fn take_reply(
         return Err(bad("not an array"));
     };
     match read {
-        Read::ZRange(key) | Read::ZMembers(key) => {
-            // WITHSCORES: member, score, member, score, …; members only: scored 0.
-            let step = if matches!(read, Read::ZRange(_)) {
-                2
-            } else {
-                1
-            };
-            if items.len() % step != 0 {
+        Read::ZRange(key) => {
+            // WITHSCORES: member, score, member, score, …
+            if items.len() % 2 != 0 {
                 return Err(bad("odd WITHSCORES reply"));
             }
             let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(
-                items.len() / step,
+                items.len() / 2,
                 Default::default(),
             );
-            for entry in items.chunks_exact(step) {
+            for entry in items.chunks_exact(2) {
                 let Reply::Bulk(Some(member)) = &entry[0] else {
                     return Err(bad("member is not a string"));
                 };
-                let score = match entry.get(1) {
-                    Some(score) => score_of(score).ok_or_else(|| bad("bad score"))?,
-                    None => 0,
-                };
+                let score = score_of(&entry[1]).ok_or_else(|| bad("bad score"))?;
                 z.insert(member.to_vec(), score);
             }
             ks.zsets.insert(key.clone(), z);
@@ -622,6 +612,10 @@ impl FeatureStore for RedisStore {
             .map_err(|_| StoreError::Timeout(self.deadline))?
     }
 
+    fn deadline(&self) -> Option<Duration> {
+        Some(self.deadline)
+    }
+
     async fn apply_label(
         &self,
         account: &str,
@@ -721,5 +715,54 @@ mod tests {
         let mut later = vec![expire("a")];
         memo.filter(&mut later, t0 + TTL_REFRESH_EVERY);
         assert_eq!(later.len(), 1, "due again after the interval");
+    }
+
+    /// First features keep `HSETNX` semantics through the one-`EVAL` write, on both clients
+    /// (ours on one server, redis-rs on a cluster): a second worker's write does not replace
+    /// a field already written, and adds the fields that are new.
+    #[tokio::test]
+    async fn first_feature_writes_keep_the_first_value_of_each_field() {
+        let server = riskstream_testkit::RedisServer::start();
+        let cluster = riskstream_testkit::RedisCluster::start();
+        for url in [server.url(), cluster.url()] {
+            let store =
+                RedisStore::connect(&url, "nx", StoreLimits::default(), Duration::from_secs(5))
+                    .await
+                    .expect("connect");
+            let key = "nx:{f:1:2}".to_string();
+            let write = |pairs: &[(&str, &str)]| Op::HSetNx {
+                key: key.clone(),
+                fields: pairs
+                    .iter()
+                    .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                    .collect(),
+            };
+            store
+                .exec(
+                    vec![write(&[("e1", "first"), ("e2", "x\0\u{ff}")])],
+                    Vec::new(),
+                )
+                .await
+                .expect("first write");
+            let read = Read::HMGet {
+                key: key.clone(),
+                fields: ["e1", "e2", "e3"].map(|f| f.as_bytes().to_vec()).to_vec(),
+            };
+            let ks = store
+                .exec(vec![write(&[("e1", "second"), ("e3", "new")])], vec![read])
+                .await
+                .expect("second write");
+            assert_eq!(
+                ks.hash_field(&key, b"e1"),
+                Some(b"first".as_slice()),
+                "{url}"
+            );
+            assert_eq!(
+                ks.hash_field(&key, b"e2"),
+                Some("x\0\u{ff}".as_bytes()),
+                "{url}"
+            );
+            assert_eq!(ks.hash_field(&key, b"e3"), Some(b"new".as_slice()), "{url}");
+        }
     }
 }
