@@ -686,10 +686,15 @@ fn sigterm_mid_stream_then_restart_leaves_no_event_without_a_verdict() {
     assert!(sigterm(&mut b).success());
 }
 
+/// A Redis outage under a running worker: verdicts keep coming, marked degraded; the worker
+/// reconnects by itself; and the events scored during the outage reach the store afterwards
+/// (outage write-back): a later withdrawal's velocity counts the withdrawals made meanwhile.
 #[test]
 fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
+    use riskstream_events::{Transaction, TransactionKind};
     let mut env = Env::start();
-    let mut worker = env.worker(None);
+    let metrics_port = free_port();
+    let mut worker = env.worker(Some(metrics_port));
     let verdicts = env.consumer("verdicts");
     let mut seen = HashSet::new();
 
@@ -702,14 +707,38 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
     );
 
     // Outage: Redis is killed; events keep coming and still get verdicts, marked degraded.
+    // Among them, four withdrawals of one account.
     env.redis.stop();
     env.simulate(300, 52);
-    let during = read_verdicts(&verdicts, 600, Duration::from_secs(120), &mut seen);
+    let template = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(100, 5))
+        .map(|e| e.event)
+        .find_map(|e| match e {
+            riskstream_events::Event::Transaction(t) => Some(t),
+            _ => None,
+        })
+        .expect("a simulated transaction");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let withdrawal = |id: &str, t: i64| {
+        let mut x: Transaction = template.clone();
+        x.event_id = id.into();
+        x.account_id = "acct-outage".into();
+        x.kind = TransactionKind::Withdrawal;
+        x.event_time = t;
+        x
+    };
+    let during_outage: Vec<Transaction> = (0..4)
+        .map(|i| withdrawal(&format!("out-{i}"), now - 10 * 60_000 + i * 60_000))
+        .collect();
+    produce(&env, &during_outage, &[]);
+    let during = read_verdicts(&verdicts, 604, Duration::from_secs(120), &mut seen);
     let degraded: Vec<_> = during
         .iter()
-        .filter(|v| v.event_id.starts_with("ev-52-"))
+        .filter(|v| v.event_id.starts_with("ev-52-") || v.event_id.starts_with("out-"))
         .collect();
-    assert_eq!(degraded.len(), 300);
+    assert_eq!(degraded.len(), 304);
     // Degraded verdicts say why and which feature groups are missing.
     for v in &degraded {
         assert!(v.degraded, "{} not marked degraded", v.event_id);
@@ -730,30 +759,86 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
             );
         }
     }
+    assert_eq!(
+        metric_value(metrics_port, "riskstream_store_writeback_pending", &[]),
+        Some(304.0),
+        "the outage's events wait to be recorded"
+    );
 
-    // Recovery: Redis comes back on the same address; the worker reconnects by itself.
+    // Recovery: Redis comes back on the same address; the worker reconnects by itself, and
+    // records the outage's events before the next batches' own.
     env.redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut seed = 53;
-    let mut recovered = false;
-    while !recovered && Instant::now() < deadline {
+    let (mut recovered, mut written_back) = (false, false);
+    while !(recovered && written_back) && Instant::now() < deadline {
         env.simulate(50, seed);
         let want = seen.len() + 50;
         let batch = read_verdicts(&verdicts, want, Duration::from_secs(60), &mut seen);
-        recovered = batch
+        recovered |= batch
             .iter()
             .any(|v| v.event_id.starts_with(&format!("ev-{seed}-")) && !v.degraded);
+        written_back = metric_value(
+            metrics_port,
+            "riskstream_store_writeback_total",
+            &[("outcome", "recorded")],
+        ) == Some(304.0);
         seed += 1;
     }
     assert!(recovered, "verdicts stayed degraded after Redis came back");
+    assert!(
+        written_back,
+        "the outage's events were not recorded:\n{}",
+        http_get(metrics_port, "/metrics")
+    );
     // Nothing was lost on the way.
     let mut expected = expected_ids(51, 300);
     expected.extend(expected_ids(52, 300));
+    expected.extend(during_outage.iter().map(|t| t.event_id.clone()));
     for s in 53..seed {
         expected.extend(expected_ids(s, 50));
     }
     assert_eq!(seen, expected);
+
+    // The account's next withdrawal counts the four made during the outage.
+    produce(&env, &[withdrawal("out-after", now - 60_000)], &[]);
+    let after = read_verdicts(
+        &verdicts,
+        seen.len() + 1,
+        Duration::from_secs(60),
+        &mut seen,
+    );
+    let v = after
+        .iter()
+        .find(|v| v.event_id == "out-after")
+        .expect("verdict of the withdrawal after the outage");
+    assert!(!v.degraded);
+    assert_eq!(
+        ato_input(v, "acct_withdrawal_count_1h"),
+        4.0,
+        "withdrawals scored during the outage are in the store"
+    );
     assert!(sigterm(&mut worker).success());
+}
+
+/// The champion ATO model's input `name` as logged in verdict `v` (manifest order).
+fn ato_input(v: &Verdict, name: &str) -> f32 {
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("models/ato/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let at = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("the ATO model has no input {name}"));
+    let inputs = v
+        .model_inputs
+        .iter()
+        .find(|m| m.model == "ato")
+        .unwrap_or_else(|| panic!("verdict {} has no ATO inputs", v.event_id));
+    inputs.values[at]
 }
 
 /// Produces `events` (transactions) keyed by account, and `labels`, with the registry-free codec.

@@ -7,10 +7,11 @@
 //! batch's own events too, and count only those strictly before each event's time — the same
 //! answer as applying events one by one, in any order.
 //!
-//! One sorted set per entity (see `keyspace.rs`), read whole with scores. An account's set holds
-//! its links (`d:`, `i:`, `c:`, `x:`, `m:` first seen; `p:`/`f:` password / MFA changes; `N:`
-//! labelled accounts one hop away; `L` its own label), its raw events (`0xFF` + 49 bytes, time
-//! inside) and its tiles (`0xFE`, `tiles.rs`). A device's, IP's or document's set holds
+//! One sorted set per entity (see `keyspace.rs`). An account's set holds its links (`d:`, `i:`,
+//! `c:`, `x:`, `m:` first seen, the score; `p:`/`f:` password / MFA changes; `N:` labelled
+//! accounts one hop away; `L` its own label), read with scores, and its raw events (`0xFF` + 49
+//! bytes, time inside) and tiles (`0xFE`, `tiles.rs`), scored 0 and read without scores (Redis
+//! spends more formatting a score than sending a member). A device's, IP's or document's set holds
 //! `a:ACCOUNT` (first seen) and `t1:ACCOUNT` / `t2:ACCOUNT` (labelled accounts one / two hops
 //! away), and a device's set also its capture sessions (`s` + `f`/`p` + time + id hash) and their
 //! tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.
@@ -225,14 +226,11 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
         });
     }
     for (account, events) in &accounts {
-        // One set: its events (each carries its time) and its links.
+        // One set: its events (scored 0: each carries its time) and its links (scored by
+        // first-seen time), read apart so that Redis formats no score for the events.
         let key = keys.account(account);
         let mut members: Vec<(i64, Vec<u8>)> = Vec::with_capacity(events.len() * 5);
-        members.extend(
-            events
-                .iter()
-                .map(|e| (e.event_time, StoredEvent::of(e).encode())),
-        );
+        members.extend(events.iter().map(|e| (0, StoredEvent::of(e).encode())));
         for e in events {
             let t = e.event_time;
             members.push((t, link('d', e.device_id)));
@@ -258,7 +256,8 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 _ => {}
             }
         }
-        touch(&mut ops, &mut reads, key, members);
+        reads.push(Read::Unscored(key.clone()));
+        touch(&mut ops, &mut reads, key, members, Read::Scored);
     }
     for ((node, id), events) in &nodes {
         let key = keys.node(*node, id);
@@ -275,13 +274,20 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
                 }
             }
         }
-        touch(&mut ops, &mut reads, key, members);
+        touch(&mut ops, &mut reads, key, members, Read::ZRange);
     }
     (ops, reads)
 }
 
-/// One entity's share of a batch: add its members (if any), refresh its TTL, read it back.
-fn touch(ops: &mut Vec<Op>, reads: &mut Vec<Read>, key: String, members: Vec<(i64, Vec<u8>)>) {
+/// One entity's share of a batch: add its members (if any), refresh its TTL, read it back
+/// with `read`.
+fn touch(
+    ops: &mut Vec<Op>,
+    reads: &mut Vec<Read>,
+    key: String,
+    members: Vec<(i64, Vec<u8>)>,
+    read: fn(String) -> Read,
+) {
     if !members.is_empty() {
         ops.push(Op::ZAdd {
             key: key.clone(),
@@ -292,7 +298,7 @@ fn touch(ops: &mut Vec<Op>, reads: &mut Vec<Read>, key: String, members: Vec<(i6
             ms: ENTITY_TTL_MS,
         });
     }
-    reads.push(Read::ZRange(key));
+    reads.push(read(key));
 }
 
 fn secs(ms: i64) -> f32 {
@@ -587,7 +593,12 @@ fn maintenance<'a>(
         if !adds.is_empty() {
             ops.push(Op::ZAdd {
                 key: key.to_string(),
-                members: adds,
+                // An account's tiles are scored 0 like its events (read without scores).
+                members: if account {
+                    adds.into_iter().map(|(_, m)| (0, m)).collect()
+                } else {
+                    adds
+                },
             });
         }
         if !doomed.is_empty() {
@@ -749,7 +760,7 @@ pub(crate) async fn apply_label(
                     ms: ENTITY_TTL_MS,
                 },
             ],
-            vec![Read::ZRange(key.clone())],
+            vec![Read::Scored(key.clone())],
         )
         .await?;
     let nodes = account_nodes(
@@ -788,7 +799,7 @@ pub(crate) async fn apply_label(
     // Hop 2: the neighbours remember the label, and their other entities carry it.
     let reads: Vec<Read> = neighbours
         .iter()
-        .map(|a| Read::ZRange(keys.account(a)))
+        .map(|a| Read::Scored(keys.account(a)))
         .collect();
     let ks = exec.exec(Vec::new(), reads).await?;
     let own: HashSet<(Node, &str)> = nodes.iter().map(|(n, id)| (*n, id.as_str())).collect();

@@ -12,7 +12,8 @@
 //! (members listed in `algorithm.rs`); and per hour of event time and one of
 //! [`first::BUCKETS`](crate::first) buckets of event ids a hash of the first features those events
 //! got, `P:{f:HOUR:BUCKET}` (field: event-id hash). Per batch and entity: one `ZADD LT`, one
-//! `PEXPIRE` (at most every 10 minutes), one `ZRANGE … WITHSCORES`; per hour and bucket the batch
+//! `PEXPIRE` (at most every 10 minutes), and one `ZRANGE … WITHSCORES` — for an account two, its
+//! links with scores and its events and tiles (scored 0) without; per hour and bucket the batch
 //! touches, one `HMGET` and one write of its new first features.
 
 use std::collections::HashMap;
@@ -63,8 +64,15 @@ pub(crate) enum Op {
 /// A read.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Read {
-    /// `ZRANGE key 0 -1 WITHSCORES`
+    /// `ZRANGE key 0 -1 WITHSCORES`: the whole set.
     ZRange(String),
+    /// `ZRANGE key (0 +inf BYSCORE WITHSCORES`: the members scored above 0 (an account's links,
+    /// scored by first-seen time).
+    Scored(String),
+    /// `ZRANGE key -inf 0 BYSCORE`: the members scored 0, without scores (an account's events
+    /// and tiles, which carry their times inside: Redis spends more formatting a score than
+    /// sending a member).
+    Unscored(String),
     /// `HMGET key field …` (absent fields stay absent in the copy).
     HMGet { key: String, fields: Vec<Vec<u8>> },
 }
@@ -83,7 +91,7 @@ impl Op {
 impl Read {
     pub(crate) fn key(&self) -> &str {
         match self {
-            Read::ZRange(k) | Read::HMGet { key: k, .. } => k,
+            Read::ZRange(k) | Read::Scored(k) | Read::Unscored(k) | Read::HMGet { key: k, .. } => k,
         }
     }
 }
@@ -149,9 +157,22 @@ impl Keyspace {
         let mut out = Keyspace::default();
         for read in reads {
             match read {
-                Read::ZRange(k) => {
-                    out.zsets
-                        .insert(k.clone(), self.zsets.get(k).cloned().unwrap_or_default());
+                Read::ZRange(k) | Read::Scored(k) | Read::Unscored(k) => {
+                    // Two reads of one key fill one copy.
+                    let copy = out.zsets.entry(k.clone()).or_default();
+                    let members = self.zsets.get(k).into_iter().flatten();
+                    copy.extend(
+                        members
+                            .filter(|(_, s)| match read {
+                                Read::Scored(_) => **s > 0,
+                                Read::Unscored(_) => **s <= 0,
+                                _ => true,
+                            })
+                            .map(|(m, s)| {
+                                let unscored = matches!(read, Read::Unscored(_));
+                                (m.clone(), if unscored { 0 } else { *s })
+                            }),
+                    );
                 }
                 Read::HMGet { key, fields } => {
                     let h = out.hashes.entry(key.clone()).or_default();

@@ -68,6 +68,66 @@ pub struct EventFacts<'a> {
     pub kind: FactKind,
 }
 
+/// An owned copy of an event's [`EventFacts`] (its strings in one allocation), for events kept
+/// to be recorded later, e.g. those scored while the store was down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedFacts {
+    text: String,
+    /// Ends of the seven strings in `text`, in [`EventFacts`] field order.
+    ends: [u32; 7],
+    event_time: i64,
+    kind: FactKind,
+}
+
+impl OwnedFacts {
+    pub fn of(f: &EventFacts<'_>) -> Self {
+        let parts = [
+            f.event_id,
+            f.account_id,
+            f.device_id,
+            f.ip,
+            f.country,
+            f.document,
+            f.destination,
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 7];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len() as u32;
+        }
+        OwnedFacts {
+            text,
+            ends,
+            event_time: f.event_time,
+            kind: f.kind,
+        }
+    }
+
+    pub fn facts(&self) -> EventFacts<'_> {
+        let part = |i: usize| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+            &self.text[start..self.ends[i] as usize]
+        };
+        EventFacts {
+            event_id: part(0),
+            account_id: part(1),
+            device_id: part(2),
+            ip: part(3),
+            country: part(4),
+            document: part(5),
+            destination: part(6),
+            event_time: self.event_time,
+            kind: self.kind,
+        }
+    }
+
+    /// Bytes this copy holds (for memory bounds).
+    pub fn size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.text.len()
+    }
+}
+
 /// What applying one label touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LabelOutcome {
@@ -197,5 +257,29 @@ impl FeatureStore for AnyStore {
             AnyStore::Memory(s) => s.apply_label(account, tainted, label_time).await,
             AnyStore::Redis(s) => s.apply_label(account, tainted, label_time).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_facts_give_back_every_field() {
+        let f = EventFacts {
+            event_id: "ev-1",
+            account_id: "acct",
+            device_id: "",
+            ip: "10.0.0.1",
+            country: "FR",
+            document: "doc",
+            destination: "",
+            event_time: 1_700_000_000_000,
+            kind: FactKind::Transaction {
+                kind: TransactionKind::Withdrawal,
+                usd_cents: 12_345,
+            },
+        };
+        assert_eq!(OwnedFacts::of(&f).facts(), f);
     }
 }

@@ -366,6 +366,17 @@ fn add_read(p: &mut Pipeline, read: &Read) {
         Read::ZRange(key) => {
             p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
         }
+        Read::Scored(key) => {
+            p.cmd("ZRANGE")
+                .arg(key)
+                .arg("(0")
+                .arg("+inf")
+                .arg("BYSCORE")
+                .arg("WITHSCORES");
+        }
+        Read::Unscored(key) => {
+            p.cmd("ZRANGE").arg(key).arg("-inf").arg("0").arg("BYSCORE");
+        }
         Read::HMGet { key, fields } => {
             let c = p.cmd("HMGET").arg(key);
             for f in fields {
@@ -425,6 +436,23 @@ fn encode_read(r: &mut crate::resp::Request, read: &Read) {
                 .arg(b"-1")
                 .arg(b"WITHSCORES");
         }
+        Read::Scored(key) => {
+            r.command(6)
+                .arg(b"ZRANGE")
+                .arg(key.as_bytes())
+                .arg(b"(0")
+                .arg(b"+inf")
+                .arg(b"BYSCORE")
+                .arg(b"WITHSCORES");
+        }
+        Read::Unscored(key) => {
+            r.command(5)
+                .arg(b"ZRANGE")
+                .arg(key.as_bytes())
+                .arg(b"-inf")
+                .arg(b"0")
+                .arg(b"BYSCORE");
+        }
         Read::HMGet { key, fields } => {
             r.command(2 + fields.len())
                 .arg(b"HMGET")
@@ -449,23 +477,29 @@ fn take_reply(
         return Err(bad("not an array"));
     };
     match read {
-        Read::ZRange(key) => {
-            // WITHSCORES: member, score, member, score, …
-            if items.len() % 2 != 0 {
+        Read::ZRange(key) | Read::Scored(key) | Read::Unscored(key) => {
+            // WITHSCORES: member, score, member, score, …; without: members, scored 0.
+            let step = if matches!(read, Read::Unscored(_)) {
+                1
+            } else {
+                2
+            };
+            if items.len() % step != 0 {
                 return Err(bad("odd WITHSCORES reply"));
             }
-            let mut z = crate::keyspace::ZSet::with_capacity_and_hasher(
-                items.len() / 2,
-                Default::default(),
-            );
-            for entry in items.chunks_exact(2) {
+            // Two reads of one key fill one copy.
+            let z = ks.zsets.entry(key.clone()).or_default();
+            z.reserve(items.len() / step);
+            for entry in items.chunks_exact(step) {
                 let Reply::Bulk(Some(member)) = &entry[0] else {
                     return Err(bad("member is not a string"));
                 };
-                let score = score_of(&entry[1]).ok_or_else(|| bad("bad score"))?;
+                let score = match entry.get(1) {
+                    Some(score) => score_of(score).ok_or_else(|| bad("bad score"))?,
+                    None => 0,
+                };
                 z.insert(member.to_vec(), score);
             }
-            ks.zsets.insert(key.clone(), z);
         }
         Read::HMGet { key, fields } => {
             let h = ks.hashes.entry(key.clone()).or_default();

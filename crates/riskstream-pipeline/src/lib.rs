@@ -28,6 +28,7 @@ pub mod scorer;
 pub mod serving;
 pub mod stages;
 pub mod worker;
+pub mod writeback;
 
 pub use config::{Topics, WorkerConfig};
 pub use labels::{run_labels, LabelsReport};

@@ -15,6 +15,9 @@ pub const EVENT_TO_VERDICT_SECONDS: &str = "riskstream_event_to_verdict_seconds"
 pub const CONSUME_TO_PRODUCE_SECONDS: &str = "riskstream_consume_to_produce_seconds";
 /// One feature-store call (per batch: read and write), seconds.
 pub const FEATURE_STORE_SECONDS: &str = "riskstream_feature_store_seconds";
+pub const STORE_CHUNK_EVENTS: &str = "riskstream_store_chunk_events";
+pub const STORE_WRITEBACK_PENDING: &str = "riskstream_store_writeback_pending";
+pub const STORE_WRITEBACK: &str = "riskstream_store_writeback_total";
 /// Time one stage of the worker spent on one batch, seconds, by `stage` (decode, enrich,
 /// score, publish; copy in passthrough).
 pub const STAGE_SECONDS: &str = "riskstream_stage_seconds";
@@ -69,7 +72,10 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (BATCH_SIZE, Kind::Histogram, "Records per batch handed from the source to the first stage."),
     (EVENT_TO_VERDICT_SECONDS, Kind::Histogram, "Event time to verdict produced, seconds (meaningful when producers stamp real time)."),
     (CONSUME_TO_PRODUCE_SECONDS, Kind::Histogram, "Oldest input broker timestamp of a batch to its outputs acknowledged, seconds."),
-    (FEATURE_STORE_SECONDS, Kind::Histogram, "One feature-store call (a batch's writes and reads), seconds."),
+    (FEATURE_STORE_SECONDS, Kind::Histogram, "One feature-store call (a batch's or a chunk's writes and reads), seconds."),
+    (STORE_WRITEBACK_PENDING, Kind::Gauge, "Events scored during a feature-store outage waiting to be recorded in the store."),
+    (STORE_WRITEBACK, Kind::Counter, "Events scored during a feature-store outage, by outcome: recorded in the store later, or dropped (queue full, or refused by the store)."),
+    (STORE_CHUNK_EVENTS, Kind::Gauge, "Most events per feature-store call now (batches are cut so one call takes about half the store deadline)."),
     (STAGE_SECONDS, Kind::Histogram, "Time one worker stage spent on one batch, seconds, by stage."),
     (VERDICT_BYTES, Kind::Histogram, "Encoded size of one verdict, bytes."),
     (INFERENCE_SECONDS, Kind::Histogram, "One batched inference call, seconds, by model directory."),
@@ -94,6 +100,10 @@ pub fn init_zero_series(input_topics: &[&str]) {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     metrics::gauge!(IN_FLIGHT_BATCHES).set(0.0);
     metrics::gauge!(STOPPED_BY_CAP, "cap" => "dead_letters").set(0.0);
+    metrics::gauge!(STORE_WRITEBACK_PENDING).set(0.0);
+    for outcome in ["recorded", "dropped"] {
+        metrics::counter!(STORE_WRITEBACK, "outcome" => outcome).absolute(0);
+    }
     for topic in input_topics {
         metrics::counter!(CONSUMED, "topic" => topic.to_string()).absolute(0);
         // One reason per topic is enough for the dead-letter rate to exist.

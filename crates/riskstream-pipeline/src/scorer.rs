@@ -2,7 +2,8 @@
 //! model, then the policy. No Kafka here, so the demo, the replay tool and tests share it.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use riskstream_events::{
     Decision, Event, EventType, FeatureValue, ModelInputs, ModelScore, SourcePosition, Verdict,
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use crate::metrics as m;
 use crate::policy::Decided;
 use crate::serving::{Serving, ServingHandle, Target};
+use crate::writeback::{self, WriteBack};
 
 /// Degraded reason when the feature store did not answer; followed in the verdict by one
 /// `missing_features:<group>` per feature group the store computes (see the catalogue).
@@ -35,6 +37,12 @@ pub struct Scorer<S> {
     pub store: S,
     /// Models, routes and policy; swapped by hot reload, read once per batch.
     pub serving: Arc<ServingHandle>,
+    /// How batches are cut into feature-store calls.
+    pub chunks: StoreChunks,
+    /// Events scored while the store did not answer, to record once it does.
+    pub writeback: WriteBack,
+    /// The last feature-store call answered.
+    answered: AtomicBool,
 }
 
 /// Reusable per-batch buffers (the hot path allocates them once per worker).
@@ -85,7 +93,20 @@ const MAX_ATTRIBUTIONS: usize = 3;
 
 impl<S: FeatureStore> Scorer<S> {
     pub fn new(store: S, serving: Arc<ServingHandle>) -> Self {
-        Scorer { store, serving }
+        Scorer {
+            store,
+            serving,
+            chunks: StoreChunks::default(),
+            writeback: WriteBack::new(0),
+            answered: AtomicBool::new(true),
+        }
+    }
+
+    /// Keeps up to `max` events scored during a store outage to record once it answers
+    /// (`writeback.rs`; 0: off, the default).
+    pub fn with_writeback(mut self, max: usize) -> Self {
+        self.writeback = WriteBack::new(max);
+        self
     }
 
     /// Verdicts for `events` (same order). `sources[i]` is where `events[i]` was read.
@@ -102,36 +123,145 @@ impl<S: FeatureStore> Scorer<S> {
         self.score_enriched(events, sources, enriched, now_ms, buf)
     }
 
-    /// enrich: one feature-store call for the batch (features as of each event's time, and the
-    /// batch recorded). When the store fails or is too slow, every event is degraded.
+    /// enrich: the batch's feature-store calls (features as of each event's time, and the
+    /// batch recorded), cut into chunks that each fit the store's deadline ([`StoreChunks`]).
+    /// When a call fails or is too slow, its events and the rest of the batch are degraded.
     pub async fn enrich(&self, events: &[Event]) -> Enriched {
         let n = events.len();
         if n == 0 {
             return Enriched::default();
         }
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
-        let started = Instant::now();
-        let enriched = match self.store.enrich_batch(&facts).await {
-            Ok(features) => {
-                crate::health::health().set_store_degraded(false);
-                Enriched {
-                    features,
-                    degraded: false,
+        let target = self
+            .store
+            .deadline()
+            .map(|d| d.mul_f64(StoreChunks::TARGET_SHARE));
+        // Events scored during an outage first (earlier times: this batch's features count
+        // them), one chunk per batch, once the store answered the last call.
+        let mut refused = Vec::new();
+        if self.answered.load(Ordering::Relaxed) && !self.writeback.is_empty() {
+            let pending = self
+                .writeback
+                .take(self.chunks.next(n.max(StoreChunks::MIN)));
+            let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
+            let started = Instant::now();
+            let result = self.store.record_batch(&pending_facts).await;
+            let took = started.elapsed();
+            metrics::histogram!(m::FEATURE_STORE_SECONDS).record(took.as_secs_f64());
+            match result {
+                Ok(()) => {
+                    if let Some(target) = target {
+                        self.chunks.observe(pending.len(), took, target);
+                    }
+                    writeback::recorded(pending.len());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = pending.len(), "recording events scored during a store outage failed");
+                    self.chunks.failed(pending.len());
+                    refused = pending;
                 }
             }
-            Err(e) => {
-                crate::health::health().set_store_degraded(true);
-                tracing::warn!(error = %e, events = n, "feature store unavailable; scoring degraded");
-                metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
-                    .increment(n as u64);
-                Enriched {
-                    features: vec![StoreFeatures::default(); n],
-                    degraded: true,
+        }
+        let mut features = Vec::with_capacity(n);
+        let mut at = 0;
+        while at < n {
+            let take = target.map_or(n - at, |_| self.chunks.next(n - at));
+            let started = Instant::now();
+            let result = self.store.enrich_batch(&facts[at..at + take]).await;
+            let took = started.elapsed();
+            metrics::histogram!(m::FEATURE_STORE_SECONDS).record(took.as_secs_f64());
+            match result {
+                Ok(f) => {
+                    if let Some(target) = target {
+                        self.chunks.observe(take, took, target);
+                    }
+                    features.extend(f);
+                    at += take;
+                }
+                Err(e) => {
+                    self.chunks.failed(take);
+                    self.writeback.keep(&facts[at..]);
+                    crate::health::health().set_store_degraded(true);
+                    tracing::warn!(error = %e, events = n - at, "feature store unavailable; scoring degraded");
+                    metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
+                        .increment((n - at) as u64);
+                    break;
                 }
             }
+        }
+        self.answered.store(at == n, Ordering::Relaxed);
+        if at == n {
+            crate::health::health().set_store_degraded(false);
+            if !refused.is_empty() {
+                // The store serves this batch but refused those: they are the problem.
+                writeback::dropped(
+                    refused.len(),
+                    "the store refused them while it served others",
+                );
+            }
+        } else if !refused.is_empty() {
+            self.writeback.put_back(refused);
+        }
+        let degraded = (0..n).map(|i| i >= at).collect();
+        features.resize(n, StoreFeatures::default());
+        Enriched { features, degraded }
+    }
+}
+
+/// How [`Scorer::enrich`] cuts a batch into feature-store calls when the store has a deadline:
+/// each call sized to take about [`StoreChunks::TARGET_SHARE`] of it, from the time per event
+/// the last calls took. Under normal load a whole batch is one call; when the store slows down
+/// (long histories, a busy Redis) calls get smaller instead of missing the deadline and
+/// degrading whole batches, and they grow back as it recovers.
+#[derive(Debug)]
+pub struct StoreChunks {
+    size: AtomicUsize,
+}
+
+impl Default for StoreChunks {
+    fn default() -> Self {
+        StoreChunks {
+            size: AtomicUsize::new(Self::MAX),
+        }
+    }
+}
+
+impl StoreChunks {
+    /// The share of the store's deadline one call aims at.
+    pub const TARGET_SHARE: f64 = 0.5;
+    /// Fewest events per call (below that the round trip itself dominates).
+    pub const MIN: usize = 16;
+    /// Most events per call (more than any batch).
+    pub const MAX: usize = 1 << 16;
+
+    /// Events in the next call, out of `remaining`: equal chunks no larger than the size.
+    pub fn next(&self, remaining: usize) -> usize {
+        let size = self.size.load(Ordering::Relaxed).max(1);
+        let calls = remaining.div_ceil(size);
+        remaining.div_ceil(calls)
+    }
+
+    /// A call of `events` took `took`: the size moves halfway towards what would take `target`.
+    pub fn observe(&self, events: usize, took: Duration, target: Duration) {
+        let fits = (events as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-6))
+            .clamp(Self::MIN as f64, Self::MAX as f64) as usize;
+        let size = self.size.load(Ordering::Relaxed).min(Self::MAX);
+        // Growing from "unlimited" to a measured size is immediate; otherwise halfway.
+        let next = if size >= Self::MAX {
+            fits
+        } else {
+            (size + fits) / 2
         };
-        metrics::histogram!(m::FEATURE_STORE_SECONDS).record(started.elapsed().as_secs_f64());
-        enriched
+        self.size.store(next.max(Self::MIN), Ordering::Relaxed);
+        metrics::gauge!(m::STORE_CHUNK_EVENTS).set(next as f64);
+    }
+
+    /// A call of `events` failed (the store was down, or missed its deadline): next time, a
+    /// quarter of it.
+    pub fn failed(&self, events: usize) {
+        let next = (events / 4).max(Self::MIN);
+        self.size.store(next, Ordering::Relaxed);
+        metrics::gauge!(m::STORE_CHUNK_EVENTS).set(next as f64);
     }
 }
 
@@ -139,8 +269,8 @@ impl<S: FeatureStore> Scorer<S> {
 #[derive(Debug, Default)]
 pub struct Enriched {
     pub features: Vec<StoreFeatures>,
-    /// The store did not answer: `features` are all zero.
-    pub degraded: bool,
+    /// Per event: the store did not answer for it (its `features` are all zero).
+    pub degraded: Vec<bool>,
 }
 
 impl<S> Scorer<S> {
@@ -222,7 +352,7 @@ impl<S> Scorer<S> {
                         &events[i],
                         score,
                         &champion.manifest.thresholds,
-                        degraded,
+                        degraded[i],
                     )
                 })
             })
@@ -238,7 +368,7 @@ impl<S> Scorer<S> {
                             &events[i],
                             s,
                             &serving.model(si).manifest.thresholds,
-                            degraded,
+                            degraded[i],
                         )
                         .decision
                         != d.decision
@@ -266,7 +396,7 @@ impl<S> Scorer<S> {
             let target = targets[i];
             let champion = serving.model(target.champion);
             let row = &buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS];
-            let mut degraded_reasons = if degraded {
+            let mut degraded_reasons = if degraded[i] {
                 store_missing_reasons()
             } else {
                 Vec::new()
@@ -288,7 +418,7 @@ impl<S> Scorer<S> {
                     (d.decision, d.friction, reasons)
                 }
             };
-            if degraded {
+            if degraded[i] {
                 reasons.push("degraded:features_missing".to_string());
             }
             let mut scores = Vec::with_capacity(1 + target.shadows.len());
@@ -477,6 +607,79 @@ mod tests {
         ) -> Result<riskstream_features::LabelOutcome, StoreError> {
             Err(StoreError::Timeout(std::time::Duration::from_millis(1)))
         }
+    }
+
+    /// A store whose calls cost 0.5 ms per event, with a 100 ms deadline: a call of more than
+    /// 200 events misses it (and, like a timed-out call, is not known to have written).
+    struct SlowStore(MemoryStore);
+    impl FeatureStore for SlowStore {
+        async fn enrich_batch(
+            &self,
+            batch: &[EventFacts<'_>],
+        ) -> Result<Vec<StoreFeatures>, StoreError> {
+            let cost = Duration::from_micros(500) * batch.len() as u32;
+            let deadline = Duration::from_millis(100);
+            if cost > deadline {
+                tokio::time::sleep(deadline).await;
+                return Err(StoreError::Timeout(deadline));
+            }
+            tokio::time::sleep(cost).await;
+            self.0.enrich_batch(batch).await
+        }
+        fn deadline(&self) -> Option<Duration> {
+            Some(Duration::from_millis(100))
+        }
+        async fn apply_label(
+            &self,
+            _: &str,
+            _: bool,
+            _: i64,
+        ) -> Result<riskstream_features::LabelOutcome, StoreError> {
+            unreachable!("not used")
+        }
+    }
+
+    #[test]
+    fn store_chunks_follow_the_time_per_event() {
+        let c = StoreChunks::default();
+        assert_eq!(c.next(512), 512, "one call until a call was measured");
+        // 512 events took twice the target: halfway to 256 from unlimited is 256 at once.
+        c.observe(512, Duration::from_millis(100), Duration::from_millis(50));
+        assert_eq!(c.next(512), 256);
+        assert_eq!(c.next(300), 150, "equal chunks, none larger than the size");
+        // Fast calls: back towards whole batches.
+        c.observe(256, Duration::from_millis(10), Duration::from_millis(50));
+        assert_eq!(c.next(512), 512);
+        // A failed call: a quarter of it next time, never below the minimum.
+        c.failed(512);
+        assert_eq!(c.next(512), 128);
+        c.failed(20);
+        assert_eq!(c.next(512), 16);
+        c.observe(16, Duration::from_secs(1), Duration::from_millis(50));
+        assert_eq!(c.next(512), 16);
+    }
+
+    #[tokio::test]
+    async fn a_slow_store_gets_smaller_calls_instead_of_degraded_batches() {
+        let s = scorer(SlowStore(MemoryStore::new(StoreLimits::default())));
+        let (events, sources) = batch(600);
+        let (first, second) = (&events[..300], &events[300..]);
+        // One call of 300 misses the deadline: the whole batch is degraded.
+        let v1 = s
+            .score_batch(first, &sources[..300], 1, &mut Buffers::default())
+            .await;
+        assert!(v1.iter().all(|v| v.degraded));
+        // The next batch goes in calls that fit: nothing degraded, and the same verdicts as
+        // one call to a store without a deadline (batching does not change features).
+        let v2 = s
+            .score_batch(second, &sources[300..], 1, &mut Buffers::default())
+            .await;
+        assert!(v2.iter().all(|v| !v.degraded));
+        assert!(s.chunks.next(300) < 300);
+        let reference = scorer(MemoryStore::new(StoreLimits::default()))
+            .score_batch(second, &sources[300..], 1, &mut Buffers::default())
+            .await;
+        assert_eq!(v2, reference);
     }
 
     fn scorer_from<S: FeatureStore>(store: S, dir: &std::path::Path) -> Scorer<S> {

@@ -101,11 +101,13 @@ impl Worker {
             }
         }
         let store = value("riskstream_feature_store_seconds_sum");
+        let store_calls = value("riskstream_feature_store_seconds_count");
         let mut out = format!(
-            "mean batch {:.0} events; feature store {:.2} ms/batch = {:.1} us/event",
+            "mean batch {:.0} events; feature store {:.2} ms/batch = {:.1} us/event ({:.2} calls/batch)",
             events / batches,
             1e3 * store / batches,
-            1e6 * store / events
+            1e6 * store / events,
+            store_calls / batches
         );
         for model in ["behavioral", "ato"] {
             let sum = value(&format!(

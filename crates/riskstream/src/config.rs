@@ -71,9 +71,14 @@ pub struct WorkerArgs {
     /// grow (up to --batch-max) only while the next stage is busy. [default: 0]
     #[arg(long, env = "RISKSTREAM_BATCH_LINGER_MS")]
     pub batch_linger_ms: Option<u64>,
-    /// Per-batch feature-store deadline, ms; slower batches are scored degraded. [default: 100]
+    /// Deadline of one feature-store call, ms; a slower call's events are scored degraded.
+    /// Batches are cut into calls that take about half of it. [default: 100]
     #[arg(long, env = "RISKSTREAM_STORE_DEADLINE_MS")]
     pub store_deadline_ms: Option<u64>,
+    /// Events scored during a feature-store outage kept in memory to be recorded in the store
+    /// once it answers (0 = off; past the bound the oldest are dropped). [default: 100000]
+    #[arg(long, env = "RISKSTREAM_STORE_WRITEBACK_MAX")]
+    pub store_writeback_max: Option<usize>,
     /// Batches whose feature-store round trips may be in flight at once (1 = one at a time).
     /// [default: 1]
     #[arg(long, env = "RISKSTREAM_STORE_IN_FLIGHT")]
@@ -118,6 +123,7 @@ struct FileConfig {
     batch_max: Option<usize>,
     batch_linger_ms: Option<u64>,
     store_deadline_ms: Option<u64>,
+    store_writeback_max: Option<usize>,
     store_in_flight: Option<usize>,
     broker_deadline_ms: Option<u64>,
     dlq_max_consecutive: Option<u64>,
@@ -148,6 +154,8 @@ pub struct Settings {
     /// is taken (a second worker on the host), another free port is used and logged.
     pub metrics_addr_is_default: bool,
     pub store_deadline: Duration,
+    /// Events scored during a store outage kept to record later (0: off).
+    pub store_writeback_max: usize,
     /// 0: wait for a broker forever.
     pub broker_deadline: Duration,
 }
@@ -226,6 +234,7 @@ impl Settings {
         out += &format!("dlq_max_ratio = {}\n", w.dlq_limit.max_ratio);
         out += &format!("batch_linger_ms = {}\n", w.batch_linger.as_millis());
         out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
+        out += &format!("store_writeback_max = {}\n", self.store_writeback_max);
         out += &format!("store_in_flight = {}\n", w.store_in_flight);
         out += &format!(
             "broker_deadline_ms = {}\n",
@@ -364,6 +373,10 @@ impl WorkerArgs {
                     .or(file.store_deadline_ms)
                     .unwrap_or(100),
             ),
+            store_writeback_max: self
+                .store_writeback_max
+                .or(file.store_writeback_max)
+                .unwrap_or(100_000),
             model_poll: Duration::from_millis(
                 self.model_poll_ms.or(file.model_poll_ms).unwrap_or(2000),
             ),

@@ -129,6 +129,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         metrics_addr: None,
         metrics_addr_is_default: false,
         store_deadline: Duration::from_millis(200),
+        store_writeback_max: 100_000,
         broker_deadline: Duration::ZERO,
     };
     let store = open_store(&settings).await?;

@@ -54,7 +54,7 @@ pub fn build_scorer(settings: &Settings, store: AnyStore) -> anyhow::Result<Scor
             "serving"
         );
     }
-    Ok(Scorer::new(store, Arc::new(serving)))
+    Ok(Scorer::new(store, Arc::new(serving)).with_writeback(settings.store_writeback_max))
 }
 
 /// The metrics address: `addr`, unless it is the built-in default and its port is taken (a
