@@ -90,6 +90,46 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
+/// Runs `scoring` with the labels consumer beside it. The labels consumer ends before scoring
+/// only on shutdown or when it fails: then `stop` stops scoring too, and the failure is returned
+/// (the worker exits with an error so that it is restarted, rather than score on while labels
+/// silently stop being applied).
+async fn side_by_side<R, E: std::fmt::Display, L: std::fmt::Debug>(
+    scoring: impl std::future::Future<Output = R>,
+    labels: Option<tokio::task::JoinHandle<Result<L, E>>>,
+    stop: &watch::Sender<bool>,
+) -> (R, Option<String>) {
+    let Some(mut labels) = labels else {
+        return (scoring.await, None);
+    };
+    tokio::pin!(scoring);
+    tokio::select! {
+        r = &mut scoring => {
+            match labels.await {
+                Ok(Ok(r)) => tracing::info!(?r, "labels consumer finished"),
+                Ok(Err(e)) => tracing::error!(error = %e, "labels consumer failed"),
+                Err(e) => tracing::error!(error = %e, "labels consumer failed"),
+            }
+            (r, None)
+        }
+        l = &mut labels => {
+            let failed = match l {
+                Ok(Ok(r)) => {
+                    tracing::info!(?r, "labels consumer finished");
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = &failed {
+                tracing::error!(error = %e, "labels consumer failed: stopping the worker (it exits with an error so that it is restarted)");
+                let _ = stop.send(true);
+            }
+            (scoring.await, failed)
+        }
+    }
+}
+
 /// How long a worker stopped by the dead-letter cap keeps serving /metrics before exiting.
 const CAP_EXIT_HOLD: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -110,7 +150,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             &settings.worker.topics.transactions,
         ]);
     }
-    let shutdown = shutdown_on_signals()?;
+    let signals = shutdown_on_signals()?;
+    // The worker's stop: a signal, or one of its consumers failing (see the labels below).
+    let (stop, shutdown) = watch::channel(false);
+    let stop = Arc::new(stop);
+    {
+        let (stop, mut signals) = (stop.clone(), signals);
+        tokio::spawn(async move {
+            if signals.wait_for(|s| *s).await.is_ok() {
+                let _ = stop.send(true);
+            }
+        });
+    }
     if !settings.broker_deadline.is_zero() {
         let (deadline, brokers) = (settings.broker_deadline, settings.worker.brokers.clone());
         tokio::spawn(async move {
@@ -160,7 +211,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    let report = match riskstream_pipeline::run(settings.worker.clone(), scorer, shutdown).await {
+    let scoring = riskstream_pipeline::run(settings.worker.clone(), scorer, shutdown);
+    let (result, labels_failed) = side_by_side(scoring, labels, &stop).await;
+    let report = match result {
         Err(e @ riskstream_pipeline::WorkerError::DeadLetterCap(_)) => {
             // Keep /metrics up for a scrape or two, so the stop is seen (riskstream_stopped_by_cap).
             if settings.metrics_addr.is_some() {
@@ -171,11 +224,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         r => r?,
     };
-    if let Some(labels) = labels {
-        match labels.await? {
-            Ok(r) => tracing::info!(?r, "labels consumer finished"),
-            Err(e) => tracing::error!(error = %e, "labels consumer failed"),
-        }
+    if let Some(e) = labels_failed {
+        watcher.abort();
+        anyhow::bail!("the labels consumer failed: {e}");
     }
     watcher.abort();
     println!(
@@ -183,4 +234,51 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         report.consumed, report.batches, report.verdicts, report.dead_letters
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scoring that runs until the stop signal, as the worker does.
+    async fn scoring_until(mut stop: watch::Receiver<bool>) -> &'static str {
+        let _ = stop.wait_for(|s| *s).await;
+        "scoring stopped"
+    }
+
+    #[tokio::test]
+    async fn a_failed_labels_consumer_stops_scoring_and_is_reported() {
+        let (stop, rx) = watch::channel(false);
+        let labels = tokio::spawn(async { Err::<(), _>("delivery failed") });
+        let (scoring, failed) = side_by_side(scoring_until(rx), Some(labels), &stop).await;
+        assert_eq!(scoring, "scoring stopped");
+        assert_eq!(failed.as_deref(), Some("delivery failed"));
+    }
+
+    #[tokio::test]
+    async fn a_labels_consumer_that_panics_is_a_failure_too() {
+        let (stop, rx) = watch::channel(false);
+        let labels = tokio::spawn(async {
+            if true {
+                panic!("bug");
+            }
+            Ok::<(), String>(())
+        });
+        let (_, failed) = side_by_side(scoring_until(rx), Some(labels), &stop).await;
+        assert!(failed.is_some_and(|e| e.contains("panicked")));
+    }
+
+    #[tokio::test]
+    async fn on_shutdown_both_finish_and_nothing_failed() {
+        let (stop, rx) = watch::channel(false);
+        let mut labels_rx = rx.clone();
+        let labels = tokio::spawn(async move {
+            let _ = labels_rx.wait_for(|s| *s).await;
+            Ok::<u32, String>(7)
+        });
+        stop.send(true).unwrap();
+        let (scoring, failed) = side_by_side(scoring_until(rx), Some(labels), &stop).await;
+        assert_eq!(scoring, "scoring stopped");
+        assert_eq!(failed, None);
+    }
 }
