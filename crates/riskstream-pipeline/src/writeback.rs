@@ -42,15 +42,7 @@ impl WriteBack {
         }
         let mut q = self.queue.lock().expect("write-back lock");
         q.extend(facts.iter().map(OwnedFacts::of));
-        let over = q.len().saturating_sub(self.max);
-        if over > 0 {
-            q.drain(..over);
-            drop(q);
-            dropped(over, "the write-back queue is full");
-            self.gauge();
-        } else {
-            metrics::gauge!(m::STORE_WRITEBACK_PENDING).set(q.len() as f64);
-        }
+        self.bound(q);
     }
 
     /// Takes up to `n` of the oldest kept events out of the queue.
@@ -69,15 +61,19 @@ impl WriteBack {
         for e in events.into_iter().rev() {
             q.push_front(e);
         }
+        self.bound(q);
+    }
+
+    /// Drops the oldest events past the bound.
+    fn bound(&self, mut q: std::sync::MutexGuard<'_, VecDeque<OwnedFacts>>) {
         let over = q.len().saturating_sub(self.max);
+        q.drain(..over);
+        let len = q.len();
+        drop(q);
         if over > 0 {
-            q.drain(..over);
-            drop(q);
             dropped(over, "the write-back queue is full");
-            self.gauge();
-        } else {
-            metrics::gauge!(m::STORE_WRITEBACK_PENDING).set(q.len() as f64);
         }
+        metrics::gauge!(m::STORE_WRITEBACK_PENDING).set(len as f64);
     }
 
     /// Events waiting.
@@ -87,10 +83,6 @@ impl WriteBack {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn gauge(&self) {
-        metrics::gauge!(m::STORE_WRITEBACK_PENDING).set(self.len() as f64);
     }
 }
 

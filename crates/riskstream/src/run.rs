@@ -105,6 +105,8 @@ async fn side_by_side<R, E: std::fmt::Display, L: std::fmt::Debug>(
     tokio::pin!(scoring);
     tokio::select! {
         r = &mut scoring => {
+            // Scoring ended (shutdown, a failure, the dead-letter cap): labels stop too.
+            let _ = stop.send(true);
             match labels.await {
                 Ok(Ok(r)) => tracing::info!(?r, "labels consumer finished"),
                 Ok(Err(e)) => tracing::error!(error = %e, "labels consumer failed"),
@@ -266,6 +268,26 @@ mod tests {
         });
         let (_, failed) = side_by_side(scoring_until(rx), Some(labels), &stop).await;
         assert!(failed.is_some_and(|e| e.contains("panicked")));
+    }
+
+    #[tokio::test]
+    async fn when_scoring_ends_on_its_own_the_labels_consumer_is_stopped_too() {
+        let (stop, rx) = watch::channel(false);
+        let mut labels_rx = rx.clone();
+        let labels = tokio::spawn(async move {
+            let _ = labels_rx.wait_for(|s| *s).await;
+            Ok::<u32, String>(7)
+        });
+        // E.g. the dead-letter cap: scoring returns without a signal.
+        let scoring = async { "cap tripped" };
+        let (scoring, failed) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            side_by_side(scoring, Some(labels), &stop),
+        )
+        .await
+        .expect("the labels consumer was not stopped");
+        assert_eq!(scoring, "cap tripped");
+        assert_eq!(failed, None);
     }
 
     #[tokio::test]
