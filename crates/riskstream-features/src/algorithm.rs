@@ -211,7 +211,7 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
         }
     }
     // First features of these event ids, if they were scored before: one HMGET per hash.
-    let mut firsts: Vec<((i64, u64), Vec<Vec<u8>>)> = Vec::new();
+    let mut firsts: Vec<(first::Slot, Vec<Vec<u8>>)> = Vec::new();
     for e in batch {
         let slot = first::slot(e.event_id, e.event_time);
         match firsts.iter_mut().find(|(x, _)| *x == slot) {

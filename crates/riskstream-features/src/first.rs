@@ -22,8 +22,11 @@ pub(crate) fn field(event_id: &str) -> Vec<u8> {
     hash64(event_id).to_le_bytes().to_vec()
 }
 
-/// The hash (hour of event time, bucket) that keeps an event's first features.
-pub(crate) fn slot(event_id: &str, event_time: i64) -> (i64, u64) {
+/// A first-features hash: (hour of event time, bucket of event ids).
+pub(crate) type Slot = (i64, u64);
+
+/// The hash that keeps an event's first features.
+pub(crate) fn slot(event_id: &str, event_time: i64) -> Slot {
     (
         event_time.div_euclid(crate::catalogue::HOUR_MS),
         hash64(event_id) % BUCKETS,
