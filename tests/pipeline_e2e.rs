@@ -710,17 +710,8 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
     // Among them, four withdrawals of one account.
     env.redis.stop();
     env.simulate(300, 52);
-    let template = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(100, 5))
-        .map(|e| e.event)
-        .find_map(|e| match e {
-            riskstream_events::Event::Transaction(t) => Some(t),
-            _ => None,
-        })
-        .expect("a simulated transaction");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let template = simulated_transaction();
+    let now = now_ms();
     let withdrawal = |id: &str, t: i64| {
         let mut x: Transaction = template.clone();
         x.event_id = id.into();
@@ -841,6 +832,24 @@ fn ato_input(v: &Verdict, name: &str) -> f32 {
     inputs.values[at]
 }
 
+/// A simulated transaction to build hand-made ones from.
+fn simulated_transaction() -> riskstream_events::Transaction {
+    riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(100, 5))
+        .map(|e| e.event)
+        .find_map(|e| match e {
+            riskstream_events::Event::Transaction(t) => Some(t),
+            _ => None,
+        })
+        .expect("a simulated transaction")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 /// Produces `events` (transactions) keyed by account, and `labels`, with the registry-free codec.
 fn produce(
     env: &Env,
@@ -892,17 +901,8 @@ fn feature(v: &Verdict, name: &str) -> f64 {
 fn graph_features_light_up_for_accounts_linked_to_a_labelled_fraudster_on_redis_cluster() {
     use riskstream_events::{Label, LabelKind, Transaction, TransactionKind};
     let env = Env::start_with_cluster();
-    let template = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(100, 5))
-        .map(|e| e.event)
-        .find_map(|e| match e {
-            riskstream_events::Event::Transaction(t) => Some(t),
-            _ => None,
-        })
-        .expect("a simulated transaction");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let template = simulated_transaction();
+    let now = now_ms();
     let tx = |id: &str, account: &str, device: &str, t: i64| {
         let mut x: Transaction = template.clone();
         x.event_id = id.into();

@@ -213,15 +213,16 @@ pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec
     // First features of these event ids, if they were scored before: one HMGET per hash.
     let mut firsts: Vec<(first::Slot, Vec<Vec<u8>>)> = Vec::new();
     for e in batch {
-        let slot = first::slot(e.event_id, e.event_time);
+        let id = hash64(e.event_id);
+        let slot = first::slot(id, e.event_time);
         match firsts.iter_mut().find(|(x, _)| *x == slot) {
-            Some((_, fields)) => fields.push(first::field(e.event_id)),
-            None => firsts.push((slot, vec![first::field(e.event_id)])),
+            Some((_, fields)) => fields.push(first::field(id)),
+            None => firsts.push((slot, vec![first::field(id)])),
         }
     }
-    for ((hour, bucket), fields) in firsts {
+    for (slot, fields) in firsts {
         reads.push(Read::HMGet {
-            key: keys.first_features(hour, bucket),
+            key: keys.first_features(slot),
             fields,
         });
     }
@@ -386,11 +387,11 @@ pub(crate) fn evaluate(
     let features = batch
         .iter()
         .map(|e| {
-            let slot = first::slot(e.event_id, e.event_time);
+            let id = hash64(e.event_id);
+            let slot = first::slot(id, e.event_time);
             let (key, new) = firsts
                 .entry(slot)
-                .or_insert_with(|| (keys.first_features(slot.0, slot.1), Vec::new()));
-            let id = hash64(e.event_id);
+                .or_insert_with(|| (keys.first_features(slot), Vec::new()));
             let known = ks
                 .hash_field(key, &id.to_le_bytes())
                 .and_then(first::decode)
@@ -410,7 +411,7 @@ pub(crate) fn evaluate(
             key: key.clone(),
             fields: new
                 .iter()
-                .map(|(id, f)| (id.to_le_bytes().to_vec(), first::encode(f)))
+                .map(|(id, f)| (first::field(*id), first::encode(f)))
                 .collect(),
         });
         ops.push(Op::Expire {

@@ -12,24 +12,23 @@
 //! when kept per account); the buckets spread an hour over as many Redis Cluster slots.
 
 use crate::catalogue::{StoreFeatures, N_STORE_FEATURES};
-use crate::keyspace::hash64;
 
 /// Hashes per hour of event time.
 pub(crate) const BUCKETS: u64 = 16;
 
-/// The hash field of an event id.
-pub(crate) fn field(event_id: &str) -> Vec<u8> {
-    hash64(event_id).to_le_bytes().to_vec()
+/// The hash field of an event, from its event-id hash.
+pub(crate) fn field(id: u64) -> Vec<u8> {
+    id.to_le_bytes().to_vec()
 }
 
 /// A first-features hash: (hour of event time, bucket of event ids).
 pub(crate) type Slot = (i64, u64);
 
-/// The hash that keeps an event's first features.
-pub(crate) fn slot(event_id: &str, event_time: i64) -> Slot {
+/// The hash that keeps the first features of the event with id hash `id`.
+pub(crate) fn slot(id: u64, event_time: i64) -> Slot {
     (
         event_time.div_euclid(crate::catalogue::HOUR_MS),
-        hash64(event_id) % BUCKETS,
+        id % BUCKETS,
     )
 }
 

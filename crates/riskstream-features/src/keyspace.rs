@@ -243,7 +243,7 @@ impl Keys {
     }
     /// The hash of first features of the events in hour `hour` (event time / 1 h) whose id
     /// falls in `bucket` (`first.rs`).
-    pub(crate) fn first_features(&self, hour: i64, bucket: u64) -> String {
+    pub(crate) fn first_features(&self, (hour, bucket): crate::first::Slot) -> String {
         format!("{}:{{f:{hour}:{bucket}}}", self.prefix)
     }
     pub(crate) fn node(&self, node: Node, id: &str) -> String {

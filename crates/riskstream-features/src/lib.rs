@@ -121,11 +121,6 @@ impl OwnedFacts {
             kind: self.kind,
         }
     }
-
-    /// Bytes this copy holds (for memory bounds).
-    pub fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.text.len()
-    }
 }
 
 /// What applying one label touched.

@@ -361,21 +361,23 @@ fn add_op(p: &mut Pipeline, op: &Op) {
     }
 }
 
+/// The arguments after the key of a sorted-set read (`ZRANGE key …`).
+fn zrange_args(read: &Read) -> &'static [&'static str] {
+    match read {
+        Read::ZRange(_) => &["0", "-1", "WITHSCORES"],
+        Read::Scored(_) => &["(0", "+inf", "BYSCORE", "WITHSCORES"],
+        Read::Unscored(_) => &["-inf", "0", "BYSCORE"],
+        Read::HMGet { .. } => &[],
+    }
+}
+
 fn add_read(p: &mut Pipeline, read: &Read) {
     match read {
-        Read::ZRange(key) => {
-            p.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
-        }
-        Read::Scored(key) => {
-            p.cmd("ZRANGE")
-                .arg(key)
-                .arg("(0")
-                .arg("+inf")
-                .arg("BYSCORE")
-                .arg("WITHSCORES");
-        }
-        Read::Unscored(key) => {
-            p.cmd("ZRANGE").arg(key).arg("-inf").arg("0").arg("BYSCORE");
+        Read::ZRange(key) | Read::Scored(key) | Read::Unscored(key) => {
+            let c = p.cmd("ZRANGE").arg(key);
+            for a in zrange_args(read) {
+                c.arg(*a);
+            }
         }
         Read::HMGet { key, fields } => {
             let c = p.cmd("HMGET").arg(key);
@@ -428,30 +430,12 @@ fn encode_op(r: &mut crate::resp::Request, op: &Op) {
 /// `read` in RESP (the same command as [`add_read`]).
 fn encode_read(r: &mut crate::resp::Request, read: &Read) {
     match read {
-        Read::ZRange(key) => {
-            r.command(5)
-                .arg(b"ZRANGE")
-                .arg(key.as_bytes())
-                .arg(b"0")
-                .arg(b"-1")
-                .arg(b"WITHSCORES");
-        }
-        Read::Scored(key) => {
-            r.command(6)
-                .arg(b"ZRANGE")
-                .arg(key.as_bytes())
-                .arg(b"(0")
-                .arg(b"+inf")
-                .arg(b"BYSCORE")
-                .arg(b"WITHSCORES");
-        }
-        Read::Unscored(key) => {
-            r.command(5)
-                .arg(b"ZRANGE")
-                .arg(key.as_bytes())
-                .arg(b"-inf")
-                .arg(b"0")
-                .arg(b"BYSCORE");
+        Read::ZRange(key) | Read::Scored(key) | Read::Unscored(key) => {
+            let args = zrange_args(read);
+            r.command(2 + args.len()).arg(b"ZRANGE").arg(key.as_bytes());
+            for a in args {
+                r.arg(a.as_bytes());
+            }
         }
         Read::HMGet { key, fields } => {
             r.command(2 + fields.len())

@@ -9,7 +9,7 @@ use riskstream_events::{
     Decision, Event, EventType, FeatureValue, ModelInputs, ModelScore, SourcePosition, Verdict,
 };
 use riskstream_features::inputs::{self, N_INPUTS};
-use riskstream_features::{FeatureStore, StoreFeatures};
+use riskstream_features::{FeatureStore, StoreError, StoreFeatures};
 use std::sync::Arc;
 
 use crate::metrics as m;
@@ -144,20 +144,11 @@ impl<S: FeatureStore> Scorer<S> {
                 .writeback
                 .take(self.chunks.next(n.max(StoreChunks::MIN)));
             let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
-            let started = Instant::now();
-            let result = self.store.record_batch(&pending_facts).await;
-            let took = started.elapsed();
-            metrics::histogram!(m::FEATURE_STORE_SECONDS).record(took.as_secs_f64());
-            match result {
-                Ok(()) => {
-                    if let Some(target) = target {
-                        self.chunks.observe(pending.len(), took, target);
-                    }
-                    writeback::recorded(pending.len());
-                }
+            let call = self.store.record_batch(&pending_facts);
+            match self.timed_call(pending.len(), target, call).await {
+                Ok(()) => writeback::recorded(pending.len()),
                 Err(e) => {
                     tracing::warn!(error = %e, events = pending.len(), "recording events scored during a store outage failed");
-                    self.chunks.failed(pending.len());
                     refused = pending;
                 }
             }
@@ -166,20 +157,13 @@ impl<S: FeatureStore> Scorer<S> {
         let mut at = 0;
         while at < n {
             let take = target.map_or(n - at, |_| self.chunks.next(n - at));
-            let started = Instant::now();
-            let result = self.store.enrich_batch(&facts[at..at + take]).await;
-            let took = started.elapsed();
-            metrics::histogram!(m::FEATURE_STORE_SECONDS).record(took.as_secs_f64());
-            match result {
+            let call = self.store.enrich_batch(&facts[at..at + take]);
+            match self.timed_call(take, target, call).await {
                 Ok(f) => {
-                    if let Some(target) = target {
-                        self.chunks.observe(take, took, target);
-                    }
                     features.extend(f);
                     at += take;
                 }
                 Err(e) => {
-                    self.chunks.failed(take);
                     self.writeback.keep(&facts[at..]);
                     crate::health::health().set_store_degraded(true);
                     tracing::warn!(error = %e, events = n - at, "feature store unavailable; scoring degraded");
@@ -205,6 +189,26 @@ impl<S: FeatureStore> Scorer<S> {
         let degraded = (0..n).map(|i| i >= at).collect();
         features.resize(n, StoreFeatures::default());
         Enriched { features, degraded }
+    }
+
+    /// One feature-store call of `events` events, timed: its time feeds the chunk sizing
+    /// (towards `target`, when the store has a deadline) and the call histogram.
+    async fn timed_call<T>(
+        &self,
+        events: usize,
+        target: Option<Duration>,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        let took = started.elapsed();
+        metrics::histogram!(m::FEATURE_STORE_SECONDS).record(took.as_secs_f64());
+        match (&result, target) {
+            (Ok(_), Some(target)) => self.chunks.observe(events, took, target),
+            (Ok(_), None) => {}
+            (Err(_), _) => self.chunks.failed(events),
+        }
+        result
     }
 }
 

@@ -74,10 +74,12 @@ fn metrics_addr_to_use(addr: std::net::SocketAddr, is_default: bool) -> std::net
     }
 }
 
-/// A watch channel that turns true on SIGTERM or SIGINT.
-pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
+/// A watch channel that turns true on SIGTERM or SIGINT, and its sender (to stop for other
+/// reasons too).
+pub fn shutdown_on_signals() -> anyhow::Result<(watch::Sender<bool>, watch::Receiver<bool>)> {
     let (tx, rx) = watch::channel(false);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = tx.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => {},
@@ -87,7 +89,7 @@ pub fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
         riskstream_pipeline::health::health().set_shutting_down();
         let _ = tx.send(true);
     });
-    Ok(rx)
+    Ok((stop, rx))
 }
 
 /// Runs `scoring` with the labels consumer beside it. The labels consumer ends before scoring
@@ -107,28 +109,33 @@ async fn side_by_side<R, E: std::fmt::Display, L: std::fmt::Debug>(
         r = &mut scoring => {
             // Scoring ended (shutdown, a failure, the dead-letter cap): labels stop too.
             let _ = stop.send(true);
-            match labels.await {
-                Ok(Ok(r)) => tracing::info!(?r, "labels consumer finished"),
-                Ok(Err(e)) => tracing::error!(error = %e, "labels consumer failed"),
-                Err(e) => tracing::error!(error = %e, "labels consumer failed"),
+            if let Some(e) = labels_outcome(labels.await) {
+                tracing::error!(error = %e, "labels consumer failed");
             }
             (r, None)
         }
         l = &mut labels => {
-            let failed = match l {
-                Ok(Ok(r)) => {
-                    tracing::info!(?r, "labels consumer finished");
-                    None
-                }
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(e.to_string()),
-            };
+            let failed = labels_outcome(l);
             if let Some(e) = &failed {
                 tracing::error!(error = %e, "labels consumer failed: stopping the worker (it exits with an error so that it is restarted)");
                 let _ = stop.send(true);
             }
             (scoring.await, failed)
         }
+    }
+}
+
+/// How the labels task ended: `None` when it finished (logged), else its failure.
+fn labels_outcome<L: std::fmt::Debug, E: std::fmt::Display>(
+    ended: Result<Result<L, E>, tokio::task::JoinError>,
+) -> Option<String> {
+    match ended {
+        Ok(Ok(r)) => {
+            tracing::info!(?r, "labels consumer finished");
+            None
+        }
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -152,18 +159,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             &settings.worker.topics.transactions,
         ]);
     }
-    let signals = shutdown_on_signals()?;
     // The worker's stop: a signal, or one of its consumers failing (see the labels below).
-    let (stop, shutdown) = watch::channel(false);
-    let stop = Arc::new(stop);
-    {
-        let (stop, mut signals) = (stop.clone(), signals);
-        tokio::spawn(async move {
-            if signals.wait_for(|s| *s).await.is_ok() {
-                let _ = stop.send(true);
-            }
-        });
-    }
+    let (stop, shutdown) = shutdown_on_signals()?;
     if !settings.broker_deadline.is_zero() {
         let (deadline, brokers) = (settings.broker_deadline, settings.worker.brokers.clone());
         tokio::spawn(async move {
@@ -226,11 +223,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         r => r?,
     };
+    watcher.abort();
     if let Some(e) = labels_failed {
-        watcher.abort();
         anyhow::bail!("the labels consumer failed: {e}");
     }
-    watcher.abort();
     println!(
         "riskstream run: consumed {} records in {} batches, {} verdicts, {} dead letters",
         report.consumed, report.batches, report.verdicts, report.dead_letters
@@ -270,14 +266,20 @@ mod tests {
         assert!(failed.is_some_and(|e| e.contains("panicked")));
     }
 
+    /// A labels consumer that runs until the stop signal and then finishes cleanly.
+    fn labels_until(
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<Result<u32, String>> {
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok(7)
+        })
+    }
+
     #[tokio::test]
     async fn when_scoring_ends_on_its_own_the_labels_consumer_is_stopped_too() {
         let (stop, rx) = watch::channel(false);
-        let mut labels_rx = rx.clone();
-        let labels = tokio::spawn(async move {
-            let _ = labels_rx.wait_for(|s| *s).await;
-            Ok::<u32, String>(7)
-        });
+        let labels = labels_until(rx);
         // E.g. the dead-letter cap: scoring returns without a signal.
         let scoring = async { "cap tripped" };
         let (scoring, failed) = tokio::time::timeout(
@@ -293,11 +295,7 @@ mod tests {
     #[tokio::test]
     async fn on_shutdown_both_finish_and_nothing_failed() {
         let (stop, rx) = watch::channel(false);
-        let mut labels_rx = rx.clone();
-        let labels = tokio::spawn(async move {
-            let _ = labels_rx.wait_for(|s| *s).await;
-            Ok::<u32, String>(7)
-        });
+        let labels = labels_until(rx.clone());
         stop.send(true).unwrap();
         let (scoring, failed) = side_by_side(scoring_until(rx), Some(labels), &stop).await;
         assert_eq!(scoring, "scoring stopped");
