@@ -584,6 +584,125 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     assert!(sigterm(&mut worker).success());
 }
 
+/// The plausibility bounds are configurable: with a 1 000 USD cap, 128-byte strings and event
+/// times at most a day before the broker timestamp, records outside them are dead-lettered
+/// (naming the option) and the rest is scored — including old records whose broker timestamp
+/// is old too (a replay of old data).
+#[test]
+fn configured_plausibility_bounds_dead_letter_what_is_outside_them() {
+    let env = Env::start();
+    let models = repo_root().join("models");
+    let mut worker = env.worker_with(
+        None,
+        &models,
+        &[
+            "--max-amount-usd",
+            "1000",
+            "--max-string-bytes",
+            "128",
+            "--max-event-age-ms",
+            "86400000",
+        ],
+    );
+    // A transaction with an amount (a transfer, a withdrawal, a card payment).
+    let base = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(500, 5))
+        .map(|e| e.event)
+        .find_map(|e| match e {
+            riskstream_events::Event::Transaction(t) if t.amount.is_some() => Some(t),
+            _ => None,
+        })
+        .expect("a simulated transaction with an amount");
+    let now = now_ms();
+    let day = 86_400_000;
+    let tx = |id: &str, at: i64, usd: i64| {
+        let mut t = base.clone();
+        t.event_id = id.to_string();
+        t.event_time = at;
+        if let Some(a) = t.amount.as_mut() {
+            a.usd_cents = usd * 100;
+        }
+        t
+    };
+    let mut long = tx("long-string", now, 10);
+    long.device.fingerprint_hash = "a".repeat(200);
+    let codec = Codec::registry_free();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", env.broker.bootstrap())
+        .create()
+        .unwrap();
+    // (record, broker timestamp)
+    for (t, ts) in [
+        (tx("fine", now, 500), now),
+        (tx("too-old", now - 2 * day, 10), now),
+        (tx("too-much", now, 2000), now),
+        (long, now),
+        (tx("old-replayed", now - 3 * day, 10), now - 3 * day),
+    ] {
+        let payload = codec
+            .encode(SchemaKind::Transaction, "transactions", &t)
+            .unwrap();
+        producer
+            .send(
+                BaseRecord::to("transactions")
+                    .key(t.event_id.as_str())
+                    .payload(&payload)
+                    .timestamp(ts),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut seen = HashSet::new();
+    read_verdicts(
+        &env.consumer("verdicts"),
+        2,
+        Duration::from_secs(120),
+        &mut seen,
+    );
+    let dlq = env.consumer("verdicts-dlq");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut dead = std::collections::HashMap::new();
+    while Instant::now() < deadline && dead.len() < 3 {
+        if let Some(m) = dlq.poll(Duration::from_millis(200)) {
+            let m = m.unwrap().detach();
+            let error = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == dlq_headers::ERROR))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            dead.insert(
+                String::from_utf8_lossy(m.key().unwrap_or(&[])).into_owned(),
+                error,
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        ["fine", "old-replayed"]
+            .map(String::from)
+            .into_iter()
+            .collect::<HashSet<_>>(),
+        "dead letters: {dead:?}"
+    );
+    assert!(
+        dead["too-old"].contains("--max-event-age-ms"),
+        "{}",
+        dead["too-old"]
+    );
+    assert!(
+        dead["too-much"].contains("--max-amount-usd"),
+        "{}",
+        dead["too-much"]
+    );
+    assert!(
+        dead["long-string"].contains("--max-string-bytes"),
+        "{}",
+        dead["long-string"]
+    );
+    assert!(sigterm(&mut worker).success());
+}
+
 #[test]
 fn malformed_record_goes_to_dead_letters_and_neighbours_still_score() {
     let env = Env::start();

@@ -128,6 +128,8 @@ pub struct Codec {
     registry: Option<RegistryClient>,
     subjects: SubjectStrategy,
     registry_schemas: Mutex<HashMap<u32, Arc<RegistrySchema>>>,
+    /// Plausibility bounds checked by [`Codec::decode_event`].
+    bounds: crate::types::Bounds,
 }
 
 const EVENT_KINDS: &[SchemaKind] = &[SchemaKind::CaptureSession, SchemaKind::Transaction];
@@ -155,7 +157,14 @@ impl Codec {
             registry,
             subjects: SubjectStrategy::default(),
             registry_schemas: Mutex::new(HashMap::new()),
+            bounds: crate::types::Bounds::default(),
         }
+    }
+
+    /// The same codec checking decoded events against `bounds` instead of the defaults.
+    pub fn with_bounds(mut self, bounds: crate::types::Bounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     pub fn schemas(&self) -> &Schemas {
@@ -184,7 +193,7 @@ impl Codec {
                 })
             }
         };
-        event.validate()?;
+        event.validate_with(&self.bounds)?;
         Ok(event)
     }
 

@@ -276,23 +276,38 @@ impl Event {
         }
     }
 
-    /// Like [`Event::validate`], and also refuses event times more than `max_future_ms` after `now_ms`
-    /// (a bogus future time would otherwise trim feature windows).
-    pub fn validate_at(&self, now_ms: i64, max_future_ms: i64) -> Result<(), ValidationError> {
-        self.validate()?;
-        if self.event_time() > now_ms.saturating_add(max_future_ms) {
+    /// Like [`Event::validate_with`], and also refuses event times more than
+    /// `bounds.max_future_ms` after `now_ms` (a bogus future time would otherwise trim feature
+    /// windows) and, when `bounds.max_age_ms` is set, more than that before the record's broker
+    /// timestamp `broker_ms` (a replay of old records is fine: their broker timestamps are old too).
+    pub fn validate_at(
+        &self,
+        now_ms: i64,
+        broker_ms: Option<i64>,
+        bounds: &Bounds,
+    ) -> Result<(), ValidationError> {
+        self.validate_with(bounds)?;
+        if self.event_time() > now_ms.saturating_add(bounds.max_future_ms) {
             return Err(ValidationError {
                 field: "event_time",
-                why: "is too far in the future",
+                why: "is too far in the future (--max-future-skew-ms)",
             });
+        }
+        if let (true, Some(broker)) = (bounds.max_age_ms > 0, broker_ms) {
+            if self.event_time() < broker.saturating_sub(bounds.max_age_ms) {
+                return Err(ValidationError {
+                    field: "event_time",
+                    why: "is implausibly far before the record's broker timestamp (--max-event-age-ms)",
+                });
+            }
         }
         Ok(())
     }
 
-    /// The first string field longer than [`MAX_STRING_BYTES`], if any (no allocation: this
-    /// runs for every event).
-    fn an_overlong_string(&self) -> Option<&'static str> {
-        let long = |v: &str| v.len() > MAX_STRING_BYTES;
+    /// The first string field longer than `max` bytes, if any (no allocation: this runs for
+    /// every event).
+    fn an_overlong_string(&self, max: usize) -> Option<&'static str> {
+        let long = |v: &str| v.len() > max;
         let d = self.device();
         let common = [
             ("event_id", self.event_id()),
@@ -343,8 +358,14 @@ impl Event {
         }
     }
 
-    /// Checks the invariants Avro cannot express. A failing event is dead-lettered, naming the field.
+    /// Checks the invariants Avro cannot express, with the default plausibility bounds.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_with(&Bounds::default())
+    }
+
+    /// Checks the invariants Avro cannot express and the plausibility `bounds` on strings and
+    /// amounts. A failing event is dead-lettered, naming the field.
+    pub fn validate_with(&self, bounds: &Bounds) -> Result<(), ValidationError> {
         let bad = |field: &'static str, why: &'static str| Err(ValidationError { field, why });
         if self.event_id().is_empty() {
             return bad("event_id", "must not be empty");
@@ -361,8 +382,11 @@ impl Event {
         if self.device().fingerprint_hash.is_empty() {
             return bad("device.fingerprint_hash", "must not be empty");
         }
-        if let Some(field) = self.an_overlong_string() {
-            return bad(field, "is longer than the plausibility bound (1 024 bytes)");
+        if let Some(field) = self.an_overlong_string(bounds.max_string_bytes) {
+            return bad(
+                field,
+                "is longer than the plausibility bound (--max-string-bytes)",
+            );
         }
         match self {
             Event::CaptureSession(c) => {
@@ -390,10 +414,10 @@ impl Event {
                     if !(0..=30).contains(&a.decimals) {
                         return bad("amount.decimals", "must be within 0..=30");
                     }
-                    if a.usd_cents > MAX_USD_CENTS {
+                    if a.usd_cents > bounds.max_usd_cents {
                         return bad(
                             "amount.usd_cents",
-                            "exceeds the plausibility bound (10 billion USD)",
+                            "exceeds the plausibility bound (--max-amount-usd)",
                         );
                     }
                 }
@@ -403,13 +427,39 @@ impl Event {
     }
 }
 
-/// Plausibility bound on every string field of an event, bytes (ids, hashes, names): longer
-/// values are dead-lettered (`validation`).
+/// Default plausibility bound on every string field of an event, bytes (ids, hashes, names):
+/// longer values are dead-lettered (`validation`).
 pub const MAX_STRING_BYTES: usize = 1024;
 
-/// Plausibility bound on a transaction's USD value, cents (10 billion USD): larger amounts are
-/// dead-lettered rather than scored (a value near `i64::MAX` would saturate every money feature).
+/// Default plausibility bound on a transaction's USD value, cents (10 billion USD): larger
+/// amounts are dead-lettered rather than scored (a value near `i64::MAX` would saturate every
+/// money feature).
 pub const MAX_USD_CENTS: i64 = 1_000_000_000_000;
+
+/// Plausibility bounds on decoded events (worker options `--max-string-bytes`,
+/// `--max-amount-usd`, `--max-future-skew-ms`, `--max-event-age-ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Longest string field, bytes.
+    pub max_string_bytes: usize,
+    /// Largest USD value of a transaction, cents.
+    pub max_usd_cents: i64,
+    /// How far an event time may be ahead of the worker's clock, ms.
+    pub max_future_ms: i64,
+    /// How far an event time may be before the record's broker timestamp, ms (0: unchecked).
+    pub max_age_ms: i64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            max_string_bytes: MAX_STRING_BYTES,
+            max_usd_cents: MAX_USD_CENTS,
+            max_future_ms: 3_600_000,
+            max_age_ms: 0,
+        }
+    }
+}
 
 /// A semantic check on a decoded event failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -28,6 +28,20 @@ impl Default for Topics {
     }
 }
 
+/// How verdicts, dead letters and consumed offsets reach Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Offsets stored after the broker acknowledged a batch's outputs, committed every second
+    /// (and on revocation and shutdown): a crash re-delivers the uncommitted records.
+    AtLeastOnce,
+    /// Outputs and offsets in one Kafka transaction per batch (see [`crate::transact`]).
+    ExactlyOnce {
+        /// The producer's `transactional.id`: `<group>.<worker id>`, stable across restarts of
+        /// one worker so that a restarted worker fences its predecessor.
+        transactional_id: String,
+    },
+}
+
 /// Everything [`crate::worker::run`] needs besides the store, the models and the policy.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -51,10 +65,16 @@ pub struct WorkerConfig {
     pub schema_registry: Option<String>,
     /// How output subjects are named in the registry.
     pub subject_strategy: riskstream_events::SubjectStrategy,
-    /// Events with an event time further than this in the future are dead-lettered.
-    pub max_future_skew: Duration,
+    /// Plausibility bounds on decoded events (strings, amounts, event time against the clock
+    /// and the broker timestamp): events outside them are dead-lettered.
+    pub bounds: riskstream_events::Bounds,
     /// The dead-letter cap: when it trips the worker stops (see [`crate::dlq_limit`]).
     pub dlq_limit: crate::dlq_limit::DlqLimit,
+    /// On a partition revocation, how long to wait for the batches already read to be
+    /// published and acknowledged before their offsets are committed and the partitions go.
+    pub revoke_drain: Duration,
+    /// At-least-once (default) or exactly-once.
+    pub delivery: Delivery,
 }
 
 impl WorkerConfig {
@@ -69,8 +89,10 @@ impl WorkerConfig {
             kafka: Vec::new(),
             schema_registry: None,
             subject_strategy: riskstream_events::SubjectStrategy::Topic,
-            max_future_skew: Duration::from_secs(3600),
+            bounds: riskstream_events::Bounds::default(),
             dlq_limit: crate::dlq_limit::DlqLimit::default(),
+            revoke_drain: Duration::from_secs(10),
+            delivery: Delivery::AtLeastOnce,
         }
     }
 }

@@ -71,6 +71,12 @@ pub async fn run_labels<S: FeatureStore>(
         Some(url) => Codec::with_registry(url, cfg.subject_strategy),
         None => Codec::registry_free(),
     });
+    // Labels are applied to the store (idempotent), not published: at-least-once whatever the
+    // scoring chain's delivery mode.
+    let cfg = WorkerConfig {
+        delivery: crate::config::Delivery::AtLeastOnce,
+        ..cfg
+    };
     let (mut consumer_cfg, producer_cfg) = client_configs(&cfg);
     consumer_cfg
         .set("group.id", format!("{}.labels", cfg.group))
@@ -80,6 +86,7 @@ pub async fn run_labels<S: FeatureStore>(
         consumer: consumer_cfg,
         topics: vec![&cfg.topics.labels],
         reports_assignment: false,
+        transactional: false,
     };
     let stop = shutdown.clone();
     let report = drive_chain(
@@ -87,7 +94,7 @@ pub async fn run_labels<S: FeatureStore>(
         input,
         producer_cfg,
         shutdown,
-        |rx, producer, report| {
+        |rx, producer, report, _| {
             let (rx, apply) = stages::spawn(
                 Apply {
                     cfg: cfg.clone(),

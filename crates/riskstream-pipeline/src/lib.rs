@@ -12,7 +12,8 @@
 //! acknowledge stores a batch's offsets only once the broker acknowledged everything it
 //! produced (at-least-once, in order per partition). Stages overlap: batch N+1's store round
 //! trip runs while batch N is scored and N−1 published. librdkafka commits stored offsets in
-//! the background; one synchronous commit happens at shutdown.
+//! the background; one synchronous commit happens at shutdown. With `--delivery exactly-once`
+//! publish and commit are one Kafka transaction per batch instead ([`transact`]).
 //!
 //! [`labels::run_labels`] runs beside it: it applies the labels topic to the feature store's
 //! identity graph.
@@ -27,10 +28,11 @@ pub mod replay;
 pub mod scorer;
 pub mod serving;
 pub mod stages;
+pub mod transact;
 pub mod worker;
 pub mod writeback;
 
-pub use config::{Topics, WorkerConfig};
+pub use config::{Delivery, Topics, WorkerConfig};
 pub use labels::{run_labels, LabelsReport};
 pub use policy::{Policy, PolicyConfig};
 pub use scorer::Scorer;

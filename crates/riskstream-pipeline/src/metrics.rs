@@ -47,6 +47,10 @@ pub const SHADOW_DISAGREEMENTS: &str = "riskstream_shadow_disagreements_total";
 
 /// Rebalance callbacks, by `kind` (assign, revoke, error).
 pub const REBALANCES: &str = "riskstream_rebalances_total";
+/// Exactly-once transactions, by `outcome` (`committed`, `aborted`, `stale`).
+pub const TRANSACTIONS: &str = "riskstream_transactions_total";
+/// Revocations that waited for in-flight batches, by `outcome` (`drained`, `timeout`).
+pub const REVOKE_DRAINS: &str = "riskstream_revoke_drains_total";
 /// Batches read from Kafka whose outputs are not yet acknowledged (in the stages or waiting
 /// for the broker).
 pub const IN_FLIGHT_BATCHES: &str = "riskstream_in_flight_batches";
@@ -89,6 +93,8 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (SERVING_RELOADS, Kind::Counter, "Reloads of models and serving.toml, by outcome (applied, rejected)."),
     (SHADOW_DISAGREEMENTS, Kind::Counter, "Events whose shadow score would have led to another decision than the champion's, by model."),
     (REBALANCES, Kind::Counter, "Consumer-group rebalance callbacks, by kind (assign, revoke, error)."),
+    (TRANSACTIONS, Kind::Counter, "Exactly-once mode: batch transactions by outcome (committed, aborted and retried, stale: read before a revocation and aborted)."),
+    (REVOKE_DRAINS, Kind::Counter, "Revocations that waited for in-flight batches before committing, by outcome (drained, timeout)."),
     (IN_FLIGHT_BATCHES, Kind::Gauge, "Batches consumed whose outputs are not yet acknowledged by the broker."),
     (BUILD_INFO, Kind::Gauge, "Always 1, labelled with the running binary's version."),
     (STOPPED_BY_CAP, Kind::Gauge, "1 once a cap (label cap: dead_letters) stopped this worker; it exits after a short hold so this is scraped."),
@@ -122,6 +128,12 @@ pub fn init_zero_series(input_topics: &[&str]) {
     }
     for kind in ["assign", "revoke", "error"] {
         metrics::counter!(REBALANCES, "kind" => kind).absolute(0);
+    }
+    for outcome in ["drained", "timeout"] {
+        metrics::counter!(REVOKE_DRAINS, "outcome" => outcome).absolute(0);
+    }
+    for outcome in ["committed", "aborted", "stale"] {
+        metrics::counter!(TRANSACTIONS, "outcome" => outcome).absolute(0);
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Offsets {
     pub oldest_ts: Option<i64>,
     /// Records in the batch.
     pub records: usize,
+    /// The assignment epoch the batch was read in (see [`Progress::epoch`]).
+    pub epoch: u64,
 }
 
 impl Offsets {
@@ -198,6 +200,84 @@ pub fn spawn_concurrent<S: ConcurrentStage>(
     (out, task)
 }
 
+/// How far a chain got: batches the source handed in and batches `acknowledge` finished
+/// (deliveries confirmed, offsets stored). A revocation waits on it ([`Progress::drain`]) so
+/// the work read from the partitions that go is committed before they go.
+///
+/// It also keeps the **assignment epoch** of exactly-once mode: bumped on each revocation
+/// ([`Progress::next_epoch`]); the source drops records it holds from an earlier epoch and a
+/// transaction commits only a batch of the current one ([`Progress::hold_epoch`]).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// (batches sent by the source, batches acknowledged, chain stopped)
+    counts: std::sync::Mutex<(u64, u64, bool)>,
+    acked: std::sync::Condvar,
+    epoch: std::sync::RwLock<u64>,
+}
+
+impl Progress {
+    /// The current assignment epoch.
+    pub fn epoch(&self) -> u64 {
+        *self.epoch.read().expect("epoch lock")
+    }
+
+    /// Holds the epoch (a revocation waits) if it is still `epoch`.
+    pub fn hold_epoch(&self, epoch: u64) -> Option<std::sync::RwLockReadGuard<'_, u64>> {
+        let guard = self.epoch.read().expect("epoch lock");
+        (*guard == epoch).then_some(guard)
+    }
+
+    /// Starts a new epoch, once no commit holds the current one (blocking).
+    pub fn next_epoch(&self) {
+        *self.epoch.write().expect("epoch lock") += 1;
+    }
+
+    fn sent(&self) {
+        self.counts.lock().expect("progress lock").0 += 1;
+    }
+
+    fn acknowledged(&self) {
+        self.counts.lock().expect("progress lock").1 += 1;
+        self.acked.notify_all();
+    }
+
+    /// Whether the chain stopped.
+    pub fn closed(&self) -> bool {
+        self.counts.lock().expect("progress lock").2
+    }
+
+    /// The chain stopped: nothing more will be acknowledged, so a drain returns at once.
+    pub fn close(&self) {
+        self.counts.lock().expect("progress lock").2 = true;
+        self.acked.notify_all();
+    }
+
+    /// Blocks until every batch sent so far is acknowledged, the chain stopped or `timeout`
+    /// passes; returns the batches still unacknowledged (0: drained). A blocking wait: call it off the async
+    /// threads, or through [`block_in_place`].
+    pub fn drain(&self, timeout: Duration) -> u64 {
+        let guard = self.counts.lock().expect("progress lock");
+        let target = guard.0;
+        let (guard, _) = self
+            .acked
+            .wait_timeout_while(guard, timeout, |(_, acked, closed)| {
+                *acked < target && !*closed
+            })
+            .expect("progress lock");
+        target.saturating_sub(guard.1)
+    }
+}
+
+/// Runs blocking `work` from synchronous code that may be on an async thread (a librdkafka
+/// callback called inside `recv`): on a multi-thread runtime the thread's other tasks move
+/// elsewhere meanwhile; elsewhere it just runs.
+pub fn block_in_place<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Runs CPU-heavy work on the compute (blocking) pool and waits for it.
 pub async fn compute<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
@@ -215,23 +295,29 @@ pub struct Batching {
     pub linger: Duration,
 }
 
-/// Reads `consumer` until `shutdown` turns true and sends batches of records to `tx`.
+/// Reads `consumer` until `shutdown` turns true and sends batches of records to `tx`
+/// (counted in `progress`).
 pub async fn source<C: ConsumerContext + 'static>(
     consumer: Arc<StreamConsumer<C>>,
     batching: Batching,
     mut shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Records>,
+    progress: Arc<Progress>,
 ) -> Result<(), WorkerError> {
     let max = batching.max.max(1);
-    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max);
+    let mut batch = Held {
+        msgs: Vec::with_capacity(max),
+        epoch: progress.epoch(),
+        progress: progress.clone(),
+    };
     loop {
         // The first record (or shutdown).
-        while batch.is_empty() {
+        while batch.msgs.is_empty() {
             if *shutdown.borrow() {
                 return Ok(());
             }
             tokio::select! {
-                msg = consumer.recv() => if !keep(&mut batch, msg) {
+                msg = consumer.recv() => if !batch.keep(msg) {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 },
                 _ = shutdown.changed() => {}
@@ -241,10 +327,10 @@ pub async fn source<C: ConsumerContext + 'static>(
         take_ready(&consumer, &mut batch, max);
         if !batching.linger.is_zero() {
             let deadline = tokio::time::Instant::now() + batching.linger;
-            while batch.len() < max {
+            while batch.msgs.len() < max {
                 match tokio::time::timeout_at(deadline, consumer.recv()).await {
                     Ok(msg) => {
-                        keep(&mut batch, msg);
+                        batch.keep(msg);
                     }
                     Err(_) => break,
                 }
@@ -252,13 +338,13 @@ pub async fn source<C: ConsumerContext + 'static>(
         }
         // Hand over as soon as the next stage takes it; until then keep filling.
         let permit = loop {
-            if batch.len() >= max {
+            if batch.msgs.len() >= max {
                 break tx.reserve().await;
             }
             tokio::select! {
                 biased;
                 permit = tx.reserve() => break permit,
-                msg = consumer.recv() => if keep(&mut batch, msg) {
+                msg = consumer.recv() => if batch.keep(msg) {
                     take_ready(&consumer, &mut batch, max);
                 },
             }
@@ -266,11 +352,18 @@ pub async fn source<C: ConsumerContext + 'static>(
         let Ok(permit) = permit else {
             return Ok(()); // the chain stopped: it reports why
         };
-        let msgs = std::mem::replace(&mut batch, Vec::with_capacity(max));
+        if batch.msgs.is_empty() {
+            continue; // all of it was from a revoked assignment
+        }
+        let msgs = std::mem::replace(&mut batch.msgs, Vec::with_capacity(max));
         metrics::histogram!(m::BATCH_SIZE).record(msgs.len() as f64);
         metrics::gauge!(m::IN_FLIGHT_BATCHES).increment(1.0);
+        progress.sent();
         permit.send(Batch {
-            offsets: Offsets::of(&msgs),
+            offsets: Offsets {
+                epoch: batch.epoch,
+                ..Offsets::of(&msgs)
+            },
             data: msgs,
         });
     }
@@ -279,29 +372,48 @@ pub async fn source<C: ConsumerContext + 'static>(
 /// Moves the records already fetched (no waiting) into `batch`, up to `max`.
 fn take_ready<C: ConsumerContext + 'static>(
     consumer: &StreamConsumer<C>,
-    batch: &mut Vec<OwnedMessage>,
+    batch: &mut Held,
     max: usize,
 ) {
-    while batch.len() < max {
+    while batch.msgs.len() < max {
         match consumer.recv().now_or_never() {
             Some(msg) => {
-                keep(batch, msg);
+                batch.keep(msg);
             }
             None => break,
         }
     }
 }
 
-/// Adds a consumed record to `batch`; a consume error is logged (false).
-fn keep(batch: &mut Vec<OwnedMessage>, msg: KafkaResult<BorrowedMessage<'_>>) -> bool {
-    match msg {
-        Ok(m) => {
-            batch.push(m.detach());
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "consume error");
-            false
+/// The records the source holds for its next batch, and the assignment epoch they were read in.
+struct Held {
+    msgs: Vec<OwnedMessage>,
+    epoch: u64,
+    progress: Arc<Progress>,
+}
+
+impl Held {
+    /// Adds a consumed record; a consume error is logged (false). A record read after a new
+    /// epoch began (exactly-once: a revocation ran inside this `recv`) replaces the records
+    /// held from the old one: their partitions are re-read from the committed offsets.
+    fn keep(&mut self, msg: KafkaResult<BorrowedMessage<'_>>) -> bool {
+        match msg {
+            Ok(m) => {
+                let now = self.progress.epoch();
+                if now != self.epoch {
+                    if !self.msgs.is_empty() {
+                        tracing::info!(records = self.msgs.len(), "records read before a revocation dropped (re-read from the committed offsets)");
+                    }
+                    self.msgs.clear();
+                    self.epoch = now;
+                }
+                self.msgs.push(m.detach());
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "consume error");
+                false
+            }
         }
     }
 }
@@ -315,10 +427,15 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// The end of every chain: awaits each batch's deliveries in order and only then stores its
-/// offsets (librdkafka commits stored offsets in the background).
+/// offsets (librdkafka commits stored offsets in the background), counted in `progress`.
+///
+/// With `store_offsets` false (exactly-once: the offsets went with the batch's transaction) it
+/// only counts.
 pub async fn acknowledge<C: ConsumerContext + 'static>(
     consumer: Arc<StreamConsumer<C>>,
     mut rx: mpsc::Receiver<Acks>,
+    progress: Arc<Progress>,
+    store_offsets: bool,
 ) -> Result<(), WorkerError> {
     while let Some(batch) = rx.recv().await {
         for delivery in batch.data {
@@ -334,6 +451,10 @@ pub async fn acknowledge<C: ConsumerContext + 'static>(
             metrics::histogram!(m::CONSUME_TO_PRODUCE_SECONDS)
                 .record((now_ms() - ts).max(0) as f64 / 1000.0);
         }
+        if !store_offsets {
+            progress.acknowledged();
+            continue;
+        }
         let mut tpl = TopicPartitionList::with_capacity(offsets.next.len());
         for (topic, partition, next) in &offsets.next {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
@@ -342,6 +463,7 @@ pub async fn acknowledge<C: ConsumerContext + 'static>(
             // The partition was revoked meanwhile: its new owner re-reads from the last commit.
             tracing::debug!(error = %e, records = offsets.records, "offsets not stored (partition revoked?)");
         }
+        progress.acknowledged();
     }
     Ok(())
 }
@@ -398,6 +520,7 @@ mod tests {
                 next: vec![("t".into(), 0, partition_next)],
                 oldest_ts: None,
                 records: 2,
+                epoch: 0,
             },
         }
     }
@@ -589,6 +712,38 @@ mod tests {
         assert_eq!(o.oldest_ts, Some(300));
         assert_eq!(o.records, 4);
         assert!(Offsets::of(&[]).next.is_empty());
+    }
+
+    #[test]
+    fn drain_waits_for_the_batches_sent_before_it_and_no_longer_than_its_timeout() {
+        let p = Arc::new(Progress::default());
+        assert_eq!(p.drain(Duration::ZERO), 0, "nothing sent: drained");
+        p.sent();
+        p.sent();
+        assert_eq!(
+            p.drain(Duration::from_millis(10)),
+            2,
+            "times out with both pending"
+        );
+        let acker = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                p.acknowledged();
+                std::thread::sleep(Duration::from_millis(50));
+                p.acknowledged();
+            })
+        };
+        assert_eq!(p.drain(Duration::from_secs(30)), 0, "waits for both");
+        acker.join().unwrap();
+        // A batch sent after the drain started is not waited for.
+        p.sent();
+        assert_eq!(p.drain(Duration::ZERO), 1);
+        // Once the chain stopped, a drain does not wait for what will never be acknowledged.
+        p.close();
+        let started = std::time::Instant::now();
+        assert_eq!(p.drain(Duration::from_secs(30)), 1);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the stages in [`crate::stages`] around one Kafka lifecycle ([`drive`]).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
@@ -20,6 +20,7 @@ use crate::config::WorkerConfig;
 use crate::metrics as m;
 use crate::scorer::{Buffers, Enriched, Scorer};
 use crate::stages::{self, now_ms, Batch, Batching, Chain, Records, Stage};
+use crate::transact::Txn;
 
 /// The worker stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,13 @@ pub enum WorkerError {
     Encode(#[from] riskstream_events::EncodeError),
     #[error("worker task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// Exactly-once: another producer with this worker's `transactional.id` took over, or the
+    /// group moved on without this worker. It must stop: it is a zombie.
+    #[error("fenced: another worker with the same transactional.id (or a newer group generation) took over ({0}); this worker stops")]
+    Fenced(String),
+    /// Exactly-once: a batch's transaction failed every attempt.
+    #[error("transaction failed: {0}")]
+    Transaction(KafkaError),
     /// A replay's sink (file, side topic) failed.
     #[error("{0}")]
     Sink(String),
@@ -54,6 +62,12 @@ pub struct WorkerReport {
 /// state.
 struct WorkerContext {
     reports_assignment: bool,
+    /// The chain's progress, drained on revocation for at most `revoke_drain`.
+    progress: Arc<stages::Progress>,
+    revoke_drain: Duration,
+    /// Exactly-once: offsets go with transactions; a revocation starts a new epoch instead of
+    /// committing.
+    transactional: bool,
 }
 
 impl ClientContext for WorkerContext {
@@ -80,6 +94,58 @@ impl ClientContext for WorkerContext {
 }
 
 impl ConsumerContext for WorkerContext {
+    /// Before partitions go: wait (bounded) until every batch already read is published and
+    /// acknowledged, then commit the stored offsets synchronously, so the new owner starts
+    /// after them instead of re-scoring them. Runs inside the source's `recv`; the wait and the
+    /// commit block, so they run in place of the async thread's other tasks.
+    fn pre_rebalance(
+        &self,
+        c: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        // After the chain stopped (shutdown: the final commit already ran) there is nothing
+        // to wait for or commit.
+        if tpl.count() == 0
+            || self.progress.closed()
+            || (self.revoke_drain.is_zero() && !self.transactional)
+        {
+            return;
+        }
+        let started = Instant::now();
+        stages::block_in_place(|| {
+            let pending = self.progress.drain(self.revoke_drain);
+            if self.transactional {
+                // Batches read before this point and not committed yet are aborted, not
+                // committed late (their partitions are re-read from the committed offsets).
+                self.progress.next_epoch();
+            }
+            let committed = self.transactional
+                || match c.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "commit on revocation failed; the new owner re-scores from the last commit");
+                        false
+                    }
+                };
+            let took_ms = started.elapsed().as_millis() as u64;
+            if pending > 0 {
+                tracing::warn!(pending, took_ms, "revocation drain timed out; batches still in flight are re-scored by the new owner");
+            } else {
+                tracing::info!(
+                    partitions = tpl.count(),
+                    took_ms,
+                    committed,
+                    "in-flight batches drained and committed before revocation"
+                );
+            }
+            let outcome = if pending > 0 { "timeout" } else { "drained" };
+            metrics::counter!(m::REVOKE_DRAINS, "outcome" => outcome).increment(1);
+        });
+    }
+
     fn post_rebalance(
         &self,
         _c: &rdkafka::consumer::BaseConsumer<Self>,
@@ -136,6 +202,16 @@ pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
         .set("enable.idempotence", "true")
         .set("linger.ms", "1")
         .set("compression.type", "lz4");
+    if let crate::config::Delivery::ExactlyOnce { transactional_id } = &cfg.delivery {
+        // Offsets go with each batch's transaction, never by auto-commit; inputs written in
+        // transactions upstream are read once committed; the eager assignor revokes everything
+        // on a rebalance, so positions restart from committed offsets (see `transact`).
+        consumer
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "range");
+        producer.set("transactional.id", transactional_id);
+    }
     for (k, v) in &cfg.kafka {
         if let Some(k) = k.strip_prefix("consumer.") {
             consumer.set(k, v);
@@ -248,12 +324,15 @@ pub async fn run<S: FeatureStore>(
     scorer: Arc<Scorer<S>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerReport, WorkerError> {
-    let codec = Arc::new(match &cfg.schema_registry {
-        Some(url) => Codec::with_registry(url, cfg.subject_strategy),
-        None => Codec::registry_free(),
-    });
+    let codec = Arc::new(
+        match &cfg.schema_registry {
+            Some(url) => Codec::with_registry(url, cfg.subject_strategy),
+            None => Codec::registry_free(),
+        }
+        .with_bounds(cfg.bounds),
+    );
     let cfg = Arc::new(cfg);
-    drive(&cfg, shutdown, |rx, producer, report| {
+    drive(&cfg, shutdown, |rx, producer, report, txn| {
         let (rx, decode) = stages::spawn(
             Decode::new(cfg.clone(), codec.clone(), report.clone(), cfg.dlq_limit),
             rx,
@@ -279,6 +358,7 @@ pub async fn run<S: FeatureStore>(
                 cfg: cfg.clone(),
                 producer,
                 report,
+                txn,
             },
             rx,
         );
@@ -295,7 +375,12 @@ pub async fn run_passthrough(
     shutdown: watch::Receiver<bool>,
 ) -> Result<WorkerReport, WorkerError> {
     let cfg = Arc::new(cfg);
-    drive(&cfg, shutdown, |rx, producer, report| {
+    // Passthrough is a benchmark ceiling: at-least-once whatever `delivery` says.
+    let cfg = Arc::new(WorkerConfig {
+        delivery: crate::config::Delivery::AtLeastOnce,
+        ..(*cfg).clone()
+    });
+    drive(&cfg, shutdown, |rx, producer, report, _| {
         let (rx, copy) = stages::spawn(
             CopyRecords {
                 topic: cfg.topics.verdicts.clone(),
@@ -320,6 +405,9 @@ pub(crate) struct Input<'a> {
     /// This consumer's assignment is the worker's (reported by `/readyz`); the labels
     /// consumer's is not.
     pub reports_assignment: bool,
+    /// Exactly-once: the producer is transactional and the chain's last stage commits each
+    /// batch's offsets in its transaction.
+    pub transactional: bool,
 }
 
 /// Runs a chain ([`drive_chain`]) on the worker's input topics and its consumer group.
@@ -329,13 +417,14 @@ async fn drive<F>(
     build: F,
 ) -> Result<WorkerReport, WorkerError>
 where
-    F: FnOnce(mpsc::Receiver<Records>, FutureProducer, SharedReport) -> Chain,
+    F: FnOnce(mpsc::Receiver<Records>, FutureProducer, SharedReport, Option<Txn>) -> Chain,
 {
     let (consumer, producer) = client_configs(cfg);
     let input = Input {
         consumer,
         topics: vec![&cfg.topics.capture_sessions, &cfg.topics.transactions],
         reports_assignment: true,
+        transactional: matches!(cfg.delivery, crate::config::Delivery::ExactlyOnce { .. }),
     };
     let report = drive_chain(cfg, input, producer, shutdown, build).await?;
     tracing::info!(?report, "worker stopped");
@@ -354,13 +443,30 @@ pub(crate) async fn drive_chain<R, F>(
 ) -> Result<R, WorkerError>
 where
     R: Default + Copy + Send + 'static,
-    F: FnOnce(mpsc::Receiver<Records>, FutureProducer, Shared<R>) -> Chain,
+    F: FnOnce(mpsc::Receiver<Records>, FutureProducer, Shared<R>, Option<Txn>) -> Chain,
 {
+    let progress = Arc::new(stages::Progress::default());
     let consumer: Arc<WorkerConsumer> =
         Arc::new(input.consumer.create_with_context(WorkerContext {
             reports_assignment: input.reports_assignment,
+            progress: progress.clone(),
+            revoke_drain: cfg.revoke_drain,
+            transactional: input.transactional,
         })?);
-    let producer: FutureProducer = producer_cfg.create()?;
+    let (producer, txn) = if input.transactional {
+        // Fences a predecessor with the same transactional.id before anything is consumed.
+        let producer = crate::transact::init(&producer_cfg).await?;
+        tracing::info!("exactly-once: transactional producer initialised");
+        let c = consumer.clone();
+        let txn = Txn {
+            producer_cfg,
+            group_metadata: Box::new(move || c.group_metadata()),
+            progress: progress.clone(),
+        };
+        (producer, Some(txn))
+    } else {
+        (producer_cfg.create()?, None)
+    };
     consumer.subscribe(&input.topics)?;
     tracing::info!(topics = ?input.topics, brokers = %cfg.brokers, "subscribed");
 
@@ -375,17 +481,26 @@ where
         batching,
         shutdown,
         tx,
+        progress.clone(),
     ))];
-    let (rx, chain) = build(rx, producer.clone(), report.clone());
+    let (rx, chain) = build(rx, producer.clone(), report.clone(), txn);
     tasks.extend(chain);
-    tasks.push(tokio::spawn(stages::acknowledge(consumer.clone(), rx)));
+    tasks.push(tokio::spawn(stages::acknowledge(
+        consumer.clone(),
+        rx,
+        progress.clone(),
+        !input.transactional,
+    )));
     let result = stages::join(tasks).await;
+    progress.close();
     let report = *report.lock().expect("report lock");
     if result.is_ok() {
-        // Final commit of everything stored, then leave the group; both block, so off the async threads.
+        // Final commit of everything stored (exactly-once: committed with the transactions),
+        // then leave the group; both block, so off the async threads.
         let c = consumer.clone();
+        let commit = !input.transactional;
         tokio::task::spawn_blocking(move || {
-            match c.commit_consumer_state(CommitMode::Sync) {
+            match if commit { c.commit_consumer_state(CommitMode::Sync) } else { Ok(()) } {
                 Ok(()) => {}
                 Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 // Another member leaving at the same moment bumps the generation; what was stored is
@@ -545,7 +660,6 @@ impl Stage for Decode {
                 metrics::counter!(m::CONSUMED, "topic" => topic.clone()).increment(n as u64);
             }
         }
-        let skew = self.cfg.max_future_skew.as_millis() as i64;
         let codec = self.codec.clone();
         let cfg = self.cfg.clone();
         let Batch {
@@ -564,7 +678,7 @@ impl Stage for Decode {
             for msg in msgs {
                 let payload = msg.payload().unwrap_or(&[]);
                 let result = codec.decode_event(payload).and_then(|e| {
-                    e.validate_at(now, skew)?;
+                    e.validate_at(now, msg.timestamp().to_millis(), &cfg.bounds)?;
                     Ok(e)
                 });
                 // The topic contract: capture sessions on the capture-session topic, transactions
@@ -731,11 +845,40 @@ impl<S: FeatureStore> Stage for Score<S> {
 }
 
 /// publish: dead letters and verdicts to the producer (keyed by account, with the
-/// `riskstream.event_id` header); passes the delivery futures on.
+/// `riskstream.event_id` header); passes the delivery futures on. Exactly-once: the batch's
+/// records and offsets in one transaction ([`crate::transact`]), committed before it is passed on.
 struct Publish {
     cfg: Arc<WorkerConfig>,
     producer: FutureProducer,
     report: SharedReport,
+    txn: Option<Txn>,
+}
+
+/// Sends a batch's dead letters and verdicts; returns their deliveries.
+async fn send_scored(
+    cfg: &WorkerConfig,
+    producer: &FutureProducer,
+    scored: &Scored,
+) -> Result<Vec<DeliveryFuture>, WorkerError> {
+    let Scored { dead, verdicts } = scored;
+    let mut deliveries = Vec::with_capacity(dead.len() + verdicts.len());
+    for d in dead {
+        deliveries.push(send(producer, dead_letter(cfg, &d.msg, &d.error, d.kind)).await?);
+    }
+    let verdict_bytes = metrics::histogram!(m::VERDICT_BYTES);
+    for v in verdicts {
+        verdict_bytes.record(v.payload.len() as f64);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "riskstream.event_id",
+            value: Some(v.event_id.as_bytes()),
+        });
+        let record = FutureRecord::to(&cfg.topics.verdicts)
+            .key(v.key.as_bytes())
+            .payload(v.payload.as_slice())
+            .headers(headers);
+        deliveries.push(send(producer, record).await?);
+    }
+    Ok(deliveries)
 }
 
 impl Stage for Publish {
@@ -745,30 +888,45 @@ impl Stage for Publish {
         "publish"
     }
     async fn process(&mut self, batch: Batch<Self::In>) -> Result<Batch<Self::Out>, WorkerError> {
+        let deliveries = match &self.txn {
+            None => send_scored(&self.cfg, &self.producer, &batch.data).await?,
+            Some(txn) => {
+                use crate::transact::{self as t, Outcome};
+                let mut outcome = Outcome::Stale;
+                for attempt in 1..=t::ATTEMPTS {
+                    if txn.progress.epoch() != batch.offsets.epoch {
+                        break; // read before a revocation: nothing to abort yet
+                    }
+                    let tried = async {
+                        t::begin(&self.producer).await?;
+                        let sent = send_scored(&self.cfg, &self.producer, &batch.data).await?;
+                        t::delivered(sent).await?;
+                        t::commit(&self.producer, txn, &batch.offsets).await
+                    }
+                    .await;
+                    match tried {
+                        Ok(o) => {
+                            outcome = o;
+                            break;
+                        }
+                        Err(e) => t::recover(&mut self.producer, txn, e, attempt).await?,
+                    }
+                }
+                let label = match outcome {
+                    Outcome::Committed => "committed",
+                    Outcome::Stale => "stale",
+                };
+                metrics::counter!(m::TRANSACTIONS, "outcome" => label).increment(1);
+                if let Outcome::Stale = outcome {
+                    tracing::info!(records = batch.offsets.records, "batch read before a revocation aborted; its records are re-read from the committed offsets");
+                    return Ok(batch.with(Vec::new()));
+                }
+                Vec::new() // acknowledged by the commit
+            }
+        };
         let Scored { dead, verdicts } = &batch.data;
-        let mut deliveries = Vec::with_capacity(dead.len() + verdicts.len());
-        for d in dead {
-            deliveries.push(
-                send(
-                    &self.producer,
-                    dead_letter(&self.cfg, &d.msg, &d.error, d.kind),
-                )
-                .await?,
-            );
-        }
         let now = now_ms();
-        let verdict_bytes = metrics::histogram!(m::VERDICT_BYTES);
         for v in verdicts {
-            verdict_bytes.record(v.payload.len() as f64);
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "riskstream.event_id",
-                value: Some(v.event_id.as_bytes()),
-            });
-            let record = FutureRecord::to(&self.cfg.topics.verdicts)
-                .key(v.key.as_bytes())
-                .payload(v.payload.as_slice())
-                .headers(headers);
-            deliveries.push(send(&self.producer, record).await?);
             metrics::histogram!(m::EVENT_TO_VERDICT_SECONDS)
                 .record((now - v.event_time).max(0) as f64 / 1000.0);
         }

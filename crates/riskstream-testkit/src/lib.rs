@@ -67,7 +67,8 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
-/// A running `redis-server` on a free loopback port, with persistence off.
+/// A running `redis-server` on a free loopback port, with persistence off unless its extra
+/// arguments turn it on (e.g. `--appendonly yes`).
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -220,7 +221,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: persistence is off).
+    /// Starts it again on the same port and directory: empty, unless persistence was turned on
+    /// (then it reloads its append-only file).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -233,11 +235,14 @@ impl Drop for RedisServer {
     }
 }
 
-/// A running tansu broker with in-memory storage on a free loopback port.
+/// A running tansu broker on a free loopback port: in-memory storage (lost when it stops), or
+/// on an S3-compatible [`ObjectStore`] (kept across restarts).
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The S3 endpoint of a persistent broker.
+    s3: Option<String>,
 }
 
 /// Where the tansu binary is.
@@ -249,48 +254,108 @@ pub fn tansu_bin() -> PathBuf {
 }
 
 impl Broker {
+    /// A broker with `memory://` storage: everything is lost when it stops.
     pub fn start() -> Self {
-        let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("tansu.log");
+        Self::start_with(None)
+    }
+
+    /// A broker whose topics, records and committed offsets live in `store` (tansu's `s3://`
+    /// engine), so [`Broker::restart`] keeps them.
+    pub fn start_on(store: &ObjectStore) -> Self {
+        Self::start_with(Some(store.endpoint()))
+    }
+
+    fn start_with(s3: Option<String>) -> Self {
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            s3,
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("tansu.log");
         let bin = tansu_bin();
         assert!(
             bin.exists(),
             "tansu broker not found at {} (run scripts/install-test-deps)",
             bin.display()
         );
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ]);
+        match &self.s3 {
+            None => {
+                cmd.args(["--storage-engine", "memory://tansu/"]);
+            }
+            Some(endpoint) => {
+                cmd.args(["--storage-engine", &format!("s3://{S3_BUCKET}/")])
+                    .env("AWS_ENDPOINT", endpoint)
+                    .env("AWS_ALLOW_HTTP", "true")
+                    .env("AWS_ACCESS_KEY_ID", "test")
+                    .env("AWS_SECRET_ACCESS_KEY", "test")
+                    .env("AWS_DEFAULT_REGION", "eu-west-2");
+            }
+        }
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(Stdio::from(
-                std::fs::File::options()
-                    .append(true)
-                    .open(&log)
-                    .expect("log file"),
-            ))
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
             .spawn()
             .expect("cannot start tansu");
-        wait_for_port(port, &mut child, "tansu", &log);
-        Broker {
-            child: Some(child),
-            port,
-            dir,
-        }
+        wait_for_port(self.port, &mut child, "tansu", &log);
+        self.child = Some(child);
     }
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the broker with SIGTERM (waiting up to 10 s for it to exit, then SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port after [`Broker::kill`] or [`Broker::stop`] (with
+    /// `memory://` storage it comes back empty).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
     }
 
     /// Creates a topic (tansu does not auto-create) with the broker's own CLI.
@@ -319,6 +384,84 @@ impl Broker {
 }
 
 impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The bucket a persistent broker keeps its data in.
+const S3_BUCKET: &str = "tansu";
+
+/// Where the S3 stand-in is: `RISKSTREAM_MOTO_BIN`, else `.tools/moto/bin/moto_server` (put there
+/// by `scripts/install-test-deps`).
+pub fn moto_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RISKSTREAM_MOTO_BIN") {
+        return PathBuf::from(p);
+    }
+    repo_root().join(".tools/moto/bin/moto_server")
+}
+
+/// An S3-compatible object store on loopback (moto's server, from PyPI) with one bucket, for a
+/// broker that must survive its own restart: this tansu build persists only to `s3://` (its
+/// `postgres://` engine is not compiled in). Killed when dropped.
+pub struct ObjectStore {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ObjectStore {
+    pub fn start() -> Self {
+        let bin = moto_bin();
+        assert!(
+            bin.exists(),
+            "moto_server not found at {} (run scripts/install-test-deps)",
+            bin.display()
+        );
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("moto.log");
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start moto_server");
+        wait_for_port(port, &mut child, "moto_server", &log);
+        let store = ObjectStore {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        store.create_bucket();
+        store
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn create_bucket(&self) {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "PUT /{S3_BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("create bucket");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+            "creating bucket: {reply}"
+        );
+    }
+}
+
+impl Drop for ObjectStore {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

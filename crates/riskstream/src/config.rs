@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use riskstream_events::SubjectStrategy;
-use riskstream_pipeline::{Topics, WorkerConfig};
+use riskstream_pipeline::{Delivery, Topics, WorkerConfig};
 use serde::Deserialize;
 
 /// Options shared by `run` (and, where they make sense, other commands).
@@ -87,6 +87,37 @@ pub struct WorkerArgs {
     /// and says so (0 = wait forever). [default: 60000]
     #[arg(long, env = "RISKSTREAM_BROKER_DEADLINE_MS")]
     pub broker_deadline_ms: Option<u64>,
+    /// Plausibility bound: longest string field of an input event (ids, hashes, names), bytes;
+    /// longer → dead-lettered. [default: 1024]
+    #[arg(long, env = "RISKSTREAM_MAX_STRING_BYTES")]
+    pub max_string_bytes: Option<usize>,
+    /// Plausibility bound: largest USD value of a transaction, whole dollars; larger →
+    /// dead-lettered. [default: 10000000000]
+    #[arg(long, env = "RISKSTREAM_MAX_AMOUNT_USD")]
+    pub max_amount_usd: Option<i64>,
+    /// Plausibility bound: how far an event time may be ahead of the worker's clock, ms.
+    /// [default: 3600000]
+    #[arg(long, env = "RISKSTREAM_MAX_FUTURE_SKEW_MS")]
+    pub max_future_skew_ms: Option<u64>,
+    /// Plausibility bound: how far an event time may be before the record's broker timestamp,
+    /// ms (0 = unchecked). [default: 0]
+    #[arg(long, env = "RISKSTREAM_MAX_EVENT_AGE_MS")]
+    pub max_event_age_ms: Option<u64>,
+    /// Delivery guarantee: `at-least-once` (offsets committed after the broker acknowledged a
+    /// batch's outputs) or `exactly-once` (outputs and offsets in one Kafka transaction per
+    /// batch). [default: at-least-once]
+    #[arg(long, env = "RISKSTREAM_DELIVERY")]
+    pub delivery: Option<String>,
+    /// Exactly-once: this worker's stable, unique id in the group; its `transactional.id` is
+    /// `<group>.<worker id>`, so a restarted worker fences its predecessor. Use the pod name of
+    /// a StatefulSet. [default: $HOSTNAME, else the host name]
+    #[arg(long, env = "RISKSTREAM_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// On a partition revocation (rebalance), how long to wait for the batches already read
+    /// to be published and acknowledged, so their offsets are committed before the
+    /// partitions go, ms (0 = do not wait). [default: 10000]
+    #[arg(long, env = "RISKSTREAM_REVOKE_DRAIN_MS")]
+    pub revoke_drain_ms: Option<u64>,
     /// Dead-letter cap: stop the worker (exit code 3) after this many invalid records in a row
     /// (0 = off). [default: 1000]
     #[arg(long, env = "RISKSTREAM_DLQ_MAX_CONSECUTIVE")]
@@ -128,6 +159,13 @@ struct FileConfig {
     broker_deadline_ms: Option<u64>,
     dlq_max_consecutive: Option<u64>,
     dlq_max_ratio: Option<f64>,
+    revoke_drain_ms: Option<u64>,
+    delivery: Option<String>,
+    worker_id: Option<String>,
+    max_string_bytes: Option<usize>,
+    max_amount_usd: Option<i64>,
+    max_future_skew_ms: Option<u64>,
+    max_event_age_ms: Option<u64>,
     topics: Option<Topics>,
     #[serde(default)]
     kafka: std::collections::BTreeMap<String, String>,
@@ -236,6 +274,18 @@ impl Settings {
         out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
         out += &format!("store_writeback_max = {}\n", self.store_writeback_max);
         out += &format!("store_in_flight = {}\n", w.store_in_flight);
+        out += &format!("revoke_drain_ms = {}\n", w.revoke_drain.as_millis());
+        out += &format!("max_string_bytes = {}\n", w.bounds.max_string_bytes);
+        out += &format!("max_amount_usd = {}\n", w.bounds.max_usd_cents / 100);
+        out += &format!("max_future_skew_ms = {}\n", w.bounds.max_future_ms);
+        out += &format!("max_event_age_ms = {}\n", w.bounds.max_age_ms);
+        match &w.delivery {
+            Delivery::AtLeastOnce => out += "delivery = \"at-least-once\"\n",
+            Delivery::ExactlyOnce { transactional_id } => {
+                out += "delivery = \"exactly-once\"\n";
+                out += &format!("# transactional.id = {}\n", q(transactional_id));
+            }
+        }
         out += &format!(
             "broker_deadline_ms = {}\n",
             self.broker_deadline.as_millis()
@@ -321,6 +371,66 @@ impl WorkerArgs {
         }
         worker.batch_linger =
             Duration::from_millis(self.batch_linger_ms.or(file.batch_linger_ms).unwrap_or(0));
+        worker.delivery = match pick(&self.delivery, &file.delivery, "at-least-once").as_str() {
+            "at-least-once" => Delivery::AtLeastOnce,
+            "exactly-once" => {
+                let id = self
+                    .worker_id
+                    .clone()
+                    .or(file.worker_id.clone())
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .or_else(|| {
+                        std::fs::read_to_string("/etc/hostname")
+                            .ok()
+                            .map(|h| h.trim().to_string())
+                    })
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "worker_id: exactly-once needs a stable worker id (--worker-id)"
+                        )
+                    })?;
+                Delivery::ExactlyOnce {
+                    transactional_id: format!("{}.{id}", worker.group),
+                }
+            }
+            other => bail!("delivery: expected `at-least-once` or `exactly-once`, got `{other}`"),
+        };
+        let defaults = riskstream_events::Bounds::default();
+        let max_amount_usd = self
+            .max_amount_usd
+            .or(file.max_amount_usd)
+            .unwrap_or(defaults.max_usd_cents / 100);
+        worker.bounds = riskstream_events::Bounds {
+            max_string_bytes: self
+                .max_string_bytes
+                .or(file.max_string_bytes)
+                .unwrap_or(defaults.max_string_bytes),
+            max_usd_cents: max_amount_usd
+                .checked_mul(100)
+                .filter(|c| *c > 0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "max_amount_usd: expected 1 ..= 92233720368547758, got {max_amount_usd}"
+                    )
+                })?,
+            max_future_ms: self
+                .max_future_skew_ms
+                .or(file.max_future_skew_ms)
+                .map_or(defaults.max_future_ms, |v| v.min(i64::MAX as u64) as i64),
+            max_age_ms: self
+                .max_event_age_ms
+                .or(file.max_event_age_ms)
+                .map_or(defaults.max_age_ms, |v| v.min(i64::MAX as u64) as i64),
+        };
+        if worker.bounds.max_string_bytes == 0 {
+            bail!("max_string_bytes must be at least 1");
+        }
+        worker.revoke_drain = Duration::from_millis(
+            self.revoke_drain_ms
+                .or(file.revoke_drain_ms)
+                .unwrap_or(10_000),
+        );
         worker.schema_registry = self.schema_registry.clone().or(file.schema_registry);
         let strategy = pick(
             &self.subject_name_strategy,

@@ -104,6 +104,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let latency_props = vec![("fetch.wait.max.ms".to_string(), "5".to_string())];
     let mut worker = WorkerConfig::new(&brokers, "riskstream-demo");
+    // As for `run` (see its --revoke-drain-ms); the demo reads only the environment variable.
+    if let Some(ms) = std::env::var("RISKSTREAM_REVOKE_DRAIN_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        worker.revoke_drain = Duration::from_millis(ms);
+    }
     // The mock coordinator can hold a join until a member's session times out when members
     // join at the same instant: keep sessions short and stagger the workers' start.
     worker.kafka = vec![

@@ -1,6 +1,7 @@
 //! `riskstream run`: one scoring worker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -38,6 +39,38 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
             .with_context(|| format!("connecting to the feature store at {url}"))?,
         ),
     })
+}
+
+/// Opens the feature store, waiting while it is unreachable (a worker restarted during a Redis
+/// outage does not crash-loop: it joins the group once the store answers, while the running
+/// workers score degraded), at most `--broker-deadline-ms` (0: forever); then the last error.
+async fn open_store_waiting(
+    settings: &Settings,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<AnyStore> {
+    let started = std::time::Instant::now();
+    let mut logged: Option<std::time::Instant> = None;
+    loop {
+        match open_store(settings).await {
+            Ok(store) => return Ok(store),
+            Err(e) => {
+                let waited = started.elapsed();
+                if *shutdown.borrow()
+                    || (!settings.broker_deadline.is_zero() && waited >= settings.broker_deadline)
+                {
+                    return Err(e);
+                }
+                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    tracing::warn!(error = %format!("{e:#}"), waited_s = waited.as_secs(), "feature store unreachable at start-up: waiting for it before joining the group");
+                    logged = Some(std::time::Instant::now());
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
 }
 
 /// Loads the models directory (serving.toml, models, policy) into a scorer over `store`.
@@ -187,7 +220,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if settings.store == StoreChoice::Memory {
         tracing::warn!("in-memory feature store: features are not shared between workers");
     }
-    let store = open_store(&settings).await?;
+    let store = open_store_waiting(&settings, shutdown.clone()).await?;
     let scorer = Arc::new(build_scorer(&settings, store)?);
     riskstream_pipeline::health::health().set_models_loaded(true);
     m::init_model_series(
@@ -220,6 +253,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             eprintln!("riskstream run: {e}");
             std::process::exit(3);
+        }
+        Err(e @ riskstream_pipeline::WorkerError::Fenced(_)) => {
+            // A zombie: another worker with this transactional.id (or a newer generation of
+            // the group) took over. Restarting it with the same id would fence the other one.
+            eprintln!("riskstream run: {e}");
+            std::process::exit(4);
         }
         r => r?,
     };
