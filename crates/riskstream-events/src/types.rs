@@ -276,7 +276,8 @@ impl Event {
         }
     }
 
-    /// Like [`Event::validate_with`], and also refuses event times more than
+    /// The checks that need a clock, after [`Event::validate_with`] (which
+    /// [`crate::Codec::decode_event`] runs): refuses event times more than
     /// `bounds.max_future_ms` after `now_ms` (a bogus future time would otherwise trim feature
     /// windows) and, when `bounds.max_age_ms` is set, more than that before the record's broker
     /// timestamp `broker_ms` (a replay of old records is fine: their broker timestamps are old too).
@@ -286,7 +287,6 @@ impl Event {
         broker_ms: Option<i64>,
         bounds: &Bounds,
     ) -> Result<(), ValidationError> {
-        self.validate_with(bounds)?;
         if self.event_time() > now_ms.saturating_add(bounds.max_future_ms) {
             return Err(ValidationError {
                 field: "event_time",

@@ -678,6 +678,7 @@ impl Stage for Decode {
             for msg in msgs {
                 let payload = msg.payload().unwrap_or(&[]);
                 let result = codec.decode_event(payload).and_then(|e| {
+                    // decode_event checked the rest with the same bounds (the codec's).
                     e.validate_at(now, msg.timestamp().to_millis(), &cfg.bounds)?;
                     Ok(e)
                 });
