@@ -10,6 +10,7 @@ use riskstream_testkit::repo_root;
 fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     let dir = tempfile::tempdir().unwrap();
     let summary_path = dir.path().join("summary.json");
+    let verdicts_path = dir.path().join("verdicts.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_riskstream"))
         .args([
             "demo",
@@ -23,6 +24,8 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         .args(["--models", &repo_root().join("models").to_string_lossy()])
         .arg("--summary-json")
         .arg(&summary_path)
+        .arg("--verdicts-jsonl")
+        .arg(&verdicts_path)
         .output()
         .expect("run riskstream demo");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -45,27 +48,75 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         decisions.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
         20000
     );
-    // The models do their job on the simulator's scenarios. (The README's demo size: much
-    // shorter streams are mostly cold start — accounts without history in the store, whose
-    // first events look like new-device takeovers — and flag more legitimate traffic.)
+    // The models and the policy do their job on the simulator's families. (The README's demo
+    // size: much shorter streams are mostly cold start — accounts without history in the
+    // store.) Features are point-in-time, so the same seed gives the same verdicts however the
+    // stream is batched.
     let by = &s["by_scenario"];
-    let stopped = |scenario: &str| {
-        let d = by[scenario].as_object().unwrap();
+    let share = |family: &str, decision: Option<&str>| {
+        let d = by[family]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {family} in {by}"));
         let total: u64 = d.values().map(|v| v.as_u64().unwrap()).sum();
-        1.0 - d.get("ALLOW").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / total as f64
+        let n = match decision {
+            Some(k) => d.get(k).and_then(|v| v.as_u64()).unwrap_or(0),
+            None => total - d.get("ALLOW").and_then(|v| v.as_u64()).unwrap_or(0),
+        };
+        n as f64 / total as f64
     };
-    assert!(stopped("bot") > 0.9, "bots stopped: {}", stopped("bot"));
+    let stopped = |family: &str| share(family, None);
+    for (family, at_least) in [
+        ("bot_scripted", 0.95),
+        ("bot_imitating", 0.95),
+        ("injection", 0.85),
+        ("ring", 0.9),
+        ("mule", 0.85),
+        ("ato_fast", 0.75),
+        ("ato_delayed", 0.55),
+        ("scam", 0.6),
+    ] {
+        assert!(
+            stopped(family) >= at_least,
+            "{family} stopped: {:.3}",
+            stopped(family)
+        );
+    }
+    let outcome = &s["outcome"];
+    let num = |k: &str| outcome[k].as_f64().unwrap();
+    // (85.0–85.3 % measured on this seed: the tiles' grain follows the order events arrive in,
+    // so the 24 h / 7 d windows of a few events differ from run to run.)
+    assert!(num("fraud_stopped") >= 0.83, "{outcome}");
+    assert!(num("legit_stopped") <= 0.02, "{outcome}");
+    assert!(num("legit_blocked") <= 0.002, "{outcome}");
     assert!(
-        stopped("bot_imitating") > 0.8,
-        "imitating bots stopped: {}",
-        stopped("bot_imitating")
-    );
-    assert!(stopped("ato") > 0.75, "ATO stopped: {}", stopped("ato"));
-    assert!(
-        stopped("legit") < 0.02,
+        stopped("legit") < 0.005,
         "legit stopped: {}",
         stopped("legit")
     );
+    assert!(stdout.contains("fraud stopped"), "{stdout}");
+    // Travellers are never blocked on the model's word alone: every block names a signal.
+    let verdicts = std::fs::read_to_string(&verdicts_path).unwrap();
+    let mut travellers = 0;
+    for line in verdicts.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["scenario"] != "traveller" {
+            continue;
+        }
+        travellers += 1;
+        let reasons: Vec<&str> = v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        if v["decision"] == "BLOCK" {
+            assert!(
+                reasons.iter().any(|r| r.starts_with("signal:")),
+                "a traveller blocked by the model alone: {reasons:?}"
+            );
+        }
+    }
+    assert!(travellers > 100, "{travellers} traveller verdicts");
 }
 
 /// A second worker joins mid-stream, so the first gives up partitions while it is busy (the
@@ -104,8 +155,25 @@ fn a_rebalance_mid_stream_drains_in_flight_batches_and_scores_nothing_twice() {
         stderr.contains("in-flight batches drained and committed before revocation"),
         "no partition was revoked mid-stream (or the drain did not run)"
     );
+    let group_log: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            [
+                "revok",
+                "drain",
+                "assign",
+                "rebalance",
+                "partition",
+                "worker",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect();
     assert_eq!(
-        s["duplicates"], 0,
-        "events scored twice after the rebalance"
+        s["duplicates"],
+        0,
+        "events scored twice after the rebalance; the group's log:\n{}",
+        group_log.join("\n")
     );
 }

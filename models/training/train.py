@@ -2,8 +2,17 @@
 """Trains riskstream's two models with PyTorch from simulator data and exports them for tract.
 
     riskstream simulate --events 300000 --seed 11 --output /tmp/train.jsonl
+    riskstream simulate --events 120000 --seed 97 --output /tmp/test.jsonl   # a seed never trained on
     pip install -r models/training/requirements.txt      # PyTorch: large, never part of CI
-    python3 models/training/train.py /tmp/train.jsonl models/ [VERSION] [--only SLOT]
+    python3 models/training/train.py /tmp/train.jsonl /tmp/test.jsonl models/ [VERSION] [--only SLOT] [--skip-lofo]
+
+Per slot: train on the training seed minus a calibration split (20 %), fit a Platt scaling on
+the calibration split (folded into the exported graph: the output is a calibrated probability),
+choose thresholds there, and report on the test seed: metrics, recall by family at the
+thresholds, a reliability table. Then leave-one-family-out: for every fraud family of the slot,
+a smaller model trained without that family, its recall on the family in the test seed. Each
+fold's result is written to models/training/lofo/<slot>-<family>.json as it finishes and reused
+when the script runs again (resumable; delete a file to redo that fold).
 
 The input's first line names every model input; each further line is one event with its
 ground truth and its inputs (`x`) exactly as the pipeline computes them (`simulate --output`
@@ -69,7 +78,7 @@ SLOTS = {
                               + 0.5 * (x[:, c["tel_dt_log_std"]] < 0.3)
                               + 0.5 * (x[:, c["device_distinct_accounts"]] >= 3)),
         "rule_text": "emulator + virtual camera + injection + (liveness < 0.5) + 0.5 x (timing std < 0.3) + 0.5 x (device shared by >= 3 accounts)",
-        "arch": "1-D convolutional encoder over the first 48 interactions (kernel = stride = 4 interactions: 12 windows of 4 x 5 values -> 32 -> 32 ReLU units, shared by every window, then max and mean over the windows, 64 values; replaced the 2.x GRU-32 at a fraction of its cost), concatenated with 26 normalised static features -> MLP 64 -> 32 -> 1, sigmoid",
+        "arch": "1-D convolutional encoder over the first 48 interactions (kernel = stride = 4 interactions: 12 windows of 4 x 5 values -> 32 -> 32 ReLU units, shared by every window, then max and mean over the windows, 64 values; replaced the 2.x GRU-32 at a fraction of its cost), concatenated with 28 normalised static features -> MLP 64 -> 32 -> 1, sigmoid",
     },
     "ato": {
         "event_type": "transaction",
@@ -140,7 +149,7 @@ class Tabular(nn.Module):
         self.net = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 1))
 
     def forward(self, x):
-        return torch.sigmoid(self.net(self.prep(x)))
+        return self.net(self.prep(x))  # a logit
 
 
 class Behavioral(nn.Module):
@@ -178,10 +187,50 @@ class Behavioral(nn.Module):
         seq = seq.reshape(-1, SEQ_LEN // WINDOW, WINDOW * SEQ_CH)
         h = self.window(seq)
         pooled = torch.cat([h.amax(dim=1), h.mean(dim=1)], dim=1)
-        return torch.sigmoid(self.head(torch.cat([static, pooled], dim=1)))
+        return self.head(torch.cat([static, pooled], dim=1))  # a logit
 
 
-def fit(model, x, y, epochs, lr=2e-3, batch=256, seed=0):
+class Calibrated(nn.Module):
+    """Platt scaling in the graph: p = sigmoid(a * logit + b), a and b fitted on held-out data,
+    so the exported score is a calibrated probability and thresholds mean what they say."""
+
+    def __init__(self, base, a=1.0, b=0.0):
+        super().__init__()
+        self.base = base
+        self.register_buffer("a", torch.tensor(float(a)))
+        self.register_buffer("b", torch.tensor(float(b)))
+
+    def forward(self, x):
+        return torch.sigmoid(self.a * self.base(x) + self.b)
+
+
+def platt(logits, y):
+    """The (a, b) minimising log loss of sigmoid(a * logit + b) on held-out labels."""
+    z = torch.tensor(logits, dtype=torch.float64)
+    t = torch.tensor(y, dtype=torch.float64)
+    ab = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([ab], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(ab[0] * z + ab[1], t)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(ab[0]), float(ab[1])
+
+
+def reliability(y, p, edges=(0, 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0001)):
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (p >= lo) & (p < hi)
+        if m.sum():
+            rows.append((lo, min(hi, 1.0), int(m.sum()), float(p[m].mean()), float(y[m].mean())))
+    return rows
+
+
+def fit(model, x, y, epochs, lr=2e-3, batch=256, seed=0, verbose=True):
     torch.manual_seed(seed)
     xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)[:, None]
     pos_weight = min(float((y == 0).sum() / max((y == 1).sum(), 1)), 10.0)
@@ -193,15 +242,15 @@ def fit(model, x, y, epochs, lr=2e-3, batch=256, seed=0):
         total = 0.0
         for start in range(0, len(xt), batch):
             b = perm[start:start + batch]
-            p = model(xt[b]).clamp(1e-6, 1 - 1e-6)
             w = torch.where(yt[b] == 1, pos_weight, 1.0)
-            loss = nn.functional.binary_cross_entropy(p, yt[b], weight=w)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(xt[b]), yt[b], weight=w)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(b)
         sched.step()
-        print(f"  epoch {epoch + 1}/{epochs} loss {total / len(xt):.4f}", flush=True)
+        if verbose:
+            print(f"  epoch {epoch + 1}/{epochs} loss {total / len(xt):.4f}", flush=True)
     model.eval()
     return model
 
@@ -228,6 +277,184 @@ def load(path):
     return names, rows
 
 
+def design(slot, spec, rows, col, ato_store):
+    sel = [r for r in rows if r["event_type"] == spec["event_type"]]
+    if slot == "behavioral":
+        static, names = BEHAVIORAL_STATIC, BEHAVIORAL_STATIC + SEQ_INPUTS
+    else:
+        static = names = ato_store + ATO_EVENT
+    x = np.array([[r["x"][col[n]] for n in names] for r in sel], dtype=np.float32)
+    y = np.array([r["fraud"] for r in sel], dtype=np.float32)
+    fam = np.array([r["scenario"] for r in sel])
+    return static, names, x, y, fam
+
+
+def train_slot(slot, static, x, y, epochs, verbose=True, seed=0):
+    """A calibrated model trained on x, y: 80 % to train, 20 % to calibrate (and to choose
+    thresholds). Returns the calibrated model, the calibration split's scores and labels, and
+    the preprocessing constants."""
+    cal = np.random.default_rng(42 + seed).random(len(x)) < 0.2
+    xs = x[:, : len(static)]
+    # heavy-tailed: non-negative columns whose max is far above their median
+    log_mask = np.array([float(xs[:, i].min() >= 0 and xs[:, i].max() > 20) for i in range(len(static))], dtype=np.float32)
+    xp = np.where(log_mask > 0, np.log1p(np.maximum(xs, 0)), xs)
+    mean = xp[~cal].mean(0)
+    std = np.maximum(xp[~cal].std(0), 1e-3)
+    prep = Prep(log_mask, mean, std)
+    if slot == "behavioral":
+        seq = x[:, len(static):].reshape(-1, SEQ_LEN, SEQ_CH)[~cal].reshape(-1, SEQ_CH)
+        base = Behavioral(prep, len(static), seq.mean(0), np.maximum(seq.std(0), 1e-3))
+        base = fit(base, x[~cal], y[~cal], epochs=epochs, verbose=verbose, seed=seed)
+        before = predict(base, x[cal])
+        base.fold_normalisation()
+        drift = float(np.abs(predict(base, x[cal]) - before).max())
+        assert drift < 1e-3, drift
+    else:
+        base = fit(Tabular(prep, len(static)), x[~cal], y[~cal], epochs=epochs, verbose=verbose, seed=seed)
+    a, b = platt(predict(base, x[cal]), y[cal])
+    model = Calibrated(base, a, b)
+    model.eval()
+    return model, predict(model, x[cal]), y[cal], (a, b), (log_mask, mean, std)
+
+
+def write_model_dir(model, outd, slot, spec, version, names, x_train, thresholds, gx):
+    """model.onnx, manifest.json and golden.json: what a worker loads."""
+    os.makedirs(outd, exist_ok=True)
+    export(model, f"{outd}/model.onnx", len(names))
+    raw_mean, raw_std = x_train.mean(0), np.maximum(x_train.std(0), 1e-3)
+    inputs_spec = []
+    for i, n in enumerate(names):
+        spec_i = {"name": n, "mean": round(float(raw_mean[i]), 6), "std": round(float(raw_std[i]), 6)}
+        if n.startswith("tel_seq_"):
+            spec_i["group"] = SEQ_GROUP
+        inputs_spec.append(spec_i)
+    manifest = {
+        "name": slot, "version": version, "onnx": "model.onnx", "golden": "golden.json",
+        "inputs": inputs_spec,
+        "output": {"name": spec["output"][0], "meaning": spec["output"][1]},
+        "thresholds": {k: round(v, 6) for k, v in thresholds.items()},
+    }
+    json.dump(manifest, open(f"{outd}/manifest.json", "w"), indent=1)
+    gy = predict(model, gx)
+    json.dump({"inputs": gx.tolist(), "outputs": [float(v) for v in gy]}, open(f"{outd}/golden.json", "w"))
+
+
+POLICY_SEEDS = (97, 98, 99)
+
+
+def policy_lofo(binary, models_dir, fold_dir, lofo_dir, families_by_slot):
+    """Leave-one-family-out through the real pipeline and policy: for each fraud family, the
+    committed serving.toml and models with every slot that trained on the family replaced by
+    its fold's model (trained without it), `riskstream demo` on seeds never trained on; the
+    family's share of events not ALLOWed. One file per family, reused when present."""
+    import shutil
+    import subprocess
+    import tempfile
+    families = sorted({f for fs in families_by_slot.values() for f in fs})
+    out = {}
+    for f in families:
+        path = os.path.join(lofo_dir, f"policy-{f}.json")
+        if os.path.exists(path):
+            out[f] = json.load(open(path))
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(os.path.join(models_dir, "serving.toml"), tmp)
+            replaced = []
+            for slot in SLOTS:
+                src = os.path.join(models_dir, slot)
+                if f in families_by_slot.get(slot, ()):
+                    src = os.path.join(fold_dir, f"{slot}-{f}")
+                    replaced.append(slot)
+                shutil.copytree(src, os.path.join(tmp, slot))
+            events = stopped = 0
+            for seed in POLICY_SEEDS:
+                summary = os.path.join(tmp, f"summary-{seed}.json")
+                subprocess.run([binary, "demo", "--seed", str(seed), "--rate", "0", "--bad-records", "0",
+                                "--models", tmp, "--summary-json", summary],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                d = json.load(open(summary))["by_scenario"].get(f, {})
+                events += sum(d.values())
+                stopped += sum(d.values()) - d.get("ALLOW", 0)
+        res = {"family": f, "folds": replaced, "seeds": list(POLICY_SEEDS), "events": events,
+               "stopped": stopped / max(events, 1)}
+        json.dump(res, open(path, "w"), indent=1)
+        out[f] = res
+        print(f"  policy leave-one-family-out: {f}: {res['stopped']:.3f} of {events} events stopped", flush=True)
+    return out
+
+
+def write_card(c, policy):
+    """CARD.md of one slot from its training run `c` and the policy-level leave-one-family-out."""
+    slot, spec, version, today, pa, pb, data_sha, test_sha, x, xt, fam, y, yt, names, static, metrics, by_fam, by_fam_rule, fraud_families, lofo, thresholds, s_model, epochs, families, out_dir = (
+        c["slot"], c["spec"], c["version"], c["today"], c["pa"], c["pb"], c["data_sha"], c["test_sha"], c["x"], c["xt"], c["fam"], c["y"], c["yt"], c["names"], c["static"], c["metrics"], c["by_fam"], c["by_fam_rule"], c["fraud_families"], c["lofo"], c["thresholds"], c["s_model"], c["epochs"], c["families"], c["out_dir"])
+    m, r = metrics["model"], metrics["rule"]
+    legit = yt == 0
+    shown = names if slot == "ato" else static + [f"tel_seq_00_dt … tel_seq_47_move ({len(SEQ_INPUTS)} values, group `{SEQ_GROUP}`)"]
+    rel = reliability(yt, s_model)
+    card = f"""# Model card: `{slot}` {version}
+
+{spec['output'][1]}
+
+- **Trained**: {today}, by `models/training/train.py` (PyTorch {torch.__version__}, exported to ONNX opset 17 with a dynamic batch; served by tract).
+- **Architecture**: {spec['arch']}; Platt scaling (a = {pa:.4f}, b = {pb:.4f}) inside the graph, so the output is a calibrated probability. Log-compression of heavy-tailed inputs and normalisation are inside the graph: the pipeline feeds raw feature values.
+- **Data**: training `riskstream simulate --events 300000 --seed 11 --output …` ({len(x)} {spec['event_type'].replace('_', ' ')} events, sha256 prefix `{data_sha}`; 80 % to train, 20 % to calibrate and choose thresholds); **test** on seed 97, never trained on (`simulate --events 120000 --seed 97`, {len(xt)} events, sha256 prefix `{test_sha}`). Fraud families in training: {', '.join(sorted(set(fam[y == 1])))}.
+- **Inputs** ({len(names)}, in order): {', '.join('`' + n + '`' if not n.startswith('tel_seq_0') or n == 'tel_seq_00_dt' else n for n in shown)}. Names refer to `FEATURES.md`; the pipeline computes them with the same code that produced the training data.
+- **Output**: `{spec['output'][0]}` in [0, 1], calibrated.
+
+## Test-seed metrics ({len(xt)} events, {int(yt.sum())} positives)
+
+| scorer | AUC-ROC | AUC-PR | recall at 1 % FPR |
+|---|---|---|---|
+| this model | {m['auc_roc']:.4f} | {m['auc_pr']:.4f} | {m['recall_at_1pct_fpr']:.4f} |
+| rule baseline: {spec['rule_text']} | {r['auc_roc']:.4f} | {r['auc_pr']:.4f} | {r['recall_at_1pct_fpr']:.4f} |
+
+## By family, at the thresholds below (model alone; the policy's signal rules act on top)
+
+Share of the family's test events whose score reaches each threshold; the rule baseline at its own
+1 % false-positive rate. Leave-one-family-out: a model trained without that family
+({max(3, epochs // 3)} epochs), calibrated and thresholded the same way, on the same test events; and
+the whole pipeline with that model (and the other slot's model trained without the family, if it
+had it) in place of the champion: `riskstream demo` with the committed policy on seeds 97–99 (never
+trained on), the share of the family's events not allowed (`train.py --policy-lofo BIN`).
+
+| family | fraud | challenge | review | block | rule baseline | left out of training: challenge | left out: block | left out, whole pipeline: stopped |
+|---|---|---|---|---|---|---|---|---|
+""" + "".join(
+        f"| {f} | {'yes' if f in fraud_families else 'no'} | {by_fam[f]['challenge']:.1%} | {by_fam[f]['review']:.1%} | {by_fam[f]['block']:.1%} | {by_fam_rule[f]:.1%} | "
+        + (f"{lofo[f]['recall_challenge']:.1%} | {lofo[f]['recall_block']:.1%} |" if f in lofo else "– | – |")
+        + (f" {policy[f]['stopped']:.1%} of {policy[f]['events']} |" if f in policy else " – |") + "\n"
+        for f in families) + f"""
+Legitimate test events reaching challenge / review / block: {(s_model[legit] >= thresholds['challenge']).mean():.2%} / {(s_model[legit] >= thresholds['review']).mean():.2%} / {(s_model[legit] >= thresholds['block']).mean():.2%}.
+
+## Calibration (test seed)
+
+| score band | events | mean score | observed fraud rate |
+|---|---|---|---|
+""" + "".join(f"| {lo:.2f}–{hi:.2f} | {n} | {ms:.3f} | {obs:.3f} |\n" for lo, hi, n, ms, obs in rel) + f"""
+## Suggested thresholds (calibration split)
+
+challenge {thresholds['challenge']:.4f} (1 % of legitimate events), review {thresholds['review']:.4f} (0.4 %), block {thresholds['block']:.4f} (0.1 %); each at least a probability of 0.3 / 0.5 / 0.8. The decision policy (`models/serving.toml`) refers to them by name.
+
+## Limits
+
+Trained on simulated traffic only: it has learned the simulator's families, not real fraud; the leave-one-family-out column is the honest estimate of what it does on a family it has not seen. Retrain on logged verdict features (the `features` field of each verdict) joined with labels before trusting it with real decisions.
+"""
+    open(f"{out_dir}/{slot}/CARD.md", "w").write(card)
+
+
+def choose_thresholds(y, s):
+    """On the calibration split: challenge at 1 % of legitimate events, review 0.4 %, block
+    0.1 % — and never below a calibrated probability of 0.3 / 0.5 / 0.8."""
+    t = {
+        "challenge": max(threshold_at_fpr(y, s, 0.01), 0.3),
+        "review": max(threshold_at_fpr(y, s, 0.004), 0.5),
+        "block": max(threshold_at_fpr(y, s, 0.001), 0.8),
+    }
+    t["review"] = max(t["review"], t["challenge"] + 1e-3)
+    t["block"] = max(t["block"], t["review"] + 1e-3)
+    return t
+
+
 def main():
     args = sys.argv[1:]
     only = None
@@ -235,134 +462,99 @@ def main():
         i = args.index("--only")
         only = args[i + 1]
         del args[i:i + 2]
-    data_path, out_dir = args[0], args[1].rstrip("/")
-    version = args[2] if len(args) > 2 else "3.0.0"
+    skip_lofo = "--skip-lofo" in args
+    args = [a for a in args if a != "--skip-lofo"]
+    binary = None
+    if "--policy-lofo" in args:
+        i = args.index("--policy-lofo")
+        binary = args[i + 1]
+        del args[i:i + 2]
+    fold_dir = "/tmp/riskstream-lofo-models"
+    data_path, test_path, out_dir = args[0], args[1], args[2].rstrip("/")
+    version = args[3] if len(args) > 3 else "4.0.0"
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     all_names, rows = load(data_path)
+    test_names, test_rows = load(test_path)
+    assert test_names == all_names, "training and test data from different feature versions"
     col = {n: i for i, n in enumerate(all_names)}
     data_sha = hashlib.sha256(open(data_path, "rb").read()).hexdigest()[:16]
+    test_sha = hashlib.sha256(open(test_path, "rb").read()).hexdigest()[:16]
     today = datetime.date.today().isoformat()
     ato_store = [n for n in all_names[: col["device_emulator"]] if n not in GRAPH]
+    lofo_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lofo")
+    os.makedirs(lofo_dir, exist_ok=True)
+    runs = {}
     for slot, spec in SLOTS.items():
         if only and slot != only:
             continue
-        sel = [r for r in rows if r["event_type"] == spec["event_type"]]
-        if slot == "behavioral":
-            static, names = BEHAVIORAL_STATIC, BEHAVIORAL_STATIC + SEQ_INPUTS
-        else:
-            static = names = ato_store + ATO_EVENT
-        x = np.array([[r["x"][col[n]] for n in names] for r in sel], dtype=np.float32)
-        y = np.array([r["fraud"] for r in sel], dtype=np.float32)
-        scen = np.array([r["scenario"] for r in sel])
-        test = np.random.default_rng(42).random(len(x)) < 0.25
-        xs = x[:, : len(static)]
-        # heavy-tailed: non-negative columns whose max is far above their median
-        log_mask = np.array([float(xs[:, i].min() >= 0 and xs[:, i].max() > 20) for i in range(len(static))], dtype=np.float32)
-        xp = np.where(log_mask > 0, np.log1p(np.maximum(xs, 0)), xs)
-        mean = xp[~test].mean(0)
-        std = np.maximum(xp[~test].std(0), 1e-3)
-        prep = Prep(log_mask, mean, std)
-        print(f"{slot}: {len(sel)} events, {int(y.sum())} positives, {len(names)} inputs", flush=True)
-        if slot == "behavioral":
-            seq = x[:, len(static):].reshape(-1, SEQ_LEN, SEQ_CH)[~test].reshape(-1, SEQ_CH)
-            model = Behavioral(prep, len(static), seq.mean(0), np.maximum(seq.std(0), 1e-3))
-            model = fit(model, x[~test], y[~test], epochs=14)
-            before = predict(model, x[test])
-            model.fold_normalisation()
-            drift = float(np.abs(predict(model, x[test]) - before).max())
-            print(f"  normalisation folded into the window layer: max score change {drift:.2e}", flush=True)
-            assert drift < 1e-4, drift
-        else:
-            model = fit(Tabular(prep, len(static)), x[~test], y[~test], epochs=10)
-        s_model = predict(model, x[test])
+        static, names, x, y, fam = design(slot, spec, rows, col, ato_store)
+        _, _, xt, yt, famt = design(slot, spec, test_rows, col, ato_store)
+        epochs = 14 if slot == "behavioral" else 10
+        print(f"{slot}: {len(x)} training events, {int(y.sum())} positives, {len(names)} inputs; test {len(xt)} events", flush=True)
+        model, s_cal, y_cal, (pa, pb), (log_mask, mean, std) = train_slot(slot, static, x, y, epochs)
+        thresholds = choose_thresholds(y_cal, s_cal)
+        s_model = predict(model, xt)
         c = {n: i for i, n in enumerate(names)}
-        s_rule = spec["rule"](x[test], c).astype(np.float64) + 1e-9 * s_model  # tie-break only
-        yt = y[test]
+        s_rule = spec["rule"](xt, c).astype(np.float64) + 1e-9 * s_model  # tie-break only
         scorers = [("model", s_model), ("rule", s_rule)]
-        if slot == "behavioral":
-            # Ablation: the same static inputs without the sequence, to show what the encoder adds.
-            print("  ablation: static inputs only", flush=True)
-            ns = len(static)
-            flat = fit(Tabular(Prep(log_mask, mean, std), ns), x[~test][:, :ns], y[~test], epochs=10)
-            scorers.append(("static", predict(flat, x[test][:, :ns])))
         metrics = {}
-        for label, s in scorers:
-            metrics[label] = {"auc_roc": auc_roc(yt, s), "auc_pr": auc_pr(yt, s), "recall_at_1pct_fpr": recall_at_fpr(yt, s)}
-        thresholds = {
-            "challenge": max(threshold_at_fpr(yt, s_model, 0.03), 0.3),
-            "review": threshold_at_fpr(yt, s_model, 0.01),
-            "block": threshold_at_fpr(yt, s_model, 0.002),
-        }
-        # Floors keep the bands meaningful when held-out negatives all score near zero.
-        thresholds["review"] = max(thresholds["review"], 0.6, thresholds["challenge"] + 1e-3)
-        thresholds["block"] = max(thresholds["block"], 0.85, thresholds["review"] + 1e-3)
+        for label, sc in scorers:
+            metrics[label] = {"auc_roc": auc_roc(yt, sc), "auc_pr": auc_pr(yt, sc), "recall_at_1pct_fpr": recall_at_fpr(yt, sc)}
+        families = sorted(set(famt))
+        fraud_families = sorted(set(famt[yt == 1]) | set(fam[y == 1]))
+        by_fam = {f: {k: float((s_model[famt == f] >= thresholds[k]).mean()) for k in ("challenge", "review", "block")} for f in families}
+        r_thr = threshold_at_fpr(yt, s_rule, 0.01)
+        by_fam_rule = {f: float((s_rule[famt == f] > r_thr).mean()) for f in families}
 
-        outd = f"{out_dir}/{slot}"
-        os.makedirs(outd, exist_ok=True)
-        export(model, f"{outd}/model.onnx", len(names))
-        raw_mean, raw_std = x[~test].mean(0), np.maximum(x[~test].std(0), 1e-3)
-        inputs_spec = []
-        for i, n in enumerate(names):
-            spec_i = {"name": n, "mean": round(float(raw_mean[i]), 6), "std": round(float(raw_std[i]), 6)}
-            if n.startswith("tel_seq_"):
-                spec_i["group"] = SEQ_GROUP
-            inputs_spec.append(spec_i)
-        manifest = {
-            "name": slot, "version": version, "onnx": "model.onnx", "golden": "golden.json",
-            "inputs": inputs_spec,
-            "output": {"name": spec["output"][0], "meaning": spec["output"][1]},
-            "thresholds": {k: round(v, 6) for k, v in thresholds.items()},
-        }
-        json.dump(manifest, open(f"{outd}/manifest.json", "w"), indent=1)
-        # Golden vectors: held-out rows of each scenario, an all-zero row and a huge-value row.
+        # leave-one-family-out: resumable, one file per fold
+        lofo = {}
+        for f in fraud_families if not skip_lofo else []:
+            path = os.path.join(lofo_dir, f"{slot}-{f}.json")
+            if os.path.exists(path) and (not binary or os.path.isdir(os.path.join(fold_dir, f"{slot}-{f}"))):
+                lofo[f] = json.load(open(path))
+                continue
+            keep = fam != f
+            print(f"  leave-one-family-out: {slot} without {f} ({int((~keep).sum())} events left out)", flush=True)
+            m_f, s_cal_f, y_cal_f, _, _ = train_slot(slot, static, x[keep], y[keep], max(3, epochs // 3), verbose=False, seed=1)
+            t_f = choose_thresholds(y_cal_f, s_cal_f)
+            gx_f = np.vstack([xt[:8], np.zeros((1, len(names)))]).astype(np.float32)
+            write_model_dir(m_f, os.path.join(fold_dir, f"{slot}-{f}"), slot, spec, f"{version}-without-{f}",
+                            names, x[keep], t_f, gx_f)
+            s_f = predict(m_f, xt[famt == f])
+            res = {"slot": slot, "family": f, "excluded_training_events": int((~keep).sum()),
+                   "test_events": int((famt == f).sum()), "thresholds": t_f,
+                   "recall_challenge": float((s_f >= t_f["challenge"]).mean()),
+                   "recall_block": float((s_f >= t_f["block"]).mean()),
+                   "epochs": max(3, epochs // 3), "trained": today}
+            json.dump(res, open(path, "w"), indent=1)
+            lofo[f] = res
+            print(f"    recall at its challenge threshold {res['recall_challenge']:.3f}", flush=True)
+
+        # Golden vectors: test rows of each family, an all-zero row and a huge-value row.
         gi = []
-        for sc in sorted(set(scen[test])):
-            gi.extend(list(np.where(test & (scen == sc))[0][:6]))
-        gx = np.vstack([x[gi], np.zeros((1, len(names))), np.full((1, len(names)), 1e6)]).astype(np.float32)
-        gy = predict(model, gx)
-        json.dump({"inputs": gx.tolist(), "outputs": [float(v) for v in gy]}, open(f"{outd}/golden.json", "w"))
+        for f in families:
+            gi.extend(list(np.where(famt == f)[0][:4]))
+        gx = np.vstack([xt[gi], np.zeros((1, len(names))), np.full((1, len(names)), 1e6)]).astype(np.float32)
+        write_model_dir(model, f"{out_dir}/{slot}", slot, spec, version, names, x, thresholds, gx)
 
-        by_scen = {sc: float((s_model[scen[test] == sc] >= thresholds["challenge"]).mean()) for sc in sorted(set(scen[test]))}
-        by_scen_rule = {}
-        r_thr = threshold_at_fpr(yt, s_rule, 0.03)
-        for sc in sorted(set(scen[test])):
-            by_scen_rule[sc] = float((s_rule[scen[test] == sc] > r_thr).mean())
         m, r = metrics["model"], metrics["rule"]
-        shown = names if slot == "ato" else static + [f"tel_seq_00_dt … tel_seq_47_move ({len(SEQ_INPUTS)} values, group `{SEQ_GROUP}`)"]
-        card = f"""# Model card: `{slot}` {version}
-
-{spec['output'][1]}
-
-- **Trained**: {today}, by `models/training/train.py` (PyTorch {torch.__version__}, exported to ONNX opset 17 with a dynamic batch; served by tract).
-- **Architecture**: {spec['arch']}. Log-compression of heavy-tailed inputs and normalisation are inside the graph: the pipeline feeds raw feature values.
-- **Data**: `riskstream simulate --events 300000 --seed 11 --output …` ({len(sel)} {spec['event_type'].replace('_', ' ')} events, sha256 prefix `{data_sha}`), {int(y.sum())} positives ({', '.join(sorted(set(scen[y == 1])))}); random 75/25 train / held-out split (seed 42).
-- **Inputs** ({len(names)}, in order): {', '.join('`' + n + '`' if not n.startswith('tel_seq_0') or n == 'tel_seq_00_dt' else n for n in shown)}. Names refer to `FEATURES.md`; the pipeline computes them with the same code that produced the training data.
-- **Output**: `{spec['output'][0]}` in [0, 1].
-
-## Held-out metrics ({int(test.sum())} events, {int(yt.sum())} positives)
-
-| scorer | AUC-ROC | AUC-PR | recall at 1 % FPR |
-|---|---|---|---|
-| this model | {m['auc_roc']:.4f} | {m['auc_pr']:.4f} | {m['recall_at_1pct_fpr']:.4f} |
-| rule baseline: {spec['rule_text']} | {r['auc_roc']:.4f} | {r['auc_pr']:.4f} | {r['recall_at_1pct_fpr']:.4f} |
-""" + ("" if "static" not in metrics else f"""| ablation: MLP on the {len(static)} static inputs only (no telemetry sequence) | {metrics['static']['auc_roc']:.4f} | {metrics['static']['auc_pr']:.4f} | {metrics['static']['recall_at_1pct_fpr']:.4f} |
-""") + f"""
-Share of held-out events flagged at a 3 % false-positive rate, by scenario:
-
-| scenario | model (score >= challenge threshold) | rule baseline |
-|---|---|---|
-""" + "".join(f"| {sc} | {by_scen[sc]:.1%} | {by_scen_rule[sc]:.1%} |\n" for sc in by_scen) + f"""
-## Suggested thresholds (held-out false-positive rate)
-
-challenge {thresholds['challenge']:.4f} (3 %), review {thresholds['review']:.4f} (1 %), block {thresholds['block']:.4f} (0.2 %); each at least 0.3 / 0.6 / 0.85. The decision policy (`models/serving.toml`) refers to them by name.
-
-## Limits
-
-Trained on simulated traffic only: it has learned the simulator's scenarios, not real fraud. Retrain on logged verdict features (the `features` field of each verdict) joined with labels before trusting it with real decisions.
-"""
-        open(f"{outd}/CARD.md", "w").write(card)
+        runs[slot] = dict(locals())
         print(f"{slot}: model AUC-ROC {m['auc_roc']:.4f} AUC-PR {m['auc_pr']:.4f} R@1%FPR {m['recall_at_1pct_fpr']:.4f} | "
-              f"rule AUC-ROC {r['auc_roc']:.4f} AUC-PR {r['auc_pr']:.4f} R@1%FPR {r['recall_at_1pct_fpr']:.4f} | thresholds {thresholds}", flush=True)
+              f"rule AUC-PR {r['auc_pr']:.4f} | thresholds {thresholds} | platt {pa:.3f} {pb:.3f}", flush=True)
+        for f in families:
+            extra = f" lofo {lofo[f]['recall_challenge']:.3f}" if f in lofo else ""
+            print(f"  {f:14s} challenge {by_fam[f]['challenge']:.3f} block {by_fam[f]['block']:.3f}{extra}", flush=True)
+    policy = {}
+    if binary and not skip_lofo:
+        families_by_slot = {slot: c['fraud_families'] for slot, c in runs.items()}
+        policy = policy_lofo(binary, out_dir, fold_dir, lofo_dir, families_by_slot)
+    else:
+        for f in sorted(os.listdir(lofo_dir)):
+            if f.startswith('policy-'):
+                r = json.load(open(os.path.join(lofo_dir, f)))
+                policy[r['family']] = r
+    for c in runs.values():
+        write_card(c, policy)
 
 
 if __name__ == "__main__":

@@ -176,15 +176,21 @@ fn node_view(z: &ZSet) -> NodeView<'_> {
     v
 }
 
-/// The entities (devices, IPs, documents) an event touches.
+/// The entities (devices, IPs, documents, payout destinations) an event touches.
 fn nodes_of<'a>(e: &EventFacts<'a>) -> impl Iterator<Item = (Node, &'a str)> {
     [
         (Node::Device, e.device_id),
         (Node::Ip, e.ip),
         (Node::Document, e.document),
+        (Node::Destination, e.destination),
     ]
     .into_iter()
     .filter(|(_, id)| !id.is_empty())
+}
+
+/// The identity-graph entities (devices, IPs, documents) an event touches.
+fn graph_nodes_of<'a>(e: &EventFacts<'a>) -> impl Iterator<Item = (Node, &'a str)> {
+    nodes_of(e).filter(|(n, _)| *n != Node::Destination)
 }
 
 /// Writes then reads for one batch.
@@ -473,6 +479,16 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
         }
     }
     v[DISTINCT_DEVICES] = devices as f32;
+    // Every event links its device at its time (the earliest kept), so the oldest link is the
+    // account's first event the store holds.
+    if let Some(first) = links
+        .iter()
+        .filter(|(m, s)| m.starts_with(b"d:") && **s < t)
+        .map(|(_, s)| *s)
+        .min()
+    {
+        v[ACCOUNT_AGE] = secs(t - first);
+    }
     v[SECS_SINCE_PASSWORD_CHANGE] = last_password.map_or(NEVER_SECS, |s| secs(t - s));
     v[SECS_SINCE_MFA_CHANGE] = last_mfa.map_or(NEVER_SECS, |s| secs(t - s));
     let first_seen = |prefix: char, value: &str| links.get(&link(prefix, value)).copied();
@@ -491,6 +507,13 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
         let entity = &view.nodes[&(node, id)];
         let graph = &entity.graph;
         let before = graph.accounts.iter().filter(|(_, s)| *s < t).count() as f32;
+        let since_24h = || {
+            graph
+                .accounts
+                .iter()
+                .filter(|(_, s)| *s < t && *s >= t - DAY_MS)
+                .count() as f32
+        };
         match node {
             Node::Device => {
                 v[DEVICE_ACCOUNTS] = before;
@@ -509,7 +532,15 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
                 v[DEVICE_FAILED_7D] = sessions[3].failed as f32;
             }
             Node::Ip => v[IP_ACCOUNTS] = before,
-            Node::Document => v[DOCUMENT_ACCOUNTS] = before,
+            Node::Document => {
+                v[DOCUMENT_ACCOUNTS] = before;
+                v[DOCUMENT_ACCOUNTS_24H] = since_24h();
+            }
+            Node::Destination => {
+                v[DESTINATION_ACCOUNTS] = before;
+                v[DESTINATION_ACCOUNTS_24H] = since_24h();
+                continue; // counted, not part of the identity graph
+            }
         }
         if graph.accounts.len() > GRAPH_FANOUT_LIMIT {
             continue; // a hub: no graph features through it
@@ -663,7 +694,7 @@ fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op>
             .filter_map(|m| m.strip_prefix(NEAR_PREFIX))
             .collect();
         let mut mine: Option<Vec<(Node, String)>> = None;
-        for (node, id) in nodes_of(e) {
+        for (node, id) in graph_nodes_of(e) {
             let node_key = keys.node(node, id);
             let z = ks.zset(&node_key).unwrap_or(&empty);
             if labelled && !z.contains_key(&taint_member(1, e.account_id)) {

@@ -73,6 +73,10 @@ pub const ACCOUNT_LABELLED: usize = N_VELOCITY + 19;
 pub const GRAPH_LINKED: usize = N_VELOCITY + 20;
 pub const GRAPH_FRAUD_1HOP: usize = N_VELOCITY + 21;
 pub const GRAPH_FRAUD_2HOP: usize = N_VELOCITY + 22;
+pub const ACCOUNT_AGE: usize = N_VELOCITY + 23;
+pub const DOCUMENT_ACCOUNTS_24H: usize = N_VELOCITY + 24;
+pub const DESTINATION_ACCOUNTS: usize = N_VELOCITY + 25;
+pub const DESTINATION_ACCOUNTS_24H: usize = N_VELOCITY + 26;
 
 const fn fixed(
     name: &'static str,
@@ -90,7 +94,7 @@ const fn fixed(
     }
 }
 
-const FIXED: [FeatureDef; 23] = [
+const FIXED: [FeatureDef; 27] = [
     fixed("acct_secs_since_login", "account", "7d", "account", "Seconds since the account's previous login (30 days if none in the last 7 days)."),
     fixed("acct_secs_since_password_change", "account", "30d", "account", "Seconds since the account's previous password change (30 days if none is known)."),
     fixed("acct_secs_since_mfa_change", "account", "30d", "account", "Seconds since the account's previous MFA change (30 days if none is known)."),
@@ -114,13 +118,25 @@ const FIXED: [FeatureDef; 23] = [
     fixed("graph_linked_accounts", "account -> device/ip/document -> account", "30d", "graph", "Other accounts sharing the event's device, IP or document (entities with more than 50 accounts are skipped)."),
     fixed("graph_fraud_accounts_1hop", "account -> entity -> account", "label", "graph", "Labelled accounts sharing the event's device, IP or document."),
     fixed("graph_fraud_accounts_2hop", "account -> entity -> account -> entity -> account", "label", "graph", "Labelled accounts two hops away through the event's device, IP or document (and not one hop away)."),
+    fixed("acct_age_s", "account", "30d", "account", "Seconds since the account's first event the store holds (0 for its first event; the store forgets an account idle for 30 days)."),
+    fixed("document_accounts_24h", "document", "24h", "document", "Accounts that first presented the capture's document in the 24 hours before the event (0 without a document): a document reused across fresh accounts."),
+    fixed("dest_distinct_accounts", "destination", "30d", "destination", "Distinct accounts that paid the transaction's destination address before the event (fan-in; 0 without a destination)."),
+    fixed("dest_accounts_24h", "destination", "24h", "destination", "Accounts that first paid the transaction's destination address in the 24 hours before the event (0 without a destination): mule collectors, scam addresses."),
 ];
 
 /// Number of store features.
 pub const N_STORE_FEATURES: usize = N_VELOCITY + FIXED.len();
 
 /// Feature groups, for degraded verdicts.
-pub const GROUPS: [&str; 6] = ["velocity", "account", "device", "ip", "document", "graph"];
+pub const GROUPS: [&str; 7] = [
+    "velocity",
+    "account",
+    "device",
+    "ip",
+    "document",
+    "destination",
+    "graph",
+];
 
 static CATALOGUE: LazyLock<Vec<FeatureDef>> = LazyLock::new(|| {
     // Built once per process; the generated names and meanings live as long as it does.

@@ -199,12 +199,15 @@ impl Keyspace {
     }
 }
 
-/// The kinds of shared entity an account links to.
+/// The kinds of shared entity an account links to. Devices, IPs and documents make the
+/// identity graph (graph features, label propagation); a payout destination's set only counts
+/// the accounts paying it (fan-in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Node {
     Device,
     Ip,
     Document,
+    Destination,
 }
 
 impl Node {
@@ -214,8 +217,10 @@ impl Node {
             Node::Device => 'd',
             Node::Ip => 'i',
             Node::Document => 'm',
+            Node::Destination => 'x',
         }
     }
+    /// The identity-graph entity an account-set link names (destinations are not in the graph).
     pub(crate) fn from_letter(c: u8) -> Option<Node> {
         match c {
             b'd' => Some(Node::Device),
@@ -251,6 +256,7 @@ impl Keys {
             Node::Device => ":{d:",
             Node::Ip => ":{i:",
             Node::Document => ":{m:",
+            Node::Destination => ":{x:",
         };
         concat(&[&self.prefix, tag, id, "}"])
     }

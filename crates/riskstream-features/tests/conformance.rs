@@ -333,6 +333,60 @@ async fn entities_and_links(store: impl FeatureStore) {
     assert_eq!(f(&check[0], "device_first_seen_age_s"), 0.0);
 }
 
+/// Fan-in of payout addresses and documents within windows, and the account's age. A shared
+/// destination counts accounts but is not an identity-graph link.
+async fn fan_in_and_account_age(store: impl FeatureStore) {
+    const H: i64 = 60 * MIN;
+    let out = apply(
+        &store,
+        &[
+            ev("h1", "p1", "e1", T0, money(5)).dest("payA"),
+            ev("h2", "p2", "e2", T0 + MIN, money(5)).dest("payA"),
+            ev("h3", "p1", "e1", T0 + 10 * MIN, money(5)).dest("payA"),
+            ev("h4", "p3", "e3", T0 + 25 * H, money(5)).dest("payA"),
+            ev("h5", "p4", "e4", T0 + 25 * H + MIN, money(5)).dest("payA"),
+            ev("h6", "q1", "k1", T0, capture(false)).doc("docR"),
+            ev("h7", "q2", "k2", T0 + H, capture(false)).doc("docR"),
+            ev("h8", "q3", "k3", T0 + 30 * H, capture(false)).doc("docR"),
+            ev("h9", "q4", "k4", T0 + 30 * H + MIN, capture(false)).doc("docR"),
+        ],
+    )
+    .await;
+    let fan = |i: usize| {
+        (
+            f(&out[i], "dest_distinct_accounts"),
+            f(&out[i], "dest_accounts_24h"),
+        )
+    };
+    assert_eq!(fan(0), (0.0, 0.0));
+    assert_eq!(fan(1), (1.0, 1.0));
+    assert_eq!(fan(2), (2.0, 2.0), "p1 paid before too");
+    assert_eq!(fan(3), (2.0, 0.0), "p1 and p2 paid more than 24 h before");
+    assert_eq!(fan(4), (3.0, 1.0));
+    assert_eq!(f(&out[5], "dest_distinct_accounts"), 0.0, "no destination");
+    assert_eq!(
+        f(&out[1], "graph_linked_accounts"),
+        0.0,
+        "a shared destination is not a graph link"
+    );
+    let doc = |i: usize| {
+        (
+            f(&out[i], "document_distinct_accounts"),
+            f(&out[i], "document_accounts_24h"),
+        )
+    };
+    assert_eq!(doc(6), (1.0, 1.0));
+    assert_eq!(doc(7), (2.0, 0.0));
+    assert_eq!(doc(8), (3.0, 1.0));
+    assert_eq!(f(&out[0], "acct_age_s"), 0.0, "first event");
+    assert_eq!(f(&out[2], "acct_age_s"), 600.0);
+    // A late event older than the account's first moves its first event back.
+    let late = apply(&store, &[ev("h10", "p1", "e1", T0 - H, login())]).await;
+    assert_eq!(f(&late[0], "acct_age_s"), 0.0);
+    let next = apply(&store, &[ev("h11", "p1", "e1", T0 + H, login())]).await;
+    assert_eq!(f(&next[0], "acct_age_s"), 7200.0);
+}
+
 async fn recency(store: impl FeatureStore) {
     let out = apply(
         &store,
@@ -810,6 +864,7 @@ async fn conformance<S: FeatureStore, F: std::future::Future<Output = S>>(
     point_in_time(make("pit").await).await;
     idempotent_redelivery(make("idem").await).await;
     entities_and_links(make("ent").await).await;
+    fan_in_and_account_age(make("fan").await).await;
     recency(make("rec").await).await;
     bounded_retention(make("ret").await).await;
     identity_graph(make("graph").await).await;

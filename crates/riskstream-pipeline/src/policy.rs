@@ -1,10 +1,22 @@
 //! The decision policy: an ordered rule table mapping the champion's score, the event's slot
-//! and kind, its amount band and whether features were missing to a decision and a friction.
-//! Configured in `[policy]` of `serving.toml` (see `models/serving.toml`), reloaded with it.
+//! and kind, its amount band, whether features were missing and the values of named inputs
+//! (signals: event fields and store features, e.g. `injection_detected`,
+//! `dest_accounts_24h`) to a decision and a friction. Configured in `[policy]` of
+//! `serving.toml` (see `models/serving.toml`), reloaded with it.
+//!
+//! A `BLOCK` rule must rest on high confidence or a decisive signal: it needs a signal
+//! condition, or a score bound of at least the champion's `block` threshold (a number of at
+//! least [`MIN_BLOCK_SCORE`]); anything weaker is refused when the policy loads.
+
+use std::collections::BTreeMap;
 
 use riskstream_events::{Decision, Event, Friction, TransactionKind};
+use riskstream_features::inputs::{input_index, N_INPUTS};
 use riskstream_models::{Slot, Thresholds};
 use serde::Deserialize;
+
+/// The lowest numeric `score_at_least` a `BLOCK` rule without a signal condition may use.
+pub const MIN_BLOCK_SCORE: f32 = 0.9;
 
 /// `[policy]` as written in `serving.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -31,6 +43,13 @@ pub struct RuleConfig {
     pub degraded: Option<bool>,
     /// The champion's score must reach this.
     pub score_at_least: Option<ScoreBound>,
+    /// Signals: each named input (a store feature or an event field, as in `FEATURES.md`)
+    /// must be at least its value ...
+    #[serde(default)]
+    pub at_least: BTreeMap<String, f32>,
+    /// ... and each of these below its value.
+    #[serde(default)]
+    pub below: BTreeMap<String, f32>,
     pub decision: Decision,
     pub friction: Friction,
 }
@@ -62,6 +81,33 @@ pub enum PolicyError {
     KindsOnCaptureSlot { rule: String },
     #[error("policy rule `{rule}`: min_usd {min} is not below below_usd {below}")]
     EmptyBand { rule: String, min: f64, below: f64 },
+    #[error("policy rule `{rule}`: unknown input `{name}` (see FEATURES.md)")]
+    UnknownSignal { rule: String, name: String },
+    #[error(
+        "policy rule `{rule}`: BLOCK needs a signal condition (at_least / below) or a score bound \
+         of at least the `block` threshold (or {MIN_BLOCK_SCORE})"
+    )]
+    WeakBlock { rule: String },
+}
+
+/// One signal condition, resolved to its row column.
+#[derive(Debug, Clone, PartialEq)]
+struct Signal {
+    name: String,
+    column: usize,
+    bound: f32,
+    at_least: bool,
+}
+
+impl Signal {
+    fn holds(&self, row: &[f32]) -> bool {
+        let v = row[self.column];
+        if self.at_least {
+            v >= self.bound
+        } else {
+            v < self.bound
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +119,7 @@ struct Rule {
     below_usd: f64,
     degraded: Option<bool>,
     score_at_least: Option<ScoreBound>,
+    signals: Vec<Signal>,
     decision: Decision,
     friction: Friction,
 }
@@ -89,6 +136,17 @@ pub struct Decided<'a> {
     pub decision: Decision,
     pub friction: Friction,
     pub rule: Option<&'a str>,
+    /// The deciding rule's signal conditions (their inputs are named in the reason codes).
+    signals: &'a [Signal],
+}
+
+impl Decided<'_> {
+    /// Reason codes for the signals that decided, e.g. `signal:injection_detected=1`.
+    pub fn signal_reasons<'r>(&'r self, row: &'r [f32]) -> impl Iterator<Item = String> + 'r {
+        self.signals
+            .iter()
+            .map(move |s| format!("signal:{}={}", s.name, row[s.column]))
+    }
 }
 
 impl Policy {
@@ -126,6 +184,35 @@ impl Policy {
                         below: below_usd,
                     });
                 }
+                let signals = r
+                    .at_least
+                    .iter()
+                    .map(|(n, v)| (n, v, true))
+                    .chain(r.below.iter().map(|(n, v)| (n, v, false)))
+                    .map(|(name, &bound, at_least)| {
+                        let column =
+                            input_index(name).ok_or_else(|| PolicyError::UnknownSignal {
+                                rule: r.name.clone(),
+                                name: name.clone(),
+                            })?;
+                        Ok(Signal {
+                            name: name.clone(),
+                            column,
+                            bound,
+                            at_least,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let confident = match r.score_at_least {
+                    Some(ScoreBound::Named(NamedThreshold::Block)) => true,
+                    Some(ScoreBound::Value(v)) => v >= MIN_BLOCK_SCORE,
+                    _ => false,
+                };
+                if r.decision == Decision::Block && signals.is_empty() && !confident {
+                    return Err(PolicyError::WeakBlock {
+                        rule: r.name.clone(),
+                    });
+                }
                 Ok(Rule {
                     name: r.name.clone(),
                     slot: r.slot,
@@ -134,6 +221,7 @@ impl Policy {
                     below_usd,
                     degraded: r.degraded,
                     score_at_least: r.score_at_least,
+                    signals,
                     decision: r.decision,
                     friction: r.friction,
                 })
@@ -142,15 +230,17 @@ impl Policy {
         Ok(Policy { rules })
     }
 
-    /// Decides one event from its champion's score and suggested thresholds.
-    /// `degraded` = some features were missing.
+    /// Decides one event from its input row (`N_INPUTS` values, see `FEATURES.md`), its
+    /// champion's score and suggested thresholds. `degraded` = some features were missing.
     pub fn decide(
         &self,
         event: &Event,
+        row: &[f32],
         score: f32,
         thresholds: &Thresholds,
         degraded: bool,
     ) -> Decided<'_> {
+        debug_assert_eq!(row.len(), N_INPUTS);
         let (slot, kind, usd) = match event {
             Event::CaptureSession(_) => (Slot::Behavioral, None, 0.0),
             Event::Transaction(tx) => (
@@ -173,12 +263,14 @@ impl Policy {
                 && usd >= r.min_usd
                 && usd < r.below_usd
                 && r.degraded.is_none_or(|d| d == degraded)
-                && bound.is_none_or(|b| score >= b);
+                && bound.is_none_or(|b| score >= b)
+                && r.signals.iter().all(|s| s.holds(row));
             if matches {
                 return Decided {
                     decision: r.decision,
                     friction: r.friction,
                     rule: Some(&r.name),
+                    signals: &r.signals,
                 };
             }
         }
@@ -186,6 +278,7 @@ impl Policy {
             decision: Decision::Allow,
             friction: Friction::None,
             rule: None,
+            signals: &[],
         }
     }
 }
@@ -238,41 +331,216 @@ mod tests {
         })
     }
 
+    /// An input row with the named inputs set (everything else 0).
+    fn row(values: &[(&str, f32)]) -> Vec<f32> {
+        let mut r = vec![0.0; N_INPUTS];
+        for (name, v) in values {
+            r[input_index(name).expect(name)] = *v;
+        }
+        r
+    }
+
     fn decide(p: &Policy, e: &Event, score: f32, degraded: bool) -> (Decision, Friction) {
-        let d = p.decide(e, score, &T, degraded);
+        let d = p.decide(e, &row(&[]), score, &T, degraded);
         (d.decision, d.friction)
+    }
+
+    fn decide_with(p: &Policy, e: &Event, signals: &[(&str, f32)], score: f32) -> Decided<'static> {
+        // (The committed policy lives for the test; leak it to return its rule names.)
+        let p: &'static Policy = Box::leak(Box::new(p.clone()));
+        p.decide(e, &row(signals), score, &T, false)
+    }
+
+    fn capture() -> Event {
+        let Event::Transaction(t) = tx(TransactionKind::Login, 0) else {
+            unreachable!()
+        };
+        Event::CaptureSession(riskstream_events::CaptureSession {
+            event_id: t.event_id,
+            account_id: t.account_id,
+            event_time: 1,
+            region: String::new(),
+            country: String::new(),
+            device: t.device,
+            session_id: "s".into(),
+            document: None,
+            vendor: riskstream_events::VendorResult {
+                vendor: "v".into(),
+                liveness_score: 0.9,
+                face_match_score: 0.9,
+            },
+            injection: riskstream_events::InjectionSignals {
+                virtual_camera: false,
+                injection_detected: false,
+                screen_replay_score: 0.0,
+            },
+            telemetry: Vec::new(),
+            steps: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn decisive_signals_decide_whatever_the_score_and_are_named() {
+        let p = policy();
+        let d = decide_with(&p, &capture(), &[("injection_detected", 1.0)], 0.01);
+        assert_eq!((d.decision, d.friction), (Decision::Block, Friction::Block));
+        assert_eq!(d.rule, Some("injection_block"));
+        let r = row(&[("injection_detected", 1.0)]);
+        assert_eq!(
+            d.signal_reasons(&r).collect::<Vec<_>>(),
+            ["signal:injection_detected=1"]
+        );
+        let d = decide_with(&p, &capture(), &[("document_accounts_24h", 3.0)], 0.0);
+        assert_eq!(d.rule, Some("document_reuse_block"));
+        let d = decide_with(&p, &capture(), &[("virtual_camera", 1.0)], 0.0);
+        assert_eq!(
+            (d.decision, d.friction),
+            (Decision::Challenge, Friction::ConversationalAgent)
+        );
+        let d = decide_with(&p, &capture(), &[("document_distinct_accounts", 2.0)], 0.0);
+        assert_eq!(d.decision, Decision::Review);
+        // Payout fan-in: a collector is blocked, a shared payee reviewed.
+        let w = tx(TransactionKind::Withdrawal, 300);
+        assert_eq!(
+            decide_with(&p, &w, &[("dest_accounts_24h", 5.0)], 0.0).decision,
+            Decision::Block
+        );
+        assert_eq!(
+            decide_with(&p, &w, &[("dest_distinct_accounts", 2.0)], 0.0).decision,
+            Decision::Review
+        );
+        assert_eq!(
+            decide_with(&p, &w, &[("dest_distinct_accounts", 1.0)], 0.0).decision,
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn unfamiliar_but_plausible_is_stepped_up_never_blocked_by_the_model_alone() {
+        let p = policy();
+        // A traveller's card payment the model is sure about: new country, new device, nothing else.
+        let card = tx(TransactionKind::CardPayment, 80);
+        let travel = [("ip_country_mismatch", 1.0), ("acct_device_is_new", 1.0)];
+        let d = decide_with(&p, &card, &travel, 0.99);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Challenge,
+                Friction::StepUpMfa,
+                Some("unfamiliar_step_up")
+            )
+        );
+        let login = tx(TransactionKind::Login, 0);
+        assert_eq!(
+            decide_with(&p, &login, &travel, 0.99).decision,
+            Decision::Challenge
+        );
+        // The same score with a corroborating signal blocks.
+        let w = tx(TransactionKind::Withdrawal, 300);
+        let d = decide_with(&p, &w, &[("acct_credential_changes_24h", 1.0)], 0.95);
+        assert_eq!(d.rule, Some("ato_block_after_credential_change"));
+        let d = decide_with(&p, &w, &[("device_emulator", 1.0)], 0.95);
+        assert_eq!(d.rule, Some("ato_block_emulator"));
+        // A security change then a new payee: held for a human whatever the score.
+        let d = decide_with(
+            &p,
+            &w,
+            &[
+                ("tx_dest_first_seen", 1.0),
+                ("acct_credential_changes_24h", 1.0),
+            ],
+            0.0,
+        );
+        assert_eq!(d.rule, Some("new_payee_after_credential_change_24h"));
+        // A session from abroad the behavioral model is sure about: re-verified live.
+        let d = decide_with(&p, &capture(), &[("ip_country_mismatch", 1.0)], 0.999);
+        assert_eq!(
+            (d.decision, d.friction),
+            (Decision::Challenge, Friction::ConversationalAgent)
+        );
+        // No rule of the committed policy blocks on the model score alone for transactions.
+        for (signals, score) in [(&travel[..], 1.0f32), (&[][..], 1.0)] {
+            for kind in TransactionKind::ALL {
+                let d = decide_with(&p, &tx(kind, 50), signals, score);
+                assert_ne!(
+                    d.decision,
+                    Decision::Block,
+                    "{kind:?} blocked on the score alone"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn block_needs_a_signal_or_block_level_confidence() {
+        let parse = |extra: &str| {
+            let config: PolicyConfig = toml::from_str(&format!(
+                "[[rules]]\nname = \"b\"\ndecision = \"BLOCK\"\nfriction = \"BLOCK\"\n{extra}"
+            ))
+            .unwrap();
+            Policy::new(&config)
+        };
+        assert!(matches!(parse(""), Err(PolicyError::WeakBlock { .. })));
+        assert!(matches!(
+            parse("score_at_least = \"review\""),
+            Err(PolicyError::WeakBlock { .. })
+        ));
+        assert!(matches!(
+            parse("score_at_least = 0.5"),
+            Err(PolicyError::WeakBlock { .. })
+        ));
+        assert!(parse("score_at_least = \"block\"").is_ok());
+        assert!(parse("score_at_least = 0.95").is_ok());
+        assert!(parse("at_least = { device_emulator = 1 }").is_ok());
+        assert!(matches!(
+            parse("at_least = { injection_detcted = 1 }"),
+            Err(PolicyError::UnknownSignal { .. })
+        ));
     }
 
     #[test]
     fn score_bands_map_to_decisions_and_friction() {
         let p = policy();
         let w = tx(TransactionKind::Withdrawal, 100);
+        let new_payee = [("tx_dest_first_seen", 1.0)];
+        let band = |score: f32| {
+            let d = decide_with(&p, &w, &new_payee, score);
+            (d.decision, d.friction)
+        };
+        assert_eq!(band(0.1), (Decision::Allow, Friction::None));
+        assert_eq!(band(0.4), (Decision::Challenge, Friction::StepUpMfa));
+        assert_eq!(band(0.7), (Decision::Review, Friction::HumanReview));
         assert_eq!(
-            decide(&p, &w, 0.1, false),
-            (Decision::Allow, Friction::None)
+            band(0.99),
+            (Decision::Review, Friction::HumanReview),
+            "a new payee alone does not corroborate a block"
+        );
+        let after_change = [
+            ("tx_dest_first_seen", 1.0),
+            ("acct_credential_changes_24h", 1.0),
+        ];
+        assert_eq!(
+            decide_with(&p, &w, &after_change, 0.95).decision,
+            Decision::Block
         );
         assert_eq!(
-            decide(&p, &w, 0.4, false),
-            (Decision::Challenge, Friction::StepUpMfa)
-        );
-        assert_eq!(
-            decide(&p, &tx(TransactionKind::Login, 0), 0.4, false),
-            (Decision::Challenge, Friction::KnowledgeQuiz)
-        );
-        assert_eq!(
-            decide(&p, &w, 0.7, false),
-            (Decision::Review, Friction::HumanReview)
-        );
-        assert_eq!(
-            decide(&p, &w, 0.95, false),
-            (Decision::Block, Friction::Block)
-        );
-        assert_eq!(
-            p.decide(&w, 0.4, &T, false).rule,
+            decide_with(&p, &w, &new_payee, 0.4).rule,
             Some("ato_challenge"),
             "the deciding rule is named"
         );
-        assert_eq!(p.decide(&w, 0.1, &T, false).rule, None);
+        assert_eq!(decide_with(&p, &w, &new_payee, 0.1).rule, None);
+        // After a credential change the second factor may be the attacker's: a login is quizzed.
+        let login = tx(TransactionKind::Login, 0);
+        let d = decide_with(&p, &login, &[("acct_credential_changes_24h", 1.0)], 0.4);
+        assert_eq!(
+            (d.decision, d.friction),
+            (Decision::Challenge, Friction::KnowledgeQuiz)
+        );
+        // Nothing but the score (no credential change, no new payee): step-up, whatever the score.
+        assert_eq!(
+            decide(&p, &w, 0.95, false),
+            (Decision::Challenge, Friction::StepUpMfa)
+        );
     }
 
     #[test]
@@ -289,7 +557,7 @@ mod tests {
         let w = |usd| tx(TransactionKind::Withdrawal, usd);
         assert_eq!(decide(&p, &w(5_000), 0.0, true).0, Decision::Review);
         assert_eq!(decide(&p, &w(50), 0.0, true).0, Decision::Allow);
-        assert_eq!(decide(&p, &w(50), 0.95, true).0, Decision::Block);
+        assert_eq!(decide(&p, &w(50), 0.95, true).0, Decision::Challenge);
         assert_eq!(
             decide(&p, &tx(TransactionKind::Trade, 5_000), 0.0, true).0,
             Decision::Allow

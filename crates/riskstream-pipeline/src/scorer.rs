@@ -354,6 +354,7 @@ impl<S> Scorer<S> {
                 (!score.is_nan()).then(|| {
                     serving.policy.decide(
                         &events[i],
+                        &buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS],
                         score,
                         &champion.manifest.thresholds,
                         degraded[i],
@@ -370,6 +371,7 @@ impl<S> Scorer<S> {
                         .policy
                         .decide(
                             &events[i],
+                            &buf.rows[i * N_INPUTS..(i + 1) * N_INPUTS],
                             s,
                             &serving.model(si).manifest.thresholds,
                             degraded[i],
@@ -416,6 +418,7 @@ impl<S> Scorer<S> {
                 }
                 Some(d) => {
                     let mut reasons = explanations.remove(&i).unwrap_or_default();
+                    reasons.extend(d.signal_reasons(row));
                     if let Some(rule) = d.rule {
                         reasons.push(format!("policy:{rule}"));
                     }
@@ -768,7 +771,13 @@ mod tests {
                     "{:?}",
                     v.reasons
                 );
-                let attributed: Vec<_> = v.reasons.iter().filter(|r| r.contains(":+")).collect();
+                // Attributions (`input:+1.23`, the strongest even when negative), then the
+                // deciding rule's signals (`signal:input=value`) and the rule.
+                let attributed: Vec<_> = v
+                    .reasons
+                    .iter()
+                    .filter(|r| !r.starts_with("policy:") && !r.starts_with("signal:"))
+                    .collect();
                 assert!(!attributed.is_empty(), "{:?}", v.reasons);
                 for r in attributed {
                     let name = r.split(':').next().unwrap();

@@ -1,17 +1,50 @@
-//! Synthetic traffic with labelled fraud scenarios, for the demo, benchmarks, tests and
+//! Synthetic traffic with labelled fraud families, for the demo, benchmarks, tests and
 //! training data.
 //!
-//! Out: a time-ordered stream of [`SimEvent`]s (an [`Event`] plus its ground truth). The same
-//! seed gives the same stream. Scenarios (see [`Scenario`]):
-//! - legitimate users: logins, trades, deposits, withdrawals to known addresses, occasional
-//!   capture sessions; some travel (IP country mismatch), change phones, reset passwords,
-//!   paste from password managers, or have rooted devices — legitimate but unusual;
-//! - bots in capture sessions: scripted ones (regular timing, straight pointer paths, paste,
-//!   emulators, virtual cameras) and imitating ones (human gap and action distributions
-//!   without a human's bursts and strokes — only the order of the telemetry gives them
-//!   away — fewer device red flags, device farms shared across accounts);
-//! - account takeover: a login from a new device, credential changes within minutes, then
-//!   withdrawals to new destinations — each step alone also happens legitimately.
+//! Out: a time-ordered stream of [`SimEvent`]s (an [`Event`] plus its ground truth, a
+//! [`Scenario`]). The same seed gives the same stream; each seed also draws its own family
+//! rates (×0.6–1.4 of the defaults) and its own parameters per family instance (ring sizes,
+//! delays, amounts), so a model trained on one seed meets different mixes on another.
+//!
+//! **Fraud families**, each written from what a fraud / identity team sees:
+//! - `bot_scripted`: scripted capture sessions — fast regular timing, ruler-straight pointer,
+//!   pastes, emulators and virtual cameras often.
+//! - `bot_imitating`: bots replaying human gap and action distributions shuffled (only the order
+//!   of the telemetry gives them away), few device red flags, devices from a small farm.
+//! - `injection`: presentation and injection attacks operated by a person (human-like
+//!   telemetry): a virtual camera, a hooked camera API (frame injection), a screen replay, or a
+//!   deepfake-grade face that passes the vendor's liveness. Each variant shows its signal most
+//!   of the time (virtual-camera flag, injection flag, high screen-replay score; a deepfake shows
+//!   a virtual camera or injection flag, an emulator, or a too-short selfie step) — the vendor
+//!   scores mostly pass.
+//! - `ring`: document and device reuse — 5–25 accounts opened with one document, on 1–3 shared
+//!   devices behind one IP, each verified by a capture session, then paying out to one address.
+//! - `mule`: many accounts, each on its own device and IP, passing money to one collector
+//!   address (a few payouts each over days).
+//! - `scam`: the real customer, on their own device and IP, talked into an unusually large
+//!   transfer to a new address during a long session. No takeover signal: the payment carries
+//!   the risk (amount against the account's history, first use of the address, and the scammer's
+//!   address collecting from several victims). The ATO model (the transaction slot) is trained
+//!   to cover it.
+//! - `ato_fast`: login from a new device (often abroad, sometimes an emulator), credential
+//!   changes within minutes, withdrawals of larger-than-usual amounts to a new address.
+//! - `ato_slow`: the same steps spread over hours from a new device in the customer's country,
+//!   amounts near the customer's usual.
+//! - `ato_delayed`: credential changes on a new device, the payouts one to four days later.
+//!
+//! **Legitimate traffic and its look-alikes** (what the models must not confuse with the
+//! families above):
+//! - `legit`: logins, trades, deposits, withdrawals to known addresses, card payments,
+//!   occasional capture sessions.
+//! - `legit_unusual`: a password reset or other credential change, a rooted phone, a password
+//!   manager's paste, poor lighting (low liveness), a first payout to a new address.
+//! - `traveller`: a trip abroad — the customer's IP country changes for a day or more, often a
+//!   new device (travel phone, hotel laptop), ordinary card payments and logins there.
+//! - `new_phone`: a new device, logged in and used for ordinary activity over the next hours,
+//!   sometimes with a password or MFA reset.
+//! - `household`: family members with their own accounts on one shared device.
+//! - `salary_day`: a deposit and, soon after, larger than usual payouts to known addresses;
+//!   sometimes a large first payment to a new address (rent, a car) with no scam behind it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,37 +53,82 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use riskstream_events::*;
 
-/// Ground truth of a simulated event.
+/// Ground truth of a simulated event: its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scenario {
     /// Ordinary legitimate activity.
     Legit,
-    /// Legitimate but unusual: new phone, travel, password reset, rooted device.
+    /// Legitimate but unusual: credential reset, rooted device, paste, low liveness, new payee.
     LegitUnusual,
+    /// A customer abroad (new country, often a new device).
+    Traveller,
+    /// A customer's new phone.
+    NewPhone,
+    /// Family members sharing a device.
+    Household,
+    /// Salary-day deposit and larger payouts, incl. a legitimate large first payment.
+    SalaryDay,
     /// A scripted bot in a capture session.
-    Bot,
+    BotScripted,
     /// A bot imitating human behaviour.
     BotImitating,
-    /// A step of an account-takeover sequence.
-    Ato,
+    /// Presentation / injection attack with human-like behaviour.
+    Injection,
+    /// Document and device reuse ring.
+    Ring,
+    /// Money mule paying a collector address.
+    Mule,
+    /// Authorised push-payment scam.
+    Scam,
+    /// Account takeover within minutes.
+    AtoFast,
+    /// Account takeover over hours, amounts near the usual.
+    AtoSlow,
+    /// Credential change, payouts days later.
+    AtoDelayed,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Legit,
         Scenario::LegitUnusual,
-        Scenario::Bot,
+        Scenario::Traveller,
+        Scenario::NewPhone,
+        Scenario::Household,
+        Scenario::SalaryDay,
+        Scenario::BotScripted,
         Scenario::BotImitating,
-        Scenario::Ato,
+        Scenario::Injection,
+        Scenario::Ring,
+        Scenario::Mule,
+        Scenario::Scam,
+        Scenario::AtoFast,
+        Scenario::AtoSlow,
+        Scenario::AtoDelayed,
     ];
+
+    /// The fraud families, in [`Scenario::ALL`] order.
+    pub fn fraud_families() -> impl Iterator<Item = Scenario> {
+        Scenario::ALL.into_iter().filter(|s| s.is_fraud())
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scenario::Legit => "legit",
             Scenario::LegitUnusual => "legit_unusual",
-            Scenario::Bot => "bot",
+            Scenario::Traveller => "traveller",
+            Scenario::NewPhone => "new_phone",
+            Scenario::Household => "household",
+            Scenario::SalaryDay => "salary_day",
+            Scenario::BotScripted => "bot_scripted",
             Scenario::BotImitating => "bot_imitating",
-            Scenario::Ato => "ato",
+            Scenario::Injection => "injection",
+            Scenario::Ring => "ring",
+            Scenario::Mule => "mule",
+            Scenario::Scam => "scam",
+            Scenario::AtoFast => "ato_fast",
+            Scenario::AtoSlow => "ato_slow",
+            Scenario::AtoDelayed => "ato_delayed",
         }
     }
 
@@ -58,9 +136,31 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
-    /// True for the scenarios a model should catch.
+    /// True for the families a model should catch.
     pub fn is_fraud(self) -> bool {
-        matches!(self, Scenario::Bot | Scenario::BotImitating | Scenario::Ato)
+        !matches!(
+            self,
+            Scenario::Legit
+                | Scenario::LegitUnusual
+                | Scenario::Traveller
+                | Scenario::NewPhone
+                | Scenario::Household
+                | Scenario::SalaryDay
+        )
+    }
+
+    /// The label a case-management system would emit for this family (fraud only).
+    pub fn label_kind(self) -> Option<LabelKind> {
+        match self {
+            Scenario::BotScripted | Scenario::BotImitating => Some(LabelKind::Bot),
+            Scenario::AtoFast | Scenario::AtoSlow | Scenario::AtoDelayed => {
+                Some(LabelKind::ConfirmedAto)
+            }
+            Scenario::Injection | Scenario::Ring | Scenario::Mule | Scenario::Scam => {
+                Some(LabelKind::ConfirmedFraud)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -74,11 +174,7 @@ pub struct SimEvent {
 impl SimEvent {
     /// The label a case-management system would eventually emit (fraud only).
     pub fn label(&self) -> Option<Label> {
-        let kind = match self.scenario {
-            Scenario::Bot | Scenario::BotImitating => LabelKind::Bot,
-            Scenario::Ato => LabelKind::ConfirmedAto,
-            _ => return None,
-        };
+        let kind = self.scenario.label_kind()?;
         Some(Label {
             event_id: Some(self.event.event_id().to_string()),
             account_id: Some(self.event.account_id().to_string()),
@@ -87,6 +183,99 @@ impl SimEvent {
             label_time: self.event.event_time() + 3_600_000,
         })
     }
+}
+
+/// How often each family starts, as a share of the simulator's new actions (the rest is
+/// legitimate activity). A family instance may emit many events (a ring: tens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyRates {
+    pub bot_scripted: f64,
+    pub bot_imitating: f64,
+    pub injection: f64,
+    pub ring: f64,
+    pub mule: f64,
+    pub scam: f64,
+    pub ato_fast: f64,
+    pub ato_slow: f64,
+    pub ato_delayed: f64,
+    pub traveller: f64,
+    pub household: f64,
+    pub salary_day: f64,
+}
+
+impl Default for FamilyRates {
+    fn default() -> Self {
+        FamilyRates {
+            bot_scripted: 0.02,
+            bot_imitating: 0.02,
+            injection: 0.012,
+            ring: 0.0006,
+            mule: 0.0012,
+            scam: 0.004,
+            ato_fast: 0.004,
+            ato_slow: 0.003,
+            ato_delayed: 0.003,
+            traveller: 0.004,
+            household: 0.003,
+            salary_day: 0.006,
+        }
+    }
+}
+
+impl FamilyRates {
+    /// The defaults, each scaled by its own factor in 0.6–1.4 drawn from `seed`.
+    pub fn for_seed(seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_fa11_1e5);
+        let mut f = || rng.gen_range(0.6..1.4);
+        let d = FamilyRates::default();
+        FamilyRates {
+            bot_scripted: d.bot_scripted * f(),
+            bot_imitating: d.bot_imitating * f(),
+            injection: d.injection * f(),
+            ring: d.ring * f(),
+            mule: d.mule * f(),
+            scam: d.scam * f(),
+            ato_fast: d.ato_fast * f(),
+            ato_slow: d.ato_slow * f(),
+            ato_delayed: d.ato_delayed * f(),
+            traveller: d.traveller * f(),
+            household: d.household * f(),
+            salary_day: d.salary_day * f(),
+        }
+    }
+
+    fn table(&self) -> [(Start, f64); 12] {
+        [
+            (Start::BotScripted, self.bot_scripted),
+            (Start::BotImitating, self.bot_imitating),
+            (Start::Injection, self.injection),
+            (Start::Ring, self.ring),
+            (Start::Mule, self.mule),
+            (Start::Scam, self.scam),
+            (Start::AtoFast, self.ato_fast),
+            (Start::AtoSlow, self.ato_slow),
+            (Start::AtoDelayed, self.ato_delayed),
+            (Start::Traveller, self.traveller),
+            (Start::Household, self.household),
+            (Start::SalaryDay, self.salary_day),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    BotScripted,
+    BotImitating,
+    Injection,
+    Ring,
+    Mule,
+    Scam,
+    AtoFast,
+    AtoSlow,
+    AtoDelayed,
+    Traveller,
+    Household,
+    SalaryDay,
 }
 
 /// Simulator settings.
@@ -99,22 +288,19 @@ pub struct SimConfig {
     pub mean_gap_ms: f64,
     /// Number of legitimate accounts.
     pub accounts: usize,
-    /// Share of new actions that are bot capture sessions.
-    pub bot_share: f64,
-    /// Share of new actions that start an account takeover.
-    pub ato_share: f64,
+    /// How often each family starts.
+    pub rates: FamilyRates,
 }
 
 impl SimConfig {
-    /// Defaults scaled to a stream of `events` events.
+    /// Defaults scaled to a stream of `events` events, family rates drawn from `seed`.
     pub fn for_events(events: u64, seed: u64) -> Self {
         SimConfig {
             seed,
             start_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
             mean_gap_ms: 2_000.0,
             accounts: (events as usize / 15).clamp(200, 200_000),
-            bot_share: 0.05,
-            ato_share: 0.012,
+            rates: FamilyRates::for_seed(seed),
         }
     }
 }
@@ -125,6 +311,8 @@ struct Account {
     region: &'static str,
     devices: Vec<Device>,
     known_dests: Vec<String>,
+    /// The account's typical payment, USD (median of its legitimate amounts).
+    usual_usd: f64,
 }
 
 /// A step scheduled for later (the rest of a sequence).
@@ -152,19 +340,62 @@ impl Ord for Pending {
 }
 
 enum Step {
-    /// Legit user on a brand new phone: ordinary activity on it.
-    LegitNewDeviceFollowUp {
+    /// Ordinary activity on a device the customer just started using (a new phone, a shared
+    /// household device, a travel device): `remaining` more events.
+    FollowUp {
         account: usize,
         device: Device,
         remaining: u8,
+        scenario: Scenario,
     },
-    /// Account takeover in progress, on the attacker's device.
-    Ato {
+    /// Account takeover within minutes, on the attacker's device.
+    AtoFast {
         account: usize,
         device: Device,
         stage: u8,
         dest: String,
     },
+    /// One fully described event of a family instance.
+    Planned(Planned),
+}
+
+struct Planned {
+    account: usize,
+    device: Device,
+    scenario: Scenario,
+    action: Action,
+}
+
+enum Action {
+    Tx {
+        kind: TransactionKind,
+        usd: Option<f64>,
+        dest: Option<String>,
+        session_age_s: i64,
+        channel: Channel,
+    },
+    Capture {
+        mode: CaptureMode,
+        document: Option<String>,
+    },
+}
+
+/// Who or what operates a capture session.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CaptureMode {
+    Human,
+    Scripted,
+    Imitating,
+    /// A person presenting something other than their live face.
+    Attack(Attack),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Attack {
+    VirtualCamera,
+    HookedApi,
+    ScreenReplay,
+    Deepfake,
 }
 
 const COUNTRIES: [(&str, &str); 8] = [
@@ -178,6 +409,8 @@ const COUNTRIES: [(&str, &str); 8] = [
     ("JP", "apac"),
 ];
 const VENDORS: [&str; 2] = ["vendor_a", "vendor_b"];
+/// Scam payout addresses in use at once: each collects from several victims.
+const SCAM_ADDRESSES: usize = 6;
 
 /// The simulator: an infinite, time-ordered iterator of [`SimEvent`]s.
 pub struct Simulator {
@@ -186,8 +419,12 @@ pub struct Simulator {
     clock: i64,
     next_id: u64,
     seq: u64,
+    /// Legitimate accounts first (`cfg.accounts`), then accounts opened by rings and mules.
     accounts: Vec<Account>,
     farm_devices: Vec<Device>,
+    scam_dests: Vec<String>,
+    /// Fingerprints of devices shared by a household.
+    shared_devices: std::collections::HashSet<String>,
     pending: BinaryHeap<Reverse<Pending>>,
 }
 
@@ -212,6 +449,10 @@ fn hex(rng: &mut SmallRng) -> String {
     format!("{:016x}", rng.gen::<u64>())
 }
 
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
 impl Simulator {
     pub fn new(cfg: SimConfig) -> Self {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
@@ -223,12 +464,14 @@ impl Simulator {
                 s.rooted = true; // legitimate power users
             }
             let known_dests = (0..rng.gen_range(1..4)).map(|_| hex(&mut rng)).collect();
+            let usual_usd = lognormal(&mut rng, 250.0, 0.8);
             accounts.push(Account {
                 id: format!("acct-{}-{i}", cfg.seed),
                 country,
                 region,
                 devices: vec![s],
                 known_dests,
+                usual_usd,
             });
         }
         let farm_devices = (0..8)
@@ -238,6 +481,7 @@ impl Simulator {
                 d
             })
             .collect();
+        let scam_dests = (0..SCAM_ADDRESSES).map(|_| hex(&mut rng)).collect();
         Simulator {
             clock: cfg.start_ms,
             cfg,
@@ -246,6 +490,8 @@ impl Simulator {
             seq: 0,
             accounts,
             farm_devices,
+            scam_dests,
+            shared_devices: Default::default(),
             pending: BinaryHeap::new(),
         }
     }
@@ -277,6 +523,41 @@ impl Simulator {
         }));
     }
 
+    fn plan(
+        &mut self,
+        at: i64,
+        account: usize,
+        device: &Device,
+        scenario: Scenario,
+        action: Action,
+    ) {
+        self.schedule(
+            at,
+            Step::Planned(Planned {
+                account,
+                device: device.clone(),
+                scenario,
+                action,
+            }),
+        );
+    }
+
+    /// A transaction action with the usual session age and channel.
+    fn tx_action(
+        &mut self,
+        kind: TransactionKind,
+        usd: Option<f64>,
+        dest: Option<String>,
+    ) -> Action {
+        Action::Tx {
+            kind,
+            usd,
+            dest,
+            session_age_s: lognormal(&mut self.rng, 600.0, 1.2) as i64,
+            channel: Channel::App,
+        }
+    }
+
     /// The next event in event-time order.
     pub fn next_event(&mut self) -> SimEvent {
         let gap = -self.cfg.mean_gap_ms * self.rng.gen_range(f64::EPSILON..1.0f64).ln();
@@ -287,18 +568,55 @@ impl Simulator {
                 return self.run_step(p.at, p.step);
             }
         }
-        let r: f64 = self.rng.gen();
-        if r < self.cfg.bot_share {
-            self.bot_capture()
-        } else if r < self.cfg.bot_share + self.cfg.ato_share {
-            self.start_ato()
-        } else {
-            self.legit_action()
+        let mut r: f64 = self.rng.gen();
+        for (start, rate) in self.cfg.rates.table() {
+            if r < rate {
+                return self.start(start);
+            }
+            r -= rate;
+        }
+        self.legit_action()
+    }
+
+    fn start(&mut self, start: Start) -> SimEvent {
+        match start {
+            Start::BotScripted => self.bot_capture(false),
+            Start::BotImitating => self.bot_capture(true),
+            Start::Injection => self.start_injection(),
+            Start::Ring => self.start_ring(),
+            Start::Mule => self.start_mule(),
+            Start::Scam => self.start_scam(),
+            Start::AtoFast => self.start_ato_fast(),
+            Start::AtoSlow => self.start_ato_slow(),
+            Start::AtoDelayed => self.start_ato_delayed(),
+            Start::Traveller => self.start_trip(),
+            Start::Household => self.start_household(),
+            Start::SalaryDay => self.start_salary_day(),
         }
     }
 
+    /// A legitimate customer's account (not one opened by a ring or a mule).
+    fn is_customer(&self, account: usize) -> bool {
+        account < self.cfg.accounts
+    }
+
     fn pick_account(&mut self) -> usize {
-        self.rng.gen_range(0..self.accounts.len())
+        self.rng.gen_range(0..self.cfg.accounts)
+    }
+
+    /// A new account (opened by a ring or a mule), kept apart from the legitimate ones.
+    fn open_account(&mut self, prefix: &str, device: Device) -> usize {
+        let (country, region) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
+        let n = self.accounts.len();
+        self.accounts.push(Account {
+            id: format!("{prefix}-{}-{n}", self.cfg.seed),
+            country,
+            region,
+            devices: vec![device],
+            known_dests: Vec::new(),
+            usual_usd: lognormal(&mut self.rng, 250.0, 0.8),
+        });
+        n
     }
 
     fn tx(
@@ -349,45 +667,55 @@ impl Simulator {
         }
     }
 
+    /// A destination for `account`: `first_seen` if the account never paid it before. The
+    /// customer's own payments make it one of their payees; a fraudster's (`remember` false:
+    /// a takeover's or a scam's address) does not become one.
+    fn destination(&mut self, account: usize, dest: String, remember: bool) -> Destination {
+        let known = &mut self.accounts[account].known_dests;
+        let first_seen = !known.contains(&dest);
+        if first_seen && remember {
+            known.push(dest.clone());
+        }
+        Destination {
+            address_hash: dest,
+            first_seen,
+        }
+    }
+
     fn legit_action(&mut self) -> SimEvent {
         let account = self.pick_account();
         let time = self.clock;
         let mut scenario = Scenario::Legit;
-        let mut device = self.accounts[account].devices
-            [self.rng.gen_range(0..self.accounts[account].devices.len())]
-        .clone();
-        if self.rng.gen_bool(0.06) {
-            // Travelling: IP from elsewhere.
+        let n = self.accounts[account].devices.len();
+        let mut device = self.accounts[account].devices[self.rng.gen_range(0..n)].clone();
+        if self.shared_devices.contains(&device.fingerprint_hash) {
+            scenario = Scenario::Household;
+        }
+        if self.rng.gen_bool(0.03) {
+            // A day trip or a VPN: IP from elsewhere, once.
             device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
                 .0
                 .to_string();
-            scenario = Scenario::LegitUnusual;
+            if device.ip_country != self.accounts[account].country {
+                scenario = Scenario::Traveller;
+            }
         }
         let roll: f64 = self.rng.gen();
         if roll < 0.08 {
             return self.legit_capture(account, device, scenario);
         }
-        if roll < 0.12 {
+        if roll < 0.10 {
             // A new phone: log in on it now, carry on with it over the next hours.
             let country = self.accounts[account].country;
             let new_device = Self::device_for(&mut self.rng, country);
             self.accounts[account].devices.push(new_device.clone());
-            let mut t = self.tx(account, new_device.clone(), TransactionKind::Login, time);
-            t.session_age_s = 0;
-            let later = time + self.rng.gen_range(60_000..6 * 3_600_000);
-            let remaining = self.rng.gen_range(1..4);
-            self.schedule(
-                later,
-                Step::LegitNewDeviceFollowUp {
-                    account,
-                    device: new_device,
-                    remaining,
-                },
+            return self.login_then_follow_ups(
+                account,
+                new_device,
+                Scenario::NewPhone,
+                MINUTE..6 * HOUR,
+                1..4,
             );
-            return SimEvent {
-                event: Event::Transaction(t),
-                scenario: Scenario::LegitUnusual,
-            };
         }
         let kind = match self.rng.gen_range(0..100) {
             0..=34 => TransactionKind::Login,
@@ -402,7 +730,7 @@ impl Simulator {
             98 => TransactionKind::EmailChange,
             _ => TransactionKind::ApiKeyCreate,
         };
-        if kind.is_credential_change() {
+        if kind.is_credential_change() && scenario == Scenario::Legit {
             scenario = Scenario::LegitUnusual;
         }
         let mut t = self.tx(account, device, kind, time);
@@ -414,7 +742,11 @@ impl Simulator {
     }
 
     fn legit_details(&mut self, account: usize, t: &mut Transaction, scenario: &mut Scenario) {
-        t.session_age_s = lognormal(&mut self.rng, 600.0, 1.2) as i64;
+        t.session_age_s = if t.kind == TransactionKind::Login {
+            0
+        } else {
+            lognormal(&mut self.rng, 600.0, 1.2) as i64
+        };
         if self.rng.gen_bool(0.05) {
             t.channel = Channel::Api;
         } else if t.device.platform == Platform::Web {
@@ -426,22 +758,24 @@ impl Simulator {
             | TransactionKind::CardPayment
             | TransactionKind::Deposit
             | TransactionKind::Trade => {
-                let usd = lognormal(&mut self.rng, 250.0, 1.4);
+                let usual = self.accounts[account].usual_usd;
+                let usd = lognormal(&mut self.rng, usual, 0.9);
                 t.amount = Some(self.amount(usd));
                 if t.kind == TransactionKind::Withdrawal || t.kind == TransactionKind::TransferOut {
-                    let known = &self.accounts[account].known_dests;
-                    let (dest, first_seen) = if self.rng.gen_bool(0.08) {
-                        *scenario = Scenario::LegitUnusual;
-                        let d = hex(&mut self.rng);
-                        self.accounts[account].known_dests.push(d.clone());
-                        (d, true)
+                    let dest = if self.rng.gen_bool(0.05) {
+                        if *scenario == Scenario::Legit {
+                            *scenario = Scenario::LegitUnusual;
+                        }
+                        hex(&mut self.rng)
                     } else {
-                        (known[self.rng.gen_range(0..known.len())].clone(), false)
+                        let known = &self.accounts[account].known_dests;
+                        if known.is_empty() {
+                            hex(&mut self.rng)
+                        } else {
+                            known[self.rng.gen_range(0..known.len())].clone()
+                        }
                     };
-                    t.destination = Some(Destination {
-                        address_hash: dest,
-                        first_seen,
-                    });
+                    t.destination = Some(self.destination(account, dest, true));
                 }
             }
             _ => {}
@@ -585,60 +919,92 @@ impl Simulator {
         country: &str,
         region: &str,
         device: Device,
-        human: bool,
-        imitation: bool,
+        mode: CaptureMode,
     ) -> CaptureSession {
-        let telemetry = self.telemetry(human, imitation);
-        let step_scale = if human {
-            1.0
-        } else if imitation {
-            0.9
-        } else {
-            0.2
+        let (human, imitation) = match mode {
+            CaptureMode::Human | CaptureMode::Attack(_) => (true, false),
+            CaptureMode::Imitating => (false, true),
+            CaptureMode::Scripted => (false, false),
         };
-        let steps = ["document_front", "document_back", "selfie"]
+        let telemetry = self.telemetry(human, imitation);
+        let step_scale = match mode {
+            CaptureMode::Human | CaptureMode::Attack(_) => 1.0,
+            CaptureMode::Imitating => 0.9,
+            CaptureMode::Scripted => 0.2,
+        };
+        let mut steps: Vec<StepDuration> = ["document_front", "document_back", "selfie"]
             .iter()
             .map(|s| StepDuration {
                 step: s.to_string(),
                 duration_ms: (lognormal(&mut self.rng, 7_000.0, 0.5) * step_scale) as i32,
             })
             .collect();
-        let liveness = if human {
-            if self.rng.gen_bool(0.1) {
-                self.rng.gen_range(0.35..0.75)
-            } else {
-                self.rng.gen_range(0.8..1.0)
+        let r = &mut self.rng;
+        let (mut liveness, mut face_match) = match mode {
+            CaptureMode::Human => (
+                if r.gen_bool(0.1) {
+                    r.gen_range(0.35..0.75) // poor lighting, old camera
+                } else {
+                    r.gen_range(0.8..1.0)
+                },
+                r.gen_range(0.7..1.0),
+            ),
+            CaptureMode::Imitating => (
+                // Replayed or deep-faked well enough to pass most vendor checks.
+                if r.gen_bool(0.2) {
+                    r.gen_range(0.35..0.75)
+                } else {
+                    r.gen_range(0.78..1.0)
+                },
+                r.gen_range(0.7..1.0),
+            ),
+            CaptureMode::Scripted => (r.gen_range(0.2..0.85), r.gen_range(0.45..0.95)),
+            CaptureMode::Attack(_) => (r.gen_range(0.6..1.0), r.gen_range(0.65..1.0)),
+        };
+        let (mut vc, mut inj, mut replay) = match mode {
+            CaptureMode::Human => (r.gen_bool(0.01), false, r.gen_range(0.0..0.2)),
+            CaptureMode::Imitating => (r.gen_bool(0.05), r.gen_bool(0.03), r.gen_range(0.0..0.3)),
+            CaptureMode::Scripted => (r.gen_bool(0.5), r.gen_bool(0.4), r.gen_range(0.1..0.9)),
+            CaptureMode::Attack(_) => (false, false, r.gen_range(0.0..0.25)),
+        };
+        if mode == CaptureMode::Human && r.gen_bool(0.03) {
+            replay = r.gen_range(0.2..0.55); // glare on a glossy document
+        }
+        if let CaptureMode::Attack(attack) = mode {
+            match attack {
+                // OBS-style virtual camera feeding a recorded or generated face.
+                Attack::VirtualCamera => vc = r.gen_bool(0.85),
+                // A hooked camera API: frames injected below the app; flagged by the SDK.
+                Attack::HookedApi => inj = r.gen_bool(0.8),
+                // A phone filming another screen.
+                Attack::ScreenReplay => {
+                    replay = if r.gen_bool(0.85) {
+                        r.gen_range(0.55..0.98)
+                    } else {
+                        r.gen_range(0.2..0.55)
+                    };
+                    liveness = r.gen_range(0.45..0.95);
+                }
+                // A generated face that the vendor accepts: caught by the channel it comes
+                // through (virtual camera, injection, emulator) or by a selfie step too short
+                // for a person to frame themselves.
+                Attack::Deepfake => {
+                    liveness = r.gen_range(0.85..1.0);
+                    face_match = r.gen_range(0.85..1.0);
+                    vc = r.gen_bool(0.45);
+                    inj = r.gen_bool(0.35);
+                    if r.gen_bool(0.5) {
+                        steps[2].duration_ms = r.gen_range(300..1_200);
+                    }
+                }
             }
-        } else if imitation {
-            // Replayed or deep-faked well enough to pass most vendor checks.
-            if self.rng.gen_bool(0.2) {
-                self.rng.gen_range(0.35..0.75)
-            } else {
-                self.rng.gen_range(0.78..1.0)
+        }
+        let mut device = device;
+        if let CaptureMode::Attack(Attack::Deepfake | Attack::HookedApi) = mode {
+            if self.rng.gen_bool(0.3) {
+                device.emulator = true;
             }
-        } else {
-            self.rng.gen_range(0.2..0.85)
-        };
-        let face_match = if human || imitation {
-            self.rng.gen_range(0.7..1.0)
-        } else {
-            self.rng.gen_range(0.45..0.95)
-        };
-        let (vc, inj, replay) = if human {
-            (self.rng.gen_bool(0.01), false, self.rng.gen_range(0.0..0.2))
-        } else if imitation {
-            (
-                self.rng.gen_bool(0.05),
-                self.rng.gen_bool(0.03),
-                self.rng.gen_range(0.0..0.3),
-            )
-        } else {
-            (
-                self.rng.gen_bool(0.5),
-                self.rng.gen_bool(0.4),
-                self.rng.gen_range(0.1..0.9),
-            )
-        };
+        }
         CaptureSession {
             event_id: self.event_id(),
             account_id,
@@ -679,22 +1045,24 @@ impl Simulator {
     ) -> SimEvent {
         let a = &self.accounts[account];
         let (id, country, region) = (a.id.clone(), a.country, a.region);
-        let mut c = self.capture(id, country, region, device, true, false);
-        if c.vendor.liveness_score < 0.8 || c.device.rooted {
-            scenario = Scenario::LegitUnusual; // bad lighting, old rooted phone
+        let c = self.capture(id, country, region, device, CaptureMode::Human);
+        if scenario == Scenario::Legit
+            && (c.vendor.liveness_score < 0.8
+                || c.device.rooted
+                || c.injection.virtual_camera
+                || c.injection.screen_replay_score >= 0.2
+                || c.telemetry.iter().any(|t| t.kind == InteractionKind::Paste))
+        {
+            // Bad lighting, an old rooted phone, a webcam app, glare, a password manager.
+            scenario = Scenario::LegitUnusual;
         }
-        if c.telemetry.iter().any(|t| t.kind == InteractionKind::Paste) {
-            scenario = Scenario::LegitUnusual; // password manager
-        }
-        c.event_time = self.clock;
         SimEvent {
             event: Event::CaptureSession(c),
             scenario,
         }
     }
 
-    fn bot_capture(&mut self) -> SimEvent {
-        let imitation = self.rng.gen_bool(0.5);
+    fn bot_capture(&mut self, imitation: bool) -> SimEvent {
         let (country, region) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
         // Fresh synthetic accounts; devices come from a farm (imitators) or are emulators.
         let account_id = format!("bot-{}-{}", self.cfg.seed, self.rng.gen_range(0..100_000));
@@ -711,18 +1079,202 @@ impl Simulator {
             }
             d
         };
-        let c = self.capture(account_id, country, region, device, false, imitation);
+        let mode = if imitation {
+            CaptureMode::Imitating
+        } else {
+            CaptureMode::Scripted
+        };
+        let c = self.capture(account_id, country, region, device, mode);
         SimEvent {
             event: Event::CaptureSession(c),
             scenario: if imitation {
                 Scenario::BotImitating
             } else {
-                Scenario::Bot
+                Scenario::BotScripted
             },
         }
     }
 
-    fn start_ato(&mut self) -> SimEvent {
+    /// A presentation or injection attack: at onboarding with a stolen identity (a new
+    /// account), or to pass an existing account's re-verification on the attacker's device.
+    fn start_injection(&mut self) -> SimEvent {
+        let attack = [
+            Attack::VirtualCamera,
+            Attack::HookedApi,
+            Attack::ScreenReplay,
+            Attack::Deepfake,
+        ][self.rng.gen_range(0..4)];
+        let (country, region) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
+        let mut device = Self::device_for(&mut self.rng, country);
+        device.rooted = self.rng.gen_bool(0.25);
+        let account_id = if self.rng.gen_bool(0.6) {
+            format!("new-{}-{}", self.cfg.seed, self.rng.gen_range(0..1_000_000))
+        } else {
+            let a = self.pick_account();
+            self.accounts[a].id.clone()
+        };
+        let c = self.capture(
+            account_id,
+            country,
+            region,
+            device,
+            CaptureMode::Attack(attack),
+        );
+        SimEvent {
+            event: Event::CaptureSession(c),
+            scenario: Scenario::Injection,
+        }
+    }
+
+    /// Accounts opened with one document on a few shared devices behind one IP, each verified
+    /// by a capture session, then paying out to one address.
+    fn start_ring(&mut self) -> SimEvent {
+        let size = self.rng.gen_range(5..=25);
+        let (country, _) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
+        let ip = format!(
+            "203.0.{}.{}",
+            self.rng.gen_range(0..255),
+            self.rng.gen_range(1..255)
+        );
+        let devices: Vec<Device> = (0..self.rng.gen_range(1..=3))
+            .map(|_| {
+                let mut d = Self::device_for(&mut self.rng, country);
+                d.ip_address = ip.clone();
+                d.rooted = self.rng.gen_bool(0.3);
+                d
+            })
+            .collect();
+        let document = hex(&mut self.rng);
+        let payout = hex(&mut self.rng);
+        let spacing = self.rng.gen_range(5 * MINUTE..3 * HOUR);
+        let mut first = None;
+        for i in 0..size {
+            let device = devices[i % devices.len()].clone();
+            let account = self.open_account("ring", device.clone());
+            let at = self.clock + i as i64 * spacing + self.rng.gen_range(0..spacing.max(1));
+            let capture = Action::Capture {
+                mode: CaptureMode::Human,
+                document: Some(document.clone()),
+            };
+            if i == 0 {
+                first = Some((account, device.clone()));
+            } else {
+                self.plan(at, account, &device, Scenario::Ring, capture);
+            }
+            let login = at + self.rng.gen_range(HOUR..2 * DAY);
+            let action = self.tx_action(TransactionKind::Login, None, None);
+            self.plan(login, account, &device, Scenario::Ring, action);
+            for k in 0..self.rng.gen_range(1..=2) {
+                let usd = lognormal(&mut self.rng, 900.0, 0.7);
+                let kind = if self.rng.gen_bool(0.7) {
+                    TransactionKind::Withdrawal
+                } else {
+                    TransactionKind::TransferOut
+                };
+                let action = self.tx_action(kind, Some(usd), Some(payout.clone()));
+                let when = login + (k as i64 + 1) * self.rng.gen_range(2 * MINUTE..6 * HOUR);
+                self.plan(when, account, &device, Scenario::Ring, action);
+            }
+        }
+        let (account, device) = first.expect("a ring has accounts");
+        let a = &self.accounts[account];
+        let (id, c, r) = (a.id.clone(), a.country, a.region);
+        let mut s = self.capture(id, c, r, device, CaptureMode::Human);
+        if let Some(d) = s.document.as_mut() {
+            d.doc_hash = document;
+        }
+        SimEvent {
+            event: Event::CaptureSession(s),
+            scenario: Scenario::Ring,
+        }
+    }
+
+    /// Accounts, each on its own device and IP, passing money to one collector address.
+    fn start_mule(&mut self) -> SimEvent {
+        let collector = hex(&mut self.rng);
+        let mules = self.rng.gen_range(4..=15);
+        let mut first = None;
+        for i in 0..mules {
+            let (country, _) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
+            let device = Self::device_for(&mut self.rng, country);
+            let account = self.open_account("mule", device.clone());
+            let start = self.clock + self.rng.gen_range(0..3 * DAY);
+            let payouts = self.rng.gen_range(1..=3);
+            for k in 0..payouts {
+                let usd = lognormal(&mut self.rng, 1_500.0, 0.7);
+                let kind = if self.rng.gen_bool(0.5) {
+                    TransactionKind::TransferOut
+                } else {
+                    TransactionKind::Withdrawal
+                };
+                let action = self.tx_action(kind, Some(usd), Some(collector.clone()));
+                let at = start + k as i64 * self.rng.gen_range(HOUR..DAY);
+                if i == 0 && k == 0 {
+                    first = Some((account, device.clone(), action));
+                } else {
+                    self.plan(at, account, &device, Scenario::Mule, action);
+                }
+            }
+        }
+        let (account, device, action) = first.expect("mules");
+        self.emit(
+            self.clock,
+            Planned {
+                account,
+                device,
+                scenario: Scenario::Mule,
+                action,
+            },
+        )
+    }
+
+    /// The real customer, on their own device, talked into a large payment to a scammer's
+    /// address (which collects from several victims) during a long session.
+    fn start_scam(&mut self) -> SimEvent {
+        let account = self.pick_account();
+        let device = self.accounts[account].devices[0].clone();
+        let i = self.rng.gen_range(0..SCAM_ADDRESSES);
+        if self.rng.gen_bool(0.3) {
+            self.scam_dests[i] = hex(&mut self.rng); // the scammer moves on to a new address
+        }
+        let dest = self.scam_dests[i].clone();
+        let usual = self.accounts[account].usual_usd;
+        let session = self.rng.gen_range(1_200..5_400);
+        let mut at = self.clock;
+        if self.rng.gen_bool(0.5) {
+            // The scammer walks the victim through adding the address first.
+            let action = Action::Tx {
+                kind: TransactionKind::AddressAdd,
+                usd: None,
+                dest: None,
+                session_age_s: session,
+                channel: Channel::App,
+            };
+            self.plan(at, account, &device, Scenario::Scam, action);
+            at += self.rng.gen_range(2 * MINUTE..20 * MINUTE);
+        }
+        for k in 0..self.rng.gen_range(1..=2) {
+            let usd = usual * self.rng.gen_range(8.0..40.0) / (1 + k) as f64;
+            let action = Action::Tx {
+                kind: TransactionKind::TransferOut,
+                usd: Some(usd),
+                dest: Some(dest.clone()),
+                session_age_s: session + (at - self.clock) / 1000,
+                channel: Channel::App,
+            };
+            self.plan(at, account, &device, Scenario::Scam, action);
+            at += self.rng.gen_range(5 * MINUTE..DAY);
+        }
+        self.next_event_now()
+    }
+
+    /// Pops the step just planned for now (family starts that plan everything up front).
+    fn next_event_now(&mut self) -> SimEvent {
+        let Reverse(p) = self.pending.pop().expect("a planned step");
+        self.run_step(p.at, p.step)
+    }
+
+    fn start_ato_fast(&mut self) -> SimEvent {
         let account = self.pick_account();
         let country = self.accounts[account].country;
         let mut device = Self::device_for(&mut self.rng, country);
@@ -744,7 +1296,7 @@ impl Simulator {
         let next = time + self.rng.gen_range(30_000..900_000);
         self.schedule(
             next,
-            Step::Ato {
+            Step::AtoFast {
                 account,
                 device,
                 stage: 1,
@@ -753,7 +1305,233 @@ impl Simulator {
         );
         SimEvent {
             event: Event::Transaction(t),
-            scenario: Scenario::Ato,
+            scenario: Scenario::AtoFast,
+        }
+    }
+
+    /// A takeover spread over hours from a device in the customer's own country, amounts near
+    /// the customer's usual.
+    fn start_ato_slow(&mut self) -> SimEvent {
+        let account = self.pick_account();
+        let country = self.accounts[account].country;
+        let device = Self::device_for(&mut self.rng, country);
+        let dest = hex(&mut self.rng);
+        let usual = self.accounts[account].usual_usd;
+        let mut at = self.clock;
+        let action = self.tx_action(TransactionKind::Login, None, None);
+        self.plan(at, account, &device, Scenario::AtoSlow, action);
+        at += self.rng.gen_range(HOUR..6 * HOUR);
+        let kind = [
+            TransactionKind::PasswordChange,
+            TransactionKind::EmailChange,
+            TransactionKind::MfaChange,
+        ][self.rng.gen_range(0..3)];
+        let action = self.tx_action(kind, None, None);
+        self.plan(at, account, &device, Scenario::AtoSlow, action);
+        for _ in 0..self.rng.gen_range(1..=3) {
+            at += self.rng.gen_range(2 * HOUR..10 * HOUR);
+            let usd = usual * self.rng.gen_range(0.5..2.5);
+            let kind = if self.rng.gen_bool(0.6) {
+                TransactionKind::Withdrawal
+            } else {
+                TransactionKind::TransferOut
+            };
+            let action = self.tx_action(kind, Some(usd), Some(dest.clone()));
+            self.plan(at, account, &device, Scenario::AtoSlow, action);
+        }
+        self.next_event_now()
+    }
+
+    /// Credential changes on a new device; the payouts one to four days later.
+    fn start_ato_delayed(&mut self) -> SimEvent {
+        let account = self.pick_account();
+        let country = self.accounts[account].country;
+        let mut device = Self::device_for(&mut self.rng, country);
+        if self.rng.gen_bool(0.3) {
+            device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
+                .0
+                .to_string();
+        }
+        let dest = hex(&mut self.rng);
+        let usual = self.accounts[account].usual_usd;
+        let mut at = self.clock;
+        let action = self.tx_action(TransactionKind::Login, None, None);
+        self.plan(at, account, &device, Scenario::AtoDelayed, action);
+        for kind in [TransactionKind::PasswordChange, TransactionKind::AddressAdd] {
+            at += self.rng.gen_range(MINUTE..30 * MINUTE);
+            let action = self.tx_action(kind, None, None);
+            self.plan(at, account, &device, Scenario::AtoDelayed, action);
+        }
+        at += self.rng.gen_range(DAY..4 * DAY);
+        let action = self.tx_action(TransactionKind::Login, None, None);
+        self.plan(at, account, &device, Scenario::AtoDelayed, action);
+        for _ in 0..self.rng.gen_range(1..=2) {
+            at += self.rng.gen_range(5 * MINUTE..2 * HOUR);
+            let usd = usual * self.rng.gen_range(1.0..6.0);
+            let action = self.tx_action(TransactionKind::Withdrawal, Some(usd), Some(dest.clone()));
+            self.plan(at, account, &device, Scenario::AtoDelayed, action);
+        }
+        self.next_event_now()
+    }
+
+    /// A trip abroad: the IP country changes for a day or more, often on a new device; card
+    /// payments, logins and trades there.
+    fn start_trip(&mut self) -> SimEvent {
+        let account = self.pick_account();
+        let home = self.accounts[account].country;
+        let abroad = loop {
+            let c = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())].0;
+            if c != home {
+                break c;
+            }
+        };
+        let mut device = if self.rng.gen_bool(0.4) {
+            let d = Self::device_for(&mut self.rng, abroad); // travel phone, hotel laptop
+            self.accounts[account].devices.push(d.clone());
+            d
+        } else {
+            self.accounts[account].devices[0].clone()
+        };
+        device.ip_country = abroad.to_string();
+        device.ip_address = format!(
+            "192.0.{}.{}",
+            self.rng.gen_range(0..255),
+            self.rng.gen_range(1..255)
+        );
+        self.login_then_follow_ups(
+            account,
+            device,
+            Scenario::Traveller,
+            10 * MINUTE..4 * HOUR,
+            3..9,
+        )
+    }
+
+    /// A login on `device` now, then a number drawn from `follow_ups` of events of ordinary
+    /// activity on it, the first after a delay drawn from `first`.
+    fn login_then_follow_ups(
+        &mut self,
+        account: usize,
+        device: Device,
+        scenario: Scenario,
+        first: std::ops::Range<i64>,
+        follow_ups: std::ops::Range<u8>,
+    ) -> SimEvent {
+        let mut t = self.tx(account, device.clone(), TransactionKind::Login, self.clock);
+        t.session_age_s = 0;
+        let later = self.clock + self.rng.gen_range(first);
+        let remaining = self.rng.gen_range(follow_ups);
+        self.schedule(
+            later,
+            Step::FollowUp {
+                account,
+                device,
+                remaining,
+                scenario,
+            },
+        );
+        SimEvent {
+            event: Event::Transaction(t),
+            scenario,
+        }
+    }
+
+    /// A family member logs in to their own account on a device the household shares.
+    fn start_household(&mut self) -> SimEvent {
+        let account = self.pick_account();
+        let other = self.pick_account();
+        let device = self.accounts[other].devices[0].clone();
+        if other != account {
+            self.shared_devices.insert(device.fingerprint_hash.clone());
+            if !self.accounts[account]
+                .devices
+                .iter()
+                .any(|d| d.fingerprint_hash == device.fingerprint_hash)
+            {
+                self.accounts[account].devices.push(device.clone());
+            }
+        }
+        self.login_then_follow_ups(account, device, Scenario::Household, MINUTE..2 * HOUR, 1..4)
+    }
+
+    /// Salary arrives; larger than usual payouts to known addresses follow, sometimes a large
+    /// first payment to a new address (rent, a car) that is what it seems.
+    fn start_salary_day(&mut self) -> SimEvent {
+        let account = self.pick_account();
+        let device = self.accounts[account].devices[0].clone();
+        let usual = self.accounts[account].usual_usd;
+        let mut at = self.clock;
+        let salary = usual * self.rng.gen_range(5.0..20.0);
+        let action = self.tx_action(TransactionKind::Deposit, Some(salary), None);
+        self.plan(at, account, &device, Scenario::SalaryDay, action);
+        for _ in 0..self.rng.gen_range(1..=3) {
+            at += self.rng.gen_range(10 * MINUTE..8 * HOUR);
+            let known = self.accounts[account].known_dests.clone();
+            let (dest, usd) = if self.rng.gen_bool(0.25) || known.is_empty() {
+                (hex(&mut self.rng), usual * self.rng.gen_range(8.0..30.0))
+            } else {
+                (
+                    known[self.rng.gen_range(0..known.len())].clone(),
+                    usual * self.rng.gen_range(2.0..6.0),
+                )
+            };
+            let action = self.tx_action(TransactionKind::TransferOut, Some(usd), Some(dest));
+            self.plan(at, account, &device, Scenario::SalaryDay, action);
+        }
+        self.next_event_now()
+    }
+
+    fn emit(&mut self, time: i64, p: Planned) -> SimEvent {
+        let Planned {
+            account,
+            device,
+            scenario,
+            action,
+        } = p;
+        match action {
+            Action::Tx {
+                kind,
+                usd,
+                dest,
+                session_age_s,
+                channel,
+            } => {
+                let mut t = self.tx(account, device, kind, time);
+                t.session_age_s = if kind == TransactionKind::Login {
+                    0
+                } else {
+                    session_age_s
+                };
+                t.channel = if channel == Channel::App && t.device.platform == Platform::Web {
+                    Channel::Web
+                } else {
+                    channel
+                };
+                if let Some(usd) = usd {
+                    t.amount = Some(self.amount(usd));
+                }
+                if let Some(dest) = dest {
+                    let remember = !scenario.is_fraud() || !self.is_customer(account);
+                    t.destination = Some(self.destination(account, dest, remember));
+                }
+                SimEvent {
+                    event: Event::Transaction(t),
+                    scenario,
+                }
+            }
+            Action::Capture { mode, document } => {
+                let a = &self.accounts[account];
+                let (id, c, r) = (a.id.clone(), a.country, a.region);
+                let mut s = self.capture(id, c, r, device, mode);
+                s.event_time = time;
+                if let (Some(doc), Some(d)) = (document, s.document.as_mut()) {
+                    d.doc_hash = doc;
+                }
+                SimEvent {
+                    event: Event::CaptureSession(s),
+                    scenario,
+                }
+            }
         }
     }
 
@@ -761,29 +1539,42 @@ impl Simulator {
         let time = at.max(self.clock);
         self.clock = time;
         match step {
-            Step::LegitNewDeviceFollowUp {
+            Step::Planned(p) => self.emit(time, p),
+            Step::FollowUp {
                 account,
                 device,
                 remaining,
+                scenario,
             } => {
-                let kind = match self.rng.gen_range(0..10) {
-                    0..=3 => TransactionKind::Login,
-                    4..=5 => TransactionKind::Trade,
-                    6 => TransactionKind::PasswordChange,
-                    7 => TransactionKind::MfaChange,
-                    _ => TransactionKind::Withdrawal,
+                let roll = self.rng.gen_range(0..10);
+                let kind = if scenario == Scenario::Traveller {
+                    match roll {
+                        0..=2 => TransactionKind::Login,
+                        3..=7 => TransactionKind::CardPayment,
+                        _ => TransactionKind::Trade,
+                    }
+                } else {
+                    match (roll, scenario == Scenario::NewPhone) {
+                        (0..=3, _) => TransactionKind::Login,
+                        (4..=5, _) => TransactionKind::Trade,
+                        (6, true) => TransactionKind::PasswordChange,
+                        (7, true) => TransactionKind::MfaChange,
+                        (6..=7, false) => TransactionKind::CardPayment,
+                        _ => TransactionKind::Withdrawal,
+                    }
                 };
                 let mut t = self.tx(account, device.clone(), kind, time);
-                let mut scenario = Scenario::LegitUnusual;
-                self.legit_details(account, &mut t, &mut scenario);
+                let mut s = scenario;
+                self.legit_details(account, &mut t, &mut s);
                 if remaining > 1 {
-                    let later = time + self.rng.gen_range(60_000..4 * 3_600_000);
+                    let later = time + self.rng.gen_range(MINUTE..8 * HOUR);
                     self.schedule(
                         later,
-                        Step::LegitNewDeviceFollowUp {
+                        Step::FollowUp {
                             account,
                             device,
                             remaining: remaining - 1,
+                            scenario,
                         },
                     );
                 }
@@ -792,7 +1583,7 @@ impl Simulator {
                     scenario,
                 }
             }
-            Step::Ato {
+            Step::AtoFast {
                 account,
                 device,
                 stage,
@@ -821,19 +1612,17 @@ impl Simulator {
                 }
                 if stage >= 3 {
                     // Drain: larger than usual, to a destination the account never used.
-                    let usd = lognormal(&mut self.rng, 2_500.0, 1.0);
+                    let usd =
+                        self.accounts[account].usual_usd * lognormal(&mut self.rng, 10.0, 0.8);
                     t.amount = Some(self.amount(usd));
-                    t.destination = Some(Destination {
-                        address_hash: dest.clone(),
-                        first_seen: stage == 3,
-                    });
+                    t.destination = Some(self.destination(account, dest.clone(), false));
                 }
                 let last_stage = 3 + self.rng.gen_range(0..3);
                 if stage < last_stage {
                     let next = time + self.rng.gen_range(20_000..1_200_000);
                     self.schedule(
                         next,
-                        Step::Ato {
+                        Step::AtoFast {
                             account,
                             device,
                             stage: stage + 1,
@@ -843,7 +1632,7 @@ impl Simulator {
                 }
                 SimEvent {
                     event: Event::Transaction(t),
-                    scenario: Scenario::Ato,
+                    scenario: Scenario::AtoFast,
                 }
             }
         }
@@ -871,17 +1660,18 @@ impl WithId for Transaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::{HashMap, HashSet};
 
     #[test]
     fn same_seed_same_stream_in_time_order_and_valid() {
-        let a: Vec<_> = Simulator::new(SimConfig::for_events(2000, 7))
-            .take(2000)
+        let a: Vec<_> = Simulator::new(SimConfig::for_events(20_000, 7))
+            .take(20_000)
             .collect();
-        let b: Vec<_> = Simulator::new(SimConfig::for_events(2000, 7))
-            .take(2000)
+        let b: Vec<_> = Simulator::new(SimConfig::for_events(20_000, 7))
+            .take(20_000)
             .collect();
         let mut last = 0;
-        let mut ids = std::collections::HashSet::new();
+        let mut ids = HashSet::new();
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x.event, y.event);
             assert!(x.event.event_time() >= last, "not time ordered");
@@ -893,7 +1683,116 @@ mod tests {
             );
         }
         for s in Scenario::ALL {
-            assert!(a.iter().any(|e| e.scenario == s), "no {s:?} in 2000 events");
+            assert!(
+                a.iter().any(|e| e.scenario == s),
+                "no {s:?} in 20 000 events"
+            );
+        }
+    }
+
+    #[test]
+    fn seeds_draw_their_own_family_rates() {
+        let (a, b) = (FamilyRates::for_seed(1), FamilyRates::for_seed(2));
+        assert_ne!(a, b);
+        assert_eq!(a, FamilyRates::for_seed(1));
+        let d = FamilyRates::default();
+        assert!(a.ring >= d.ring * 0.6 && a.ring <= d.ring * 1.4);
+    }
+
+    fn stream(n: usize, seed: u64) -> Vec<SimEvent> {
+        Simulator::new(SimConfig::for_events(n as u64, seed))
+            .take(n)
+            .collect()
+    }
+
+    /// What makes each family what its documentation says it is.
+    #[test]
+    fn families_carry_their_defining_traits() {
+        let events = stream(60_000, 3);
+        let of = |s: Scenario| events.iter().filter(move |e| e.scenario == s);
+        // Rings: one document across many accounts, payouts to one address per ring.
+        let mut doc_accounts: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for e in of(Scenario::Ring) {
+            if let Event::CaptureSession(c) = &e.event {
+                doc_accounts
+                    .entry(&c.document.as_ref().unwrap().doc_hash)
+                    .or_default()
+                    .insert(&c.account_id);
+            }
+        }
+        // (A ring started near the end of the stream has opened only some of its accounts.)
+        assert!(doc_accounts.values().any(|a| a.len() >= 5));
+        assert!(doc_accounts.values().all(|a| a.len() <= 25));
+        // Mules and scams: payout addresses collecting from several accounts.
+        for family in [Scenario::Mule, Scenario::Scam] {
+            let mut fan_in: HashMap<&str, HashSet<&str>> = HashMap::new();
+            for e in of(family) {
+                if let Event::Transaction(t) = &e.event {
+                    if let Some(d) = &t.destination {
+                        fan_in
+                            .entry(&d.address_hash)
+                            .or_default()
+                            .insert(&t.account_id);
+                    }
+                }
+            }
+            let max = fan_in.values().map(|a| a.len()).max().unwrap_or(0);
+            assert!(max >= 3, "{family:?}: largest fan-in {max}");
+        }
+        // Scams: the customer's own device, a payment far above their usual.
+        let scams: Vec<_> = of(Scenario::Scam)
+            .filter_map(|e| match &e.event {
+                Event::Transaction(t) if t.kind == TransactionKind::TransferOut => Some(t),
+                _ => None,
+            })
+            .collect();
+        assert!(!scams.is_empty());
+        assert!(scams
+            .iter()
+            .all(|t| !t.device.emulator && t.session_age_s >= 1_200));
+        // Injection attacks: human timing, and most show an injection-channel signal.
+        let inj: Vec<_> = of(Scenario::Injection)
+            .map(|e| match &e.event {
+                Event::CaptureSession(c) => c,
+                _ => panic!("injection is a capture session"),
+            })
+            .collect();
+        let signalled = inj
+            .iter()
+            .filter(|c| {
+                c.injection.virtual_camera
+                    || c.injection.injection_detected
+                    || c.injection.screen_replay_score >= 0.55
+                    || c.device.emulator
+                    || c.steps[2].duration_ms < 1_500
+            })
+            .count();
+        let share = signalled as f64 / inj.len() as f64;
+        assert!(
+            (0.7..0.99).contains(&share),
+            "signalled injection share {share}"
+        );
+        // Travellers: an IP country other than the account's.
+        assert!(of(Scenario::Traveller).all(|e| match &e.event {
+            Event::Transaction(t) => t.device.ip_country != t.country,
+            Event::CaptureSession(c) => c.device.ip_country != c.country,
+        }));
+        // Logins start sessions, whoever logs in (no session-age artifact).
+        assert!(events.iter().all(|e| match &e.event {
+            Event::Transaction(t) if t.kind == TransactionKind::Login => t.session_age_s == 0,
+            _ => true,
+        }));
+        // Delayed takeovers: payouts at least a day after the credential change.
+        let mut changed: HashMap<&str, i64> = HashMap::new();
+        for e in of(Scenario::AtoDelayed) {
+            if let Event::Transaction(t) = &e.event {
+                if t.kind == TransactionKind::PasswordChange {
+                    changed.insert(&t.account_id, t.event_time);
+                } else if t.kind == TransactionKind::Withdrawal {
+                    let c = changed[t.account_id.as_str()];
+                    assert!(t.event_time - c >= DAY - 30 * MINUTE);
+                }
+            }
         }
     }
 }

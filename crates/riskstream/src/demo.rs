@@ -54,6 +54,10 @@ pub struct DemoArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    /// Also write every verdict to this file, one JSON object per line with the event's
+    /// simulated family (`scenario`) beside the decision, friction, scores and reason codes.
+    #[arg(long)]
+    pub verdicts_jsonl: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,8 +78,48 @@ struct Summary {
     latency_ms: Latency,
     decisions: BTreeMap<String, u64>,
     by_scenario: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Shares over every fraud family / every legitimate family together.
+    outcome: Outcome,
     degraded: u64,
     feature_store: String,
+}
+
+/// What a fraud team reads first: fraud stopped, legitimate customers stopped and blocked
+/// (stopped = any decision other than ALLOW).
+#[derive(Debug, Default, serde::Serialize)]
+struct Outcome {
+    fraud_events: u64,
+    fraud_stopped: f64,
+    legit_events: u64,
+    legit_stopped: f64,
+    legit_blocked: f64,
+}
+
+impl Outcome {
+    fn of(by_scenario: &BTreeMap<String, BTreeMap<String, u64>>) -> Outcome {
+        let (mut fraud, mut fraud_stopped, mut legit, mut legit_stopped, mut legit_blocked) =
+            (0, 0, 0, 0, 0);
+        for (scenario, d) in by_scenario {
+            let total: u64 = d.values().sum();
+            let allowed = d.get("ALLOW").copied().unwrap_or(0);
+            if Scenario::parse(scenario).is_some_and(Scenario::is_fraud) {
+                fraud += total;
+                fraud_stopped += total - allowed;
+            } else {
+                legit += total;
+                legit_stopped += total - allowed;
+                legit_blocked += d.get("BLOCK").copied().unwrap_or(0);
+            }
+        }
+        let share = |n: u64, of: u64| n as f64 / of.max(1) as f64;
+        Outcome {
+            fraud_events: fraud,
+            fraud_stopped: share(fraud_stopped, fraud),
+            legit_events: legit,
+            legit_stopped: share(legit_stopped, legit),
+            legit_blocked: share(legit_blocked, legit),
+        }
+    }
 }
 
 /// What the verdict reader has seen.
@@ -365,11 +409,16 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             max: hist.max() as f64 / 1000.0,
         },
         decisions,
+        outcome: Outcome::of(&by_scenario),
         by_scenario,
         degraded,
         feature_store: store_name,
     };
     print_summary(&summary);
+    if let Some(path) = &args.verdicts_jsonl {
+        write_verdicts(path, &seen.verdicts, &sent)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -383,6 +432,31 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn write_verdicts(
+    path: &std::path::Path,
+    verdicts: &HashMap<String, Verdict>,
+    sent: &HashMap<String, (Scenario, Instant)>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut ids: Vec<&String> = verdicts.keys().collect();
+    ids.sort();
+    for id in ids {
+        let v = &verdicts[id];
+        let line = serde_json::json!({
+            "event_id": v.event_id,
+            "scenario": sent.get(id).map(|(s, _)| s.as_str()),
+            "event_type": v.event_type.as_str(),
+            "decision": v.decision.as_str(),
+            "friction": v.friction,
+            "scores": v.scores.iter().map(|s| serde_json::json!({"model": s.model, "score": s.score, "shadow": s.shadow})).collect::<Vec<_>>(),
+            "reasons": v.reasons,
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
 }
 
 fn print_summary(s: &Summary) {
@@ -416,7 +490,7 @@ fn print_summary(s: &Summary) {
     println!();
     println!(
         "  {:<15} {:>8} {:>8} {:>10} {:>8} {:>8}   stopped*",
-        "scenario", "events", "ALLOW", "CHALLENGE", "REVIEW", "BLOCK"
+        "family", "events", "ALLOW", "CHALLENGE", "REVIEW", "BLOCK"
     );
     for (scenario, d) in &s.by_scenario {
         let get = |k: &str| d.get(k).copied().unwrap_or(0);
@@ -434,4 +508,13 @@ fn print_summary(s: &Summary) {
         );
     }
     println!("  * stopped = challenged, sent to review or blocked");
+    let o = &s.outcome;
+    println!(
+        "  fraud stopped {:.1}% of {} events; legitimate stopped {:.2}%, blocked {:.2}% of {} events",
+        100.0 * o.fraud_stopped,
+        o.fraud_events,
+        100.0 * o.legit_stopped,
+        100.0 * o.legit_blocked,
+        o.legit_events
+    );
 }
