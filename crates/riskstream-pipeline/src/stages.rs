@@ -206,16 +206,62 @@ pub fn spawn_concurrent<S: ConcurrentStage>(
 ///
 /// It also keeps the **assignment epoch** of exactly-once mode: bumped on each revocation
 /// ([`Progress::next_epoch`]); the source drops records it holds from an earlier epoch and a
-/// transaction commits only a batch of the current one ([`Progress::hold_epoch`]).
+/// transaction commits only a batch of the current one ([`Progress::hold_epoch`]). And, in
+/// either mode, the partitions revoked ([`Progress::revoked`]): records the source still holds
+/// from them (fetched before the revocation, not yet handed on) are dropped, not scored by a
+/// worker that no longer owns them — their new owner reads them from the committed offsets.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// (batches sent by the source, batches acknowledged, chain stopped)
     counts: std::sync::Mutex<(u64, u64, bool)>,
     acked: std::sync::Condvar,
     epoch: std::sync::RwLock<u64>,
+    /// Revocations so far, and the most recent revoked partitions with the revocation number.
+    revocations: std::sync::Mutex<(u64, Vec<(u64, String, i32)>)>,
 }
 
+/// Revoked partitions remembered for the source (it looks at them at its next record).
+const REVOKED_KEPT: usize = 1024;
+
 impl Progress {
+    /// Partitions revoked from this worker: records of theirs the source holds are dropped.
+    pub fn revoked(&self, partitions: impl IntoIterator<Item = (String, i32)>) {
+        let mut r = self.revocations.lock().expect("revocations lock");
+        r.0 += 1;
+        let n = r.0;
+        r.1.extend(partitions.into_iter().map(|(t, p)| (n, t, p)));
+        let excess = r.1.len().saturating_sub(REVOKED_KEPT);
+        r.1.drain(..excess);
+    }
+
+    /// The number of revocations so far.
+    fn revocation_count(&self) -> u64 {
+        self.revocations.lock().expect("revocations lock").0
+    }
+
+    /// Drops from `msgs` the records of partitions revoked after revocation `seen`; returns the
+    /// current revocation count.
+    fn drop_revoked(&self, seen: u64, msgs: &mut Vec<OwnedMessage>) -> u64 {
+        let r = self.revocations.lock().expect("revocations lock");
+        if r.0 == seen {
+            return seen;
+        }
+        let gone: Vec<(&str, i32)> =
+            r.1.iter()
+                .filter(|(n, ..)| *n > seen)
+                .map(|(_, t, p)| (t.as_str(), *p))
+                .collect();
+        let before = msgs.len();
+        msgs.retain(|m| !gone.contains(&(m.topic(), m.partition())));
+        if msgs.len() < before {
+            tracing::info!(
+                records = before - msgs.len(),
+                "records of revoked partitions dropped (their new owner reads them from the committed offsets)"
+            );
+        }
+        r.0
+    }
+
     /// The current assignment epoch.
     pub fn epoch(&self) -> u64 {
         *self.epoch.read().expect("epoch lock")
@@ -308,6 +354,7 @@ pub async fn source<C: ConsumerContext + 'static>(
     let mut batch = Held {
         msgs: Vec::with_capacity(max),
         epoch: progress.epoch(),
+        revocations: progress.revocation_count(),
         progress: progress.clone(),
     };
     loop {
@@ -352,6 +399,7 @@ pub async fn source<C: ConsumerContext + 'static>(
         let Ok(permit) = permit else {
             return Ok(()); // the chain stopped: it reports why
         };
+        batch.drop_revoked();
         if batch.msgs.is_empty() {
             continue; // all of it was from a revoked assignment
         }
@@ -389,10 +437,17 @@ fn take_ready<C: ConsumerContext + 'static>(
 struct Held {
     msgs: Vec<OwnedMessage>,
     epoch: u64,
+    /// Revocations already applied to `msgs`.
+    revocations: u64,
     progress: Arc<Progress>,
 }
 
 impl Held {
+    /// Drops the records of partitions revoked since they were read.
+    fn drop_revoked(&mut self) {
+        self.revocations = self.progress.drop_revoked(self.revocations, &mut self.msgs);
+    }
+
     /// Adds a consumed record; a consume error is logged (false). A record read after a new
     /// epoch began (exactly-once: a revocation ran inside this `recv`) replaces the records
     /// held from the old one: their partitions are re-read from the committed offsets.
@@ -407,6 +462,7 @@ impl Held {
                     self.msgs.clear();
                     self.epoch = now;
                 }
+                self.drop_revoked();
                 self.msgs.push(m.detach());
                 true
             }
@@ -744,6 +800,42 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(p.drain(Duration::from_secs(30)), 1);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn records_held_from_revoked_partitions_are_dropped_once_and_others_kept() {
+        let msg = |topic: &str, partition: i32, offset: i64| {
+            OwnedMessage::new(
+                None,
+                None,
+                topic.to_string(),
+                rdkafka::Timestamp::CreateTime(1),
+                partition,
+                offset,
+                None,
+            )
+        };
+        let progress = Arc::new(Progress::default());
+        let mut held = Held {
+            msgs: vec![msg("a", 0, 1), msg("a", 1, 1), msg("b", 0, 1)],
+            epoch: 0,
+            revocations: progress.revocation_count(),
+            progress: progress.clone(),
+        };
+        held.drop_revoked();
+        assert_eq!(held.msgs.len(), 3, "nothing revoked yet");
+        progress.revoked([("a".to_string(), 1), ("c".to_string(), 0)]);
+        held.drop_revoked();
+        let left: Vec<_> = held
+            .msgs
+            .iter()
+            .map(|m| (m.topic(), m.partition()))
+            .collect();
+        assert_eq!(left, [("a", 0), ("b", 0)]);
+        // Partition a/1 assigned again later: its new records are kept.
+        held.msgs.push(msg("a", 1, 2));
+        held.drop_revoked();
+        assert_eq!(held.msgs.len(), 3);
     }
 
     #[test]

@@ -108,10 +108,16 @@ impl ConsumerContext for WorkerContext {
         };
         // After the chain stopped (shutdown: the final commit already ran) there is nothing
         // to wait for or commit.
-        if tpl.count() == 0
-            || self.progress.closed()
-            || (self.revoke_drain.is_zero() && !self.transactional)
-        {
+        if tpl.count() == 0 || self.progress.closed() {
+            return;
+        }
+        // Records the source fetched from these partitions and still holds are not scored here.
+        self.progress.revoked(
+            tpl.elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition())),
+        );
+        if self.revoke_drain.is_zero() && !self.transactional {
             return;
         }
         let started = Instant::now();
