@@ -481,13 +481,23 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
     v[DISTINCT_DEVICES] = devices as f32;
     // Every event links its device at its time (the earliest kept), so the oldest link is the
     // account's first event the store holds.
-    if let Some(first) = links
+    let account_first = links
         .iter()
         .filter(|(m, s)| m.starts_with(b"d:") && **s < t)
         .map(|(_, s)| *s)
-        .min()
-    {
+        .min();
+    if let Some(first) = account_first {
         v[ACCOUNT_AGE] = secs(t - first);
+    }
+    // The device's tenure on the account, and how long after the account's start it came.
+    let device_first = links
+        .get(&link('d', e.device_id))
+        .copied()
+        .filter(|s| *s < t)
+        .unwrap_or(t);
+    v[DEVICE_TENURE] = secs(t - device_first);
+    if let Some(first) = account_first {
+        v[DEVICE_AFTER_FIRST] = secs((device_first - first).max(0));
     }
     v[SECS_SINCE_PASSWORD_CHANGE] = last_password.map_or(NEVER_SECS, |s| secs(t - s));
     v[SECS_SINCE_MFA_CHANGE] = last_mfa.map_or(NEVER_SECS, |s| secs(t - s));

@@ -77,6 +77,8 @@ pub const ACCOUNT_AGE: usize = N_VELOCITY + 23;
 pub const DOCUMENT_ACCOUNTS_24H: usize = N_VELOCITY + 24;
 pub const DESTINATION_ACCOUNTS: usize = N_VELOCITY + 25;
 pub const DESTINATION_ACCOUNTS_24H: usize = N_VELOCITY + 26;
+pub const DEVICE_TENURE: usize = N_VELOCITY + 27;
+pub const DEVICE_AFTER_FIRST: usize = N_VELOCITY + 28;
 
 const fn fixed(
     name: &'static str,
@@ -94,7 +96,7 @@ const fn fixed(
     }
 }
 
-const FIXED: [FeatureDef; 27] = [
+const FIXED: [FeatureDef; 29] = [
     fixed("acct_secs_since_login", "account", "7d", "account", "Seconds since the account's previous login (30 days if none in the last 7 days)."),
     fixed("acct_secs_since_password_change", "account", "30d", "account", "Seconds since the account's previous password change (30 days if none is known)."),
     fixed("acct_secs_since_mfa_change", "account", "30d", "account", "Seconds since the account's previous MFA change (30 days if none is known)."),
@@ -122,6 +124,8 @@ const FIXED: [FeatureDef; 27] = [
     fixed("document_accounts_24h", "document", "24h", "document", "Accounts that first presented the capture's document in the 24 hours before the event (0 without a document): a document reused across fresh accounts."),
     fixed("dest_distinct_accounts", "destination", "30d", "destination", "Distinct accounts that paid the transaction's destination address before the event (fan-in; 0 without a destination)."),
     fixed("dest_accounts_24h", "destination", "24h", "destination", "Accounts that first paid the transaction's destination address in the 24 hours before the event (0 without a destination): mule collectors, scam addresses."),
+    fixed("acct_device_tenure_s", "account x device", "30d", "account", "Seconds since the event's device was first seen on the account (0 if this is its first event there)."),
+    fixed("acct_device_after_first_s", "account x device", "30d", "account", "Seconds between the account's first event the store holds and the first use of the event's device on it (0 for the device the account started on): a device added to an established account."),
 ];
 
 /// Number of store features.

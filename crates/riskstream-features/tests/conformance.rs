@@ -380,6 +380,40 @@ async fn fan_in_and_account_age(store: impl FeatureStore) {
     assert_eq!(doc(8), (3.0, 1.0));
     assert_eq!(f(&out[0], "acct_age_s"), 0.0, "first event");
     assert_eq!(f(&out[2], "acct_age_s"), 600.0);
+    assert_eq!(
+        f(&out[2], "acct_device_tenure_s"),
+        600.0,
+        "e1 on p1 since T0"
+    );
+    assert_eq!(
+        f(&out[2], "acct_device_after_first_s"),
+        0.0,
+        "p1 started on e1"
+    );
+    // A second device on an established account: tenure from its first use there, and how long
+    // after the account's start it came.
+    let second = apply(
+        &store,
+        &[
+            ev("h12", "p1", "e9", T0 + 2 * H, login()),
+            ev(
+                "h13",
+                "p1",
+                "e9",
+                T0 + 3 * H,
+                tx(TransactionKind::PasswordChange, 0),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        f(&second[0], "acct_device_tenure_s"),
+        0.0,
+        "first use of e9"
+    );
+    assert_eq!(f(&second[0], "acct_device_after_first_s"), 7200.0);
+    assert_eq!(f(&second[1], "acct_device_tenure_s"), 3600.0);
+    assert_eq!(f(&second[1], "acct_device_after_first_s"), 7200.0);
     // A late event older than the account's first moves its first event back.
     let late = apply(&store, &[ev("h10", "p1", "e1", T0 - H, login())]).await;
     assert_eq!(f(&late[0], "acct_age_s"), 0.0);

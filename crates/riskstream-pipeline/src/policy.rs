@@ -529,6 +529,38 @@ mod tests {
             "the deciding rule is named"
         );
         assert_eq!(decide_with(&p, &w, &new_payee, 0.1).rule, None);
+        // A password change from a device the account took up today, hours after its own start:
+        // quizzed whatever the score; from the device it started on, only on the score.
+        let pw = tx(TransactionKind::PasswordChange, 0);
+        let recent_device = [
+            ("acct_device_after_first_s", 86_400.0),
+            ("acct_device_tenure_s", 3_600.0),
+        ];
+        let d = decide_with(&p, &pw, &recent_device, 0.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Challenge,
+                Friction::KnowledgeQuiz,
+                Some("credential_change_new_device_quiz")
+            )
+        );
+        let own_device = [
+            ("acct_device_after_first_s", 0.0),
+            ("acct_device_tenure_s", 3_600.0),
+        ];
+        assert_eq!(
+            decide_with(&p, &pw, &own_device, 0.0).decision,
+            Decision::Allow
+        );
+        let long_held = [
+            ("acct_device_after_first_s", 86_400.0),
+            ("acct_device_tenure_s", 200_000.0),
+        ];
+        assert_eq!(
+            decide_with(&p, &pw, &long_held, 0.0).decision,
+            Decision::Allow
+        );
         // After a credential change the second factor may be the attacker's: a login is quizzed.
         let login = tx(TransactionKind::Login, 0);
         let d = decide_with(&p, &login, &[("acct_credential_changes_24h", 1.0)], 0.4);

@@ -139,15 +139,26 @@ impl ConsumerContext for WorkerContext {
             let took_ms = started.elapsed().as_millis() as u64;
             if pending > 0 {
                 tracing::warn!(pending, took_ms, "revocation drain timed out; batches still in flight are re-scored by the new owner");
-            } else {
+            } else if committed {
                 tracing::info!(
                     partitions = tpl.count(),
                     took_ms,
-                    committed,
                     "in-flight batches drained and committed before revocation"
                 );
+            } else {
+                tracing::warn!(
+                    partitions = tpl.count(),
+                    took_ms,
+                    "in-flight batches drained before revocation, but the broker refused the commit; the new owner re-scores from the last commit"
+                );
             }
-            let outcome = if pending > 0 { "timeout" } else { "drained" };
+            let outcome = if pending > 0 {
+                "timeout"
+            } else if committed {
+                "drained"
+            } else {
+                "commit_failed"
+            };
             metrics::counter!(m::REVOKE_DRAINS, "outcome" => outcome).increment(1);
         });
     }
