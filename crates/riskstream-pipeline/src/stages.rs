@@ -216,8 +216,14 @@ pub struct Progress {
     counts: std::sync::Mutex<(u64, u64, bool)>,
     acked: std::sync::Condvar,
     epoch: std::sync::RwLock<u64>,
-    /// Revocations so far, and the most recent revoked partitions with the revocation number.
-    revocations: std::sync::Mutex<(u64, Vec<(u64, String, i32)>)>,
+    revocations: std::sync::Mutex<Revocations>,
+}
+
+/// Revocations so far, and the most recent revoked partitions with their revocation's number.
+#[derive(Debug, Default)]
+struct Revocations {
+    count: u64,
+    partitions: Vec<(u64, String, i32)>,
 }
 
 /// Revoked partitions remembered for the source (it looks at them at its next record).
@@ -227,30 +233,32 @@ impl Progress {
     /// Partitions revoked from this worker: records of theirs the source holds are dropped.
     pub fn revoked(&self, partitions: impl IntoIterator<Item = (String, i32)>) {
         let mut r = self.revocations.lock().expect("revocations lock");
-        r.0 += 1;
-        let n = r.0;
-        r.1.extend(partitions.into_iter().map(|(t, p)| (n, t, p)));
-        let excess = r.1.len().saturating_sub(REVOKED_KEPT);
-        r.1.drain(..excess);
+        r.count += 1;
+        let n = r.count;
+        r.partitions
+            .extend(partitions.into_iter().map(|(t, p)| (n, t, p)));
+        let excess = r.partitions.len().saturating_sub(REVOKED_KEPT);
+        r.partitions.drain(..excess);
     }
 
     /// The number of revocations so far.
     fn revocation_count(&self) -> u64 {
-        self.revocations.lock().expect("revocations lock").0
+        self.revocations.lock().expect("revocations lock").count
     }
 
     /// Drops from `msgs` the records of partitions revoked after revocation `seen`; returns the
     /// current revocation count.
     fn drop_revoked(&self, seen: u64, msgs: &mut Vec<OwnedMessage>) -> u64 {
         let r = self.revocations.lock().expect("revocations lock");
-        if r.0 == seen {
+        if r.count == seen {
             return seen;
         }
-        let gone: Vec<(&str, i32)> =
-            r.1.iter()
-                .filter(|(n, ..)| *n > seen)
-                .map(|(_, t, p)| (t.as_str(), *p))
-                .collect();
+        let gone: Vec<(&str, i32)> = r
+            .partitions
+            .iter()
+            .filter(|(n, ..)| *n > seen)
+            .map(|(_, t, p)| (t.as_str(), *p))
+            .collect();
         let before = msgs.len();
         msgs.retain(|m| !gone.contains(&(m.topic(), m.partition())));
         if msgs.len() < before {
@@ -259,7 +267,7 @@ impl Progress {
                 "records of revoked partitions dropped (their new owner reads them from the committed offsets)"
             );
         }
-        r.0
+        r.count
     }
 
     /// The current assignment epoch.

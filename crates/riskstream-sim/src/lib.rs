@@ -228,7 +228,7 @@ impl Default for FamilyRates {
 impl FamilyRates {
     /// The defaults, each scaled by its own factor in 0.6–1.4 drawn from `seed`.
     pub fn for_seed(seed: u64) -> Self {
-        let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed_fa11_1e5);
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x05ee_dfa1_11e5);
         let mut f = || rng.gen_range(0.6..1.4);
         let d = FamilyRates::default();
         FamilyRates {
