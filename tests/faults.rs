@@ -196,6 +196,19 @@ fn retrying_broker_stalls(name: &str, scenario: fn()) {
     }
 }
 
+/// The pipeline's topics, as the workers here expect them.
+fn create_topics(broker: &Broker) {
+    for (t, p) in [
+        ("capture-sessions", 4),
+        ("transactions", 4),
+        ("verdicts", 4),
+        ("verdicts-dlq", 1),
+        ("labels", 1),
+    ] {
+        broker.create_topic(t, p);
+    }
+}
+
 fn worker(broker: &Broker, redis: &RedisServer, metrics_port: u16) -> Proc {
     worker_with(broker, redis, metrics_port, "faults", &[])
 }
@@ -303,15 +316,7 @@ fn kills_and_restarts() {
     let seed = 17;
     let s3 = ObjectStore::start();
     let mut broker = Broker::start_on(&s3);
-    for (t, p) in [
-        ("capture-sessions", 4),
-        ("transactions", 4),
-        ("verdicts", 4),
-        ("verdicts-dlq", 1),
-        ("labels", 1),
-    ] {
-        broker.create_topic(t, p);
-    }
+    create_topics(&broker);
     // As production runs it: append-only file, fsync every second (a SIGKILL loses nothing the
     // server acknowledged: the AOF is written before the reply).
     let mut redis = RedisServer::start_with(
@@ -627,15 +632,7 @@ fn exactly_once_commits_offsets_with_transactions_and_fences_a_zombie() {
 
 fn exactly_once() {
     let broker = Broker::start();
-    for (t, p) in [
-        ("capture-sessions", 4),
-        ("transactions", 4),
-        ("verdicts", 4),
-        ("verdicts-dlq", 1),
-        ("labels", 1),
-    ] {
-        broker.create_topic(t, p);
-    }
+    create_topics(&broker);
     let redis = RedisServer::start();
     let eos = [
         "--delivery",

@@ -469,23 +469,22 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
 
     // Account links: new device / destination, distinct devices, password and MFA changes, label.
     let links = account.links;
+    // Every event links its device at its time (the earliest kept), so the oldest device link
+    // is the account's first event the store holds.
     let (mut last_password, mut last_mfa, mut devices) = (None::<i64>, None::<i64>, 0);
+    let mut account_first = None::<i64>;
     for (m, s) in links {
         match m.first() {
-            Some(b'd') if *s < t => devices += 1,
+            Some(b'd') if *s < t => {
+                devices += 1;
+                account_first = Some(account_first.map_or(*s, |f| f.min(*s)));
+            }
             Some(b'p') if *s < t => last_password = last_password.max(Some(*s)),
             Some(b'f') if *s < t => last_mfa = last_mfa.max(Some(*s)),
             _ => {}
         }
     }
     v[DISTINCT_DEVICES] = devices as f32;
-    // Every event links its device at its time (the earliest kept), so the oldest link is the
-    // account's first event the store holds.
-    let account_first = links
-        .iter()
-        .filter(|(m, s)| m.starts_with(b"d:") && **s < t)
-        .map(|(_, s)| *s)
-        .min();
     if let Some(first) = account_first {
         v[ACCOUNT_AGE] = secs(t - first);
     }
@@ -516,14 +515,14 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
     for (node, id) in nodes_of(e) {
         let entity = &view.nodes[&(node, id)];
         let graph = &entity.graph;
-        let before = graph.accounts.iter().filter(|(_, s)| *s < t).count() as f32;
-        let since_24h = || {
-            graph
-                .accounts
-                .iter()
-                .filter(|(_, s)| *s < t && *s >= t - DAY_MS)
-                .count() as f32
-        };
+        // Accounts first seen on it before the event, and within the day before it.
+        let (before, since_24h) = graph
+            .accounts
+            .iter()
+            .filter(|(_, s)| *s < t)
+            .fold((0.0f32, 0.0f32), |(all, day), (_, s)| {
+                (all + 1.0, day + (*s >= t - DAY_MS) as u8 as f32)
+            });
         match node {
             Node::Device => {
                 v[DEVICE_ACCOUNTS] = before;
@@ -544,11 +543,11 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
             Node::Ip => v[IP_ACCOUNTS] = before,
             Node::Document => {
                 v[DOCUMENT_ACCOUNTS] = before;
-                v[DOCUMENT_ACCOUNTS_24H] = since_24h();
+                v[DOCUMENT_ACCOUNTS_24H] = since_24h;
             }
             Node::Destination => {
                 v[DESTINATION_ACCOUNTS] = before;
-                v[DESTINATION_ACCOUNTS_24H] = since_24h();
+                v[DESTINATION_ACCOUNTS_24H] = since_24h;
                 continue; // counted, not part of the identity graph
             }
         }

@@ -345,9 +345,12 @@ mod tests {
         (d.decision, d.friction)
     }
 
-    fn decide_with(p: &Policy, e: &Event, signals: &[(&str, f32)], score: f32) -> Decided<'static> {
-        // (The committed policy lives for the test; leak it to return its rule names.)
-        let p: &'static Policy = Box::leak(Box::new(p.clone()));
+    fn decide_with<'p>(
+        p: &'p Policy,
+        e: &Event,
+        signals: &[(&str, f32)],
+        score: f32,
+    ) -> Decided<'p> {
         p.decide(e, &row(signals), score, &T, false)
     }
 

@@ -217,6 +217,8 @@ pub struct Progress {
     acked: std::sync::Condvar,
     epoch: std::sync::RwLock<u64>,
     revocations: std::sync::Mutex<Revocations>,
+    /// `revocations.count`, readable per record without the lock.
+    revoked_count: std::sync::atomic::AtomicU64,
 }
 
 /// Revocations so far, and the most recent revoked partitions with their revocation's number.
@@ -239,16 +241,22 @@ impl Progress {
             .extend(partitions.into_iter().map(|(t, p)| (n, t, p)));
         let excess = r.partitions.len().saturating_sub(REVOKED_KEPT);
         r.partitions.drain(..excess);
+        self.revoked_count
+            .store(n, std::sync::atomic::Ordering::Release);
     }
 
     /// The number of revocations so far.
     fn revocation_count(&self) -> u64 {
-        self.revocations.lock().expect("revocations lock").count
+        self.revoked_count
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Drops from `msgs` the records of partitions revoked after revocation `seen`; returns the
     /// current revocation count.
     fn drop_revoked(&self, seen: u64, msgs: &mut Vec<OwnedMessage>) -> u64 {
+        if self.revocation_count() == seen {
+            return seen; // the common case: no lock per record
+        }
         let r = self.revocations.lock().expect("revocations lock");
         if r.count == seen {
             return seen;

@@ -247,38 +247,23 @@ impl FamilyRates {
         }
     }
 
-    fn table(&self) -> [(Start, f64); 12] {
+    /// The families a new action may start, with their rates (the rest is ordinary activity).
+    fn table(&self) -> [(Scenario, f64); 12] {
         [
-            (Start::BotScripted, self.bot_scripted),
-            (Start::BotImitating, self.bot_imitating),
-            (Start::Injection, self.injection),
-            (Start::Ring, self.ring),
-            (Start::Mule, self.mule),
-            (Start::Scam, self.scam),
-            (Start::AtoFast, self.ato_fast),
-            (Start::AtoSlow, self.ato_slow),
-            (Start::AtoDelayed, self.ato_delayed),
-            (Start::Traveller, self.traveller),
-            (Start::Household, self.household),
-            (Start::SalaryDay, self.salary_day),
+            (Scenario::BotScripted, self.bot_scripted),
+            (Scenario::BotImitating, self.bot_imitating),
+            (Scenario::Injection, self.injection),
+            (Scenario::Ring, self.ring),
+            (Scenario::Mule, self.mule),
+            (Scenario::Scam, self.scam),
+            (Scenario::AtoFast, self.ato_fast),
+            (Scenario::AtoSlow, self.ato_slow),
+            (Scenario::AtoDelayed, self.ato_delayed),
+            (Scenario::Traveller, self.traveller),
+            (Scenario::Household, self.household),
+            (Scenario::SalaryDay, self.salary_day),
         ]
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Start {
-    BotScripted,
-    BotImitating,
-    Injection,
-    Ring,
-    Mule,
-    Scam,
-    AtoFast,
-    AtoSlow,
-    AtoDelayed,
-    Traveller,
-    Household,
-    SalaryDay,
 }
 
 /// Simulator settings.
@@ -563,20 +548,22 @@ impl Simulator {
         self.legit_action()
     }
 
-    fn start(&mut self, start: Start) -> SimEvent {
+    fn start(&mut self, start: Scenario) -> SimEvent {
         match start {
-            Start::BotScripted => self.bot_capture(false),
-            Start::BotImitating => self.bot_capture(true),
-            Start::Injection => self.start_injection(),
-            Start::Ring => self.start_ring(),
-            Start::Mule => self.start_mule(),
-            Start::Scam => self.start_scam(),
-            Start::AtoFast => self.start_ato_fast(),
-            Start::AtoSlow => self.start_ato_slow(),
-            Start::AtoDelayed => self.start_ato_delayed(),
-            Start::Traveller => self.start_trip(),
-            Start::Household => self.start_household(),
-            Start::SalaryDay => self.start_salary_day(),
+            Scenario::BotScripted => self.bot_capture(false),
+            Scenario::BotImitating => self.bot_capture(true),
+            Scenario::Injection => self.start_injection(),
+            Scenario::Ring => self.start_ring(),
+            Scenario::Mule => self.start_mule(),
+            Scenario::Scam => self.start_scam(),
+            Scenario::AtoFast => self.start_ato_fast(),
+            Scenario::AtoSlow => self.start_ato_slow(),
+            Scenario::AtoDelayed => self.start_ato_delayed(),
+            Scenario::Traveller => self.start_trip(),
+            Scenario::Household => self.start_household(),
+            Scenario::SalaryDay => self.start_salary_day(),
+            // Ordinary activity and new phones start from `legit_action`.
+            Scenario::Legit | Scenario::LegitUnusual | Scenario::NewPhone => self.legit_action(),
         }
     }
 
