@@ -44,6 +44,9 @@ import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import onnx_passes  # noqa: E402
+
 SEQ_LEN, SEQ_CH = 48, 5
 WINDOW = 4  # interactions per window of the behavioral sequence encoder
 SEQ_GROUP = "telemetry_sequence"
@@ -266,6 +269,7 @@ def export(model, path, k):
         input_names=["features"], output_names=["score"],
         dynamic_axes={"features": {0: "batch"}, "score": {0: "batch"}},
     )
+    onnx_passes.for_tract(path)  # same values, cheaper in tract (see onnx_passes.py)
 
 
 # ---------------------------------------------------------------- main

@@ -247,11 +247,43 @@ impl Codec {
         value: &T,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        let loaded = self.schemas.get(kind);
+        self.write_header(kind, topic, out)?;
+        self.schemas
+            .get(kind)
+            .writer
+            .write_ser(out, value)
+            .map_err(|e| EncodeError::Avro {
+                kind,
+                why: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// A verdict, as [`Codec::encode_into`] would write it, without apache-avro's serializer
+    /// (the worker's per-event encoding; `verdict_body.rs` is pinned byte for byte against it).
+    pub fn encode_verdict_into(
+        &self,
+        topic: &str,
+        verdict: &crate::types::Verdict,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        self.write_header(SchemaKind::Verdict, topic, out)?;
+        crate::verdict_body::write(out, verdict);
+        Ok(())
+    }
+
+    /// The framing header of a `kind` record for `topic`: single-object magic and fingerprint,
+    /// or the Confluent magic and the schema's registry id (registered once).
+    fn write_header(
+        &self,
+        kind: SchemaKind,
+        topic: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         match &self.registry {
             None => {
                 out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-                out.extend_from_slice(&loaded.fingerprint);
+                out.extend_from_slice(&self.schemas.get(kind).fingerprint);
             }
             Some(registry) => {
                 let subject = self.subjects.subject(topic, kind.full_name());
@@ -260,13 +292,6 @@ impl Codec {
                 out.extend_from_slice(&id.to_be_bytes());
             }
         }
-        loaded
-            .writer
-            .write_ser(out, value)
-            .map_err(|e| EncodeError::Avro {
-                kind,
-                why: e.to_string(),
-            })?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ pub mod framing;
 pub mod registry;
 pub mod schemas;
 pub mod types;
+mod verdict_body;
 
 pub use framing::{Codec, DecodeError, EncodeError, Framing};
 pub use registry::{RegistryClient, RegistryError, SubjectStrategy};

@@ -12,7 +12,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
-use riskstream_events::{dlq_headers, Codec, Event, SchemaKind, SourcePosition};
+use riskstream_events::{dlq_headers, Codec, Event, SourcePosition};
 use riskstream_features::FeatureStore;
 use tokio::sync::{mpsc, watch};
 
@@ -836,7 +836,7 @@ impl<S: FeatureStore> Stage for Score<S> {
                 .into_iter()
                 .map(|v| {
                     let mut payload = Vec::with_capacity(1024);
-                    codec.encode_into(SchemaKind::Verdict, &topic, &v, &mut payload)?;
+                    codec.encode_verdict_into(&topic, &v, &mut payload)?;
                     Ok(Encoded {
                         key: v.account_id,
                         event_id: v.event_id,

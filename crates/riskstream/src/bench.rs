@@ -146,6 +146,15 @@ impl Worker {
         out
     }
 
+    /// The worker's CPU per event over a throughput run (from the first record read to now).
+    fn print_cpu(&self, drained: &Drained, events: u64) {
+        if let Some(us) = drained.cpu_us_per_event(process_cpu_seconds(self.child.id()), events) {
+            println!(
+                "                    worker CPU {us:.1} us/event (user+sys from /proc, first record read to last)"
+            );
+        }
+    }
+
     fn peak_rss_mb(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -253,12 +262,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None,
         true,
     )?;
-    let pass = drain_all(&args, &extra, &passthrough_out).await?;
+    let pass = drain_all(&args, &extra, &passthrough_out, Some(worker.child.id())).await?;
     println!(
         "  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB",
         pass.throughput,
         worker.peak_rss_mb()
     );
+    worker.print_cpu(&pass, args.events);
     let producer = latency_runs(
         &args,
         &extra,
@@ -281,7 +291,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         None,
         false,
     )?;
-    let full = drain_all(&args, &extra, &topics.verdicts).await?;
+    let full = drain_all(&args, &extra, &topics.verdicts, Some(worker.child.id())).await?;
     let cpu_after = redis_cpu_seconds(&args.redis);
     println!(
         "  pipeline          {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio pipeline/passthrough {:.2}",
@@ -290,6 +300,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         full.throughput / pass.throughput
     );
     println!("                    {}", worker.stage_report());
+    worker.print_cpu(&full, args.events);
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         println!(
             "  redis server CPU  {:>9.2} us/event (user+sys from INFO, over the pipeline run)",
@@ -331,7 +342,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let hist_out = format!("{run_id}-hist-verdicts");
         kafka_util::create_topics(&args.brokers, &extra, &[(&hist_out, p)]).await?;
         let worker = spawn_worker(&args, &topics, &hist_out, &prefix, Some(&prefix), false)?;
-        let hist = drain_all(&args, &extra, &hist_out).await?;
+        let hist = drain_all(&args, &extra, &hist_out, Some(worker.child.id())).await?;
         println!(
             "  pipeline history  {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio history/fresh {:.2}",
             hist.throughput,
@@ -339,6 +350,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             hist.throughput / full.throughput
         );
         println!("                    {}", worker.stage_report());
+        worker.print_cpu(&hist, args.events);
         worker.stop()?;
     }
     tokio::task::spawn_blocking(move || drop(producer)).await?;
@@ -378,7 +390,7 @@ async fn scale_out(
         let workers = (0..n.max(1))
             .map(|_| spawn_worker(args, topics, &out, &group, Some(&group), false))
             .collect::<anyhow::Result<Vec<Worker>>>()?;
-        let drained = drain_all(args, extra, &out).await?;
+        let drained = drain_all(args, extra, &out, None).await?;
         let shares: Vec<String> = workers
             .iter()
             .map(|w| {
@@ -556,6 +568,7 @@ async fn latency_run(
         out_topic.to_string(),
         n,
         Some(sent.clone()),
+        None,
     ));
     tokio::time::sleep(Duration::from_secs(4)).await; // let the reader join before timing starts
     let codec = Codec::registry_free();
@@ -672,13 +685,36 @@ struct Drained {
     latency: Option<hdrhistogram::Histogram<u64>>,
     /// Distinct `riskstream.event_id` headers among the records read.
     distinct: u64,
+    /// The watched worker's CPU seconds (user + system) when the first record was read.
+    cpu_at_first: Option<f64>,
+}
+
+impl Drained {
+    /// The watched worker's CPU time per record read after the first, in µs (`cpu_now`: its CPU
+    /// seconds now). Less sensitive to the neighbours' noise than events/s on a shared box.
+    fn cpu_us_per_event(&self, cpu_now: Option<f64>, n: u64) -> Option<f64> {
+        Some(1e6 * (cpu_now? - self.cpu_at_first?) / n.saturating_sub(1).max(1) as f64)
+    }
+}
+
+/// A process's CPU seconds so far (user + system, from `/proc/PID/stat`).
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 /// The throughput measurement: reads the run's `--events` records from `topic`.
+/// `worker`: the process whose CPU time to note when the first record is read.
 async fn drain_all(
     args: &BenchArgs,
     extra: &[(String, String)],
     topic: &str,
+    worker: Option<u32>,
 ) -> anyhow::Result<Drained> {
     drain(
         args.brokers.clone(),
@@ -686,6 +722,7 @@ async fn drain_all(
         topic.to_string(),
         args.events,
         None,
+        worker,
     )
     .await
 }
@@ -698,6 +735,7 @@ async fn drain(
     topic: String,
     n: u64,
     sent: Option<Arc<Mutex<HashMap<String, Instant>>>>,
+    worker: Option<u32>,
 ) -> anyhow::Result<Drained> {
     tokio::task::spawn_blocking(move || -> anyhow::Result<Drained> {
         let mut cfg = ClientConfig::new();
@@ -715,6 +753,7 @@ async fn drain(
         consumer.subscribe(&[&topic])?;
         let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
         let (mut count, mut first, mut last) = (0u64, None, Instant::now());
+        let mut cpu_at_first = None;
         let mut ids: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let idle_limit = Duration::from_secs(120);
         let mut idle_since = Instant::now();
@@ -722,7 +761,10 @@ async fn drain(
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(msg)) => {
                     let now = Instant::now();
-                    first.get_or_insert(now);
+                    if first.is_none() {
+                        first = Some(now);
+                        cpu_at_first = worker.and_then(process_cpu_seconds);
+                    }
                     last = now;
                     idle_since = now;
                     count += 1;
@@ -752,6 +794,7 @@ async fn drain(
             throughput: if secs > 0.0 { (count.saturating_sub(1)) as f64 / secs } else { f64::NAN },
             latency: sent.map(|_| hist),
             distinct: ids.len() as u64,
+            cpu_at_first,
         })
     })
     .await?

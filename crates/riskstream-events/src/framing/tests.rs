@@ -646,3 +646,118 @@ fn subjects_follow_the_configured_naming_strategy() {
     );
     assert_eq!(SubjectStrategy::parse("TopicNameStrategy"), None);
 }
+
+/// Verdicts covering every field, branch and array shape the direct encoder writes.
+fn verdict_variants() -> Vec<Verdict> {
+    let many: Vec<f32> = (0..700).map(|i| (i as f32 - 350.0) * 0.37).collect();
+    vec![
+        verdict(),
+        Verdict {
+            event_id: "é-ünïcode-事件".into(),
+            event_type: EventType::CaptureSession,
+            account_id: String::new(),
+            event_time: -1,
+            scored_at: i64::MAX,
+            decision: Decision::Block,
+            friction: Friction::Block,
+            scores: vec![
+                ModelScore {
+                    model: "behavioral".into(),
+                    version: "4.0.0".into(),
+                    score: 1e-300,
+                    shadow: false,
+                },
+                ModelScore {
+                    model: "behavioral_conv".into(),
+                    version: "5.0.0-rc1".into(),
+                    score: -0.0,
+                    shadow: true,
+                },
+            ],
+            reasons: (0..130).map(|i| format!("reason_{i}:+{i}.5")).collect(),
+            features: vec![],
+            model_inputs: vec![
+                ModelInputs {
+                    model: "behavioral".into(),
+                    version: "4.0.0".into(),
+                    values: many.clone(),
+                },
+                ModelInputs {
+                    model: "ato".into(),
+                    version: "4.0.0".into(),
+                    values: vec![],
+                },
+            ],
+            degraded: true,
+            degraded_reasons: vec!["feature_store_unavailable".into(), "x".into()],
+            source: SourcePosition {
+                topic: "capture-sessions".into(),
+                partition: i32::MIN,
+                offset: i64::MIN,
+            },
+            region: "apac".into(),
+            transaction_kind: "".into(),
+            vendor: "onfido".into(),
+            vendor_liveness_score: Some(0.93),
+            vendor_face_match_score: Some(f64::INFINITY),
+        },
+        Verdict {
+            event_type: EventType::Unknown,
+            decision: Decision::Review,
+            friction: Friction::ConversationalAgent,
+            scores: vec![],
+            reasons: vec![],
+            model_inputs: vec![],
+            features: (0..70)
+                .map(|i| FeatureValue {
+                    name: format!("f{i}").into(),
+                    value: i as f64 * -1.5,
+                })
+                .collect(),
+            vendor_liveness_score: None,
+            vendor_face_match_score: Some(0.0),
+            ..verdict()
+        },
+        Verdict {
+            decision: Decision::Allow,
+            friction: Friction::None,
+            ..verdict()
+        },
+        Verdict {
+            friction: Friction::KnowledgeQuiz,
+            ..verdict()
+        },
+        Verdict {
+            friction: Friction::HumanReview,
+            ..verdict()
+        },
+    ]
+}
+
+#[test]
+fn the_direct_verdict_encoder_writes_what_apache_avro_writes() {
+    let codec = Codec::registry_free();
+    for v in verdict_variants() {
+        let by_serde = codec.encode(SchemaKind::Verdict, "verdicts", &v).unwrap();
+        let mut direct = Vec::new();
+        codec
+            .encode_verdict_into("verdicts", &v, &mut direct)
+            .unwrap();
+        assert_eq!(direct, by_serde, "verdict {}", v.event_id);
+        let back: Verdict = codec.decode_as(SchemaKind::Verdict, &direct).unwrap();
+        assert_eq!(back, v);
+    }
+}
+
+#[test]
+fn the_direct_verdict_encoder_knows_every_field_of_the_schema_in_order() {
+    let schema: serde_json::Value =
+        serde_json::from_str(SchemaKind::Verdict.source()).unwrap();
+    let names: Vec<&str> = schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, crate::verdict_body::FIELDS);
+}
