@@ -183,10 +183,23 @@ impl Codec {
     /// Decodes and validates a capture session or a transaction.
     pub fn decode_event(&self, payload: &[u8]) -> Result<Event, DecodeError> {
         let (located, body) = self.locate(payload)?;
-        let event = match located.kind() {
-            SchemaKind::CaptureSession => Event::CaptureSession(self.read(&located, body)?),
-            SchemaKind::Transaction => Event::Transaction(self.read(&located, body)?),
-            found => {
+        let event = match (&located, located.kind()) {
+            // Written with the current schema: read directly (`event_body.rs`).
+            (Located::Own(_), kind @ SchemaKind::CaptureSession) => {
+                let (event, rest) = crate::event_body::capture_session(body)
+                    .map_err(|why| DecodeError::Body { kind, why })?;
+                no_trailing_bytes(rest)?;
+                Event::CaptureSession(event)
+            }
+            (Located::Own(_), kind @ SchemaKind::Transaction) => {
+                let (event, rest) = crate::event_body::transaction(body)
+                    .map_err(|why| DecodeError::Body { kind, why })?;
+                no_trailing_bytes(rest)?;
+                Event::Transaction(event)
+            }
+            (_, SchemaKind::CaptureSession) => Event::CaptureSession(self.read(&located, body)?),
+            (_, SchemaKind::Transaction) => Event::Transaction(self.read(&located, body)?),
+            (_, found) => {
                 return Err(DecodeError::WrongRecordType {
                     found,
                     expected: EVENT_KINDS,
@@ -384,10 +397,16 @@ impl Codec {
                 apache_avro::from_value::<T>(&v).map_err(body_err)?
             }
         };
-        if !cursor.is_empty() {
-            return Err(DecodeError::TrailingBytes(cursor.len()));
-        }
+        no_trailing_bytes(cursor)?;
         Ok(value)
+    }
+}
+
+fn no_trailing_bytes(rest: &[u8]) -> Result<(), DecodeError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::TrailingBytes(rest.len()))
     }
 }
 

@@ -9,6 +9,7 @@
 //! wire format (`00` + 4-byte schema id, resolved through a schema registry).
 
 pub mod canonical;
+mod event_body;
 pub mod framing;
 pub mod registry;
 pub mod schemas;

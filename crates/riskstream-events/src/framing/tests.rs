@@ -761,3 +761,194 @@ fn the_direct_verdict_encoder_knows_every_field_of_the_schema_in_order() {
         .collect();
     assert_eq!(names, crate::verdict_body::FIELDS);
 }
+
+/// A small deterministic generator of varied events (xorshift; no dependency).
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn string(&mut self) -> String {
+        let alphabet = ["a", "Z", "9", "-", "é", "事", "🙂", " "];
+        (0..self.below(12))
+            .map(|_| alphabet[self.below(alphabet.len() as u64) as usize])
+            .collect()
+    }
+    fn long(&mut self) -> i64 {
+        match self.below(4) {
+            0 => self.next() as i64,
+            1 => -(self.below(1000) as i64),
+            _ => self.below(1 << 42) as i64,
+        }
+    }
+    fn int(&mut self) -> i32 {
+        self.long() as i32
+    }
+    fn double(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 3.0 - 1.0
+    }
+    fn device(&mut self) -> Device {
+        Device {
+            fingerprint_hash: self.string(),
+            platform: [Platform::Unknown, Platform::Ios, Platform::Android, Platform::Web]
+                [self.below(4) as usize],
+            app_version: self.string(),
+            emulator: self.below(2) == 1,
+            rooted: self.below(2) == 1,
+            ip_address: self.string(),
+            ip_country: self.string(),
+        }
+    }
+    fn capture(&mut self) -> CaptureSession {
+        CaptureSession {
+            event_id: self.string(),
+            account_id: self.string(),
+            event_time: self.long(),
+            region: self.string(),
+            country: self.string(),
+            device: self.device(),
+            session_id: self.string(),
+            document: (self.below(2) == 1).then(|| Document {
+                doc_hash: self.string(),
+                doc_type: crate::event_body::DOCUMENT_TYPES
+                    [self.below(5) as usize],
+                issuing_country: self.string(),
+            }),
+            vendor: VendorResult {
+                vendor: self.string(),
+                liveness_score: self.double(),
+                face_match_score: self.double(),
+            },
+            injection: InjectionSignals {
+                virtual_camera: self.below(2) == 1,
+                injection_detected: self.below(2) == 1,
+                screen_replay_score: self.double(),
+            },
+            telemetry: (0..[0, 1, 48, 200][self.below(4) as usize])
+                .map(|_| InteractionEvent {
+                    kind: crate::event_body::INTERACTION_KINDS
+                        [self.below(10) as usize],
+                    dt_ms: self.int(),
+                    x: (self.below(2) == 1).then(|| self.int()),
+                    y: (self.below(2) == 1).then(|| self.int()),
+                    key_class: crate::event_body::KEY_CLASSES
+                        [self.below(5) as usize],
+                })
+                .collect(),
+            steps: (0..self.below(6))
+                .map(|_| StepDuration {
+                    step: self.string(),
+                    duration_ms: self.int(),
+                })
+                .collect(),
+        }
+    }
+    fn transaction(&mut self) -> Transaction {
+        Transaction {
+            event_id: self.string(),
+            account_id: self.string(),
+            event_time: self.long(),
+            region: self.string(),
+            country: self.string(),
+            device: self.device(),
+            kind: TransactionKind::ALL[self.below(12) as usize],
+            amount: (self.below(2) == 1).then(|| Amount {
+                asset: self.string(),
+                value_minor: self.long(),
+                decimals: self.int(),
+                usd_cents: self.long(),
+            }),
+            destination: (self.below(2) == 1).then(|| Destination {
+                address_hash: self.string(),
+                first_seen: self.below(2) == 1,
+            }),
+            channel: [Channel::Unknown, Channel::App, Channel::Web, Channel::Api]
+                [self.below(4) as usize],
+            session_age_s: self.long(),
+        }
+    }
+}
+
+/// The body as the direct reader sees it, and as apache-avro does (the path for earlier schema
+/// versions): both errors, or the same event.
+fn both_readings(codec: &Codec, payload: &[u8]) -> (Result<Event, String>, Result<Event, String>) {
+    let Ok((located, body)) = codec.locate(payload) else {
+        panic!("test payloads carry our header")
+    };
+    let kind = located.kind();
+    let direct = match kind {
+        SchemaKind::CaptureSession => crate::event_body::capture_session(body)
+            .and_then(|(e, rest)| rest.is_empty().then_some(Event::CaptureSession(e)).ok_or("trailing".into())),
+        _ => crate::event_body::transaction(body)
+            .and_then(|(e, rest)| rest.is_empty().then_some(Event::Transaction(e)).ok_or("trailing".into())),
+    };
+    let generic = match kind {
+        SchemaKind::CaptureSession => codec.read(&located, body).map(Event::CaptureSession),
+        _ => codec.read(&located, body).map(Event::Transaction),
+    }
+    .map_err(|e| e.to_string());
+    (direct, generic)
+}
+
+#[test]
+fn the_direct_event_reader_reads_what_apache_avro_reads() {
+    let codec = Codec::registry_free();
+    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    let mut checked = 0;
+    for i in 0..600 {
+        let (payload, event) = if i % 2 == 0 {
+            let e = g.capture();
+            let p = codec.encode(SchemaKind::CaptureSession, "t", &e).unwrap();
+            (p, Event::CaptureSession(e))
+        } else {
+            let e = g.transaction();
+            let p = codec.encode(SchemaKind::Transaction, "t", &e).unwrap();
+            (p, Event::Transaction(e))
+        };
+        let (direct, generic) = both_readings(&codec, &payload);
+        assert_eq!(direct.as_ref().unwrap(), &event, "event {i}");
+        assert_eq!(generic.as_ref().unwrap(), &event, "event {i}");
+        // Corrupted copies: a byte changed, or cut short. Same answer from both readers.
+        for j in 0..20 {
+            let mut bad = payload.clone();
+            let at = 10 + g.below((bad.len() - 10) as u64) as usize;
+            if j % 4 == 0 {
+                bad.truncate(at);
+            } else {
+                bad[at] = g.next() as u8;
+            }
+            let (direct, generic) = both_readings(&codec, &bad);
+            match (&direct, &generic) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "event {i} corruption {j}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("event {i} corruption {j}: direct {direct:?}, apache-avro {generic:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12_000);
+}
+
+#[test]
+fn the_direct_event_reader_knows_every_field_of_the_schemas_in_order() {
+    for (kind, fields) in [
+        (SchemaKind::CaptureSession, crate::event_body::CAPTURE_SESSION_FIELDS),
+        (SchemaKind::Transaction, crate::event_body::TRANSACTION_FIELDS),
+    ] {
+        let schema: serde_json::Value = serde_json::from_str(kind.source()).unwrap();
+        let names: Vec<&str> = schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, fields, "{kind:?}");
+    }
+}
