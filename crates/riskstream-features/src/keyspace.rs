@@ -246,6 +246,11 @@ impl Keys {
     pub(crate) fn account(&self, account: &str) -> String {
         concat(&[&self.prefix, ":{a:", account, "}"])
     }
+    /// Whether `key` is an account's set (not its version key or another entity's).
+    pub(crate) fn is_account(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|k| k.starts_with(":{a:") && k.ends_with('}'))
+    }
     /// The hash of first features of the events in hour `hour` (event time / 1 h) whose id
     /// falls in `bucket` (`first.rs`).
     pub(crate) fn first_features(&self, (hour, bucket): crate::first::Slot) -> String {

@@ -20,6 +20,7 @@
 //!   (`first.rs`);
 //! - **labels** (the identity graph) take effect in processing time, when applied.
 
+mod account_cache;
 mod algorithm;
 pub mod catalogue;
 mod first;

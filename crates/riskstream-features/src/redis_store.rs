@@ -10,7 +10,7 @@
 //! Because no write depends on a read, concurrent workers sharing a device, IP or account
 //! (e.g. during a rebalance) cannot lose each other's updates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -42,6 +42,8 @@ pub struct RedisStore {
     memo: std::sync::Mutex<Memo>,
     /// Per-batch round trips on a plain `redis://` server (`resp.rs`); `None`: redis-rs.
     fast: Option<crate::resp::Pool>,
+    /// Accounts' timelines this store wrote lately (`account_cache.rs`); plain `redis://` only.
+    accounts: Option<std::sync::Mutex<crate::account_cache::AccountCache>>,
 }
 
 /// What a store wrote lately: TTL refreshes and link members.
@@ -215,6 +217,7 @@ impl RedisStore {
         };
         Ok(RedisStore {
             fast,
+            accounts: None,
             conn,
             nodes: node_urls,
             prefix: prefix.to_string(),
@@ -225,11 +228,30 @@ impl RedisStore {
         })
     }
 
+    /// The same store keeping accounts' timelines between batches, up to about `bytes` of
+    /// them (`account_cache.rs`; `0`: none). On a Redis Cluster it keeps none (yet).
+    pub fn with_account_cache(mut self, bytes: usize) -> Self {
+        self.accounts = (bytes > 0 && self.fast.is_some())
+            .then(|| std::sync::Mutex::new(crate::account_cache::AccountCache::new(bytes)));
+        self
+    }
+
+    /// Timelines taken from the account cache, and timelines it had to read after all (another
+    /// writer changed the account).
+    pub fn account_cache_counts(&self) -> Option<(u64, u64)> {
+        self.accounts
+            .as_ref()
+            .map(|c| c.lock().expect("account cache poisoned").counts())
+    }
+
     /// Deletes every key of this store's namespace (`PREFIX:*`), e.g. a finished replay's: `SCAN`
     /// + `UNLINK` on the server, or on every master of a cluster. Returns the keys deleted.
     pub async fn delete_namespace(&self) -> Result<u64, StoreError> {
         // What this store wrote is gone: write it again when it comes back.
         *self.memo.lock().expect("memo poisoned") = Memo::default();
+        if let Some(c) = &self.accounts {
+            c.lock().expect("account cache poisoned").clear();
+        }
         let pattern = format!("{}:*", self.prefix);
         let masters: Vec<String> = match &self.conn {
             Conn::Single(_) => self.nodes.clone(),
@@ -307,8 +329,36 @@ impl RedisStore {
     }
 
     async fn enrich(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
-        let (ops, reads) = algorithm::plan_batch(&self.keys, batch);
-        let ks = self.exec(ops, reads).await?;
+        let (ops, mut reads) = algorithm::plan_batch(&self.keys, batch);
+        // Timelines the account cache holds are not read; the call's token confirms them.
+        let mut cached = Vec::new();
+        if let Some(cache) = &self.accounts {
+            let cache = cache.lock().expect("account cache poisoned");
+            reads.retain(|r| match r {
+                Read::Unscored(key) if cache.has(key) => {
+                    cached.push(key.clone());
+                    false
+                }
+                _ => true,
+            });
+        }
+        let (mut ks, tokens) = self.exec_bumped(ops, reads).await?;
+        if let Some(cache) = self.accounts.as_ref().filter(|_| !cached.is_empty()) {
+            let missed: Vec<Read> = {
+                let mut cache = cache.lock().expect("account cache poisoned");
+                cached
+                    .into_iter()
+                    .filter(|key| !cache.take_into(key, tokens.get(key).copied(), &mut ks))
+                    .map(Read::Unscored)
+                    .collect()
+            };
+            if !missed.is_empty() {
+                let (more, _) = self.exec_bumped(Vec::new(), missed).await?;
+                for (key, z) in more.zsets {
+                    ks.zsets.entry(key).or_default().extend(z);
+                }
+            }
+        }
         // First features, taint fix-ups, tiles, trims and caps: a second round trip.
         // CPU work (decoding tiles, the features): off the async threads where the runtime
         // allows it (a multi-threaded one moves its other tasks elsewhere meanwhile).
@@ -543,8 +593,36 @@ fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Resu
 }
 
 impl Exec for RedisStore {
-    async fn exec(&self, mut ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
+    async fn exec(&self, ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
+        Ok(self.exec_bumped(ops, reads).await?.0)
+    }
+}
+
+impl RedisStore {
+    /// One round trip: `ops`, then (with the account cache) a token after each account they
+    /// change, then `reads`. Returns the replies and the tokens written, by account key.
+    async fn exec_bumped(
+        &self,
+        ops: Vec<Op>,
+        reads: Vec<Read>,
+    ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
+        let result = self.exec_once(ops, reads).await;
+        if result.is_err() {
+            if let Some(c) = &self.accounts {
+                // Its writes may or may not have landed.
+                c.lock().expect("account cache poisoned").clear();
+            }
+        }
+        result
+    }
+
+    async fn exec_once(
+        &self,
+        mut ops: Vec<Op>,
+        reads: Vec<Read>,
+    ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
         let mut ks = Keyspace::default();
+        let mut tokens = HashMap::new();
         let now = Instant::now();
         // (A batch that fails is not noted: its writes go out again with the next batch.)
         let (refreshed, linked) = {
@@ -555,22 +633,58 @@ impl Exec for RedisStore {
             )
         };
         if ops.is_empty() && reads.is_empty() {
-            return Ok(ks);
+            return Ok((ks, tokens));
         }
         match (&self.fast, &self.conn) {
             (Some(pool), _) => {
+                let bumps = match &self.accounts {
+                    Some(c) => c
+                        .lock()
+                        .expect("account cache poisoned")
+                        .bumps(&ops, |k| self.keys.is_account(k)),
+                    None => Vec::new(),
+                };
                 let mut request = crate::resp::Request::default();
-                request.buf.reserve(64 * (ops.len() + reads.len()));
+                request.buf.reserve(64 * (ops.len() + reads.len() + bumps.len()));
                 ops.iter().for_each(|op| encode_op(&mut request, op));
+                let ttl = algorithm::ENTITY_TTL_MS.to_string();
+                for b in &bumps {
+                    request
+                        .command(6)
+                        .arg(b"SET")
+                        .arg(b.version_key().as_bytes())
+                        .arg(b.token.to_string().as_bytes())
+                        .arg(b"PX")
+                        .arg(ttl.as_bytes())
+                        .arg(b"GET");
+                }
                 reads.iter().for_each(|r| encode_read(&mut request, r));
-                let first_read = ops.len();
+                let first_bump = ops.len();
+                let first_read = first_bump + bumps.len();
+                let mut previous = Vec::with_capacity(bumps.len());
                 pool.round_trip(&request, |i, reply| {
-                    if i < first_read {
+                    if i < first_bump {
                         return Ok(()); // a write's count
+                    }
+                    if i < first_read {
+                        // The token before ours (none: the key was absent or held no token).
+                        previous.push(match reply {
+                            crate::resp::Reply::Bulk(Some(b)) => std::str::from_utf8(b)
+                                .ok()
+                                .and_then(|s| s.parse::<u64>().ok()),
+                            _ => None,
+                        });
+                        return Ok(());
                     }
                     take_reply(&mut ks, &reads[i - first_read], reply)
                 })
                 .await?;
+                if let Some(c) = &self.accounts {
+                    c.lock()
+                        .expect("account cache poisoned")
+                        .settle(&bumps, &previous, &reads, &ks);
+                }
+                tokens.extend(bumps.into_iter().map(|b| (b.key, b.token)));
             }
             (None, Conn::Single(conn)) => {
                 let mut p = redis::pipe();
@@ -613,7 +727,7 @@ impl Exec for RedisStore {
         let mut memo = self.memo.lock().expect("memo poisoned");
         memo.ttl.sent(refreshed, now);
         memo.links.sent(linked, now);
-        Ok(ks)
+        Ok((ks, tokens))
     }
 }
 

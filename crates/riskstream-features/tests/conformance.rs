@@ -946,6 +946,75 @@ async fn redis_store_conforms() {
     .await;
 }
 
+/// The account cache changes no feature: the whole suite again, with it.
+#[tokio::test]
+async fn redis_store_with_account_cache_conforms() {
+    let server = RedisServer::start();
+    let url = server.url();
+    conformance(|prefix| {
+        let (url, prefix) = (url.clone(), prefix.to_string());
+        async move { redis_at(&url, &prefix).await.with_account_cache(64 << 20) }
+    })
+    .await;
+}
+
+/// Two workers writing the same accounts (accounts not co-partitioned, or a rebalance), each
+/// with its cache: every batch gets the features a single store without a cache gives the same
+/// batches in the same order. The cache is used (hits) and its check catches the other writer
+/// (timelines read after all).
+#[tokio::test]
+async fn account_cache_sees_other_writers() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let cached = [
+        redis_at(&url, "shared").await.with_account_cache(64 << 20),
+        redis_at(&url, "shared").await.with_account_cache(64 << 20),
+    ];
+    let plain = redis_at(&url, "plain").await;
+    let events = random_stream(41, 600, 5 * MIN);
+    let mut rng = SmallRng::seed_from_u64(41);
+    let mut delivered = 0;
+    while delivered < events.len() {
+        let take = rng.gen_range(1..=30).min(events.len() - delivered);
+        let batch = &events[delivered..delivered + take];
+        // Mostly the first worker; now and then the second writes the same accounts.
+        let writer = &cached[usize::from(rng.gen_bool(0.2))];
+        assert_eq!(
+            apply(writer, batch).await,
+            apply(&plain, batch).await,
+            "batch at {delivered}"
+        );
+        delivered += take;
+    }
+    let (hits, reread) = cached[0].account_cache_counts().expect("cache on");
+    assert!(hits > 100, "{hits} timelines from the cache");
+    assert!(reread > 5, "{reread} timelines read again after another writer");
+}
+
+/// Data gone behind the store's back (`FLUSHDB`, or the account's keys expired): the cached
+/// timeline is not used.
+#[tokio::test]
+async fn account_cache_notices_lost_data() {
+    let server = RedisServer::start();
+    let store = redis_at(&server.url(), "lost").await.with_account_cache(64 << 20);
+    for (i, dev) in ["d1", "d2", "d3"].into_iter().enumerate() {
+        let e = ev(&format!("l{i}"), "q", dev, T0 + i as i64 * MIN, login());
+        apply(&store, &[e]).await;
+    }
+    let before = apply(&store, &[ev("l3", "q", "d4", T0 + 3 * MIN, login())]).await;
+    assert_eq!(f(&before[0], "acct_distinct_devices_24h"), 3.0);
+    assert!(store.account_cache_counts().expect("cache on").0 >= 3, "cache used");
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let _: () = redis::cmd("FLUSHDB").query(&mut conn).expect("flushdb");
+    let after = apply(&store, &[ev("l4", "q", "d5", T0 + 4 * MIN, login())]).await;
+    assert_eq!(
+        f(&after[0], "acct_distinct_devices_24h"),
+        0.0,
+        "the store lost every earlier event of the account"
+    );
+}
+
 /// A namespace can be deleted whole (a finished replay's), on one server and on a cluster,
 /// without touching another namespace.
 #[tokio::test]
