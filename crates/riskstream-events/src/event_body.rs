@@ -280,4 +280,3 @@ pub(crate) fn transaction(buf: &[u8]) -> Result<(Transaction, &[u8]), Error> {
     };
     Ok((event, r.buf))
 }
-

@@ -84,7 +84,9 @@ pub(crate) fn write(out: &mut Vec<u8>, v: &Verdict) {
     array(out, &v.model_inputs, |out, m| {
         string(out, &m.model);
         string(out, &m.version);
-        array(out, &m.values, |out, x| out.extend_from_slice(&x.to_le_bytes()));
+        array(out, &m.values, |out, x| {
+            out.extend_from_slice(&x.to_le_bytes())
+        });
     });
     out.push(v.degraded as u8);
     array(out, &v.degraded_reasons, |out, r| string(out, r));

@@ -6,6 +6,8 @@
 //!     cargo run --release -p riskstream-features --example store_bench -- memory
 //!     cargo run --release -p riskstream-features --example store_bench -- memory 100000 512 500
 //!
+//! `STORE_BENCH_ACCOUNT_CACHE_MB` sets the account cache (default 0 = off, as the worker's).
+//!
 //! A fourth argument pre-loads that many events per account over the 7 days before the run
 //! (the history-scaling case of `scripts/bench`), untimed.
 //!
@@ -23,6 +25,11 @@ async fn main() {
     let events: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let batch: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(512);
     let prefix = format!("store-bench-{}", std::process::id());
+    // The account cache (off, as the worker's default); STORE_BENCH_ACCOUNT_CACHE_MB=64 turns it on.
+    let cache_mb: usize = std::env::var("STORE_BENCH_ACCOUNT_CACHE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let store = if url == "memory" {
         AnyStore::Memory(MemoryStore::new(StoreLimits::default()))
     } else {
@@ -34,7 +41,8 @@ async fn main() {
                 Duration::from_secs(10),
             )
             .await
-            .expect("connect"),
+            .expect("connect")
+            .with_account_cache(cache_mb << 20),
         )
     };
     let sim: Vec<_> = Simulator::new(SimConfig::for_events(events as u64, 5))
@@ -70,6 +78,11 @@ async fn main() {
             (a_us - b_us) / events as f64,
             (a_calls - b_calls) / events as f64
         );
+    }
+    if let AnyStore::Redis(r) = &store {
+        if let Some((hits, reread)) = r.account_cache_counts() {
+            println!("  account cache: {hits} timelines from the cache, {reread} read again");
+        }
     }
     if let (Some(b), Some(a)) = (commands_before, command_usecs(&url)) {
         for (cmd, (us, calls)) in a {

@@ -22,6 +22,7 @@
 //! call clears the whole cache: its writes may or may not have landed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::keyspace::{Keyspace, Op, Read, Seeded, ZSet};
@@ -30,8 +31,9 @@ use crate::keyspace::{Keyspace, Op, Read, Seeded, ZSet};
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(600);
 
 struct Entry {
-    /// The account's members scored 0: raw events and tiles.
-    events: ZSet,
+    /// The account's members scored 0: raw events and tiles (shared with the batch being
+    /// evaluated, which reads it in place).
+    events: Arc<ZSet>,
     /// Approximate memory held ([`member_bytes`] summed).
     bytes: usize,
     /// The token this store wrote with its last write of the account.
@@ -153,15 +155,16 @@ impl AccountCache {
                 continue;
             };
             if Some(e.token) == *prev {
+                let events = Arc::make_mut(&mut e.events);
                 for m in &b.removed {
-                    if e.events.remove(m).is_some() {
+                    if events.remove(m).is_some() {
                         e.bytes -= member_bytes(m);
                         self.bytes -= member_bytes(m);
                     }
                 }
                 for m in &b.added {
-                    if !e.events.contains_key(m) {
-                        e.events.insert(m.clone(), 0);
+                    if !events.contains_key(m) {
+                        events.insert(m.clone(), 0);
                         e.bytes += member_bytes(m);
                         self.bytes += member_bytes(m);
                     }
@@ -195,7 +198,7 @@ impl AccountCache {
             self.entries.insert(
                 key.clone(),
                 Entry {
-                    events,
+                    events: Arc::new(events),
                     bytes,
                     token: b.token,
                     filled: now,
@@ -213,20 +216,18 @@ impl AccountCache {
         }
     }
 
-    /// The cached timeline of `key` if the call that wrote `token` confirmed it (added to `ks`'s
-    /// copy of the account); `false`: read it.
-    pub(crate) fn take_into(&mut self, key: &str, token: Option<u64>, ks: &mut Keyspace) -> bool {
+    /// The cached timeline of `key` if the call that wrote `token` confirmed it; `None`: read
+    /// it (the entry is gone).
+    pub(crate) fn take(&mut self, key: &str, token: Option<u64>) -> Option<Arc<ZSet>> {
         match self.entries.get(key) {
             Some(e) if Some(e.token) == token => {
-                let z = ks.zsets.entry(key.to_string()).or_default();
-                z.extend(e.events.iter().map(|(m, s)| (m.clone(), *s)));
                 self.hits += 1;
-                true
+                Some(e.events.clone())
             }
             _ => {
                 self.remove(key);
                 self.misses += 1;
-                false
+                None
             }
         }
     }

@@ -16,7 +16,7 @@
 //! away), and a device's set also its capture sessions (`s` + `f`/`p` + time + id hash) and their
 //! tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use riskstream_events::TransactionKind;
@@ -340,9 +340,14 @@ struct BatchView<'a> {
     nodes: BatchMap<(Node, &'a str), EntityView<'a>>,
 }
 
+/// Accounts' events and tiles held apart from the batch's reads (the Redis store's account
+/// cache), by account key; an account not in it has them in its set in the [`Keyspace`].
+pub(crate) type Timelines = HashMap<String, std::sync::Arc<ZSet>, crate::keyspace::Seeded>;
+
 fn batch_view<'a>(
     keys: &Keys,
     ks: &'a Keyspace,
+    timelines: &'a Timelines,
     batch: &[EventFacts<'a>],
     empty: &'a ZSet,
 ) -> BatchView<'a> {
@@ -354,10 +359,11 @@ fn batch_view<'a>(
         view.accounts.entry(e.account_id).or_insert_with(|| {
             let key = keys.account(e.account_id);
             let set = ks.zset(&key).unwrap_or(empty);
+            let events = timelines.get(&key).map_or(set, |z| &**z);
             AccountView {
                 links: set,
                 key,
-                timeline: Timeline::of(set, true),
+                timeline: Timeline::of(events, true),
             }
         });
         for (node, id) in nodes_of(e) {
@@ -382,11 +388,12 @@ fn batch_view<'a>(
 pub(crate) fn evaluate(
     keys: &Keys,
     ks: &Keyspace,
+    timelines: &Timelines,
     batch: &[EventFacts<'_>],
     limits: &StoreLimits,
 ) -> (Vec<StoreFeatures>, Vec<Op>) {
     let empty = ZSet::default();
-    let view = batch_view(keys, ks, batch, &empty);
+    let view = batch_view(keys, ks, timelines, batch, &empty);
     let mut scratch = Scratch::default();
     // (hour, bucket) -> its first-features hash key, and the new fields for it.
     let mut firsts: BatchMap<(i64, u64), (String, Vec<(u64, StoreFeatures)>)> = BatchMap::default();

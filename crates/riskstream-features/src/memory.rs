@@ -56,7 +56,13 @@ impl FeatureStore for MemoryStore {
             ks.apply(op);
         }
         // Features straight from the store's own state (the reads would copy it).
-        let (features, followups) = algorithm::evaluate(&self.keys, &ks, batch, &self.limits);
+        let (features, followups) = algorithm::evaluate(
+            &self.keys,
+            &ks,
+            &algorithm::Timelines::default(),
+            batch,
+            &self.limits,
+        );
         for op in followups {
             ks.apply(&op);
         }

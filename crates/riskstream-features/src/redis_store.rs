@@ -343,13 +343,19 @@ impl RedisStore {
             });
         }
         let (mut ks, tokens) = self.exec_bumped(ops, reads).await?;
+        let mut timelines = algorithm::Timelines::default();
         if let Some(cache) = self.accounts.as_ref().filter(|_| !cached.is_empty()) {
             let missed: Vec<Read> = {
                 let mut cache = cache.lock().expect("account cache poisoned");
                 cached
                     .into_iter()
-                    .filter(|key| !cache.take_into(key, tokens.get(key).copied(), &mut ks))
-                    .map(Read::Unscored)
+                    .filter_map(|key| match cache.take(&key, tokens.get(&key).copied()) {
+                        Some(events) => {
+                            timelines.insert(key, events);
+                            None
+                        }
+                        None => Some(Read::Unscored(key)),
+                    })
                     .collect()
             };
             if !missed.is_empty() {
@@ -362,7 +368,7 @@ impl RedisStore {
         // First features, taint fix-ups, tiles, trims and caps: a second round trip.
         // CPU work (decoding tiles, the features): off the async threads where the runtime
         // allows it (a multi-threaded one moves its other tasks elsewhere meanwhile).
-        let evaluate = || algorithm::evaluate(&self.keys, &ks, batch, &self.limits);
+        let evaluate = || algorithm::evaluate(&self.keys, &ks, &timelines, batch, &self.limits);
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let (features, followups) = if multi_thread {
@@ -370,6 +376,8 @@ impl RedisStore {
         } else {
             evaluate()
         };
+        // The cached timelines are not shared any more: the follow-up's changes apply in place.
+        drop(timelines);
         if !followups.is_empty() {
             self.exec(followups, Vec::new()).await?;
         }
@@ -645,7 +653,9 @@ impl RedisStore {
                     None => Vec::new(),
                 };
                 let mut request = crate::resp::Request::default();
-                request.buf.reserve(64 * (ops.len() + reads.len() + bumps.len()));
+                request
+                    .buf
+                    .reserve(64 * (ops.len() + reads.len() + bumps.len()));
                 ops.iter().for_each(|op| encode_op(&mut request, op));
                 let ttl = algorithm::ENTITY_TTL_MS.to_string();
                 for b in &bumps {

@@ -988,7 +988,10 @@ async fn account_cache_sees_other_writers() {
     }
     let (hits, reread) = cached[0].account_cache_counts().expect("cache on");
     assert!(hits > 100, "{hits} timelines from the cache");
-    assert!(reread > 5, "{reread} timelines read again after another writer");
+    assert!(
+        reread > 5,
+        "{reread} timelines read again after another writer"
+    );
 }
 
 /// Data gone behind the store's back (`FLUSHDB`, or the account's keys expired): the cached
@@ -996,14 +999,19 @@ async fn account_cache_sees_other_writers() {
 #[tokio::test]
 async fn account_cache_notices_lost_data() {
     let server = RedisServer::start();
-    let store = redis_at(&server.url(), "lost").await.with_account_cache(64 << 20);
+    let store = redis_at(&server.url(), "lost")
+        .await
+        .with_account_cache(64 << 20);
     for (i, dev) in ["d1", "d2", "d3"].into_iter().enumerate() {
         let e = ev(&format!("l{i}"), "q", dev, T0 + i as i64 * MIN, login());
         apply(&store, &[e]).await;
     }
     let before = apply(&store, &[ev("l3", "q", "d4", T0 + 3 * MIN, login())]).await;
     assert_eq!(f(&before[0], "acct_distinct_devices_24h"), 3.0);
-    assert!(store.account_cache_counts().expect("cache on").0 >= 3, "cache used");
+    assert!(
+        store.account_cache_counts().expect("cache on").0 >= 3,
+        "cache used"
+    );
     let client = redis::Client::open(server.url()).expect("url");
     let mut conn = client.get_connection().expect("connect");
     let _: () = redis::cmd("FLUSHDB").query(&mut conn).expect("flushdb");

@@ -79,6 +79,10 @@ pub struct WorkerArgs {
     /// once it answers (0 = off; past the bound the oldest are dropped). [default: 100000]
     #[arg(long, env = "RISKSTREAM_STORE_WRITEBACK_MAX")]
     pub store_writeback_max: Option<usize>,
+    /// Memory for accounts' events and tiles kept between batches, checked against Redis by a
+    /// token on every write (0 = off; plain redis:// only). [default: 0]
+    #[arg(long, env = "RISKSTREAM_STORE_ACCOUNT_CACHE_MB")]
+    pub store_account_cache_mb: Option<usize>,
     /// Batches whose feature-store round trips may be in flight at once (1 = one at a time).
     /// [default: 1]
     #[arg(long, env = "RISKSTREAM_STORE_IN_FLIGHT")]
@@ -155,6 +159,7 @@ struct FileConfig {
     batch_linger_ms: Option<u64>,
     store_deadline_ms: Option<u64>,
     store_writeback_max: Option<usize>,
+    store_account_cache_mb: Option<usize>,
     store_in_flight: Option<usize>,
     broker_deadline_ms: Option<u64>,
     dlq_max_consecutive: Option<u64>,
@@ -194,6 +199,8 @@ pub struct Settings {
     pub store_deadline: Duration,
     /// Events scored during a store outage kept to record later (0: off).
     pub store_writeback_max: usize,
+    /// Memory for the Redis store's account cache, MB (0: off).
+    pub store_account_cache_mb: usize,
     /// 0: wait for a broker forever.
     pub broker_deadline: Duration,
 }
@@ -273,6 +280,7 @@ impl Settings {
         out += &format!("batch_linger_ms = {}\n", w.batch_linger.as_millis());
         out += &format!("store_deadline_ms = {}\n", self.store_deadline.as_millis());
         out += &format!("store_writeback_max = {}\n", self.store_writeback_max);
+        out += &format!("store_account_cache_mb = {}\n", self.store_account_cache_mb);
         out += &format!("store_in_flight = {}\n", w.store_in_flight);
         out += &format!("revoke_drain_ms = {}\n", w.revoke_drain.as_millis());
         out += &format!("max_string_bytes = {}\n", w.bounds.max_string_bytes);
@@ -487,6 +495,10 @@ impl WorkerArgs {
                 .store_writeback_max
                 .or(file.store_writeback_max)
                 .unwrap_or(100_000),
+            store_account_cache_mb: self
+                .store_account_cache_mb
+                .or(file.store_account_cache_mb)
+                .unwrap_or(0),
             model_poll: Duration::from_millis(
                 self.model_poll_ms.or(file.model_poll_ms).unwrap_or(2000),
             ),

@@ -181,6 +181,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         metrics_addr_is_default: false,
         store_deadline: Duration::from_millis(200),
         store_writeback_max: 100_000,
+        store_account_cache_mb: 0,
         broker_deadline: Duration::ZERO,
     };
     let store = open_store(&settings).await?;

@@ -751,8 +751,7 @@ fn the_direct_verdict_encoder_writes_what_apache_avro_writes() {
 
 #[test]
 fn the_direct_verdict_encoder_knows_every_field_of_the_schema_in_order() {
-    let schema: serde_json::Value =
-        serde_json::from_str(SchemaKind::Verdict.source()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(SchemaKind::Verdict.source()).unwrap();
     let names: Vec<&str> = schema["fields"]
         .as_array()
         .unwrap()
@@ -797,8 +796,12 @@ impl Gen {
     fn device(&mut self) -> Device {
         Device {
             fingerprint_hash: self.string(),
-            platform: [Platform::Unknown, Platform::Ios, Platform::Android, Platform::Web]
-                [self.below(4) as usize],
+            platform: [
+                Platform::Unknown,
+                Platform::Ios,
+                Platform::Android,
+                Platform::Web,
+            ][self.below(4) as usize],
             app_version: self.string(),
             emulator: self.below(2) == 1,
             rooted: self.below(2) == 1,
@@ -817,8 +820,7 @@ impl Gen {
             session_id: self.string(),
             document: (self.below(2) == 1).then(|| Document {
                 doc_hash: self.string(),
-                doc_type: crate::event_body::DOCUMENT_TYPES
-                    [self.below(5) as usize],
+                doc_type: crate::event_body::DOCUMENT_TYPES[self.below(5) as usize],
                 issuing_country: self.string(),
             }),
             vendor: VendorResult {
@@ -833,13 +835,11 @@ impl Gen {
             },
             telemetry: (0..[0, 1, 48, 200][self.below(4) as usize])
                 .map(|_| InteractionEvent {
-                    kind: crate::event_body::INTERACTION_KINDS
-                        [self.below(10) as usize],
+                    kind: crate::event_body::INTERACTION_KINDS[self.below(10) as usize],
                     dt_ms: self.int(),
                     x: (self.below(2) == 1).then(|| self.int()),
                     y: (self.below(2) == 1).then(|| self.int()),
-                    key_class: crate::event_body::KEY_CLASSES
-                        [self.below(5) as usize],
+                    key_class: crate::event_body::KEY_CLASSES[self.below(5) as usize],
                 })
                 .collect(),
             steps: (0..self.below(6))
@@ -884,10 +884,18 @@ fn both_readings(codec: &Codec, payload: &[u8]) -> (Result<Event, String>, Resul
     };
     let kind = located.kind();
     let direct = match kind {
-        SchemaKind::CaptureSession => crate::event_body::capture_session(body)
-            .and_then(|(e, rest)| rest.is_empty().then_some(Event::CaptureSession(e)).ok_or("trailing".into())),
-        _ => crate::event_body::transaction(body)
-            .and_then(|(e, rest)| rest.is_empty().then_some(Event::Transaction(e)).ok_or("trailing".into())),
+        SchemaKind::CaptureSession => {
+            crate::event_body::capture_session(body).and_then(|(e, rest)| {
+                rest.is_empty()
+                    .then_some(Event::CaptureSession(e))
+                    .ok_or("trailing".into())
+            })
+        }
+        _ => crate::event_body::transaction(body).and_then(|(e, rest)| {
+            rest.is_empty()
+                .then_some(Event::Transaction(e))
+                .ok_or("trailing".into())
+        }),
     };
     let generic = match kind {
         SchemaKind::CaptureSession => codec.read(&located, body).map(Event::CaptureSession),
@@ -939,8 +947,14 @@ fn the_direct_event_reader_reads_what_apache_avro_reads() {
 #[test]
 fn the_direct_event_reader_knows_every_field_of_the_schemas_in_order() {
     for (kind, fields) in [
-        (SchemaKind::CaptureSession, crate::event_body::CAPTURE_SESSION_FIELDS),
-        (SchemaKind::Transaction, crate::event_body::TRANSACTION_FIELDS),
+        (
+            SchemaKind::CaptureSession,
+            crate::event_body::CAPTURE_SESSION_FIELDS,
+        ),
+        (
+            SchemaKind::Transaction,
+            crate::event_body::TRANSACTION_FIELDS,
+        ),
     ] {
         let schema: serde_json::Value = serde_json::from_str(kind.source()).unwrap();
         let names: Vec<&str> = schema["fields"]
