@@ -43,7 +43,7 @@ pub struct RedisStore {
     /// Per-batch round trips on a plain `redis://` server (`resp.rs`); `None`: redis-rs.
     fast: Option<crate::resp::Pool>,
     /// Accounts' timelines this store wrote lately (`account_cache.rs`); plain `redis://` only.
-    accounts: Option<std::sync::Mutex<crate::account_cache::AccountCache>>,
+    accounts: Option<Box<std::sync::Mutex<crate::account_cache::AccountCache>>>,
 }
 
 /// What a store wrote lately: TTL refreshes and link members.
@@ -231,8 +231,11 @@ impl RedisStore {
     /// The same store keeping accounts' timelines between batches, up to about `bytes` of
     /// them (`account_cache.rs`; `0`: none). On a Redis Cluster it keeps none (yet).
     pub fn with_account_cache(mut self, bytes: usize) -> Self {
-        self.accounts = (bytes > 0 && self.fast.is_some())
-            .then(|| std::sync::Mutex::new(crate::account_cache::AccountCache::new(bytes)));
+        self.accounts = (bytes > 0 && self.fast.is_some()).then(|| {
+            Box::new(std::sync::Mutex::new(
+                crate::account_cache::AccountCache::new(bytes),
+            ))
+        });
         self
     }
 
