@@ -875,9 +875,29 @@ fn redis_outage_gives_degraded_verdicts_then_recovers_without_restart() {
         "the outage's events wait to be recorded"
     );
 
-    // Recovery: Redis comes back on the same address; the worker reconnects by itself, and
-    // records the outage's events before the next batches' own.
+    // Recovery: Redis comes back on the same address; the worker reconnects by itself and
+    // records the outage's events even while no traffic comes (idle write-back drain).
     env.redis.restart();
+    let idle_deadline = Instant::now() + Duration::from_secs(30);
+    while metric_value(
+        metrics_port,
+        "riskstream_store_writeback_total",
+        &[("outcome", "recorded")],
+    ) != Some(304.0)
+        && Instant::now() < idle_deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        metric_value(
+            metrics_port,
+            "riskstream_store_writeback_total",
+            &[("outcome", "recorded")],
+        ),
+        Some(304.0),
+        "the outage's events were not recorded while the worker was idle:\n{}",
+        http_get(metrics_port, "/metrics")
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut seed = 53;
     let (mut recovered, mut written_back) = (false, false);

@@ -43,6 +43,10 @@ pub struct Scorer<S> {
     pub writeback: WriteBack,
     /// The last feature-store call answered.
     answered: AtomicBool,
+    /// Batches in [`Scorer::enrich`] now, and when the last one ended: the write-back is
+    /// drained between batches while the worker is idle ([`Scorer::drain_writeback_when_idle`]).
+    busy: std::sync::atomic::AtomicUsize,
+    last_enrich: std::sync::Mutex<std::time::Instant>,
 }
 
 /// Reusable per-batch buffers (the hot path allocates them once per worker).
@@ -98,6 +102,8 @@ impl<S: FeatureStore> Scorer<S> {
             serving,
             chunks: StoreChunks::default(),
             writeback: WriteBack::new(0),
+            busy: Default::default(),
+            last_enrich: std::sync::Mutex::new(std::time::Instant::now()),
             answered: AtomicBool::new(true),
         }
     }
@@ -131,6 +137,49 @@ impl<S: FeatureStore> Scorer<S> {
         if n == 0 {
             return Enriched::default();
         }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let enriched = self.enrich_busy(events).await;
+        *self.last_enrich.lock().expect("scorer lock") = std::time::Instant::now();
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        enriched
+    }
+
+    /// Records what the outage write-back holds while no batch comes (traffic that stops
+    /// during an outage would otherwise keep it until the next batch): when no batch has been
+    /// in the enrich stage for `idle`, one chunk after another until it is empty, a batch
+    /// arrives, or the store refuses (then kept for later). Returns the events recorded.
+    pub async fn drain_writeback_when_idle(&self, idle: Duration) -> usize {
+        let mut recorded = 0;
+        let target = self
+            .store
+            .deadline()
+            .map(|d| d.mul_f64(StoreChunks::TARGET_SHARE));
+        while !self.writeback.is_empty()
+            && self.busy.load(Ordering::SeqCst) == 0
+            && self.last_enrich.lock().expect("scorer lock").elapsed() >= idle
+        {
+            let pending = self.writeback.take(self.chunks.next(StoreChunks::MIN));
+            let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
+            let call = self.store.record_batch(&pending_facts);
+            match self.timed_call(pending.len(), target, call).await {
+                Ok(()) => {
+                    writeback::recorded(pending.len());
+                    recorded += pending.len();
+                    self.answered.store(true, Ordering::Relaxed);
+                    crate::health::health().set_store_degraded(false);
+                }
+                Err(_) => {
+                    // Still down: kept, tried again at the next tick or batch.
+                    self.writeback.put_back(pending);
+                    break;
+                }
+            }
+        }
+        recorded
+    }
+
+    async fn enrich_busy(&self, events: &[Event]) -> Enriched {
+        let n = events.len();
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let target = self
             .store

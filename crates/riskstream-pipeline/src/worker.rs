@@ -349,7 +349,26 @@ pub async fn run<S: FeatureStore>(
         .with_bounds(cfg.bounds),
     );
     let cfg = Arc::new(cfg);
-    drive(&cfg, shutdown, |rx, producer, report, txn| {
+    // The outage write-back, recorded while no traffic comes (`Scorer::drain_writeback_when_idle`).
+    let idle_drain = {
+        let (scorer, mut shutdown) = (scorer.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WRITEBACK_IDLE_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        scorer.drain_writeback_when_idle(WRITEBACK_IDLE_TICK).await;
+                    }
+                    _ = shutdown.changed() => return,
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        })
+    };
+    let report = drive(&cfg, shutdown, |rx, producer, report, txn| {
         let (rx, decode) = stages::spawn(
             Decode::new(cfg.clone(), codec.clone(), report.clone(), cfg.dlq_limit),
             rx,
@@ -381,8 +400,14 @@ pub async fn run<S: FeatureStore>(
         );
         (rx, vec![decode, enrich, score, publish])
     })
-    .await
+    .await;
+    idle_drain.abort();
+    report
 }
+
+/// How long the enrich stage must have been idle before the outage write-back is recorded
+/// without a batch, and how often that is checked.
+const WRITEBACK_IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Like [`run`], but copies each input record to the verdict topic unchanged, with the same
 /// consumer, batching, producer and acknowledgement path: the ceiling for benchmarks.
