@@ -87,6 +87,18 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// `["null", T]` read with `item` when present.
+    fn optional<T>(
+        &mut self,
+        item: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        if self.present()? {
+            item(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// An array: blocks of items ended by a count of 0 (a negative count is followed by the
     /// block's size in bytes). `min_item_bytes` bounds the count by the bytes left.
     fn array<T>(
@@ -208,15 +220,13 @@ pub(crate) fn capture_session(buf: &[u8]) -> Result<(CaptureSession, &[u8]), Err
         country: r.string()?,
         device: r.device()?,
         session_id: r.string()?,
-        document: if r.present()? {
-            Some(Document {
+        document: r.optional(|r| {
+            Ok(Document {
                 doc_hash: r.string()?,
                 doc_type: DOCUMENT_TYPES[r.symbol(DOCUMENT_TYPES.len())?],
                 issuing_country: r.string()?,
             })
-        } else {
-            None
-        },
+        })?,
         vendor: VendorResult {
             vendor: r.string()?,
             liveness_score: r.double()?,
@@ -231,8 +241,8 @@ pub(crate) fn capture_session(buf: &[u8]) -> Result<(CaptureSession, &[u8]), Err
             Ok(InteractionEvent {
                 kind: INTERACTION_KINDS[r.symbol(INTERACTION_KINDS.len())?],
                 dt_ms: r.int()?,
-                x: if r.present()? { Some(r.int()?) } else { None },
-                y: if r.present()? { Some(r.int()?) } else { None },
+                x: r.optional(Reader::int)?,
+                y: r.optional(Reader::int)?,
                 key_class: KEY_CLASSES[r.symbol(KEY_CLASSES.len())?],
             })
         })?,
@@ -257,24 +267,20 @@ pub(crate) fn transaction(buf: &[u8]) -> Result<(Transaction, &[u8]), Error> {
         country: r.string()?,
         device: r.device()?,
         kind: TransactionKind::ALL[r.symbol(TransactionKind::ALL.len())?],
-        amount: if r.present()? {
-            Some(Amount {
+        amount: r.optional(|r| {
+            Ok(Amount {
                 asset: r.string()?,
                 value_minor: r.long()?,
                 decimals: r.int()?,
                 usd_cents: r.long()?,
             })
-        } else {
-            None
-        },
-        destination: if r.present()? {
-            Some(Destination {
+        })?,
+        destination: r.optional(|r| {
+            Ok(Destination {
                 address_hash: r.string()?,
                 first_seen: r.boolean()?,
             })
-        } else {
-            None
-        },
+        })?,
         channel: CHANNELS[r.symbol(CHANNELS.len())?],
         session_age_s: r.long()?,
     };

@@ -150,25 +150,17 @@ impl<S: FeatureStore> Scorer<S> {
     /// arrives, or the store refuses (then kept for later). Returns the events recorded.
     pub async fn drain_writeback_when_idle(&self, idle: Duration) -> usize {
         let mut recorded = 0;
-        let target = self
-            .store
-            .deadline()
-            .map(|d| d.mul_f64(StoreChunks::TARGET_SHARE));
         while !self.writeback.is_empty()
             && self.busy.load(Ordering::SeqCst) == 0
             && self.last_enrich.lock().expect("scorer lock").elapsed() >= idle
         {
-            let pending = self.writeback.take(self.chunks.next(StoreChunks::MIN));
-            let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
-            let call = self.store.record_batch(&pending_facts);
-            match self.timed_call(pending.len(), target, call).await {
-                Ok(()) => {
-                    writeback::recorded(pending.len());
-                    recorded += pending.len();
+            match self.record_writeback_chunk(StoreChunks::MIN).await {
+                Ok(n) => {
+                    recorded += n;
                     self.answered.store(true, Ordering::Relaxed);
                     crate::health::health().set_store_degraded(false);
                 }
-                Err(_) => {
+                Err((pending, _)) => {
                     // Still down: kept, tried again at the next tick or batch.
                     self.writeback.put_back(pending);
                     break;
@@ -178,28 +170,45 @@ impl<S: FeatureStore> Scorer<S> {
         recorded
     }
 
+    /// The time one feature-store call should take (a share of the store's deadline).
+    fn call_target(&self) -> Option<Duration> {
+        self.store
+            .deadline()
+            .map(|d| d.mul_f64(StoreChunks::TARGET_SHARE))
+    }
+
+    /// Records one chunk (sized from `events`) of the outage write-back: the events recorded,
+    /// or the ones the store did not take and why.
+    async fn record_writeback_chunk(
+        &self,
+        events: usize,
+    ) -> Result<usize, (Vec<riskstream_features::OwnedFacts>, StoreError)> {
+        let pending = self.writeback.take(self.chunks.next(events));
+        let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
+        let call = self.store.record_batch(&pending_facts);
+        match self
+            .timed_call(pending.len(), self.call_target(), call)
+            .await
+        {
+            Ok(()) => {
+                writeback::recorded(pending.len());
+                Ok(pending.len())
+            }
+            Err(e) => Err((pending, e)),
+        }
+    }
+
     async fn enrich_busy(&self, events: &[Event]) -> Enriched {
         let n = events.len();
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
-        let target = self
-            .store
-            .deadline()
-            .map(|d| d.mul_f64(StoreChunks::TARGET_SHARE));
+        let target = self.call_target();
         // Events scored during an outage first (earlier times: this batch's features count
         // them), one chunk per batch, once the store answered the last call.
         let mut refused = Vec::new();
         if self.answered.load(Ordering::Relaxed) && !self.writeback.is_empty() {
-            let pending = self
-                .writeback
-                .take(self.chunks.next(n.max(StoreChunks::MIN)));
-            let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
-            let call = self.store.record_batch(&pending_facts);
-            match self.timed_call(pending.len(), target, call).await {
-                Ok(()) => writeback::recorded(pending.len()),
-                Err(e) => {
-                    tracing::warn!(error = %e, events = pending.len(), "recording events scored during a store outage failed");
-                    refused = pending;
-                }
+            if let Err((pending, e)) = self.record_writeback_chunk(n.max(StoreChunks::MIN)).await {
+                tracing::warn!(error = %e, events = pending.len(), "recording events scored during a store outage failed");
+                refused = pending;
             }
         }
         let mut features = Vec::with_capacity(n);

@@ -751,14 +751,10 @@ fn the_direct_verdict_encoder_writes_what_apache_avro_writes() {
 
 #[test]
 fn the_direct_verdict_encoder_knows_every_field_of_the_schema_in_order() {
-    let schema: serde_json::Value = serde_json::from_str(SchemaKind::Verdict.source()).unwrap();
-    let names: Vec<&str> = schema["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, crate::verdict_body::FIELDS);
+    assert_eq!(
+        field_names(SchemaKind::Verdict),
+        crate::verdict_body::FIELDS
+    );
 }
 
 /// A small deterministic generator of varied events (xorshift; no dependency).
@@ -956,13 +952,17 @@ fn the_direct_event_reader_knows_every_field_of_the_schemas_in_order() {
             crate::event_body::TRANSACTION_FIELDS,
         ),
     ] {
-        let schema: serde_json::Value = serde_json::from_str(kind.source()).unwrap();
-        let names: Vec<&str> = schema["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, fields, "{kind:?}");
+        assert_eq!(field_names(kind), fields, "{kind:?}");
     }
+}
+
+/// The top-level field names of `kind`'s current schema, in order.
+fn field_names(kind: SchemaKind) -> Vec<String> {
+    let schema: serde_json::Value = serde_json::from_str(kind.source()).unwrap();
+    schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect()
 }
