@@ -391,6 +391,7 @@ pub(crate) fn evaluate(
     timelines: &Timelines,
     batch: &[EventFacts<'_>],
     limits: &StoreLimits,
+    recent: Option<&first::Recent>,
 ) -> (Vec<StoreFeatures>, Vec<Op>) {
     let empty = ZSet::default();
     let view = batch_view(keys, ks, timelines, batch, &empty);
@@ -410,7 +411,11 @@ pub(crate) fn evaluate(
                 .and_then(first::decode)
                 .or_else(|| new.iter().find(|(x, _)| *x == id).map(|(_, f)| *f));
             known.unwrap_or_else(|| {
-                let f = features(e, &view, &mut scratch);
+                // Given by a recent call whose write may not have landed yet: written again
+                // (HSETNX keeps whichever lands first; they are the same).
+                let f = recent
+                    .and_then(|r| r.get(id))
+                    .unwrap_or_else(|| features(e, &view, &mut scratch));
                 new.push((id, f));
                 f
             })

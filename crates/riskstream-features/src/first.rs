@@ -59,6 +59,39 @@ pub(crate) fn decode(b: &[u8]) -> Option<StoreFeatures> {
     Some(f)
 }
 
+/// The first features of the last few store calls' events, by event-id hash, kept in process:
+/// with overlapping batches (`order.rs`), batch N+1's read of the first-features hashes can
+/// reach Redis before batch N's follow-up wrote them, so a redelivery of one of N's events in
+/// N+1 looks here. Calls compute features in batch order, so N's are here before N+1 looks.
+#[derive(Default)]
+pub(crate) struct Recent {
+    calls: std::collections::VecDeque<std::collections::HashMap<u64, StoreFeatures, crate::keyspace::Seeded>>,
+}
+
+impl Recent {
+    /// Calls remembered: more than can overlap (`--store-in-flight` is a handful at most).
+    const CALLS: usize = 8;
+
+    pub(crate) fn get(&self, id: u64) -> Option<StoreFeatures> {
+        self.calls.iter().rev().find_map(|c| c.get(&id).copied())
+    }
+
+    /// Notes one call's first features (the oldest call's are forgotten past [`Self::CALLS`]).
+    pub(crate) fn push(&mut self, firsts: impl IntoIterator<Item = (u64, StoreFeatures)>) {
+        let mut call = if self.calls.len() >= Self::CALLS {
+            let mut oldest = self.calls.pop_front().expect("non-empty");
+            oldest.clear();
+            oldest
+        } else {
+            Default::default()
+        };
+        for (id, f) in firsts {
+            call.entry(id).or_insert(f);
+        }
+        self.calls.push_back(call);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +107,26 @@ mod tests {
         assert_eq!(decode(&b), Some(f));
         assert_eq!(decode(&b[..4]), None);
         assert_eq!(decode(&[200, 0, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn recent_first_features_are_found_for_the_last_calls_only() {
+        let f = |v: f32| {
+            let mut f = StoreFeatures::default();
+            f.values[0] = v;
+            f
+        };
+        let mut recent = Recent::default();
+        recent.push([(1, f(1.0)), (1, f(9.0))]);
+        assert_eq!(recent.get(1), Some(f(1.0)), "the first value of a call stays");
+        recent.push([(1, f(2.0)), (2, f(3.0))]);
+        assert_eq!(recent.get(1), Some(f(2.0)), "the newest call wins");
+        for i in 0..Recent::CALLS as u64 - 1 {
+            recent.push([(100 + i, f(0.0))]);
+        }
+        assert_eq!(recent.get(2), Some(f(3.0)), "still one of the last calls");
+        recent.push([]);
+        assert_eq!(recent.get(2), None, "forgotten");
+        assert_eq!(recent.calls.len(), Recent::CALLS);
     }
 }

@@ -27,6 +27,7 @@ mod first;
 pub mod inputs;
 mod keyspace;
 pub mod memory;
+pub mod order;
 pub mod redis_store;
 mod resp;
 mod tiles;
@@ -35,6 +36,7 @@ use std::future::Future;
 
 pub use catalogue::{store_features, FeatureDef, StoreFeatures, GROUPS, N_STORE_FEATURES};
 pub use memory::MemoryStore;
+pub use order::{Turn, Turns};
 pub use redis_store::RedisStore;
 pub use riskstream_events::TransactionKind;
 
@@ -183,6 +185,30 @@ pub trait FeatureStore: Send + Sync + 'static {
         batch: &[EventFacts<'_>],
     ) -> impl Future<Output = Result<Vec<StoreFeatures>, StoreError>> + Send;
 
+    /// [`FeatureStore::enrich_batch`] in `turn`'s place among overlapping batches (`order.rs`):
+    /// reads after every earlier batch's writes, features after every earlier batch's. A batch
+    /// cut into several calls passes the same turn to each; `last` on its last call releases the
+    /// turn for the next batch (an abandoned batch releases it when the turn is dropped).
+    /// By default the whole call waits for the earlier batches' (nothing overlaps); the Redis
+    /// store overlaps its round trips with the earlier batch's computation and follow-up write.
+    fn enrich_batch_in_turn(
+        &self,
+        batch: &[EventFacts<'_>],
+        turn: &Turn,
+        last: bool,
+    ) -> impl Future<Output = Result<Vec<StoreFeatures>, StoreError>> + Send {
+        async move {
+            turn.reads().await;
+            turn.evaluate().await;
+            let result = self.enrich_batch(batch).await;
+            if last {
+                turn.release_reads();
+                turn.release_evaluate();
+            }
+            result
+        }
+    }
+
     /// Records `batch` as scoring it would, without returning the features: a backfill of
     /// history before scoring starts (e.g. the benchmark's long histories, or warming a replay's
     /// namespace). The same writes as [`FeatureStore::enrich_batch`] — first features, tiles,
@@ -226,6 +252,18 @@ impl FeatureStore for AnyStore {
         match self {
             AnyStore::Memory(s) => s.enrich_batch(batch).await,
             AnyStore::Redis(s) => s.enrich_batch(batch).await,
+        }
+    }
+
+    async fn enrich_batch_in_turn(
+        &self,
+        batch: &[EventFacts<'_>],
+        turn: &Turn,
+        last: bool,
+    ) -> Result<Vec<StoreFeatures>, StoreError> {
+        match self {
+            AnyStore::Memory(s) => s.enrich_batch_in_turn(batch, turn, last).await,
+            AnyStore::Redis(s) => s.enrich_batch_in_turn(batch, turn, last).await,
         }
     }
 

@@ -62,6 +62,7 @@ impl FeatureStore for MemoryStore {
             &algorithm::Timelines::default(),
             batch,
             &self.limits,
+            None,
         );
         for op in followups {
             ks.apply(&op);

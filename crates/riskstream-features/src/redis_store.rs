@@ -44,6 +44,8 @@ pub struct RedisStore {
     fast: Option<crate::resp::Pool>,
     /// Accounts' timelines this store wrote lately (`account_cache.rs`); plain `redis://` only.
     accounts: Option<Box<std::sync::Mutex<crate::account_cache::AccountCache>>>,
+    /// The last calls' first features, for redeliveries in overlapping batches (`first.rs`).
+    recent: std::sync::Mutex<crate::first::Recent>,
 }
 
 /// What a store wrote lately: TTL refreshes and link members.
@@ -218,6 +220,7 @@ impl RedisStore {
         Ok(RedisStore {
             fast,
             accounts: None,
+            recent: Default::default(),
             conn,
             nodes: node_urls,
             prefix: prefix.to_string(),
@@ -331,8 +334,19 @@ impl RedisStore {
         matches!(self.conn, Conn::Cluster(_))
     }
 
-    async fn enrich(&self, batch: &[EventFacts<'_>]) -> Result<Vec<StoreFeatures>, StoreError> {
+    /// One batch's call: its writes and reads in one round trip, its features, their follow-up
+    /// writes in a second. With `turn` (overlapping batches, `order.rs`): the round trip waits
+    /// for the earlier batches' to be answered and the features for theirs to be computed; the
+    /// follow-up overlaps the next batch's round trip. `last`: release the turn after this call.
+    async fn enrich(
+        &self,
+        batch: &[EventFacts<'_>],
+        turn: Option<(&crate::Turn, bool)>,
+    ) -> Result<Vec<StoreFeatures>, StoreError> {
         let (ops, mut reads) = algorithm::plan_batch(&self.keys, batch);
+        if let Some((turn, _)) = turn {
+            turn.reads().await;
+        }
         // Timelines the account cache holds are not read; the call's token confirms them.
         let mut cached = Vec::new();
         if let Some(cache) = &self.accounts {
@@ -368,10 +382,33 @@ impl RedisStore {
                 }
             }
         }
+        if let Some((turn, last)) = turn {
+            if last {
+                turn.release_reads();
+            }
+            turn.evaluate().await;
+        }
         // First features, taint fix-ups, tiles, trims and caps: a second round trip.
         // CPU work (decoding tiles, the features): off the async threads where the runtime
         // allows it (a multi-threaded one moves its other tasks elsewhere meanwhile).
-        let evaluate = || algorithm::evaluate(&self.keys, &ks, &timelines, batch, &self.limits);
+        let evaluate = || {
+            let mut recent = self.recent.lock().expect("recent first features poisoned");
+            let (features, followups) = algorithm::evaluate(
+                &self.keys,
+                &ks,
+                &timelines,
+                batch,
+                &self.limits,
+                Some(&recent),
+            );
+            recent.push(
+                batch
+                    .iter()
+                    .zip(&features)
+                    .map(|(e, f)| (crate::keyspace::hash64(e.event_id), *f)),
+            );
+            (features, followups)
+        };
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let (features, followups) = if multi_thread {
@@ -379,6 +416,9 @@ impl RedisStore {
         } else {
             evaluate()
         };
+        if let Some((turn, true)) = turn {
+            turn.release_evaluate();
+        }
         // The cached timelines are not shared any more: the follow-up's changes apply in place.
         drop(timelines);
         if !followups.is_empty() {
@@ -752,7 +792,23 @@ impl FeatureStore for RedisStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        tokio::time::timeout(self.deadline, self.enrich(batch))
+        tokio::time::timeout(self.deadline, self.enrich(batch, None))
+            .await
+            .map_err(|_| StoreError::Timeout(self.deadline))?
+    }
+
+    async fn enrich_batch_in_turn(
+        &self,
+        batch: &[EventFacts<'_>],
+        turn: &crate::Turn,
+        last: bool,
+    ) -> Result<Vec<StoreFeatures>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // (Waiting for the turn counts against the deadline: a batch behind a stuck one is
+        // degraded with it, and the wait is at most one earlier call's.)
+        tokio::time::timeout(self.deadline, self.enrich(batch, Some((turn, last))))
             .await
             .map_err(|_| StoreError::Timeout(self.deadline))?
     }

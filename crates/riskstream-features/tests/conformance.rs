@@ -994,6 +994,90 @@ async fn account_cache_sees_other_writers() {
     );
 }
 
+/// Overlapping batches (`--store-in-flight` > 1): each batch's call takes its turn in batch
+/// order, and the calls are started in the *reverse* order (the later batch first), as a
+/// scheduler may run them. Every batch must get what one call at a time gives the same batches
+/// in the same order: reads after the earlier batches' writes, and a redelivery of an earlier
+/// batch's event (with late events of the same accounts around it) its first features.
+async fn overlapping_batches_in_turns_match_one_at_a_time(store: RedisStore, serial: RedisStore) {
+    let store = std::sync::Arc::new(store);
+    // Shuffled arrivals (up to 50 min late) and redeliveries of the batch before.
+    let events = random_stream(61, 600, 2 * MIN);
+    let mut rng = SmallRng::seed_from_u64(61);
+    let mut arrivals: Vec<(i64, Ev)> = events
+        .iter()
+        .map(|e| (e.t + rng.gen_range(0..50 * MIN), e.clone()))
+        .collect();
+    arrivals.sort_by_key(|(at, _)| *at);
+    let mut batches: Vec<Vec<Ev>> = Vec::new();
+    let mut rest = &arrivals[..];
+    while !rest.is_empty() {
+        let take = rng.gen_range(5..=25).min(rest.len());
+        let mut batch: Vec<Ev> = rest[..take].iter().map(|(_, e)| e.clone()).collect();
+        if let Some(before) = batches.last() {
+            for _ in 0..3 {
+                let again = before.choose(&mut rng).expect("non-empty").clone();
+                batch.insert(rng.gen_range(0..=batch.len()), again);
+            }
+        }
+        batches.push(batch);
+        rest = &rest[take..];
+    }
+    let turns = Turns::default();
+    let mut redelivered_with_earlier = 0;
+    for (w, window) in batches.chunks(3).enumerate() {
+        let mut tasks = Vec::new();
+        let taken: Vec<Turn> = window.iter().map(|_| turns.take()).collect();
+        // Later batches start first, a little ahead of the earlier ones.
+        for (batch, turn) in window.iter().zip(taken).rev() {
+            let (store, batch) = (store.clone(), batch.clone());
+            tasks.push(tokio::spawn(async move {
+                store
+                    .enrich_batch_in_turn(&facts_of(&batch), &turn, true)
+                    .await
+                    .expect("store answers")
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tasks.reverse();
+        for (i, (batch, task)) in window.iter().zip(tasks).enumerate() {
+            let got = task.await.expect("no panic");
+            assert_eq!(got, apply(&serial, batch).await, "window {w}, batch {i}");
+        }
+        for pair in window.windows(2) {
+            // A redelivery of the batch before next to an earlier event of its account: only
+            // the first features can give it the same answer.
+            redelivered_with_earlier += pair[1]
+                .iter()
+                .filter(|e| pair[0].iter().any(|p| p.id == e.id))
+                .filter(|e| pair[1].iter().any(|o| o.acct == e.acct && o.t < e.t))
+                .count();
+        }
+    }
+    assert!(
+        redelivered_with_earlier >= 10,
+        "{redelivered_with_earlier} telling redeliveries"
+    );
+}
+
+// Two runtime threads: a batch's feature computation (`block_in_place`) lets the next batch's
+// round trip go out meanwhile, as in the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_batches_read_and_compute_in_turn() {
+    let server = RedisServer::start();
+    let url = server.url();
+    overlapping_batches_in_turns_match_one_at_a_time(
+        redis_at(&url, "turns").await,
+        redis_at(&url, "turns-serial").await,
+    )
+    .await;
+    overlapping_batches_in_turns_match_one_at_a_time(
+        redis_at(&url, "turns-cached").await.with_account_cache(64 << 20),
+        redis_at(&url, "turns-cached-serial").await,
+    )
+    .await;
+}
+
 /// Data gone behind the store's back (`FLUSHDB`, or the account's keys expired): the cached
 /// timeline is not used.
 #[tokio::test]

@@ -9,7 +9,7 @@ use riskstream_events::{
     Decision, Event, EventType, FeatureValue, ModelInputs, ModelScore, SourcePosition, Verdict,
 };
 use riskstream_features::inputs::{self, N_INPUTS};
-use riskstream_features::{FeatureStore, StoreError, StoreFeatures};
+use riskstream_features::{FeatureStore, StoreError, StoreFeatures, Turn, Turns};
 use std::sync::Arc;
 
 use crate::metrics as m;
@@ -47,6 +47,8 @@ pub struct Scorer<S> {
     /// drained between batches while the worker is idle ([`Scorer::drain_writeback_when_idle`]).
     busy: std::sync::atomic::AtomicUsize,
     last_enrich: std::sync::Mutex<std::time::Instant>,
+    /// The order of batches' store calls when they overlap ([`Scorer::turn`]).
+    turns: Turns,
 }
 
 /// Reusable per-batch buffers (the hot path allocates them once per worker).
@@ -105,6 +107,7 @@ impl<S: FeatureStore> Scorer<S> {
             busy: Default::default(),
             last_enrich: std::sync::Mutex::new(std::time::Instant::now()),
             answered: AtomicBool::new(true),
+            turns: Turns::default(),
         }
     }
 
@@ -133,12 +136,24 @@ impl<S: FeatureStore> Scorer<S> {
     /// batch recorded), cut into chunks that each fit the store's deadline ([`StoreChunks`]).
     /// When a call fails or is too slow, its events and the rest of the batch are degraded.
     pub async fn enrich(&self, events: &[Event]) -> Enriched {
+        self.enrich_in_turn(events, self.turn()).await
+    }
+
+    /// The next batch's place in the store's order: take it where batches are still in order
+    /// (the enrich stage's `start`), then [`Scorer::enrich_in_turn`] — overlapping calls read
+    /// and compute in that order (`riskstream_features::order`).
+    pub fn turn(&self) -> Turn {
+        self.turns.take()
+    }
+
+    /// [`Scorer::enrich`] in `turn`'s place among overlapping batches.
+    pub async fn enrich_in_turn(&self, events: &[Event], turn: Turn) -> Enriched {
         let n = events.len();
         if n == 0 {
             return Enriched::default();
         }
         self.busy.fetch_add(1, Ordering::SeqCst);
-        let enriched = self.enrich_busy(events).await;
+        let enriched = self.enrich_busy(events, turn).await;
         *self.last_enrich.lock().expect("scorer lock") = std::time::Instant::now();
         self.busy.fetch_sub(1, Ordering::SeqCst);
         enriched
@@ -198,7 +213,7 @@ impl<S: FeatureStore> Scorer<S> {
         }
     }
 
-    async fn enrich_busy(&self, events: &[Event]) -> Enriched {
+    async fn enrich_busy(&self, events: &[Event], turn: Turn) -> Enriched {
         let n = events.len();
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let target = self.call_target();
@@ -206,6 +221,8 @@ impl<S: FeatureStore> Scorer<S> {
         // them), one chunk per batch, once the store answered the last call.
         let mut refused = Vec::new();
         if self.answered.load(Ordering::Relaxed) && !self.writeback.is_empty() {
+            // In this batch's turn: after the earlier batches' writes.
+            turn.reads().await;
             if let Err((pending, e)) = self.record_writeback_chunk(n.max(StoreChunks::MIN)).await {
                 tracing::warn!(error = %e, events = pending.len(), "recording events scored during a store outage failed");
                 refused = pending;
@@ -215,7 +232,9 @@ impl<S: FeatureStore> Scorer<S> {
         let mut at = 0;
         while at < n {
             let take = target.map_or(n - at, |_| self.chunks.next(n - at));
-            let call = self.store.enrich_batch(&facts[at..at + take]);
+            let call = self
+                .store
+                .enrich_batch_in_turn(&facts[at..at + take], &turn, at + take == n);
             match self.timed_call(take, target, call).await {
                 Ok(f) => {
                     features.extend(f);

@@ -804,8 +804,10 @@ impl<S: FeatureStore> stages::ConcurrentStage for Enrich<S> {
     ) -> impl std::future::Future<Output = Result<Batch<Self::Out>, WorkerError>> + Send + 'static
     {
         let scorer = self.scorer.clone();
+        // Taken here, in batch order: the overlapping calls read and compute in this order.
+        let turn = scorer.turn();
         async move {
-            let enriched = scorer.enrich(&batch.data.events).await;
+            let enriched = scorer.enrich_in_turn(&batch.data.events, turn).await;
             Ok(Batch {
                 data: (batch.data, enriched),
                 offsets: batch.offsets,
