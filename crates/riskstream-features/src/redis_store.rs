@@ -806,8 +806,10 @@ impl FeatureStore for RedisStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // (Waiting for the turn counts against the deadline: a batch behind a stuck one is
-        // degraded with it, and the wait is at most one earlier call's.)
+        // The turn's reads are waited for before the deadline starts (the wait is at most the
+        // earlier batch's first round trip, itself under the deadline); waiting for the earlier
+        // batch's feature computation counts.
+        turn.reads().await;
         tokio::time::timeout(self.deadline, self.enrich(batch, Some((turn, last))))
             .await
             .map_err(|_| StoreError::Timeout(self.deadline))?

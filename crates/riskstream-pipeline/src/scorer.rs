@@ -217,12 +217,13 @@ impl<S: FeatureStore> Scorer<S> {
         let n = events.len();
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let target = self.call_target();
+        // This batch's turn first (the earlier batches' round trips answered): the wait is not
+        // part of the calls' time, which sizes the chunks and meets the store's deadline.
+        turn.reads().await;
         // Events scored during an outage first (earlier times: this batch's features count
         // them), one chunk per batch, once the store answered the last call.
         let mut refused = Vec::new();
         if self.answered.load(Ordering::Relaxed) && !self.writeback.is_empty() {
-            // In this batch's turn: after the earlier batches' writes.
-            turn.reads().await;
             if let Err((pending, e)) = self.record_writeback_chunk(n.max(StoreChunks::MIN)).await {
                 tracing::warn!(error = %e, events = pending.len(), "recording events scored during a store outage failed");
                 refused = pending;
