@@ -15,7 +15,7 @@
 //! itself, so later batches never wait for a batch that will not come.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -51,7 +51,7 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct Turns {
     state: Arc<watch::Sender<State>>,
-    next: Arc<std::sync::atomic::AtomicU64>,
+    next: Arc<AtomicU64>,
 }
 
 impl Default for Turns {
@@ -71,6 +71,7 @@ impl Turns {
             state: self.state.clone(),
             reads_released: AtomicBool::new(false),
             evaluate_released: AtomicBool::new(false),
+            waited_ns: AtomicU64::new(0),
         }
     }
 }
@@ -82,15 +83,33 @@ pub struct Turn {
     state: Arc<watch::Sender<State>>,
     reads_released: AtomicBool,
     evaluate_released: AtomicBool,
+    /// Time spent waiting in [`Turn::reads`] and [`Turn::evaluate`], ns.
+    waited_ns: AtomicU64,
 }
 
 impl Turn {
+    /// Time this turn has spent waiting for earlier batches so far: not the store's time (the
+    /// caller leaves it out when it sizes calls from how long they took).
+    pub fn waited(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+    }
+
+    async fn wait(&self, ready: impl Fn(&State) -> bool) {
+        if ready(&self.state.borrow()) {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let mut rx = self.state.subscribe();
+        // The sender lives as long as `self`: waiting cannot fail.
+        let _ = rx.wait_for(|s| ready(s)).await;
+        self.waited_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// Waits until every earlier batch's first round trip was answered (or abandoned).
     pub async fn reads(&self) {
         let n = self.n;
-        let mut rx = self.state.subscribe();
-        // The sender lives as long as `self`: waiting cannot fail.
-        let _ = rx.wait_for(|s| s.reads.current >= n).await;
+        self.wait(|s| s.reads.current >= n).await;
     }
 
     /// This batch's first round trip was answered: the next batch may send its own.
@@ -103,8 +122,7 @@ impl Turn {
     /// Waits until every earlier batch's features were computed (or abandoned).
     pub async fn evaluate(&self) {
         let n = self.n;
-        let mut rx = self.state.subscribe();
-        let _ = rx.wait_for(|s| s.evaluate.current >= n).await;
+        self.wait(|s| s.evaluate.current >= n).await;
     }
 
     /// This batch's features are computed: the next batch may compute its own.
@@ -168,13 +186,18 @@ mod tests {
         let waiter = tokio::spawn(async move {
             b.reads().await;
             b.evaluate().await;
+            b.waited()
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         drop(a);
-        tokio::time::timeout(Duration::from_secs(5), waiter)
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("woken")
             .expect("no panic");
+        assert!(waited >= Duration::from_millis(20), "waited {waited:?}");
+        let c = turns.take();
+        c.reads().await;
+        assert_eq!(c.waited(), Duration::ZERO, "its turn at once: no wait");
     }
 }

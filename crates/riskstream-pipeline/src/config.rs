@@ -55,8 +55,9 @@ pub struct WorkerConfig {
     /// Extra wait for a batch to fill after its first record even when the pipeline is idle;
     /// 0 (the default): batches form only while the next stage is busy (adaptive).
     pub batch_linger: Duration,
-    /// Batches whose feature-store round trips may be in flight at once (the enrich stage
-    /// overlaps them; results stay in batch order). 1 = one at a time.
+    /// Batches whose feature-store calls may be in flight at once (the enrich stage overlaps
+    /// them; each still reads after the earlier batches' writes and computes after their
+    /// features, `riskstream_features::order`; results stay in batch order). 1 = one at a time.
     pub store_in_flight: usize,
     /// Extra librdkafka properties (`-X key=value`), applied last to both clients, or to one
     /// with a `consumer.` / `producer.` prefix on the key.
@@ -85,7 +86,7 @@ impl WorkerConfig {
             topics: Topics::default(),
             batch_max: 512,
             batch_linger: Duration::ZERO,
-            store_in_flight: 1,
+            store_in_flight: 2,
             kafka: Vec::new(),
             schema_registry: None,
             subject_strategy: riskstream_events::SubjectStrategy::Topic,

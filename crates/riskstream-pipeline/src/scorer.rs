@@ -202,7 +202,7 @@ impl<S: FeatureStore> Scorer<S> {
         let pending_facts: Vec<_> = pending.iter().map(|p| p.facts()).collect();
         let call = self.store.record_batch(&pending_facts);
         match self
-            .timed_call(pending.len(), self.call_target(), call)
+            .timed_call(pending.len(), self.call_target(), None, call)
             .await
         {
             Ok(()) => {
@@ -236,7 +236,7 @@ impl<S: FeatureStore> Scorer<S> {
             let call = self
                 .store
                 .enrich_batch_in_turn(&facts[at..at + take], &turn, at + take == n);
-            match self.timed_call(take, target, call).await {
+            match self.timed_call(take, target, Some(&turn), call).await {
                 Ok(f) => {
                     features.extend(f);
                     at += take;
@@ -270,16 +270,20 @@ impl<S: FeatureStore> Scorer<S> {
     }
 
     /// One feature-store call of `events` events, timed: its time feeds the chunk sizing
-    /// (towards `target`, when the store has a deadline) and the call histogram.
+    /// (towards `target`, when the store has a deadline) and the call histogram. The time
+    /// `turn` spent waiting for earlier batches meanwhile is left out (it is theirs).
     async fn timed_call<T>(
         &self,
         events: usize,
         target: Option<Duration>,
+        turn: Option<&Turn>,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
+        let waited = turn.map(Turn::waited).unwrap_or_default();
         let result = call.await;
-        let took = started.elapsed();
+        let waited = turn.map(Turn::waited).unwrap_or_default() - waited;
+        let took = started.elapsed().saturating_sub(waited);
         metrics::histogram!(m::FEATURE_STORE_SECONDS).record(took.as_secs_f64());
         match (&result, target) {
             (Ok(_), Some(target)) => self.chunks.observe(events, took, target),
@@ -298,12 +302,15 @@ impl<S: FeatureStore> Scorer<S> {
 #[derive(Debug)]
 pub struct StoreChunks {
     size: AtomicUsize,
+    /// A call was measured (until then: [`StoreChunks::START`]).
+    measured: AtomicBool,
 }
 
 impl Default for StoreChunks {
     fn default() -> Self {
         StoreChunks {
-            size: AtomicUsize::new(Self::MAX),
+            size: AtomicUsize::new(Self::START),
+            measured: AtomicBool::new(false),
         }
     }
 }
@@ -315,6 +322,11 @@ impl StoreChunks {
     pub const MIN: usize = 16;
     /// Most events per call (more than any batch).
     pub const MAX: usize = 1 << 16;
+    /// Events per call until a call was measured: small enough for a cold store, a store with
+    /// long histories, or a worker still warming up to answer within the deadline (a starting
+    /// worker's first batches went whole and missed it: 512–2 048 events degraded per start
+    /// in session 12's benchmark); the size grows from the first measured call.
+    pub const START: usize = 128;
 
     /// Events in the next call, out of `remaining`: equal chunks no larger than the size.
     pub fn next(&self, remaining: usize) -> usize {
@@ -328,11 +340,11 @@ impl StoreChunks {
         let fits = (events as f64 * target.as_secs_f64() / took.as_secs_f64().max(1e-6))
             .clamp(Self::MIN as f64, Self::MAX as f64) as usize;
         let size = self.size.load(Ordering::Relaxed).min(Self::MAX);
-        // Growing from "unlimited" to a measured size is immediate; otherwise halfway.
-        let next = if size >= Self::MAX {
-            fits
-        } else {
+        // Halfway, except that the first measurement is taken as it is.
+        let next = if self.measured.swap(true, Ordering::Relaxed) {
             (size + fits) / 2
+        } else {
+            fits
         };
         self.size.store(next.max(Self::MIN), Ordering::Relaxed);
         metrics::gauge!(m::STORE_CHUNK_EVENTS).set(next as f64);
@@ -727,9 +739,14 @@ mod tests {
     #[test]
     fn store_chunks_follow_the_time_per_event() {
         let c = StoreChunks::default();
-        assert_eq!(c.next(512), 512, "one call until a call was measured");
-        // 512 events took twice the target: halfway to 256 from unlimited is 256 at once.
+        assert_eq!(c.next(512), 128, "small calls until a call was measured");
+        // 128 events took a tenth of the target: the size goes to what fits at once.
+        c.observe(128, Duration::from_millis(5), Duration::from_millis(50));
+        assert_eq!(c.next(2000), 1000, "two calls of 1000");
+        // 512 events took twice the target: halfway from 1280 to 256.
         c.observe(512, Duration::from_millis(100), Duration::from_millis(50));
+        assert_eq!(c.next(1000), 500, "size 768: two calls of 500");
+        c.failed(1024);
         assert_eq!(c.next(512), 256);
         assert_eq!(c.next(300), 150, "equal chunks, none larger than the size");
         // Fast calls: back towards whole batches.
@@ -747,25 +764,38 @@ mod tests {
     #[tokio::test]
     async fn a_slow_store_gets_smaller_calls_instead_of_degraded_batches() {
         let s = scorer(SlowStore(MemoryStore::new(StoreLimits::default())));
-        let (events, sources) = batch(600);
-        let (first, second) = (&events[..300], &events[300..]);
-        // One call of 300 misses the deadline: the whole batch is degraded.
-        let v1 = s
-            .score_batch(first, &sources[..300], 1, &mut Buffers::default())
-            .await;
-        assert!(v1.iter().all(|v| v.degraded));
+        let (events, sources) = batch(900);
+        // The k-th batch of 300.
+        async fn score<S: FeatureStore>(
+            s: &Scorer<S>,
+            (events, sources): (&[Event], &[SourcePosition]),
+            k: usize,
+        ) -> Vec<Verdict> {
+            let r = k * 300..(k + 1) * 300;
+            s.score_batch(&events[r.clone()], &sources[r], 1, &mut Buffers::default())
+                .await
+        }
+        let all = (&events[..], &sources[..]);
+        // A starting worker's first calls are small: nothing degraded although the store
+        // takes 500 us per event against a 100 ms deadline.
+        let v1 = score(&s, all, 0).await;
+        assert!(v1.iter().all(|v| !v.degraded));
+        // Measured fast meanwhile: the next batch goes in one call of 300, misses the deadline
+        // and is degraded whole.
+        s.chunks.observe(128, Duration::from_millis(1), Duration::from_millis(50));
+        assert_eq!(s.chunks.next(300), 300);
+        let v2 = score(&s, all, 1).await;
+        assert!(v2.iter().all(|v| v.degraded));
         // The next batch goes in calls that fit: nothing degraded, and the same verdicts as
         // one call to a store without a deadline (batching does not change features).
-        let v2 = s
-            .score_batch(second, &sources[300..], 1, &mut Buffers::default())
-            .await;
-        assert!(v2.iter().all(|v| !v.degraded));
+        let v3 = score(&s, all, 2).await;
+        assert!(v3.iter().all(|v| !v.degraded));
         assert!(s.chunks.next(300) < 300);
-        let reference = scorer(MemoryStore::new(StoreLimits::default()))
-            .score_batch(second, &sources[300..], 1, &mut Buffers::default())
-            .await;
-        assert_eq!(v2, reference);
+        let reference = scorer(MemoryStore::new(StoreLimits::default()));
+        score(&reference, all, 0).await;
+        assert_eq!(v3, score(&reference, all, 2).await);
     }
+
 
     fn scorer_from<S: FeatureStore>(store: S, dir: &std::path::Path) -> Scorer<S> {
         let serving = ServingHandle::load(dir, input_index).expect("models load");

@@ -83,8 +83,8 @@ pub struct WorkerArgs {
     /// token on every write (0 = off; plain redis:// only). [default: 0]
     #[arg(long, env = "RISKSTREAM_STORE_ACCOUNT_CACHE_MB")]
     pub store_account_cache_mb: Option<usize>,
-    /// Batches whose feature-store round trips may be in flight at once (1 = one at a time).
-    /// [default: 1]
+    /// Batches whose feature-store calls may overlap (1 = one at a time); they still read
+    /// and compute in batch order. [default: 2]
     #[arg(long, env = "RISKSTREAM_STORE_IN_FLIGHT")]
     pub store_in_flight: Option<usize>,
     /// How long a starting worker waits for a broker to answer, ms; then it exits with code 2
@@ -373,7 +373,7 @@ impl WorkerArgs {
         if worker.batch_max == 0 {
             bail!("batch_max must be at least 1");
         }
-        worker.store_in_flight = self.store_in_flight.or(file.store_in_flight).unwrap_or(1);
+        worker.store_in_flight = self.store_in_flight.or(file.store_in_flight).unwrap_or(2);
         if worker.store_in_flight == 0 {
             bail!("store_in_flight must be at least 1");
         }
