@@ -72,6 +72,7 @@ impl Turns {
             reads_released: AtomicBool::new(false),
             evaluate_released: AtomicBool::new(false),
             waited_ns: AtomicU64::new(0),
+            waiting_since: Default::default(),
         }
     }
 }
@@ -83,15 +84,23 @@ pub struct Turn {
     state: Arc<watch::Sender<State>>,
     reads_released: AtomicBool,
     evaluate_released: AtomicBool,
-    /// Time spent waiting in [`Turn::reads`] and [`Turn::evaluate`], ns.
+    /// Time spent waiting in [`Turn::reads`] and [`Turn::evaluate`], ns (waits that ended).
     waited_ns: AtomicU64,
+    /// When the wait going on now began.
+    waiting_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Turn {
     /// Time this turn has spent waiting for earlier batches so far: not the store's time (the
     /// caller leaves it out when it sizes calls from how long they took).
     pub fn waited(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+        let ongoing = self
+            .waiting_since
+            .lock()
+            .expect("turn poisoned")
+            .map(|t| t.elapsed())
+            .unwrap_or_default();
+        std::time::Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed)) + ongoing
     }
 
     async fn wait(&self, ready: impl Fn(&State) -> bool) {
@@ -99,9 +108,11 @@ impl Turn {
             return;
         }
         let started = std::time::Instant::now();
+        *self.waiting_since.lock().expect("turn poisoned") = Some(started);
         let mut rx = self.state.subscribe();
         // The sender lives as long as `self`: waiting cannot fail.
         let _ = rx.wait_for(|s| ready(s)).await;
+        *self.waiting_since.lock().expect("turn poisoned") = None;
         self.waited_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }

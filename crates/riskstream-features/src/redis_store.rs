@@ -806,13 +806,26 @@ impl FeatureStore for RedisStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        // The turn's reads are waited for before the deadline starts (the wait is at most the
-        // earlier batch's first round trip, itself under the deadline); waiting for the earlier
-        // batch's feature computation counts.
+        // The deadline is the store's time: waiting for the earlier batches' turns (each
+        // bounded by that batch's own deadline) extends it by as much.
         turn.reads().await;
-        tokio::time::timeout(self.deadline, self.enrich(batch, Some((turn, last))))
-            .await
-            .map_err(|_| StoreError::Timeout(self.deadline))?
+        let call = self.enrich(batch, Some((turn, last)));
+        tokio::pin!(call);
+        let mut until = tokio::time::Instant::now() + self.deadline;
+        let mut waited = turn.waited();
+        loop {
+            match tokio::time::timeout_at(until, &mut call).await {
+                Ok(result) => return result,
+                Err(_) => {
+                    let now_waited = turn.waited();
+                    if now_waited <= waited {
+                        return Err(StoreError::Timeout(self.deadline));
+                    }
+                    until += now_waited - waited;
+                    waited = now_waited;
+                }
+            }
+        }
     }
 
     fn deadline(&self) -> Option<Duration> {

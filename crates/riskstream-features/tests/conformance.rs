@@ -1078,6 +1078,34 @@ async fn overlapping_batches_read_and_compute_in_turn() {
     .await;
 }
 
+/// The store's deadline is its own time: a batch that waits longer than the deadline for the
+/// batch before it to compute its features is not failed for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_earlier_batch_does_not_count_against_the_deadline() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(
+        &server.url(),
+        "turn-deadline",
+        StoreLimits::default(),
+        Duration::from_millis(100),
+    )
+    .await
+    .expect("connect");
+    let turns = Turns::default();
+    let (earlier, turn) = (turns.take(), turns.take());
+    // The earlier batch's round trip was answered; its features take 300 ms.
+    earlier.release_reads();
+    let events = vec![ev("late-1", "acct", "dev", T0, login())];
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        earlier.release_evaluate();
+    };
+    let facts = facts_of(&events);
+    let (result, ()) = tokio::join!(store.enrich_batch_in_turn(&facts, &turn, true), release);
+    assert!(result.is_ok(), "{result:?}");
+    assert!(turn.waited() >= Duration::from_millis(250));
+}
+
 /// Data gone behind the store's back (`FLUSHDB`, or the account's keys expired): the cached
 /// timeline is not used.
 #[tokio::test]
