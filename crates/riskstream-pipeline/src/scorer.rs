@@ -244,7 +244,7 @@ impl<S: FeatureStore> Scorer<S> {
                 Err(e) => {
                     self.writeback.keep(&facts[at..]);
                     crate::health::health().set_store_degraded(true);
-                    tracing::warn!(error = %e, events = n - at, "feature store unavailable; scoring degraded");
+                    tracing::warn!(error = %e, events = n - at, call_events = take, waited_for_turn_ms = turn.waited().as_millis() as u64, "feature store unavailable; scoring degraded");
                     metrics::counter!(m::DEGRADED, "reason" => DEGRADED_FEATURE_STORE)
                         .increment((n - at) as u64);
                     break;
