@@ -220,14 +220,18 @@ fn worker_with(
     group: &str,
     extra: &[&str],
 ) -> Proc {
+    worker_on(broker, &redis.url(), metrics_port, group, extra)
+}
+
+fn worker_on(
+    broker: &Broker,
+    redis_url: &str,
+    metrics_port: u16,
+    group: &str,
+    extra: &[&str],
+) -> Proc {
     let child = Command::new(BIN)
-        .args([
-            "run",
-            "--brokers",
-            &broker.bootstrap(),
-            "--redis",
-            &redis.url(),
-        ])
+        .args(["run", "--brokers", &broker.bootstrap(), "--redis", redis_url])
         .args(["--group", group])
         .args(extra)
         .arg("--models")
@@ -532,6 +536,108 @@ fn kills_and_restarts() {
         recorded + pending,
         degraded as f64,
         "every event scored during the outage is written back once, or still queued for it"
+    );
+}
+
+/// A TCP proxy to `target` that holds every chunk Redis sends back for `delay`: a slow Redis
+/// (a distant or overloaded server) that still answers everything. Returns its port.
+fn slow_proxy(target: u16, delay: Duration) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let pipe = move |mut from: TcpStream, mut to: TcpStream, delay: Duration| {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        std::thread::sleep(delay);
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            };
+            let (c2, s2) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            pipe(client, server, Duration::ZERO);
+            pipe(s2, c2, delay);
+        }
+    });
+    port
+}
+
+/// A slow Redis under a backlog: the worker keeps at most a fixed number of batches in flight
+/// (the chain's channels and stages, `--store-in-flight` of them in the store) and its memory
+/// stays flat while the backlog waits in Kafka, not in the worker; nothing is lost or scored
+/// degraded (the deadline is above the slow round trips).
+#[test]
+fn a_slow_redis_keeps_in_flight_work_and_memory_bounded() {
+    let _serial = serial();
+    let n = env_u64("RISKSTREAM_SLOW_EVENTS", 12_000);
+    let broker = Broker::start();
+    create_topics(&broker);
+    let redis = RedisServer::start();
+    let redis_port: u16 = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("redis port");
+    let slow = slow_proxy(redis_port, Duration::from_millis(40));
+    simulate(&broker, n, 23);
+    let port = free_port();
+    let mut w = worker_on(
+        &broker,
+        &format!("redis://127.0.0.1:{slow}/"),
+        port,
+        "slow",
+        &["--store-deadline-ms", "5000"],
+    );
+    let (mut most_in_flight, mut rss) = (0.0f64, Vec::new());
+    let started = Instant::now();
+    wait_until("every event scored through the slow Redis", 600, || {
+        most_in_flight = most_in_flight.max(metric(port, "riskstream_in_flight_batches", ""));
+        let produced = metric(port, "riskstream_produced_total", "");
+        if produced > 0.0 {
+            // Scoring: models loaded, the first batches through.
+            rss.push(peak_rss_mb(&w));
+        }
+        produced >= n as f64
+    });
+    let took = started.elapsed().as_secs_f64();
+    let degraded = metric(port, "riskstream_degraded_total", "");
+    let calls = metric(port, "riskstream_feature_store_seconds_count", "");
+    assert!(sigterm(&mut w).success());
+    let peak = rss.iter().cloned().fold(0.0, f64::max);
+    // Memory at a quarter of the run against the end: flat while the backlog drains.
+    let quarter = rss[rss.len() / 4];
+    eprintln!(
+        "slow redis: {n} events in {took:.1} s through a 40 ms proxy ({calls} store calls); \
+         at most {most_in_flight} batches in flight; peak RSS {peak:.0} MB ({quarter:.0} MB a \
+         quarter into the scoring)"
+    );
+    // The chain: five channels of one batch, decode / score / publish one each, the store's
+    // two, the source's and acknowledge's one each.
+    assert!(
+        most_in_flight <= 12.0,
+        "{most_in_flight} batches in flight"
+    );
+    assert!(most_in_flight >= 1.0, "the gauge was never seen above 0");
+    assert_eq!(degraded, 0.0, "scored degraded");
+    assert!(
+        peak < 400.0 && peak < quarter * 1.5 + 50.0,
+        "memory grew with the backlog: {quarter:.0} MB a quarter in, {peak:.0} MB at the peak"
     );
 }
 
