@@ -231,7 +231,13 @@ fn worker_on(
     extra: &[&str],
 ) -> Proc {
     let child = Command::new(BIN)
-        .args(["run", "--brokers", &broker.bootstrap(), "--redis", redis_url])
+        .args([
+            "run",
+            "--brokers",
+            &broker.bootstrap(),
+            "--redis",
+            redis_url,
+        ])
         .args(["--group", group])
         .args(extra)
         .arg("--models")
@@ -629,10 +635,7 @@ fn a_slow_redis_keeps_in_flight_work_and_memory_bounded() {
     );
     // The chain: five channels of one batch, decode / score / publish one each, the store's
     // two, the source's and acknowledge's one each.
-    assert!(
-        most_in_flight <= 12.0,
-        "{most_in_flight} batches in flight"
-    );
+    assert!(most_in_flight <= 12.0, "{most_in_flight} batches in flight");
     assert!(most_in_flight >= 1.0, "the gauge was never seen above 0");
     assert_eq!(degraded, 0.0, "scored degraded");
     assert!(

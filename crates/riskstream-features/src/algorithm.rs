@@ -397,7 +397,8 @@ pub(crate) fn evaluate(
     let view = batch_view(keys, ks, timelines, batch, &empty);
     let mut scratch = Scratch::default();
     // (hour, bucket) -> its first-features hash key, and the new fields for it.
-    let mut firsts: BatchMap<(i64, u64), (String, Vec<(u64, StoreFeatures)>)> = BatchMap::default();
+    type NewFirsts = (String, Vec<(u64, StoreFeatures)>);
+    let mut firsts: BatchMap<first::Slot, NewFirsts> = BatchMap::default();
     let features = batch
         .iter()
         .map(|e| {

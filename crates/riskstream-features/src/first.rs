@@ -45,7 +45,7 @@ pub(crate) fn encode(f: &StoreFeatures) -> Vec<u8> {
 
 /// `None` for a value this version cannot read (then the features are computed afresh).
 pub(crate) fn decode(b: &[u8]) -> Option<StoreFeatures> {
-    if b.len() % 5 != 0 {
+    if !b.len().is_multiple_of(5) {
         return None;
     }
     let mut f = StoreFeatures::default();
@@ -65,7 +65,9 @@ pub(crate) fn decode(b: &[u8]) -> Option<StoreFeatures> {
 /// N+1 looks here. Calls compute features in batch order, so N's are here before N+1 looks.
 #[derive(Default)]
 pub(crate) struct Recent {
-    calls: std::collections::VecDeque<std::collections::HashMap<u64, StoreFeatures, crate::keyspace::Seeded>>,
+    calls: std::collections::VecDeque<
+        std::collections::HashMap<u64, StoreFeatures, crate::keyspace::Seeded>,
+    >,
 }
 
 impl Recent {
@@ -118,7 +120,11 @@ mod tests {
         };
         let mut recent = Recent::default();
         recent.push([(1, f(1.0)), (1, f(9.0))]);
-        assert_eq!(recent.get(1), Some(f(1.0)), "the first value of a call stays");
+        assert_eq!(
+            recent.get(1),
+            Some(f(1.0)),
+            "the first value of a call stays"
+        );
         recent.push([(1, f(2.0)), (2, f(3.0))]);
         assert_eq!(recent.get(1), Some(f(2.0)), "the newest call wins");
         for i in 0..Recent::CALLS as u64 - 1 {

@@ -40,6 +40,9 @@ const TILE_TAG: u8 = 0xFE;
 /// Distinct hashes a tile keeps per kind (device, IP, country): the smallest ones.
 const TILE_DISTINCT: usize = 64;
 
+/// A sorted-set member to add and its score.
+pub(crate) type ScoredMember = (i64, Vec<u8>);
+
 /// The length of a tile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Grain {
@@ -531,7 +534,7 @@ impl<'a> Timeline<'a> {
         oldest: i64,
         lateness_ms: i64,
         retention_ms: i64,
-    ) -> (Vec<(i64, Vec<u8>)>, Vec<Vec<u8>>) {
+    ) -> (Vec<ScoredMember>, Vec<Vec<u8>>) {
         let mut adds = Vec::new();
         let mut rems: Vec<Vec<u8>> = self.stale.iter().map(|m| m.to_vec()).collect();
         let Some(newest) = self.raw.last().map(|r| r.time) else {

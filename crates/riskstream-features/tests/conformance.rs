@@ -1072,7 +1072,9 @@ async fn overlapping_batches_read_and_compute_in_turn() {
     )
     .await;
     overlapping_batches_in_turns_match_one_at_a_time(
-        redis_at(&url, "turns-cached").await.with_account_cache(64 << 20),
+        redis_at(&url, "turns-cached")
+            .await
+            .with_account_cache(64 << 20),
         redis_at(&url, "turns-cached-serial").await,
     )
     .await;

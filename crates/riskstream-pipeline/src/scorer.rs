@@ -233,9 +233,9 @@ impl<S: FeatureStore> Scorer<S> {
         let mut at = 0;
         while at < n {
             let take = target.map_or(n - at, |_| self.chunks.next(n - at));
-            let call = self
-                .store
-                .enrich_batch_in_turn(&facts[at..at + take], &turn, at + take == n);
+            let call =
+                self.store
+                    .enrich_batch_in_turn(&facts[at..at + take], &turn, at + take == n);
             match self.timed_call(take, target, Some(&turn), call).await {
                 Ok(f) => {
                     features.extend(f);
@@ -782,7 +782,8 @@ mod tests {
         assert!(v1.iter().all(|v| !v.degraded));
         // Measured fast meanwhile: the next batch goes in one call of 300, misses the deadline
         // and is degraded whole.
-        s.chunks.observe(128, Duration::from_millis(1), Duration::from_millis(50));
+        s.chunks
+            .observe(128, Duration::from_millis(1), Duration::from_millis(50));
         assert_eq!(s.chunks.next(300), 300);
         let v2 = score(&s, all, 1).await;
         assert!(v2.iter().all(|v| v.degraded));
@@ -795,7 +796,6 @@ mod tests {
         score(&reference, all, 0).await;
         assert_eq!(v3, score(&reference, all, 2).await);
     }
-
 
     fn scorer_from<S: FeatureStore>(store: S, dir: &std::path::Path) -> Scorer<S> {
         let serving = ServingHandle::load(dir, input_index).expect("models load");
