@@ -291,6 +291,16 @@ impl SimConfig {
             rates: FamilyRates::for_seed(seed),
         }
     }
+
+    /// The same stream, moved in time so that its `events` events end about `end_ms`: the
+    /// first starts `events` mean gaps before it (planned steps are emitted only once the
+    /// clock reaches them, so the last event is within a few minutes of `end_ms` for any
+    /// stream of more than a few hundred events). Producers use it so that event times are
+    /// near the records' broker timestamps, as real traffic is.
+    pub fn ending_at(mut self, events: u64, end_ms: i64) -> Self {
+        self.start_ms = end_ms - (events as f64 * self.mean_gap_ms) as i64;
+        self
+    }
 }
 
 struct Account {
@@ -1282,6 +1292,37 @@ impl WithId for Transaction {
     fn with_id(mut self, id: String) -> Self {
         self.event_id = id;
         self
+    }
+}
+
+#[cfg(test)]
+mod ending_at_tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_moved_to_end_now_ends_near_now_and_is_otherwise_the_same() {
+        let n = 20_000;
+        let end = 1_800_000_000_000;
+        let fixed: Vec<_> = Simulator::new(SimConfig::for_events(n, 7))
+            .take(n as usize)
+            .collect();
+        let moved: Vec<_> = Simulator::new(SimConfig::for_events(n, 7).ending_at(n, end))
+            .take(n as usize)
+            .collect();
+        let shift = SimConfig::for_events(n, 7).ending_at(n, end).start_ms
+            - SimConfig::for_events(n, 7).start_ms;
+        for (a, b) in fixed.iter().zip(&moved) {
+            assert_eq!(a.event.event_id(), b.event.event_id());
+            assert_eq!(a.event.event_time() + shift, b.event.event_time());
+        }
+        let last = moved.iter().map(|e| e.event.event_time()).max().unwrap();
+        let first = moved.iter().map(|e| e.event.event_time()).min().unwrap();
+        assert!(
+            (last - end).abs() < 3_600_000,
+            "last event {} min from the end",
+            (last - end) / 60_000
+        );
+        assert!(end - first <= (n as i64) * 2_000 + 3_600_000);
     }
 }
 

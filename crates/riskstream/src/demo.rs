@@ -301,7 +301,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Produce.
     let started = Instant::now();
     let (producer, counter) = kafka_util::load_producer(&brokers, &[])?;
-    let sim = Simulator::new(SimConfig::for_events(args.events, args.seed));
+    // Event times end about now, near the records' broker timestamps.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let sim =
+        Simulator::new(SimConfig::for_events(args.events, args.seed).ending_at(args.events, now));
     let rate = if args.rate > 0.0 {
         Some(args.rate)
     } else {

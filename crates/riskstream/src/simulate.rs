@@ -38,6 +38,11 @@ pub struct SimulateArgs {
     /// Random seed: the same seed gives the same stream.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Event time of the first event, epoch ms. Default: to Kafka, the stream ends about now
+    /// (event times near the records' broker timestamps, as real traffic); with `--output`,
+    /// 2026-01-01 (training files the same from run to run).
+    #[arg(long)]
+    pub start_ms: Option<i64>,
     /// Any librdkafka property for the producer (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
@@ -76,7 +81,13 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     if args.events == 0 && args.create_topics.is_none() {
         anyhow::bail!("--events 0 produces nothing: give a positive number (or --create-topics N to only create topics)");
     }
-    let sim = Simulator::new(SimConfig::for_events(args.events, args.seed));
+    let mut cfg = SimConfig::for_events(args.events, args.seed);
+    match args.start_ms {
+        Some(start) => cfg.start_ms = start,
+        None if args.output.is_none() => cfg = cfg.ending_at(args.events, now_ms()),
+        None => {}
+    }
+    let sim = Simulator::new(cfg);
     if let Some(path) = &args.output {
         let n = write_training_data(sim, args.events, path).await?;
         println!(
@@ -318,4 +329,12 @@ fn parse_subject_strategy(s: &str) -> Result<riskstream_events::SubjectStrategy,
             riskstream_events::SubjectStrategy::NAMES
         )
     })
+}
+
+/// Wall-clock time, epoch ms.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
