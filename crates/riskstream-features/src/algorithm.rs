@@ -391,7 +391,7 @@ pub(crate) fn evaluate(
     timelines: &Timelines,
     batch: &[EventFacts<'_>],
     limits: &StoreLimits,
-    recent: Option<&first::Recent>,
+    recent: Option<&mut first::Recent>,
 ) -> (Vec<StoreFeatures>, Vec<Op>) {
     let empty = ZSet::default();
     let view = batch_view(keys, ks, timelines, batch, &empty);
@@ -415,6 +415,7 @@ pub(crate) fn evaluate(
                 // Given by a recent call whose write may not have landed yet: written again
                 // (HSETNX keeps whichever lands first; they are the same).
                 let f = recent
+                    .as_deref()
                     .and_then(|r| r.get(id))
                     .unwrap_or_else(|| features(e, &view, &mut scratch));
                 new.push((id, f));
@@ -423,8 +424,13 @@ pub(crate) fn evaluate(
         })
         .collect();
     let mut ops = Vec::new();
-    let mut firsts: Vec<(String, Vec<(u64, StoreFeatures)>)> = firsts.into_values().collect();
+    let mut firsts: Vec<NewFirsts> = firsts.into_values().collect();
     firsts.sort_by(|a, b| a.0.cmp(&b.0));
+    // This call's new first features, for the next calls until its write lands (the ones read
+    // back from Redis are there for them too).
+    if let Some(recent) = recent {
+        recent.push(firsts.iter().flat_map(|(_, new)| new.iter().copied()));
+    }
     for (key, new) in firsts.into_iter().filter(|(_, new)| !new.is_empty()) {
         ops.push(Op::HSetNx {
             key: key.clone(),

@@ -63,6 +63,7 @@ pub(crate) fn decode(b: &[u8]) -> Option<StoreFeatures> {
 /// with overlapping batches (`order.rs`), batch N+1's read of the first-features hashes can
 /// reach Redis before batch N's follow-up wrote them, so a redelivery of one of N's events in
 /// N+1 looks here. Calls compute features in batch order, so N's are here before N+1 looks.
+/// Filled by `algorithm::evaluate` with each call's new first features.
 #[derive(Default)]
 pub(crate) struct Recent {
     calls: std::collections::VecDeque<

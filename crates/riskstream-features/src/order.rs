@@ -17,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -41,11 +42,15 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Default)]
-struct State {
-    reads: Phase,
-    evaluate: Phase,
+/// The two phases a turn orders: [`Turn::reads`] and [`Turn::evaluate`].
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Reads = 0,
+    Evaluate = 1,
 }
+
+/// Where each phase stands, indexed by [`Which`].
+type State = [Phase; 2];
 
 /// Hands out [`Turn`]s in the order [`Turns::take`] is called.
 #[derive(Debug, Clone)]
@@ -69,12 +74,19 @@ impl Turns {
         Turn {
             n: self.next.fetch_add(1, Ordering::SeqCst),
             state: self.state.clone(),
-            reads_released: AtomicBool::new(false),
-            evaluate_released: AtomicBool::new(false),
-            waited_ns: AtomicU64::new(0),
-            waiting_since: Default::default(),
+            released: Default::default(),
+            waits: Default::default(),
         }
     }
+}
+
+/// Time a turn spent waiting for earlier batches.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Waits that ended.
+    done: Duration,
+    /// When the wait going on now began.
+    since: Option<Instant>,
 }
 
 /// One batch's place in the order (see the module notes).
@@ -82,79 +94,73 @@ impl Turns {
 pub struct Turn {
     n: u64,
     state: Arc<watch::Sender<State>>,
-    reads_released: AtomicBool,
-    evaluate_released: AtomicBool,
-    /// Time spent waiting in [`Turn::reads`] and [`Turn::evaluate`], ns (waits that ended).
-    waited_ns: AtomicU64,
-    /// When the wait going on now began.
-    waiting_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Phases this turn released, indexed by [`Which`].
+    released: [AtomicBool; 2],
+    waits: std::sync::Mutex<Waits>,
 }
 
 impl Turn {
     /// Time this turn has spent waiting for earlier batches so far: not the store's time (the
     /// caller leaves it out when it sizes calls from how long they took).
-    pub fn waited(&self) -> std::time::Duration {
-        let ongoing = self
-            .waiting_since
-            .lock()
-            .expect("turn poisoned")
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
-        std::time::Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed)) + ongoing
+    pub fn waited(&self) -> Duration {
+        let w = self.waits.lock().expect("turn poisoned");
+        w.done + w.since.map(|t| t.elapsed()).unwrap_or_default()
     }
 
-    async fn wait(&self, ready: impl Fn(&State) -> bool) {
+    /// Waits until every earlier batch has released `which` (or was abandoned).
+    async fn wait(&self, which: Which) {
+        let ready = |s: &State| s[which as usize].current >= self.n;
         if ready(&self.state.borrow()) {
             return;
         }
-        let started = std::time::Instant::now();
-        *self.waiting_since.lock().expect("turn poisoned") = Some(started);
-        let mut rx = self.state.subscribe();
+        let started = Instant::now();
+        self.waits.lock().expect("turn poisoned").since = Some(started);
         // The sender lives as long as `self`: waiting cannot fail.
-        let _ = rx.wait_for(|s| ready(s)).await;
-        *self.waiting_since.lock().expect("turn poisoned") = None;
-        self.waited_ns
-            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let _ = self.state.subscribe().wait_for(ready).await;
+        let mut w = self.waits.lock().expect("turn poisoned");
+        w.since = None;
+        w.done += started.elapsed();
+    }
+
+    /// Lets the next batch's `which` go (once; later calls do nothing).
+    fn release(&self, which: Which) {
+        if !self.released[which as usize].swap(true, Ordering::SeqCst) {
+            self.state
+                .send_modify(|s| s[which as usize].release(self.n));
+        }
     }
 
     /// Waits until every earlier batch's first round trip was answered (or abandoned).
     pub async fn reads(&self) {
-        let n = self.n;
-        self.wait(|s| s.reads.current >= n).await;
+        self.wait(Which::Reads).await;
     }
 
     /// This batch's first round trip was answered: the next batch may send its own.
     pub fn release_reads(&self) {
-        if !self.reads_released.swap(true, Ordering::SeqCst) {
-            self.state.send_modify(|s| s.reads.release(self.n));
-        }
+        self.release(Which::Reads);
     }
 
     /// Waits until every earlier batch's features were computed (or abandoned).
     pub async fn evaluate(&self) {
-        let n = self.n;
-        self.wait(|s| s.evaluate.current >= n).await;
+        self.wait(Which::Evaluate).await;
     }
 
     /// This batch's features are computed: the next batch may compute its own.
     pub fn release_evaluate(&self) {
-        if !self.evaluate_released.swap(true, Ordering::SeqCst) {
-            self.state.send_modify(|s| s.evaluate.release(self.n));
-        }
+        self.release(Which::Evaluate);
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.release_reads();
-        self.release_evaluate();
+        self.release(Which::Reads);
+        self.release(Which::Evaluate);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     async fn finishes<F: std::future::Future>(f: F) -> bool {
         tokio::time::timeout(Duration::from_millis(50), f)

@@ -393,21 +393,14 @@ impl RedisStore {
         // allows it (a multi-threaded one moves its other tasks elsewhere meanwhile).
         let evaluate = || {
             let mut recent = self.recent.lock().expect("recent first features poisoned");
-            let (features, followups) = algorithm::evaluate(
+            algorithm::evaluate(
                 &self.keys,
                 &ks,
                 &timelines,
                 batch,
                 &self.limits,
-                Some(&recent),
-            );
-            recent.push(
-                batch
-                    .iter()
-                    .zip(&features)
-                    .map(|(e, f)| (crate::keyspace::hash64(e.event_id), *f)),
-            );
-            (features, followups)
+                Some(&mut recent),
+            )
         };
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
@@ -808,7 +801,6 @@ impl FeatureStore for RedisStore {
         }
         // The deadline is the store's time: waiting for the earlier batches' turns (each
         // bounded by that batch's own deadline) extends it by as much.
-        turn.reads().await;
         let call = self.enrich(batch, Some((turn, last)));
         tokio::pin!(call);
         let mut until = tokio::time::Instant::now() + self.deadline;

@@ -930,7 +930,11 @@ async fn memory_store_conforms() {
 }
 
 async fn redis_at(url: &str, prefix: &str) -> RedisStore {
-    RedisStore::connect(url, prefix, StoreLimits::default(), Duration::from_secs(5))
+    redis_with_deadline(url, prefix, Duration::from_secs(5)).await
+}
+
+async fn redis_with_deadline(url: &str, prefix: &str, deadline: Duration) -> RedisStore {
+    RedisStore::connect(url, prefix, StoreLimits::default(), deadline)
         .await
         .expect("connect")
 }
@@ -1085,14 +1089,8 @@ async fn overlapping_batches_read_and_compute_in_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_the_earlier_batch_does_not_count_against_the_deadline() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(
-        &server.url(),
-        "turn-deadline",
-        StoreLimits::default(),
-        Duration::from_millis(100),
-    )
-    .await
-    .expect("connect");
+    let store =
+        redis_with_deadline(&server.url(), "turn-deadline", Duration::from_millis(100)).await;
     let turns = Turns::default();
     let (earlier, turn) = (turns.take(), turns.take());
     // The earlier batch's round trip was answered; its features take 300 ms.
@@ -1221,14 +1219,7 @@ async fn namespaces_do_not_share_state() {
 #[tokio::test]
 async fn redis_down_is_an_error_not_a_hang() {
     let mut server = RedisServer::start();
-    let store = RedisStore::connect(
-        &server.url(),
-        "x",
-        StoreLimits::default(),
-        Duration::from_millis(300),
-    )
-    .await
-    .unwrap();
+    let store = redis_with_deadline(&server.url(), "x", Duration::from_millis(300)).await;
     server.stop();
     let e = ev("e", "a", "d", T0, login());
     let started = std::time::Instant::now();

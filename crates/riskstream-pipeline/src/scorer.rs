@@ -217,8 +217,8 @@ impl<S: FeatureStore> Scorer<S> {
         let n = events.len();
         let facts: Vec<_> = events.iter().map(inputs::facts).collect();
         let target = self.call_target();
-        // This batch's turn first (the earlier batches' round trips answered): the wait is not
-        // part of the calls' time, which sizes the chunks and meets the store's deadline.
+        // This batch's turn first (the earlier batches' round trips answered), before the
+        // write-back chunk below too, whose writes and reads must also follow theirs.
         turn.reads().await;
         // Events scored during an outage first (earlier times: this batch's features count
         // them), one chunk per batch, once the store answered the last call.
