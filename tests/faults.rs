@@ -538,11 +538,21 @@ fn kills_and_restarts() {
         "degraded verdicts outside the Redis outage"
     );
     assert_eq!(dropped, 0.0, "write-back dropped events");
-    assert_eq!(
-        recorded + pending,
-        degraded as f64,
-        "every event scored during the outage is written back once, or still queued for it"
-    );
+    if lost_by_broker.is_empty() {
+        assert_eq!(
+            recorded + pending,
+            degraded as f64,
+            "every event scored during the outage is written back once, or still queued for it"
+        );
+    } else {
+        // The broker lost acknowledged records, verdicts among them: degraded verdicts can no
+        // longer all be seen, so only this side can be checked.
+        assert!(
+            recorded + pending >= degraded as f64,
+            "every degraded verdict seen is written back or queued: {recorded} + {pending} < \
+             {degraded}"
+        );
+    }
 }
 
 /// A TCP proxy to `target` that holds every chunk Redis sends back for `delay`: a slow Redis
