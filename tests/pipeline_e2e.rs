@@ -515,7 +515,9 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     let codec = Codec::registry_free();
     let mut sessions: Option<riskstream_events::CaptureSession> = None;
     let mut big: Option<riskstream_events::Transaction> = None;
-    let mut sim = riskstream_sim::Simulator::new(riskstream_sim::SimConfig::for_events(500, 62));
+    let mut sim = riskstream_sim::Simulator::new(
+        riskstream_sim::SimConfig::for_events(500, 62).ending_at(500, now_ms()),
+    );
     while sessions.is_none() || big.is_none() {
         match sim.next_event().event {
             riskstream_events::Event::CaptureSession(c) => sessions = sessions.or(Some(c)),
@@ -524,8 +526,13 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
         }
     }
     let session = sessions.unwrap();
-    let mut absurd = big.unwrap();
+    let big = big.unwrap();
+    let mut absurd = big.clone();
     absurd.amount.as_mut().unwrap().usd_cents = i64::MAX;
+    // Produced today, dated 1970-01-02: past the default event-age bound (30 days).
+    let mut ancient = big;
+    ancient.event_id = "ancient".into();
+    ancient.event_time = 86_400_000;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", env.broker.bootstrap())
         .create()
@@ -549,6 +556,10 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
         .encode(SchemaKind::Transaction, "transactions", &absurd)
         .unwrap();
     on_transactions(Some(&absurd), "absurd");
+    let ancient = codec
+        .encode(SchemaKind::Transaction, "transactions", &ancient)
+        .unwrap();
+    on_transactions(Some(&ancient), "ancient");
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let mut worker = env.worker(None);
@@ -563,7 +574,7 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     let dlq = env.consumer("verdicts-dlq");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead = std::collections::HashMap::new();
-    while Instant::now() < deadline && dead.len() < 3 {
+    while Instant::now() < deadline && dead.len() < 4 {
         if let Some(m) = dlq.poll(Duration::from_millis(200)) {
             let m = m.unwrap().detach();
             let kind = m
@@ -572,8 +583,14 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default();
+            let error = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == dlq_headers::ERROR))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
             let key = String::from_utf8_lossy(m.key().unwrap_or(&[])).into_owned();
-            dead.insert(key, (kind, m.payload().map(|p| p.to_vec())));
+            dead.insert(key, (kind, m.payload().map(|p| p.to_vec()), error));
         }
     }
     assert_eq!(dead["wrong-topic"].0, "wrong_topic");
@@ -581,6 +598,12 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     assert_eq!(dead["null-value"].0, "empty");
     assert_eq!(dead["null-value"].1, None, "a null value stays null");
     assert_eq!(dead["absurd"].0, "validation");
+    assert_eq!(dead["ancient"].0, "validation");
+    assert!(
+        dead["ancient"].2.contains("--max-event-age-ms"),
+        "the default event-age bound: {}",
+        dead["ancient"].2
+    );
     assert!(sigterm(&mut worker).success());
 }
 

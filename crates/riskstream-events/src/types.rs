@@ -447,6 +447,7 @@ pub struct Bounds {
     /// How far an event time may be ahead of the worker's clock, ms.
     pub max_future_ms: i64,
     /// How far an event time may be before the record's broker timestamp, ms (0: unchecked).
+    /// Default 30 days, the longest feature window: an older event can count in no window.
     pub max_age_ms: i64,
 }
 
@@ -456,7 +457,7 @@ impl Default for Bounds {
             max_string_bytes: MAX_STRING_BYTES,
             max_usd_cents: MAX_USD_CENTS,
             max_future_ms: 3_600_000,
-            max_age_ms: 0,
+            max_age_ms: 30 * 86_400_000,
         }
     }
 }

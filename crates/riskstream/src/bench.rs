@@ -238,7 +238,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             &producer,
             &codec,
             t,
-            Simulator::new(SimConfig::for_events(args.events, 101)),
+            Simulator::new(stream(args.events, 101)),
             args.events,
             None,
             false,
@@ -374,7 +374,7 @@ async fn scale_out(
         &producer,
         &codec,
         topics,
-        Simulator::new(SimConfig::for_events(args.events, 101)),
+        Simulator::new(stream(args.events, 101)),
         args.events,
         None,
         false,
@@ -424,6 +424,19 @@ async fn scale_out(
 }
 
 /// Sum of every sample of metric `name` on a worker's /metrics.
+/// The simulated stream of `events` events from `seed`, ending when this benchmark started (one
+/// clock for every stream and the preloaded history of a run): event times near the records'
+/// broker timestamps, inside the worker's event-age bound.
+fn stream(events: u64, seed: u64) -> SimConfig {
+    static END_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let end = *END_MS.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    });
+    SimConfig::for_events(events, seed).ending_at(events, end)
+}
+
 fn metric_sum(port: u16, name: &str) -> f64 {
     http_get(port, "/metrics")
         .unwrap_or_default()
@@ -459,7 +472,7 @@ async fn preload_history(args: &BenchArgs, prefix: &str) -> anyhow::Result<Prelo
     use riskstream_events::TransactionKind;
     use riskstream_features::{EventFacts, FactKind, FeatureStore, RedisStore, StoreLimits};
     const WEEK_MS: i64 = 7 * 24 * 3600 * 1000;
-    let cfg = SimConfig::for_events(args.events, 101);
+    let cfg = stream(args.events, 101);
     let start = cfg.start_ms;
     // (account, device, ip, country) of each account's first event, in first-seen order.
     let mut seen = std::collections::HashSet::new();
@@ -576,7 +589,7 @@ async fn latency_run(
         &producer,
         &codec,
         topics,
-        Simulator::new(SimConfig::for_events(n, seed)),
+        Simulator::new(stream(n, seed)),
         n,
         Some(rate),
         false,
