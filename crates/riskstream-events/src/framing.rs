@@ -99,13 +99,13 @@ pub enum EncodeError {
 }
 
 /// A writer schema fetched from the registry, resolved into our reader schema.
-struct RegistrySchema {
+pub(crate) struct RegistrySchema {
     kind: SchemaKind,
     reader: GenericDatumReader<'static>,
 }
 
 /// Where the schema of one payload comes from.
-enum Located<'a> {
+pub(crate) enum Located<'a> {
     Own(&'a LoadedSchema),
     /// An earlier version of one of ours (`schema-history/`), resolved into the current one.
     Historic(&'a HistoricSchema),
@@ -113,7 +113,7 @@ enum Located<'a> {
 }
 
 impl Located<'_> {
-    fn kind(&self) -> SchemaKind {
+    pub(crate) fn kind(&self) -> SchemaKind {
         match self {
             Located::Own(l) => l.kind,
             Located::Historic(h) => h.kind,
@@ -308,7 +308,10 @@ impl Codec {
         Ok(())
     }
 
-    fn locate<'p>(&self, payload: &'p [u8]) -> Result<(Located<'_>, &'p [u8]), DecodeError> {
+    pub(crate) fn locate<'p>(
+        &self,
+        payload: &'p [u8],
+    ) -> Result<(Located<'_>, &'p [u8]), DecodeError> {
         match payload {
             [] => Err(DecodeError::Empty),
             [0xC3, 0x01, rest @ ..] => {
@@ -375,7 +378,7 @@ impl Codec {
         Ok(resolved)
     }
 
-    fn read<T: DeserializeOwned>(
+    pub(crate) fn read<T: DeserializeOwned>(
         &self,
         located: &Located<'_>,
         body: &[u8],

@@ -11,6 +11,9 @@
 pub mod canonical;
 mod event_body;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod log_ids;
 pub mod registry;
 pub mod schemas;
 pub mod types;

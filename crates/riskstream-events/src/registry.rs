@@ -12,11 +12,9 @@ use std::time::Duration;
 /// A schema-registry call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("schema registry {url}: {source}")]
-    Http {
-        url: String,
-        source: Box<ureq::Error>,
-    },
+    /// `url` and `why` with the URL's password hidden ([`crate::log_ids::scrub`]).
+    #[error("schema registry {url}: {why}")]
+    Http { url: String, why: String },
     #[error("schema registry {url}: unreadable response: {why}")]
     BadResponse { url: String, why: String },
 }
@@ -55,6 +53,20 @@ impl SubjectStrategy {
             SubjectStrategy::Record => record.to_string(),
             SubjectStrategy::TopicRecord => format!("{topic}-{record}"),
         }
+    }
+}
+
+fn http_error(url: &str, why: &str) -> RegistryError {
+    RegistryError::Http {
+        url: crate::log_ids::redact_url(url),
+        why: crate::log_ids::scrub(why, url),
+    }
+}
+
+fn bad_response(url: &str, why: &str) -> RegistryError {
+    RegistryError::BadResponse {
+        url: crate::log_ids::redact_url(url),
+        why: crate::log_ids::scrub(why, url),
     }
 }
 
@@ -107,20 +119,11 @@ impl RegistryClient {
             .agent
             .get(&url)
             .call()
-            .map_err(|e| RegistryError::Http {
-                url: url.clone(),
-                source: Box::new(e),
-            })?
+            .map_err(|e| http_error(&url, &e.to_string()))?
             .into_string()
-            .map_err(|e| RegistryError::BadResponse {
-                url: url.clone(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| bad_response(&url, &e.to_string()))?;
         let parsed: SchemaById =
-            serde_json::from_str(&body).map_err(|e| RegistryError::BadResponse {
-                url: url.clone(),
-                why: e.to_string(),
-            })?;
+            serde_json::from_str(&body).map_err(|e| bad_response(&url, &e.to_string()))?;
         self.schemas_by_id
             .lock()
             .expect("registry cache poisoned")
@@ -146,20 +149,11 @@ impl RegistryClient {
             .post(&url)
             .set("Content-Type", "application/vnd.schemaregistry.v1+json")
             .send_string(&body)
-            .map_err(|e| RegistryError::Http {
-                url: url.clone(),
-                source: Box::new(e),
-            })?
+            .map_err(|e| http_error(&url, &e.to_string()))?
             .into_string()
-            .map_err(|e| RegistryError::BadResponse {
-                url: url.clone(),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| bad_response(&url, &e.to_string()))?;
         let parsed: Registered =
-            serde_json::from_str(&resp).map_err(|e| RegistryError::BadResponse {
-                url: url.clone(),
-                why: e.to_string(),
-            })?;
+            serde_json::from_str(&resp).map_err(|e| bad_response(&url, &e.to_string()))?;
         self.ids_by_subject
             .lock()
             .expect("registry cache poisoned")
@@ -169,5 +163,27 @@ impl RegistryClient {
             .expect("registry cache poisoned")
             .insert(parsed.id, schema.to_string());
         Ok(parsed.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_password_never_reaches_an_error() {
+        // A port nothing listens on: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = RegistryClient::new(&format!("http://svc:s3cretpw@127.0.0.1:{port}"));
+        let err = client.schema_by_id(1).unwrap_err();
+        let said = format!("{err} {err:?}");
+        assert!(!said.contains("s3cretpw"), "{said}");
+        assert!(said.contains("svc:***@127.0.0.1"), "{said}");
+        let err = client.register("t-value", "\"long\"").unwrap_err();
+        assert!(!format!("{err} {err:?}").contains("s3cretpw"));
     }
 }

@@ -550,7 +550,9 @@ fn take_reply(
 ) -> Result<(), StoreError> {
     use crate::resp::Reply;
     let key = read.key();
-    let bad = |what: &str| StoreError::BadReply(format!("{key}: {what}"));
+    let bad = |what: &str| {
+        StoreError::BadReply(format!("{}: {what}", riskstream_events::log_ids::Id(key)))
+    };
     let Reply::Array(Some(items)) = reply else {
         return Err(bad("not an array"));
     };

@@ -203,13 +203,13 @@ impl<S: FeatureStore> Apply<S> {
         loop {
             match store.apply_label(&account, tainted, label.label_time).await {
                 Ok(outcome) => {
-                    tracing::info!(account = %account, kind = kind_label(label.kind), ?outcome, "label applied");
+                    tracing::info!(account = %riskstream_events::log_ids::Id(&account), kind = kind_label(label.kind), ?outcome, "label applied");
                     metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "applied").increment(1);
                     report.applied += 1;
                     return Ok(true);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, account = %account, "label not applied yet; retrying");
+                    tracing::warn!(error = %e, account = %riskstream_events::log_ids::Id(&account), "label not applied yet; retrying");
                     metrics::counter!(m::LABELS, "kind" => kind_label(label.kind), "outcome" => "retried").increment(1);
                     tokio::select! {
                         _ = stopped(shutdown) => return Ok(false),

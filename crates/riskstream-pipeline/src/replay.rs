@@ -483,7 +483,7 @@ impl<S: FeatureStore> Stage for ApplyLabels<S> {
                 .apply_label(&l.account, l.tainted, l.label_time)
                 .await
             {
-                tracing::warn!(error = %e, account = %l.account, "replay: label not applied");
+                tracing::warn!(error = %e, account = %riskstream_events::log_ids::Id(&l.account), "replay: label not applied");
             }
         }
         Ok(batch)

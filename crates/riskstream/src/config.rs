@@ -104,7 +104,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "RISKSTREAM_MAX_FUTURE_SKEW_MS")]
     pub max_future_skew_ms: Option<u64>,
     /// Plausibility bound: how far an event time may be before the record's broker timestamp,
-    /// ms (0 = unchecked). [default: 0]
+    /// ms (0 = unchecked; 30 days, the longest feature window, by default). [default: 2592000000]
     #[arg(long, env = "RISKSTREAM_MAX_EVENT_AGE_MS")]
     pub max_event_age_ms: Option<u64>,
     /// Delivery guarantee: `at-least-once` (offsets committed after the broker acknowledged a
@@ -205,26 +205,7 @@ pub struct Settings {
     pub broker_deadline: Duration,
 }
 
-/// A URL with its password (the part of the user info after `:`) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    // Several hosts (redis+cluster://h:p,h:p) may follow one user info.
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string() // redis://password@host: the whole user info is the secret
-            };
-            format!("{scheme}://{hidden}@{hosts}{path}")
-        }
-        None => url.to_string(),
-    }
-}
+pub use riskstream_events::log_ids::redact_url;
 
 /// Whether a librdkafka property holds a secret (its value is never printed).
 pub fn is_secret_property(key: &str) -> bool {

@@ -188,7 +188,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let scorer = Arc::new(build_scorer(&settings, store)?);
     let store_name = match &settings.store {
         StoreChoice::Memory => "in-memory".to_string(),
-        StoreChoice::Redis(url) => format!("redis {url}"),
+        StoreChoice::Redis(url) => format!("redis {}", crate::config::redact_url(url)),
     };
     eprintln!(
         "demo: embedded Kafka at {brokers}; {} workers; feature store {store_name}; models behavioral {} / ato {}",

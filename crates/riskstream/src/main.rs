@@ -22,6 +22,11 @@ struct Cli {
     /// line, for log shippers). Levels: RISKSTREAM_LOG (or RUST_LOG), e.g. `info,librdkafka=warn`.
     #[arg(long, global = true, env = "RISKSTREAM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Print account ids, device fingerprints, IP addresses and store keys in logs and errors as
+    /// they are (debugging). Default: as pseudonyms, `id:` + 8 hex digits of a hash keyed per
+    /// process (lines about one account still match within a process).
+    #[arg(long, global = true, env = "RISKSTREAM_LOG_IDENTIFIERS")]
+    log_identifiers: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,6 +60,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    riskstream_events::log_ids::log_raw_identifiers(cli.log_identifiers);
     // The demo prints its own progress; keep library chatter down there.
     let default_filter = match cli.command {
         Command::Demo(_) | Command::Bench(_) => "warn,librdkafka=error,rdkafka=error",

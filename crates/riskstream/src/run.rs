@@ -36,7 +36,12 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
                 settings.store_deadline,
             )
             .await
-            .with_context(|| format!("connecting to the feature store at {url}"))?
+            .with_context(|| {
+                format!(
+                    "connecting to the feature store at {}",
+                    crate::config::redact_url(url)
+                )
+            })?
             .with_account_cache(settings.store_account_cache_mb << 20),
         ),
     })

@@ -966,3 +966,129 @@ fn field_names(kind: SchemaKind) -> Vec<String> {
         .map(|f| f["name"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// The seed inputs of the fuzz targets (`fuzz/`): valid payloads of each kind.
+fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let codec = Codec::registry_free();
+    let mut seeds = Vec::new();
+    let broker = 1_767_225_600_000_i64.to_le_bytes();
+    let mut g = Gen(0x2545_f491_4f6c_dd1d);
+    let events: Vec<Event> = [
+        Event::CaptureSession(capture()),
+        Event::Transaction(transaction()),
+    ]
+    .into_iter()
+    .chain((0..6).map(|i| {
+        if i % 2 == 0 {
+            Event::CaptureSession(g.capture())
+        } else {
+            Event::Transaction(g.transaction())
+        }
+    }))
+    .collect();
+    for e in &events {
+        let payload = match e {
+            Event::CaptureSession(c) => codec.encode(SchemaKind::CaptureSession, "t", c),
+            Event::Transaction(t) => codec.encode(SchemaKind::Transaction, "t", t),
+        }
+        .unwrap();
+        seeds.push(("event", [&broker[..], &payload].concat()));
+    }
+    for v in verdict_variants() {
+        seeds.push((
+            "verdict",
+            codec.encode(SchemaKind::Verdict, "v", &v).unwrap(),
+        ));
+    }
+    for (i, kind) in LabelKind::ALL.into_iter().enumerate() {
+        let label = Label {
+            event_id: (i % 2 == 0).then(|| format!("evt-{i}")),
+            account_id: (i % 3 != 0).then(|| format!("acct-{i}")),
+            kind,
+            source: "chargeback-feed".into(),
+            label_time: 1_767_225_600_000 + i as i64,
+        };
+        seeds.push((
+            "label",
+            codec.encode(SchemaKind::Label, "l", &label).unwrap(),
+        ));
+    }
+    for kind in SchemaKind::ALL {
+        seeds.push(("canonical", kind.source().as_bytes().to_vec()));
+    }
+    seeds
+}
+
+/// The fuzz targets' oracles (`crate::fuzzing`) hold on their seeds, on corrupted copies of
+/// them, and on every input fuzzing found (`fuzz/regressions/<target>/`): they stay compiled and
+/// true without a fuzzer. With `RISKSTREAM_WRITE_FUZZ_SEEDS=<dir>` the seeds are also written
+/// there, one directory per target (what `scripts/fuzz` starts from).
+#[test]
+fn the_fuzz_oracles_hold_on_seeds_corruptions_and_found_inputs() {
+    let oracle = |target: &str| -> fn(&[u8]) {
+        match target {
+            "event" => crate::fuzzing::event,
+            "label" => crate::fuzzing::label,
+            "verdict" => crate::fuzzing::verdict,
+            "canonical" => crate::fuzzing::canonical,
+            other => panic!("no fuzz target {other}"),
+        }
+    };
+    let seeds = fuzz_seeds();
+    if let Some(dir) = std::env::var_os("RISKSTREAM_WRITE_FUZZ_SEEDS") {
+        for (i, (target, bytes)) in seeds.iter().enumerate() {
+            let dir = std::path::Path::new(&dir).join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("seed-{i:03}")), bytes).unwrap();
+        }
+    }
+    let codec = Codec::registry_free();
+    let mut decoded = std::collections::HashMap::<&str, usize>::new();
+    let mut g = Gen(0x5851_f42d_4c95_7f2d);
+    for (target, seed) in &seeds {
+        let check = oracle(target);
+        check(seed);
+        let ok = match *target {
+            "event" => codec.decode_event(&seed[8..]).is_ok(),
+            "label" => codec.decode_label(seed).is_ok(),
+            "verdict" => codec
+                .decode_as::<Verdict>(SchemaKind::Verdict, seed)
+                .is_ok(),
+            _ => {
+                crate::canonical::parsing_canonical_form(std::str::from_utf8(seed).unwrap()).is_ok()
+            }
+        };
+        *decoded.entry(target).or_default() += ok as usize;
+        for j in 0..200 {
+            let mut bad = seed.clone();
+            let at = g.below(bad.len() as u64) as usize;
+            match j % 4 {
+                0 => bad.truncate(at),
+                1 => bad.insert(at, g.next() as u8),
+                _ => bad[at] = g.next() as u8,
+            }
+            check(&bad);
+        }
+    }
+    assert!(
+        decoded["event"] >= 2,
+        "the hand-made events are valid seeds"
+    );
+    assert_eq!(decoded["verdict"], verdict_variants().len());
+    assert_eq!(decoded["label"], LabelKind::ALL.len());
+    assert_eq!(decoded["canonical"], SchemaKind::ALL.len());
+
+    let found = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    let mut replayed = 0;
+    for target in ["event", "label", "verdict", "canonical"] {
+        let Ok(files) = std::fs::read_dir(found.join(target)) else {
+            continue;
+        };
+        for file in files {
+            let path = file.unwrap().path();
+            oracle(target)(&std::fs::read(&path).unwrap());
+            replayed += 1;
+        }
+    }
+    eprintln!("{replayed} inputs found by fuzzing replayed");
+}
