@@ -176,9 +176,45 @@ impl TtlMemo {
     }
 }
 
+/// The node URLs of a cluster URL, `redis+cluster://[user:password@]host:port,host:port,…` (or
+/// `rediss+cluster://` for TLS): each node gets the scheme and the user info; `None` for a
+/// single server's URL.
+fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = match url.split_once("+cluster://")? {
+        ("redis", rest) => ("redis", rest),
+        ("rediss", rest) => ("rediss", rest),
+        _ => return None,
+    };
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), rest),
+    };
+    Some(
+        hosts
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| format!("{scheme}://{userinfo}{n}/"))
+            .collect(),
+    )
+}
+
+/// The URL of node `host` (`host:port`) with the scheme and user info of `node` (another
+/// node's URL).
+fn like(node: &str, host: &str) -> String {
+    let (scheme, rest) = node.split_once("://").unwrap_or(("redis", node));
+    let userinfo = rest
+        .split('/')
+        .next()
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    format!("{scheme}://{userinfo}{host}/")
+}
+
 impl RedisStore {
     /// Connects to `url`: `redis://host:port/` for one server, or
-    /// `redis+cluster://host:port,host:port,…` for a cluster (any reachable subset of its nodes).
+    /// `redis+cluster://host:port,host:port,…` for a cluster (any reachable subset of its nodes);
+    /// `rediss://` / `rediss+cluster://` over TLS; `user:password@` before the host(s).
     /// Keys are written under `prefix` (a namespace: a replay uses its own); a batch that takes
     /// longer than `deadline` fails with [`StoreError::Timeout`].
     pub async fn connect(
@@ -189,13 +225,7 @@ impl RedisStore {
     ) -> Result<Self, StoreError> {
         let io_timeout = deadline.max(Duration::from_millis(100));
         let mut node_urls = vec![url.to_string()];
-        let conn = if let Some(nodes) = url.strip_prefix("redis+cluster://") {
-            let nodes: Vec<String> = nodes
-                .trim_end_matches('/')
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(|n| format!("redis://{n}/"))
-                .collect();
+        let conn = if let Some(nodes) = cluster_nodes(url) {
             node_urls = nodes.clone();
             let client = redis::cluster::ClusterClientBuilder::new(nodes)
                 .connection_timeout(io_timeout)
@@ -291,7 +321,7 @@ impl RedisStore {
                         flags
                             .split(',')
                             .any(|x| x == "master")
-                            .then(|| format!("redis://{host}/"))
+                            .then(|| like(&self.nodes[0], host))
                     })
                     .collect()
             }
@@ -838,6 +868,22 @@ impl FeatureStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cluster_urls_give_every_node_the_scheme_and_the_user() {
+        use super::{cluster_nodes, like};
+        assert_eq!(cluster_nodes("redis://h:1/"), None);
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:1,b:2/").unwrap(),
+            ["redis://a:1/", "redis://b:2/"]
+        );
+        assert_eq!(
+            cluster_nodes("rediss+cluster://app:pw@a:1,b:2").unwrap(),
+            ["rediss://app:pw@a:1/", "rediss://app:pw@b:2/"]
+        );
+        assert_eq!(like("rediss://app:pw@a:1/", "c:3"), "rediss://app:pw@c:3/");
+        assert_eq!(like("redis://a:1/", "c:3"), "redis://c:3/");
+    }
+
     use super::*;
 
     #[test]

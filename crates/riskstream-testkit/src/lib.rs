@@ -243,6 +243,8 @@ pub struct Broker {
     dir: tempfile::TempDir,
     /// The S3 endpoint of a persistent broker.
     s3: Option<String>,
+    /// The port clients are told to use (metadata), when not `port`: a proxy in front.
+    advertised: Option<u16>,
 }
 
 /// Where the tansu binary is.
@@ -271,6 +273,24 @@ impl Broker {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             s3,
+            advertised: None,
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// A `memory://` broker behind a TLS-terminating proxy ([`tls_proxy`]): it advertises the
+    /// proxy's port, so clients reach it only with `security.protocol=SSL` and `tls`'s
+    /// certificate as their CA. [`Broker::bootstrap`] is the proxy's address.
+    pub fn start_behind_tls(tls: &TlsFiles) -> Self {
+        let port = free_port();
+        let proxy = tls_proxy(port, tls);
+        let mut broker = Broker {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            s3: None,
+            advertised: Some(proxy),
         };
         broker.spawn();
         broker
@@ -285,13 +305,14 @@ impl Broker {
             bin.display()
         );
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised.unwrap_or(self.port));
         let mut cmd = Command::new(&bin);
         cmd.args([
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ]);
         match &self.s3 {
             None => {
@@ -324,7 +345,7 @@ impl Broker {
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised.unwrap_or(self.port))
     }
 
     /// Kills the broker (SIGKILL), as a crash would.
@@ -483,4 +504,83 @@ pub fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
         rest = &tail[end..];
     }
     out
+}
+
+/// A self-signed certificate for `127.0.0.1` / `localhost` and its key (PEM files made by the
+/// `openssl` command line in a temporary directory), which clients trust as their CA.
+pub struct TlsFiles {
+    dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(dir.path().join("cert.pem"))
+            .output()
+            .expect("openssl not found");
+        assert!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        TlsFiles { dir }
+    }
+
+    /// The certificate (also the CA clients trust).
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// Its private key (PKCS#8).
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+}
+
+/// A TLS-terminating proxy on a free loopback port: accepts TLS with `tls`'s certificate and
+/// forwards the plain bytes to `127.0.0.1:target` (how a broker without TLS of its own is put
+/// behind TLS). Returns the port; runs until the process ends.
+pub fn tls_proxy(target: u16, tls: &TlsFiles) -> u16 {
+    let cert = std::fs::read(tls.cert()).expect("cert");
+    let key = std::fs::read(tls.key()).expect("key");
+    let identity = native_tls::Identity::from_pkcs8(&cert, &key).expect("identity");
+    let acceptor = tokio_native_tls::TlsAcceptor::from(
+        native_tls::TlsAcceptor::new(identity).expect("acceptor"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut client) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        });
+    });
+    port
 }

@@ -120,3 +120,23 @@ fn rand_suffix() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    /// librdkafka is built with OpenSSL: TLS (`security.protocol=SSL` / `SASL_SSL`) and SASL
+    /// SCRAM are available, besides PLAIN (README "Security").
+    #[test]
+    fn librdkafka_is_built_with_tls_and_sasl_scram() {
+        let features = rdkafka::ClientConfig::new()
+            .create_native_config()
+            .expect("native config")
+            .get("builtin.features")
+            .expect("builtin.features");
+        for f in ["ssl", "sasl_plain", "sasl_scram"] {
+            assert!(
+                features.split(',').any(|x| x == f),
+                "{f} missing: {features}"
+            );
+        }
+    }
+}

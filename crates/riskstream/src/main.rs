@@ -25,7 +25,8 @@ struct Cli {
     /// Print account ids, device fingerprints, IP addresses and store keys in logs and errors as
     /// they are (debugging). Default: as pseudonyms, `id:` + 8 hex digits of a hash keyed per
     /// process (lines about one account still match within a process).
-    #[arg(long, global = true, env = "RISKSTREAM_LOG_IDENTIFIERS")]
+    #[arg(long, global = true, env = "RISKSTREAM_LOG_IDENTIFIERS",
+          value_parser = clap::builder::BoolishValueParser::new())]
     log_identifiers: bool,
     #[command(subcommand)]
     command: Command,
