@@ -654,6 +654,111 @@ fn a_slow_redis_keeps_in_flight_work_and_memory_bounded() {
     );
 }
 
+/// A TCP proxy to a Kafka broker at `target` that holds every Produce request a client sends
+/// for `delay` (read when the request arrives; 0: no delay) before passing it on — a slow
+/// verdict topic (a distant or overloaded cluster) for whoever produces through it, while fetches,
+/// metadata and group requests pass at once. Kafka requests are framed: a 4-byte size, then the
+/// API key (Produce = 0). Returns its port.
+fn slow_produce_proxy(target: u16, delay: std::sync::Arc<std::sync::atomic::AtomicU64>) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                continue;
+            };
+            let (mut from_client, mut to_server) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            let delay = delay.clone();
+            std::thread::spawn(move || loop {
+                let mut size = [0u8; 4];
+                if from_client.read_exact(&mut size).is_err() {
+                    break;
+                }
+                let mut frame = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
+                if from_client.read_exact(&mut frame).is_err() {
+                    break;
+                }
+                let ms = delay.load(Ordering::Relaxed);
+                if frame.len() >= 2 && frame[..2] == [0, 0] && ms > 0 {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                if to_server.write_all(&size).is_err() || to_server.write_all(&frame).is_err() {
+                    break;
+                }
+            });
+            let (mut from_server, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_server, &mut to_client);
+                let _ = to_client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+/// A slow verdict topic under a backlog: every Produce request the worker sends waits 150 ms
+/// in a proxy (one connection's requests one after another), so verdicts leave far slower than
+/// events could be read. The worker keeps at most a fixed number of batches in flight (the
+/// acknowledge stage holds a batch's offsets until its verdicts are acknowledged; publish waits
+/// for room), its memory stays flat while the backlog waits in Kafka, and every event gets its
+/// verdict exactly once.
+#[test]
+fn a_slow_verdict_topic_keeps_in_flight_work_and_memory_bounded() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let _serial = serial();
+    let n = env_u64("RISKSTREAM_SLOW_EVENTS", 12_000);
+    let delay = std::sync::Arc::new(AtomicU64::new(0));
+    let proxy_delay = delay.clone();
+    let broker = Broker::start_behind(move |port| slow_produce_proxy(port, proxy_delay));
+    create_topics(&broker);
+    let redis = RedisServer::start();
+    simulate(&broker, n, 29);
+    delay.store(150, Ordering::Relaxed);
+    let port = free_port();
+    let mut w = worker_with(&broker, &redis, port, "slow-verdicts", &[]);
+    let (mut most_in_flight, mut rss) = (0.0f64, Vec::new());
+    let started = Instant::now();
+    wait_until("every verdict through the slow verdict topic", 600, || {
+        most_in_flight = most_in_flight.max(metric(port, "riskstream_in_flight_batches", ""));
+        let produced = metric(port, "riskstream_produced_total", "");
+        if produced > 0.0 {
+            rss.push(peak_rss_mb(&w));
+        }
+        produced >= n as f64
+    });
+    let took = started.elapsed().as_secs_f64();
+    let batches = metric(port, "riskstream_batch_size_count", "");
+    assert!(sigterm(&mut w).success());
+    delay.store(0, Ordering::Relaxed);
+    let peak = rss.iter().cloned().fold(0.0, f64::max);
+    let quarter = rss[rss.len() / 4];
+    eprintln!(
+        "slow verdict topic: {n} events in {took:.1} s with every Produce request held 150 ms \
+         ({batches} batches); at most {most_in_flight} batches in flight; peak RSS {peak:.0} MB \
+         ({quarter:.0} MB a quarter into the scoring)"
+    );
+    let verdicts = verdict_ids(&broker);
+    let distinct: std::collections::HashSet<&String> = verdicts.iter().collect();
+    assert_eq!(distinct.len(), n as usize, "every event has a verdict");
+    assert_eq!(verdicts.len(), n as usize, "no event scored twice");
+    assert!(most_in_flight <= 12.0, "{most_in_flight} batches in flight");
+    assert!(most_in_flight >= 1.0, "the gauge was never seen above 0");
+    assert!(
+        took > 2.0,
+        "the proxy did not slow the verdicts ({took:.1} s): the test tests nothing"
+    );
+    assert!(
+        peak < 400.0 && peak < quarter * 1.5 + 50.0,
+        "memory grew with the backlog: {quarter:.0} MB a quarter in, {peak:.0} MB at the peak"
+    );
+}
+
 /// Input partitions a worker holds (its `/readyz`), 0 when it does not answer.
 fn assigned(port: u16) -> i64 {
     http_get(port, "/readyz")
@@ -687,6 +792,34 @@ fn input_event_ids(broker: &Broker) -> std::collections::HashSet<String> {
             if let Some(Ok(e)) = msg.payload().map(|p| codec.decode_event(p)) {
                 ids.insert(e.event_id().to_string());
             }
+        }
+    }
+    ids
+}
+
+/// The event ids of every verdict on the verdict topic, read from the start (repeats kept).
+fn verdict_ids(broker: &Broker) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("fault-verdicts-{}", free_port()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    c.subscribe(&["verdicts"]).expect("subscribe");
+    let codec = Codec::registry_free();
+    let mut ids = Vec::new();
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(10) {
+        if let Some(Ok(msg)) = c.poll(Duration::from_millis(200)) {
+            idle = Instant::now();
+            let v: Verdict = codec
+                .decode_as(SchemaKind::Verdict, msg.payload().expect("payload"))
+                .expect("verdict");
+            ids.push(v.event_id);
         }
     }
     ids

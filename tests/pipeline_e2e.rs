@@ -535,6 +535,7 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     ancient.event_time = 86_400_000;
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", env.broker.bootstrap())
+        .set("message.max.bytes", "4000000")
         .create()
         .unwrap();
     let on_transactions = |payload: Option<&[u8]>, key: &str| {
@@ -560,6 +561,10 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
         .encode(SchemaKind::Transaction, "transactions", &ancient)
         .unwrap();
     on_transactions(Some(&ancient), "ancient");
+    // 2 MB: over --max-record-bytes (1 MiB) and over the producer's default message.max.bytes.
+    let mut oversized = wrong.clone();
+    oversized.resize(2_000_000, 0);
+    on_transactions(Some(&oversized), "oversized");
     producer.flush(Duration::from_secs(10)).unwrap();
 
     let mut worker = env.worker(None);
@@ -574,7 +579,8 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     let dlq = env.consumer("verdicts-dlq");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead = std::collections::HashMap::new();
-    while Instant::now() < deadline && dead.len() < 4 {
+    let mut truncated = std::collections::HashMap::new();
+    while Instant::now() < deadline && dead.len() < 5 {
         if let Some(m) = dlq.poll(Duration::from_millis(200)) {
             let m = m.unwrap().detach();
             let kind = m
@@ -589,7 +595,16 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .unwrap_or_default();
+            let truncated_from = m
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == dlq_headers::VALUE_TRUNCATED_FROM)
+                })
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned());
             let key = String::from_utf8_lossy(m.key().unwrap_or(&[])).into_owned();
+            truncated.insert(key.clone(), truncated_from);
             dead.insert(key, (kind, m.payload().map(|p| p.to_vec()), error));
         }
     }
@@ -598,6 +613,17 @@ fn the_input_contract_is_enforced_and_dead_letters_keep_null_values() {
     assert_eq!(dead["null-value"].0, "empty");
     assert_eq!(dead["null-value"].1, None, "a null value stays null");
     assert_eq!(dead["absurd"].0, "validation");
+    assert_eq!(dead["oversized"].0, "oversized");
+    assert_eq!(
+        dead["oversized"].1.as_deref(),
+        Some(&oversized[..dlq_headers::DEAD_LETTER_MAX_VALUE]),
+        "an oversized value is cut to what a dead letter carries"
+    );
+    assert_eq!(truncated["oversized"].as_deref(), Some("2000000"));
+    assert_eq!(
+        truncated["wrong-topic"], None,
+        "other dead letters are whole"
+    );
     assert_eq!(dead["ancient"].0, "validation");
     assert!(
         dead["ancient"].2.contains("--max-event-age-ms"),

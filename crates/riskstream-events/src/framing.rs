@@ -57,6 +57,8 @@ pub enum DecodeError {
     },
     #[error("Avro body does not match {kind:?}: {why}")]
     Body { kind: SchemaKind, why: String },
+    #[error("record of {len} bytes exceeds the plausibility bound of {max} (--max-record-bytes)")]
+    Oversized { len: usize, max: usize },
     #[error("{0} trailing bytes after the Avro body")]
     TrailingBytes(usize),
     #[error("invalid {0}")]
@@ -84,6 +86,7 @@ impl DecodeError {
             DecodeError::WrongRecordType { .. } => "wrong_record_type",
             DecodeError::Body { .. } => "bad_avro_body",
             DecodeError::TrailingBytes(_) => "trailing_bytes",
+            DecodeError::Oversized { .. } => "oversized",
             DecodeError::Invalid(_) => "validation",
         }
     }
@@ -182,6 +185,12 @@ impl Codec {
 
     /// Decodes and validates a capture session or a transaction.
     pub fn decode_event(&self, payload: &[u8]) -> Result<Event, DecodeError> {
+        if payload.len() > self.bounds.max_record_bytes {
+            return Err(DecodeError::Oversized {
+                len: payload.len(),
+                max: self.bounds.max_record_bytes,
+            });
+        }
         let (located, body) = self.locate(payload)?;
         let event = match (&located, located.kind()) {
             // Written with the current schema: read directly (`event_body.rs`).

@@ -427,6 +427,10 @@ impl Event {
     }
 }
 
+/// Default plausibility bound on an input record's size, bytes (1 MiB, about Kafka's default
+/// `message.max.bytes`): larger records are dead-lettered (`oversized`) without being decoded.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
 /// Default plausibility bound on every string field of an event, bytes (ids, hashes, names):
 /// longer values are dead-lettered (`validation`).
 pub const MAX_STRING_BYTES: usize = 1024;
@@ -440,6 +444,8 @@ pub const MAX_USD_CENTS: i64 = 1_000_000_000_000;
 /// `--max-amount-usd`, `--max-future-skew-ms`, `--max-event-age-ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
+    /// Largest record value, bytes (checked before decoding).
+    pub max_record_bytes: usize,
     /// Longest string field, bytes.
     pub max_string_bytes: usize,
     /// Largest USD value of a transaction, cents.
@@ -454,6 +460,7 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Self {
         Bounds {
+            max_record_bytes: MAX_RECORD_BYTES,
             max_string_bytes: MAX_STRING_BYTES,
             max_usd_cents: MAX_USD_CENTS,
             max_future_ms: 3_600_000,
@@ -650,6 +657,13 @@ pub mod dlq_headers {
     pub const SOURCE_TOPIC: &str = "riskstream.source.topic";
     pub const SOURCE_PARTITION: &str = "riskstream.source.partition";
     pub const SOURCE_OFFSET: &str = "riskstream.source.offset";
+    /// On a dead letter whose value was cut to [`DEAD_LETTER_MAX_VALUE`] bytes: the original
+    /// value's size (the whole record stays on its source topic, at the source offset).
+    pub const VALUE_TRUNCATED_FROM: &str = "riskstream.value.truncated_from";
+    /// The most of a record's value a dead letter carries: a larger one (only an `oversized`
+    /// record can be) is cut, so the dead letter stays under the producer's `message.max.bytes`
+    /// (librdkafka's default is 1 000 000) and its delivery cannot fail and stop the worker.
+    pub const DEAD_LETTER_MAX_VALUE: usize = 512 * 1024;
 }
 
 #[cfg(test)]

@@ -1036,10 +1036,18 @@ pub(crate) fn dead_letter<'a>(
             key: dlq_headers::SOURCE_OFFSET,
             value: Some(msg.offset().to_string().as_bytes()),
         });
-    // The original value as it was: a null value stays null.
+    // The original value as it was: a null value stays null. An oversized one is cut (its
+    // size in a header), so the dead letter's delivery cannot fail on the producer's size limit.
+    let payload = msg.payload();
+    if let Some(p) = payload.filter(|p| p.len() > dlq_headers::DEAD_LETTER_MAX_VALUE) {
+        headers = headers.insert(Header {
+            key: dlq_headers::VALUE_TRUNCATED_FROM,
+            value: Some(p.len().to_string().as_bytes()),
+        });
+    }
     let mut record = FutureRecord::to(&cfg.topics.dead_letters).headers(headers);
-    if let Some(payload) = msg.payload() {
-        record = record.payload(payload);
+    if let Some(p) = payload {
+        record = record.payload(&p[..p.len().min(dlq_headers::DEAD_LETTER_MAX_VALUE)]);
     }
     if let Some(k) = msg.key() {
         record = record.key(k);

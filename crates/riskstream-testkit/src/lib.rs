@@ -283,14 +283,21 @@ impl Broker {
     /// proxy's port, so clients reach it only with `security.protocol=SSL` and `tls`'s
     /// certificate as their CA. [`Broker::bootstrap`] is the proxy's address.
     pub fn start_behind_tls(tls: &TlsFiles) -> Self {
+        Self::start_behind(|port| tls_proxy(port, tls))
+    }
+
+    /// A `memory://` broker behind a proxy: `proxy` gets the broker's port and returns the
+    /// proxy's, which the broker advertises (every client connection then goes through it).
+    /// [`Broker::bootstrap`] is the proxy's address.
+    pub fn start_behind(proxy: impl FnOnce(u16) -> u16) -> Self {
         let port = free_port();
-        let proxy = tls_proxy(port, tls);
+        let advertised = proxy(port);
         let mut broker = Broker {
             child: None,
             port,
             dir: tempfile::tempdir().expect("tempdir"),
             s3: None,
-            advertised: Some(proxy),
+            advertised: Some(advertised),
         };
         broker.spawn();
         broker

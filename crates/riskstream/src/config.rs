@@ -91,6 +91,10 @@ pub struct WorkerArgs {
     /// and says so (0 = wait forever). [default: 60000]
     #[arg(long, env = "RISKSTREAM_BROKER_DEADLINE_MS")]
     pub broker_deadline_ms: Option<u64>,
+    /// Plausibility bound: largest input record (its value), bytes; larger → dead-lettered
+    /// (`oversized`) without being decoded. [default: 1048576]
+    #[arg(long, env = "RISKSTREAM_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
     /// Plausibility bound: longest string field of an input event (ids, hashes, names), bytes;
     /// longer → dead-lettered. [default: 1024]
     #[arg(long, env = "RISKSTREAM_MAX_STRING_BYTES")]
@@ -167,6 +171,7 @@ struct FileConfig {
     revoke_drain_ms: Option<u64>,
     delivery: Option<String>,
     worker_id: Option<String>,
+    max_record_bytes: Option<usize>,
     max_string_bytes: Option<usize>,
     max_amount_usd: Option<i64>,
     max_future_skew_ms: Option<u64>,
@@ -264,6 +269,7 @@ impl Settings {
         out += &format!("store_account_cache_mb = {}\n", self.store_account_cache_mb);
         out += &format!("store_in_flight = {}\n", w.store_in_flight);
         out += &format!("revoke_drain_ms = {}\n", w.revoke_drain.as_millis());
+        out += &format!("max_record_bytes = {}\n", w.bounds.max_record_bytes);
         out += &format!("max_string_bytes = {}\n", w.bounds.max_string_bytes);
         out += &format!("max_amount_usd = {}\n", w.bounds.max_usd_cents / 100);
         out += &format!("max_future_skew_ms = {}\n", w.bounds.max_future_ms);
@@ -391,6 +397,10 @@ impl WorkerArgs {
             .or(file.max_amount_usd)
             .unwrap_or(defaults.max_usd_cents / 100);
         worker.bounds = riskstream_events::Bounds {
+            max_record_bytes: self
+                .max_record_bytes
+                .or(file.max_record_bytes)
+                .unwrap_or(defaults.max_record_bytes),
             max_string_bytes: self
                 .max_string_bytes
                 .or(file.max_string_bytes)
@@ -412,6 +422,9 @@ impl WorkerArgs {
                 .or(file.max_event_age_ms)
                 .map_or(defaults.max_age_ms, |v| v.min(i64::MAX as u64) as i64),
         };
+        if worker.bounds.max_record_bytes == 0 {
+            bail!("max_record_bytes must be at least 1");
+        }
         if worker.bounds.max_string_bytes == 0 {
             bail!("max_string_bytes must be at least 1");
         }

@@ -1092,3 +1092,224 @@ fn the_fuzz_oracles_hold_on_seeds_corruptions_and_found_inputs() {
     }
     eprintln!("{replayed} inputs found by fuzzing replayed");
 }
+
+/// `payload` with the `len` bytes right after the first occurrence of `marker` replaced by
+/// `with`.
+fn splice(payload: &[u8], marker: &[u8], len: usize, with: &[u8]) -> Vec<u8> {
+    let at = payload
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("marker in payload")
+        + marker.len();
+    [&payload[..at], with, &payload[at + len..]].concat()
+}
+
+/// One case per kind of hostile input the reliability issue names, each refused with its
+/// dead-letter kind and a reason that names what is wrong (the end-to-end tests send the
+/// topic-contract, null-value, amount, event-age and oversized cases through a worker).
+#[test]
+fn one_case_per_kind_of_hostile_input_is_refused_with_its_reason() {
+    let codec = Codec::registry_free();
+    let tx = |f: &dyn Fn(&mut Transaction)| {
+        let mut t = transaction();
+        t.device.ip_country = "ZQ".into(); // a marker just before the kind enum
+        f(&mut t);
+        codec.encode(SchemaKind::Transaction, "t", &t).unwrap()
+    };
+    let cs = |f: &dyn Fn(&mut CaptureSession)| {
+        let mut c = capture();
+        c.injection.screen_replay_score = 0.125; // a marker just before the telemetry count
+        f(&mut c);
+        codec.encode(SchemaKind::CaptureSession, "c", &c).unwrap()
+    };
+    let good = tx(&|_| {});
+    let session = cs(&|_| {});
+    let replay_score = 0.125f64.to_le_bytes();
+    let big = cs(&|c| {
+        c.telemetry = std::iter::repeat_n(c.telemetry.clone(), 150_000)
+            .flatten()
+            .collect()
+    });
+    let kind_byte = {
+        let at = good.windows(3).position(|w| w == b"\x04ZQ").unwrap() + 3;
+        good[at]
+    };
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "truncated",
+            good[..good.len() - 4].to_vec(),
+            "bad_avro_body",
+            "",
+        ),
+        (
+            "truncated header",
+            good[..6].to_vec(),
+            "truncated_header",
+            "single-object",
+        ),
+        (
+            "unknown fingerprint",
+            splice(&good, &[0xC3, 0x01], 8, &[7; 8]),
+            "unknown_fingerprint",
+            "0707",
+        ),
+        (
+            "not ours: a verdict",
+            codec.encode(SchemaKind::Verdict, "v", &verdict()).unwrap(),
+            "wrong_record_type",
+            "Verdict",
+        ),
+        (
+            "huge declared length",
+            [
+                &good[..10],
+                &[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            ]
+            .concat(),
+            "bad_avro_body",
+            "",
+        ),
+        (
+            "huge declared count",
+            splice(&session, &replay_score, 1, &[0xfe, 0xff, 0xff, 0xff, 0x0f]),
+            "bad_avro_body",
+            "past the end of data",
+        ),
+        (
+            "invalid UTF-8",
+            splice(&good, &good[..11], 2, &[0xff, 0xfe]),
+            "bad_avro_body",
+            "UTF-8",
+        ),
+        (
+            "enum index out of range",
+            splice(&good, b"\x04ZQ", 1, &[0x78]),
+            "bad_avro_body",
+            "enum index 60",
+        ),
+        (
+            "union index out of range",
+            splice(&good, b"\x04ZQ", 2, &[kind_byte, 0x0a]),
+            "bad_avro_body",
+            "union index 5",
+        ),
+        (
+            "NaN score",
+            cs(&|c| c.vendor.liveness_score = f64::NAN),
+            "validation",
+            "vendor.liveness_score",
+        ),
+        (
+            "infinite score",
+            cs(&|c| c.vendor.face_match_score = f64::INFINITY),
+            "validation",
+            "vendor.face_match_score",
+        ),
+        (
+            "negative score",
+            cs(&|c| c.injection.screen_replay_score = -0.5),
+            "validation",
+            "injection.screen_replay_score",
+        ),
+        (
+            "negative amount",
+            tx(&|t| t.amount.as_mut().unwrap().value_minor = -1),
+            "validation",
+            "must not be negative",
+        ),
+        (
+            "absurd amount",
+            tx(&|t| t.amount.as_mut().unwrap().usd_cents = i64::MAX),
+            "validation",
+            "--max-amount-usd",
+        ),
+        (
+            "absurd decimals",
+            tx(&|t| t.amount.as_mut().unwrap().decimals = 99),
+            "validation",
+            "amount.decimals",
+        ),
+        (
+            "event time 0",
+            tx(&|t| t.event_time = 0),
+            "validation",
+            "event_time",
+        ),
+        (
+            "negative event time",
+            tx(&|t| t.event_time = -86_400_000),
+            "validation",
+            "event_time",
+        ),
+        (
+            "negative telemetry time",
+            cs(&|c| c.telemetry[1].dt_ms = -5),
+            "validation",
+            "telemetry.dt_ms",
+        ),
+        (
+            "overlong string",
+            tx(&|t| t.country = "x".repeat(1025)),
+            "validation",
+            "--max-string-bytes",
+        ),
+        ("oversized record", big, "oversized", "--max-record-bytes"),
+        (
+            "trailing bytes",
+            [&good[..], b"xx"].concat(),
+            "trailing_bytes",
+            "2 trailing",
+        ),
+        (
+            "empty event id",
+            tx(&|t| t.event_id.clear()),
+            "validation",
+            "event_id",
+        ),
+        (
+            "empty account id",
+            tx(&|t| t.account_id.clear()),
+            "validation",
+            "account_id",
+        ),
+        (
+            "empty device fingerprint",
+            tx(&|t| t.device.fingerprint_hash.clear()),
+            "validation",
+            "device.fingerprint_hash",
+        ),
+    ];
+    for (name, payload, kind, says) in &cases {
+        let err = codec
+            .decode_event(payload)
+            .expect_err(&format!("{name}: decoded"));
+        if !kind.is_empty() {
+            assert_eq!(err.kind(), *kind, "{name}: {err}");
+        }
+        assert!(err.to_string().contains(says), "{name}: {err}");
+    }
+    // The clock checks (the worker runs them with the record's broker timestamp).
+    let now = 1_800_000_000_000;
+    let at = |event_time: i64| {
+        let mut t = transaction();
+        t.event_time = event_time;
+        Event::Transaction(t)
+    };
+    let bounds = crate::types::Bounds::default();
+    let future = at(now + 2 * 3_600_000).validate_at(now, Some(now), &bounds);
+    assert!(future
+        .unwrap_err()
+        .to_string()
+        .contains("--max-future-skew-ms"));
+    let past = at(now - 31 * 86_400_000).validate_at(now, Some(now), &bounds);
+    assert!(past.unwrap_err().to_string().contains("--max-event-age-ms"));
+    assert!(
+        at(now - 31 * 86_400_000)
+            .validate_at(now, Some(now - 30 * 86_400_000), &bounds)
+            .is_ok(),
+        "an old record with an old broker timestamp (a replay) passes"
+    );
+    // And the untouched records decode: the cases are what made them fail.
+    assert!(codec.decode_event(&good).is_ok());
+    assert!(codec.decode_event(&session).is_ok());
+}
