@@ -313,6 +313,10 @@ struct Incident {
     what: &'static str,
     from: i64,
     to: i64,
+    /// The group's committed offsets just before it (the lower of before and after, for the
+    /// broker's restart, which may lose commits): work below them was committed and must not be
+    /// scored again after it; `None` if the broker did not answer.
+    committed: Option<HashMap<(String, i32), i64>>,
 }
 
 #[test]
@@ -375,6 +379,7 @@ fn kills_and_restarts() {
             (&mut w2, p2)
         };
         peak_rss = peak_rss.max(peak_rss_mb(victim));
+        let committed = committed_by_partition(&broker, "faults");
         let t = now_ms();
         let held = assigned(port);
         victim.kill().expect("SIGKILL worker");
@@ -390,6 +395,7 @@ fn kills_and_restarts() {
             what: "worker SIGKILL",
             from: t - 3_000,
             to: t,
+            committed,
         });
         *victim = worker(&broker, &redis, port);
     }
@@ -413,6 +419,7 @@ fn kills_and_restarts() {
     wait_until("verdicts flowing", 120, || {
         collector.distinct() >= progress + step
     });
+    let before = committed_by_partition(&broker, "faults");
     let broker_down = now_ms();
     broker.kill();
     eprintln!(
@@ -421,11 +428,24 @@ fn kills_and_restarts() {
     );
     std::thread::sleep(Duration::from_secs(3));
     broker.restart();
-    // Commits fail while it is down and the group may rebalance when it is back.
+    // Commits fail while it is down and the group may rebalance when it is back; it may also
+    // have lost commits (it loses acknowledged records): the floor is the lower of the two.
+    let back = now_ms();
+    let after = committed_by_partition(&broker, "faults");
+    let committed = before.zip(after).map(|(before, after)| {
+        before
+            .into_iter()
+            .map(|(tp, o)| {
+                let a = after.get(&tp).copied().unwrap_or(0);
+                (tp, o.min(a))
+            })
+            .collect()
+    });
     incidents.push(Incident {
         what: "broker restart",
         from: broker_down - 3_000,
-        to: now_ms() + 15_000,
+        to: back + 15_000,
+        committed,
     });
 
     let status = producer.wait().expect("simulate");
@@ -496,16 +516,38 @@ fn kills_and_restarts() {
         &ours[..ours.len().min(5)]
     );
 
-    // Duplicates only from work in flight at an incident, and with the first decision.
+    // Duplicates only from work not yet committed at an incident (its offset at or past what the
+    // group had committed just before the latest incident preceding the second scoring), or
+    // whose first verdict came within 3 s before a fault; and with the first decision.
     for (id, seen) in &duplicated {
         let first = seen.iter().map(|s| s.scored_at).min().unwrap();
+        let second = seen
+            .iter()
+            .map(|s| s.scored_at)
+            .filter(|t| *t > first)
+            .min();
+        let (topic, partition, offset) = &seen[0].source;
+        let uncommitted = incidents
+            .iter()
+            .rev()
+            .find(|i| second.is_some_and(|t| i.from + 3_000 <= t))
+            .and_then(|i| i.committed.as_ref())
+            .and_then(|c| c.get(&(topic.clone(), *partition)))
+            .is_some_and(|floor| offset >= floor);
         assert!(
-            incidents.iter().any(|i| (i.from..=i.to).contains(&first)),
-            "{id} was scored twice ({seen:?}) although no fault was near its first verdict \
-             (incidents: {:?})",
+            uncommitted || incidents.iter().any(|i| (i.from..=i.to).contains(&first)),
+            "{id} was scored twice ({seen:?}) although its record was committed before the \
+             latest fault and no fault was near its first verdict (incidents: {:?})",
             incidents
                 .iter()
-                .map(|i| (i.what, i.from, i.to))
+                .map(|i| (
+                    i.what,
+                    i.from,
+                    i.to,
+                    i.committed
+                        .as_ref()
+                        .and_then(|c| c.get(&(topic.clone(), *partition)))
+                ))
                 .collect::<Vec<_>>()
         );
         assert!(
@@ -827,6 +869,15 @@ fn verdict_ids(broker: &Broker) -> Vec<String> {
 
 /// The sum over the input topics' partitions of the offsets `group` committed.
 fn committed(broker: &Broker, group: &str) -> i64 {
+    committed_by_partition(broker, group)
+        .expect("committed offsets")
+        .values()
+        .sum()
+}
+
+/// The offsets `group` committed, per input partition (`None` when the broker does not answer
+/// within 10 s).
+fn committed_by_partition(broker: &Broker, group: &str) -> Option<HashMap<(String, i32), i64>> {
     use rdkafka::{Offset, TopicPartitionList};
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
@@ -839,16 +890,19 @@ fn committed(broker: &Broker, group: &str) -> i64 {
             tpl.add_partition(t, p);
         }
     }
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    got.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    Some(
+        got.elements()
+            .iter()
+            .map(|e| {
+                let o = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                ((e.topic().to_string(), e.partition()), o)
+            })
+            .collect(),
+    )
 }
 
 fn simulate(broker: &Broker, n: u64, seed: u64) {
