@@ -24,6 +24,19 @@ pub struct RunArgs {
     pub passthrough: bool,
 }
 
+/// Ends the process now with `code`, without exit-time handlers: librdkafka's threads are still
+/// running when a worker stops on an error, and OpenSSL's exit-time cleanup under them can
+/// hang the process (seen: a fenced worker that printed its error and never exited, so its
+/// supervisor never saw code 4). Standard output and error are flushed first; nothing else is
+/// left to do (offsets are committed by the chain before it returns, or deliberately not).
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process at once; no Rust state is observed afterwards.
+    unsafe { libc::_exit(code) }
+}
+
 /// Builds the feature store chosen by the settings.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<AnyStore> {
     Ok(match &settings.store {
@@ -211,7 +224,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     "no broker reachable within the start-up deadline (--broker-deadline-ms): giving up"
                 );
                 // Nothing was consumed, so nothing is left uncommitted.
-                std::process::exit(2);
+                exit_now(2);
             }
         });
     }
@@ -258,13 +271,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(CAP_EXIT_HOLD).await;
             }
             eprintln!("riskstream run: {e}");
-            std::process::exit(3);
+            exit_now(3);
         }
         Err(e @ riskstream_pipeline::WorkerError::Fenced(_)) => {
             // A zombie: another worker with this transactional.id (or a newer generation of
             // the group) took over. Restarting it with the same id would fence the other one.
             eprintln!("riskstream run: {e}");
-            std::process::exit(4);
+            exit_now(4);
         }
         r => r?,
     };
