@@ -72,14 +72,16 @@ fn classify(e: KafkaError) -> WorkerError {
 }
 
 fn fenced(e: &KafkaError) -> bool {
+    e.rdkafka_error_code().is_some_and(fenced_code)
+}
+
+fn fenced_code(code: RDKafkaErrorCode) -> bool {
     matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::Fenced
-                | RDKafkaErrorCode::ProducerFenced
-                | RDKafkaErrorCode::InvalidProducerEpoch
-                | RDKafkaErrorCode::FencedInstanceId
-        )
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::FencedInstanceId
     )
 }
 
@@ -104,6 +106,14 @@ pub async fn recover(
     };
     if fenced(k) {
         return Err(WorkerError::Fenced(k.to_string()));
+    }
+    // After a fatal error, later calls fail with a generic code (e.g. `_FATAL`, or a purged
+    // delivery): the producer's fatal error says whether it was fenced. A fenced producer must
+    // not be re-created with the same transactional.id — that would fence the newer worker.
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        if fenced_code(code) {
+            return Err(WorkerError::Fenced(reason));
+        }
     }
     metrics::counter!(crate::metrics::TRANSACTIONS, "outcome" => "aborted").increment(1);
     if fatal(k) {
