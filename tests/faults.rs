@@ -813,37 +813,35 @@ fn assigned(port: u16) -> i64 {
 
 /// The event ids in the input topics, read from the start.
 fn input_event_ids(broker: &Broker) -> std::collections::HashSet<String> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("fault-inputs-{}", free_port()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "2000")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
-    c.subscribe(&["capture-sessions", "transactions"])
-        .expect("subscribe");
     let codec = Codec::registry_free();
     let mut ids = std::collections::HashSet::new();
-    let mut idle = Instant::now();
-    while idle.elapsed() < Duration::from_secs(10) {
-        if let Some(Ok(msg)) = c.poll(Duration::from_millis(200)) {
-            idle = Instant::now();
-            if let Some(Ok(e)) = msg.payload().map(|p| codec.decode_event(p)) {
-                ids.insert(e.event_id().to_string());
-            }
+    read_all(broker, &["capture-sessions", "transactions"], |payload| {
+        if let Ok(e) = codec.decode_event(payload) {
+            ids.insert(e.event_id().to_string());
         }
-    }
+    });
     ids
 }
 
 /// The event ids of every verdict on the verdict topic, read from the start (repeats kept).
 fn verdict_ids(broker: &Broker) -> Vec<String> {
+    let codec = Codec::registry_free();
+    let mut ids = Vec::new();
+    read_all(broker, &["verdicts"], |payload| {
+        let v: Verdict = codec
+            .decode_as(SchemaKind::Verdict, payload)
+            .expect("verdict");
+        ids.push(v.event_id);
+    });
+    ids
+}
+
+/// Every record value of `topics`, read from the start in a group of its own, until nothing
+/// arrives for 10 s.
+fn read_all(broker: &Broker, topics: &[&str], mut each: impl FnMut(&[u8])) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", format!("fault-verdicts-{}", free_port()))
+        .set("group.id", format!("fault-reader-{}", free_port()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
@@ -851,20 +849,16 @@ fn verdict_ids(broker: &Broker) -> Vec<String> {
         .set("fetch.wait.max.ms", "100")
         .create()
         .expect("consumer");
-    c.subscribe(&["verdicts"]).expect("subscribe");
-    let codec = Codec::registry_free();
-    let mut ids = Vec::new();
+    c.subscribe(topics).expect("subscribe");
     let mut idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(10) {
         if let Some(Ok(msg)) = c.poll(Duration::from_millis(200)) {
             idle = Instant::now();
-            let v: Verdict = codec
-                .decode_as(SchemaKind::Verdict, msg.payload().expect("payload"))
-                .expect("verdict");
-            ids.push(v.event_id);
+            if let Some(p) = msg.payload() {
+                each(p);
+            }
         }
     }
-    ids
 }
 
 /// The sum over the input topics' partitions of the offsets `group` committed.

@@ -45,23 +45,43 @@ impl fmt::Debug for Id<'_> {
 
 /// A URL with its password (the part of the user info after `:`) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    // Several hosts (redis+cluster://h:p,h:p) may follow one user info.
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string() // redis://password@host: the whole user info is the secret
+    match user_info(url) {
+        Some(UserInfo {
+            scheme, user, rest, ..
+        }) => {
+            let hidden = match user {
+                Some(user) => format!("{user}:***"),
+                None => "***".to_string(), // redis://password@host: all of it is the secret
             };
-            format!("{scheme}://{hidden}@{hosts}{path}")
+            format!("{scheme}://{hidden}@{rest}")
         }
         None => url.to_string(),
     }
+}
+
+/// A URL's parts around its user info: `scheme://[user:]secret@rest`.
+struct UserInfo<'a> {
+    scheme: &'a str,
+    user: Option<&'a str>,
+    secret: &'a str,
+    /// The host(s) and path: several hosts (redis+cluster://h:p,h:p) may follow one user info.
+    rest: &'a str,
+}
+
+fn user_info(url: &str) -> Option<UserInfo<'_>> {
+    let (scheme, after) = url.split_once("://")?;
+    let authority = &after[..after.find('/').unwrap_or(after.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (user, secret) = match userinfo.split_once(':') {
+        Some((u, p)) => (Some(u), p),
+        None => (None, userinfo),
+    };
+    Some(UserInfo {
+        scheme,
+        user,
+        secret,
+        rest: &after[userinfo.len() + 1..],
+    })
 }
 
 /// `message` with the password of `url` (see [`redact_url`]) and `url` itself hidden: for
@@ -69,19 +89,10 @@ pub fn redact_url(url: &str) -> String {
 pub fn scrub(message: &str, url: &str) -> String {
     let mut out = message.replace(url, &redact_url(url));
     // A secret of 1–3 characters would mangle every message; the URL replacement covers it.
-    if let Some(secret) = url_secret(url).filter(|s| s.len() >= 4) {
-        out = out.replace(secret, "***");
+    if let Some(info) = user_info(url).filter(|i| i.secret.len() >= 4) {
+        out = out.replace(info.secret, "***");
     }
     out
-}
-
-/// The secret part of a URL's user info, if any.
-fn url_secret(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let secret = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
-    (!secret.is_empty()).then_some(secret)
 }
 
 #[cfg(test)]

@@ -268,12 +268,16 @@ impl Broker {
     }
 
     fn start_with(s3: Option<String>) -> Self {
+        Self::launch(free_port(), s3, None)
+    }
+
+    fn launch(port: u16, s3: Option<String>, advertised: Option<u16>) -> Self {
         let mut broker = Broker {
             child: None,
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().expect("tempdir"),
             s3,
-            advertised: None,
+            advertised,
         };
         broker.spawn();
         broker
@@ -292,15 +296,7 @@ impl Broker {
     pub fn start_behind(proxy: impl FnOnce(u16) -> u16) -> Self {
         let port = free_port();
         let advertised = proxy(port);
-        let mut broker = Broker {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-            s3: None,
-            advertised: Some(advertised),
-        };
-        broker.spawn();
-        broker
+        Self::launch(port, None, Some(advertised))
     }
 
     fn spawn(&mut self) {
