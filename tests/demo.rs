@@ -67,7 +67,7 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         ("mule", 0.8),
         ("ato_fast", 0.8),
         ("ato_delayed", 0.65),
-        ("ato_slow", 0.35),
+        ("ato_slow", 0.5),
         ("scam", 0.6),
     ] {
         assert!(
@@ -78,8 +78,8 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     }
     let outcome = &s["outcome"];
     let num = |k: &str| outcome[k].as_f64().unwrap();
-    // (Measured on this seed: 88.1 % of fraud stopped, 1.81 % of legitimate events stopped,
-    // 0.04 % blocked.)
+    // (Measured on this seed: 90.6 % of fraud stopped, 1.55 % of legitimate events stopped,
+    // 0.02 % blocked; warm-up history is not counted.)
     assert!(num("fraud_stopped") >= 0.85, "{outcome}");
     assert!(num("legit_stopped") <= 0.02, "{outcome}");
     assert!(num("legit_blocked") <= 0.002, "{outcome}");
@@ -88,6 +88,15 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         "legit stopped: {}",
         stopped("legit")
     );
+    // Newly opened accounts verified on their own device and document pass (rings and mules
+    // open accounts too, so a new account alone must not be the signal). 1.9 % on this seed.
+    assert!(
+        stopped("new_customer") < 0.05,
+        "new customers stopped: {}",
+        stopped("new_customer")
+    );
+    // The warm-up history is there and left out of the totals.
+    assert!(by["warmup"].as_object().is_some_and(|d| !d.is_empty()));
     assert!(stdout.contains("fraud stopped"), "{stdout}");
     // Travellers are never blocked on the model's word alone: every block names a signal.
     let verdicts = std::fs::read_to_string(&verdicts_path).unwrap();

@@ -176,6 +176,7 @@ pub(crate) const TRANSACTION_FIELDS: &[&str] = &[
     "destination",
     "channel",
     "session_age_s",
+    "failed_auth_attempts",
 ];
 
 pub(crate) const INTERACTION_KINDS: [InteractionKind; 10] = [
@@ -283,6 +284,7 @@ pub(crate) fn transaction(buf: &[u8]) -> Result<(Transaction, &[u8]), Error> {
         })?,
         channel: CHANNELS[r.symbol(CHANNELS.len())?],
         session_age_s: r.long()?,
+        failed_auth_attempts: r.int()?,
     };
     Ok((event, r.buf))
 }

@@ -72,6 +72,12 @@ pub const HISTORY: &[(SchemaKind, u32, &str, &str)] = &[
         "verdict.v2.avsc",
         include_str!("../../../schema-history/verdict.v2.avsc"),
     ),
+    (
+        SchemaKind::Transaction,
+        1,
+        "transaction.v1.avsc",
+        include_str!("../../../schema-history/transaction.v1.avsc"),
+    ),
 ];
 
 /// The current version number of each schema (one more than its newest historical version).

@@ -127,6 +127,10 @@ pub struct Transaction {
     pub destination: Option<Destination>,
     pub channel: Channel,
     pub session_age_s: i64,
+    /// Failed password or second-factor attempts in this sign-in before it succeeded (schema
+    /// version 2; 0 in records written before it).
+    #[serde(default)]
+    pub failed_auth_attempts: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -421,11 +425,18 @@ impl Event {
                         );
                     }
                 }
+                if !(0..=MAX_FAILED_AUTH_ATTEMPTS).contains(&t.failed_auth_attempts) {
+                    return bad("failed_auth_attempts", "must be within 0..=10000");
+                }
             }
         }
         Ok(())
     }
 }
+
+/// Plausibility bound on a transaction's `failed_auth_attempts` (an authentication service
+/// locks an account long before this).
+pub const MAX_FAILED_AUTH_ATTEMPTS: i32 = 10_000;
 
 /// Default plausibility bound on an input record's size, bytes (1 MiB, about Kafka's default
 /// `message.max.bytes`): larger records are dead-lettered (`oversized`) without being decoded.

@@ -521,9 +521,11 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
     v[SECS_SINCE_MFA_CHANGE] = last_mfa.map_or(NEVER_SECS, |s| secs(t - s));
     let first_seen = |prefix: char, value: &str| links.get(&link(prefix, value)).copied();
     v[DEVICE_IS_NEW] = (first_seen('d', e.device_id).is_none_or(|s| s >= t)) as u8 as f32;
+    v[DEST_TENURE] = NEVER_SECS;
     if !e.destination.is_empty() {
-        v[DESTINATION_IS_NEW] =
-            (first_seen('x', e.destination).is_none_or(|s| s >= t)) as u8 as f32;
+        let paid_first = first_seen('x', e.destination).filter(|s| *s < t);
+        v[DESTINATION_IS_NEW] = paid_first.is_none() as u8 as f32;
+        v[DEST_TENURE] = paid_first.map_or(0.0, |s| secs(t - s));
     }
     v[ACCOUNT_LABELLED] = links.contains_key(LABEL_MEMBER) as u8 as f32;
 

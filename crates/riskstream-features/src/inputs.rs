@@ -9,7 +9,7 @@ use crate::catalogue::{
 };
 
 /// Features computed from the event itself (no state), after the store features in [`input_names`] order.
-pub const EVENT_FEATURES: [FeatureDef; 26] = [
+pub const EVENT_FEATURES: [FeatureDef; 27] = [
     FeatureDef {
         name: "device_emulator",
         entity: "event",
@@ -192,6 +192,13 @@ pub const EVENT_FEATURES: [FeatureDef; 26] = [
         group: "event",
         meaning: "USD amount / (1 + money-out USD in the previous 24 h).",
     },
+    FeatureDef {
+        name: "tx_failed_auth_attempts",
+        entity: "transaction",
+        window: "-",
+        group: "event",
+        meaning: "Failed password or second-factor attempts in the sign-in before it succeeded (the event's `failed_auth_attempts`; 0 when unknown).",
+    },
 ];
 
 /// Interactions of a capture session given to sequence models (the first ones; shorter
@@ -300,7 +307,7 @@ pub fn fill_row(event: &Event, store: &StoreFeatures, row: &mut [f32]) {
             fill_capture(c, &mut ev[4..17]);
             fill_sequence(c, &mut ev[EVENT_FEATURES.len()..]);
         }
-        Event::Transaction(t) => fill_transaction(t, store, &mut ev[17..26]),
+        Event::Transaction(t) => fill_transaction(t, store, &mut ev[17..27]),
     }
 }
 
@@ -400,6 +407,7 @@ fn fill_transaction(t: &Transaction, store: &StoreFeatures, out: &mut [f32]) {
     out[6] = (1.0 + t.session_age_s.max(0) as f64).ln() as f32;
     out[7] = b(t.channel == riskstream_events::Channel::Api);
     out[8] = (usd / (1.0 + store.values[crate::catalogue::velocity(2, 0, 1)] as f64)) as f32;
+    out[9] = t.failed_auth_attempts.max(0) as f32;
 }
 
 /// What the feature store needs from an event.
@@ -480,7 +488,7 @@ mod tests {
             Some(N_STORE_FEATURES + 20)
         );
         assert_eq!(input_index("steps_min_s"), Some(N_STORE_FEATURES + 16));
-        assert_eq!(input_index("tel_seq_00_dt"), Some(N_STORE_FEATURES + 26));
+        assert_eq!(input_index("tel_seq_00_dt"), Some(N_STORE_FEATURES + 27));
         assert_eq!(input_index("tel_seq_47_move"), Some(N_INPUTS - 1));
     }
 }

@@ -378,6 +378,15 @@ async fn fan_in_and_account_age(store: impl FeatureStore) {
     assert_eq!(doc(6), (1.0, 1.0));
     assert_eq!(doc(7), (2.0, 0.0));
     assert_eq!(doc(8), (3.0, 1.0));
+    // How long the account has paid the destination: 0 for its first payment there.
+    assert_eq!(f(&out[0], "acct_dest_tenure_s"), 0.0, "p1's first payment to payA");
+    assert_eq!(f(&out[2], "acct_dest_tenure_s"), 600.0, "p1 paid payA 10 min before");
+    assert_eq!(f(&out[3], "acct_dest_tenure_s"), 0.0, "p3's first payment to payA");
+    assert_eq!(
+        f(&out[5], "acct_dest_tenure_s"),
+        30.0 * 86_400.0,
+        "no destination: as if never"
+    );
     assert_eq!(f(&out[0], "acct_age_s"), 0.0, "first event");
     assert_eq!(f(&out[2], "acct_age_s"), 600.0);
     assert_eq!(

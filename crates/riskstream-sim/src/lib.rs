@@ -45,6 +45,15 @@
 //! - `household`: family members with their own accounts on one shared device.
 //! - `salary_day`: a deposit and, soon after, larger than usual payouts to known addresses;
 //!   sometimes a large first payment to a new address (rent, a car) with no scam behind it.
+//! - `new_customer`: a newly opened account, as rings and mules open them: identity
+//!   verification on the customer's own device and document, a deposit, trades, and often a
+//!   first withdrawal to a new address (their own wallet) within hours or days.
+//!
+//! **Warm-up history** (`warmup`): before the scenarios start, every customer's account has the
+//! history an established account has — logins on its device and a payment to each of its
+//! known payees, spread over the `SimConfig::warmup_ms` before `start_ms` — so a store fed from
+//! the stream knows customers' devices and payees, as a production store does. Accounts opened
+//! by rings, mules, bots and new customers have none.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -71,6 +80,10 @@ pub enum Scenario {
     Household,
     /// Salary-day deposit and larger payouts, incl. a legitimate large first payment.
     SalaryDay,
+    /// A newly opened legitimate account: verification, deposit, trades, a first withdrawal.
+    NewCustomer,
+    /// An established account's history before the scenarios start (legitimate).
+    Warmup,
     /// A scripted bot in a capture session.
     BotScripted,
     /// A bot imitating human behaviour.
@@ -92,13 +105,15 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Legit,
         Scenario::LegitUnusual,
         Scenario::Traveller,
         Scenario::NewPhone,
         Scenario::Household,
         Scenario::SalaryDay,
+        Scenario::NewCustomer,
+        Scenario::Warmup,
         Scenario::BotScripted,
         Scenario::BotImitating,
         Scenario::Injection,
@@ -123,6 +138,8 @@ impl Scenario {
             Scenario::NewPhone => "new_phone",
             Scenario::Household => "household",
             Scenario::SalaryDay => "salary_day",
+            Scenario::NewCustomer => "new_customer",
+            Scenario::Warmup => "warmup",
             Scenario::BotScripted => "bot_scripted",
             Scenario::BotImitating => "bot_imitating",
             Scenario::Injection => "injection",
@@ -149,6 +166,8 @@ impl Scenario {
                 | Scenario::NewPhone
                 | Scenario::Household
                 | Scenario::SalaryDay
+                | Scenario::NewCustomer
+                | Scenario::Warmup
         )
     }
 
@@ -204,6 +223,7 @@ pub struct FamilyRates {
     pub traveller: f64,
     pub household: f64,
     pub salary_day: f64,
+    pub new_customer: f64,
 }
 
 impl Default for FamilyRates {
@@ -221,6 +241,7 @@ impl Default for FamilyRates {
             traveller: 0.004,
             household: 0.003,
             salary_day: 0.006,
+            new_customer: 0.015,
         }
     }
 }
@@ -244,11 +265,12 @@ impl FamilyRates {
             traveller: d.traveller * f(),
             household: d.household * f(),
             salary_day: d.salary_day * f(),
+            new_customer: d.new_customer * f(),
         }
     }
 
     /// The families a new action may start, with their rates (the rest is ordinary activity).
-    fn table(&self) -> [(Scenario, f64); 12] {
+    fn table(&self) -> [(Scenario, f64); 13] {
         [
             (Scenario::BotScripted, self.bot_scripted),
             (Scenario::BotImitating, self.bot_imitating),
@@ -262,6 +284,7 @@ impl FamilyRates {
             (Scenario::Traveller, self.traveller),
             (Scenario::Household, self.household),
             (Scenario::SalaryDay, self.salary_day),
+            (Scenario::NewCustomer, self.new_customer),
         ]
     }
 }
@@ -276,6 +299,9 @@ pub struct SimConfig {
     pub mean_gap_ms: f64,
     /// Number of legitimate accounts.
     pub accounts: usize,
+    /// Warm-up history: customers' events spread over this long before `start_ms` (0: none).
+    /// Every customer logs in on its device and pays each of its known payees once.
+    pub warmup_ms: i64,
     /// How often each family starts.
     pub rates: FamilyRates,
 }
@@ -288,6 +314,7 @@ impl SimConfig {
             start_ms: 1_767_225_600_000, // 2026-01-01T00:00:00Z
             mean_gap_ms: 2_000.0,
             accounts: (events as usize / 15).clamp(200, 200_000),
+            warmup_ms: 0,
             rates: FamilyRates::for_seed(seed),
         }
     }
@@ -298,10 +325,30 @@ impl SimConfig {
     /// stream of more than a few hundred events). Producers use it so that event times are
     /// near the records' broker timestamps, as real traffic is.
     pub fn ending_at(mut self, events: u64, end_ms: i64) -> Self {
-        self.start_ms = end_ms - (events as f64 * self.mean_gap_ms) as i64;
+        // Warm-up events come before `start_ms`, not one mean gap apart.
+        let warmup = if self.warmup_ms > 0 {
+            (self.accounts as f64 * WARMUP_EVENTS_PER_ACCOUNT) as u64
+        } else {
+            0
+        };
+        let scenario_events = events.saturating_sub(warmup).max(events / 2);
+        self.start_ms = end_ms - (scenario_events as f64 * self.mean_gap_ms) as i64;
+        self
+    }
+
+    /// Warm-up history over `ms` before the start (0: none, every account starts cold — the
+    /// default, for tests that need the scenarios from the first event).
+    pub fn with_warmup(mut self, ms: i64) -> Self {
+        self.warmup_ms = ms.max(0);
         self
     }
 }
+
+/// Default warm-up span: two weeks (inside the store's 30-day memory and the 30-day event-age
+/// bound, longer than the 7-day velocity windows).
+pub const WARMUP_MS: i64 = 14 * DAY;
+/// Warm-up events per customer on average (a login, and a payment to each of its 1–3 payees).
+const WARMUP_EVENTS_PER_ACCOUNT: f64 = 3.0;
 
 struct Account {
     id: String,
@@ -406,6 +453,10 @@ pub struct Simulator {
     /// Fingerprints of devices shared by a household.
     shared_devices: std::collections::HashSet<String>,
     pending: BinaryHeap<Reverse<Pending>>,
+    /// Warm-up history still to emit, oldest first: (time, account, payee or `None` for a login).
+    warmup: std::collections::VecDeque<(i64, usize, Option<String>)>,
+    /// This seed's factor (0.6–1.4) on how often sign-ins fail before they succeed.
+    auth_fail_scale: f64,
 }
 
 fn normal(rng: &mut SmallRng) -> f64 {
@@ -462,6 +513,18 @@ impl Simulator {
             })
             .collect();
         let scam_dests = (0..SCAM_ADDRESSES).map(|_| hex(&mut rng)).collect();
+        let mut warmup = Vec::new();
+        if cfg.warmup_ms > 0 {
+            for (i, a) in accounts.iter().enumerate() {
+                let mut at = || cfg.start_ms - rng.gen_range(1..=cfg.warmup_ms);
+                warmup.push((at(), i, None));
+                for d in &a.known_dests {
+                    warmup.push((at(), i, Some(d.clone())));
+                }
+            }
+        }
+        warmup.sort_by_key(|(t, i, _)| (*t, *i));
+        let auth_fail_scale = SmallRng::seed_from_u64(cfg.seed ^ 0xa07f_a11).gen_range(0.6..1.4);
         Simulator {
             clock: cfg.start_ms,
             cfg,
@@ -473,6 +536,8 @@ impl Simulator {
             scam_dests,
             shared_devices: Default::default(),
             pending: BinaryHeap::new(),
+            warmup: warmup.into(),
+            auth_fail_scale,
         }
     }
 
@@ -540,6 +605,36 @@ impl Simulator {
 
     /// The next event in event-time order.
     pub fn next_event(&mut self) -> SimEvent {
+        let mut e = self.next_untold();
+        if let Event::Transaction(t) = &mut e.event {
+            if t.kind == TransactionKind::Login {
+                t.failed_auth_attempts = self.failed_auth_attempts(e.scenario);
+            }
+        }
+        e
+    }
+
+    /// Failed password / second-factor attempts before a sign-in succeeded. Customers mistype
+    /// now and then, more often on a device they just took up (a new phone, a hotel laptop, a
+    /// shared one); a takeover guesses or replays stuffed credentials and fails often, but an
+    /// attacker with phished credentials gets in at once. Shares scaled per seed.
+    fn failed_auth_attempts(&mut self, scenario: Scenario) -> i32 {
+        let (p, most) = match scenario {
+            Scenario::AtoFast | Scenario::AtoSlow | Scenario::AtoDelayed => (0.45, 6),
+            Scenario::NewPhone | Scenario::Household | Scenario::Traveller => (0.12, 3),
+            _ => (0.03, 2),
+        };
+        if self.rng.gen_bool((p * self.auth_fail_scale).min(1.0)) {
+            self.rng.gen_range(1..=most)
+        } else {
+            0
+        }
+    }
+
+    fn next_untold(&mut self) -> SimEvent {
+        if let Some((at, account, payee)) = self.warmup.pop_front() {
+            return self.warmup_event(at, account, payee);
+        }
         let gap = -self.cfg.mean_gap_ms * self.rng.gen_range(f64::EPSILON..1.0f64).ln();
         self.clock += gap.max(1.0) as i64;
         if let Some(Reverse(p)) = self.pending.peek() {
@@ -572,8 +667,11 @@ impl Simulator {
             Scenario::Traveller => self.start_trip(),
             Scenario::Household => self.start_household(),
             Scenario::SalaryDay => self.start_salary_day(),
-            // Ordinary activity and new phones start from `legit_action`.
-            Scenario::Legit | Scenario::LegitUnusual | Scenario::NewPhone => self.legit_action(),
+            Scenario::NewCustomer => self.start_new_customer(),
+            // Ordinary activity and new phones start from `legit_action`; warm-up comes first.
+            Scenario::Legit | Scenario::LegitUnusual | Scenario::NewPhone | Scenario::Warmup => {
+                self.legit_action()
+            }
         }
     }
 
@@ -621,6 +719,7 @@ impl Simulator {
             destination: None,
             channel: Channel::App,
             session_age_s: 0,
+            failed_auth_attempts: 0,
         }
         .with_id(self.event_id())
     }
@@ -1092,6 +1191,76 @@ impl Simulator {
         self.login_then_follow_ups(account, device, Scenario::Household, MINUTE..2 * HOUR, 1..4)
     }
 
+    /// One event of an established customer's history: a login on its device, or a payment to
+    /// one of its payees, before the scenarios start.
+    fn warmup_event(&mut self, at: i64, account: usize, payee: Option<String>) -> SimEvent {
+        let device = self.accounts[account].devices[0].clone();
+        let usual = self.accounts[account].usual_usd;
+        let action = match payee {
+            None => self.tx_action(TransactionKind::Login, None, None),
+            Some(dest) => {
+                let kind = if self.rng.gen_bool(0.6) {
+                    TransactionKind::Withdrawal
+                } else {
+                    TransactionKind::TransferOut
+                };
+                let usd = lognormal(&mut self.rng, usual, 0.9);
+                self.tx_action(kind, Some(usd), Some(dest))
+            }
+        };
+        self.emit(
+            at,
+            Planned {
+                account,
+                device,
+                scenario: Scenario::Warmup,
+                action,
+            },
+        )
+    }
+
+    /// A new customer opens an account on their own device and verifies with their own
+    /// document; a deposit and trades follow over the next hours, and often a first withdrawal
+    /// to a new address (their own wallet elsewhere) within hours or days.
+    fn start_new_customer(&mut self) -> SimEvent {
+        let (country, _) = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())];
+        let device = Self::device_for(&mut self.rng, country);
+        let account = self.open_account("cust", device.clone());
+        let country = self.accounts[account].country;
+        let mut device = device;
+        device.ip_country = country.to_string();
+        self.accounts[account].devices = vec![device.clone()];
+        let usual = self.accounts[account].usual_usd;
+        let mut at = self.clock + self.rng.gen_range(2 * MINUTE..2 * HOUR);
+        let action = self.tx_action(TransactionKind::Deposit, Some(usual * 2.0), None);
+        self.plan(at, account, &device, Scenario::NewCustomer, action);
+        for _ in 0..self.rng.gen_range(1..=4) {
+            at += self.rng.gen_range(10 * MINUTE..12 * HOUR);
+            let kind = if self.rng.gen_bool(0.3) {
+                TransactionKind::Login
+            } else {
+                TransactionKind::Trade
+            };
+            let usd = (kind == TransactionKind::Trade).then(|| lognormal(&mut self.rng, usual, 0.9));
+            let action = self.tx_action(kind, usd, None);
+            self.plan(at, account, &device, Scenario::NewCustomer, action);
+        }
+        if self.rng.gen_bool(0.5) {
+            at += self.rng.gen_range(HOUR..3 * DAY);
+            let wallet = hex(&mut self.rng);
+            let usd = lognormal(&mut self.rng, usual * 1.5, 0.7);
+            let action = self.tx_action(TransactionKind::Withdrawal, Some(usd), Some(wallet));
+            self.plan(at, account, &device, Scenario::NewCustomer, action);
+        }
+        let a = &self.accounts[account];
+        let (id, c, r) = (a.id.clone(), a.country, a.region);
+        let s = self.capture(id, c, r, device, CaptureMode::Human);
+        SimEvent {
+            event: Event::CaptureSession(s),
+            scenario: Scenario::NewCustomer,
+        }
+    }
+
     /// Salary arrives; larger than usual payouts to known addresses follow, sometimes a large
     /// first payment to a new address (rent, a car) that is what it seems.
     fn start_salary_day(&mut self) -> SimEvent {
@@ -1298,6 +1467,7 @@ impl WithId for Transaction {
 #[cfg(test)]
 mod ending_at_tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[test]
     fn a_stream_moved_to_end_now_ends_near_now_and_is_otherwise_the_same() {
@@ -1322,7 +1492,54 @@ mod ending_at_tests {
             "last event {} min from the end",
             (last - end) / 60_000
         );
-        assert!(end - first <= (n as i64) * 2_000 + 3_600_000);
+        assert!(end - first <= (n as i64) * 2_000 + WARMUP_MS + 3_600_000);
+    }
+
+    #[test]
+    fn customers_start_with_history_and_opened_accounts_without() {
+        let n = 20_000;
+        let cfg = SimConfig::for_events(n, 7).with_warmup(WARMUP_MS);
+        let start = cfg.start_ms;
+        let events: Vec<_> = Simulator::new(cfg.clone()).take(n as usize).collect();
+        let warm: Vec<_> = events
+            .iter()
+            .filter(|e| e.scenario == Scenario::Warmup)
+            .collect();
+        // Warm-up first, in time order, inside the span before the start.
+        assert!(warm.len() >= cfg.accounts * 2, "{} warm-up events", warm.len());
+        assert!(events[..warm.len()]
+            .iter()
+            .all(|e| e.scenario == Scenario::Warmup));
+        assert!(warm
+            .windows(2)
+            .all(|w| w[0].event.event_time() <= w[1].event.event_time()));
+        assert!(warm
+            .iter()
+            .all(|e| (start - WARMUP_MS..start).contains(&e.event.event_time())));
+        let warm_accounts: HashSet<&str> = warm.iter().map(|e| e.event.account_id()).collect();
+        assert_eq!(warm_accounts.len(), cfg.accounts, "every customer has history");
+        // Payments to known payees only; accounts opened later (rings, mules, bots, new
+        // customers) have no history.
+        for e in &warm {
+            if let Event::Transaction(t) = &e.event {
+                assert!(t.destination.as_ref().is_none_or(|d| !d.first_seen));
+            }
+        }
+        let opened: HashSet<&str> = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.scenario,
+                    Scenario::NewCustomer | Scenario::Mule | Scenario::Ring
+                )
+            })
+            .map(|e| e.event.account_id())
+            .collect();
+        assert!(!opened.is_empty());
+        assert!(opened.is_disjoint(&warm_accounts));
+        let cold: Vec<_> = Simulator::new(cfg.with_warmup(0)).take(1000).collect();
+        assert!(cold.iter().all(|e| e.scenario != Scenario::Warmup));
+        assert!(cold.iter().all(|e| e.event.event_time() >= start));
     }
 }
 
@@ -1351,7 +1568,8 @@ mod tests {
                 "duplicate event id"
             );
         }
-        for s in Scenario::ALL {
+        // (Warm-up history is off by default: see the warm-up test.)
+        for s in Scenario::ALL.into_iter().filter(|s| *s != Scenario::Warmup) {
             assert!(
                 a.iter().any(|e| e.scenario == s),
                 "no {s:?} in 20 000 events"

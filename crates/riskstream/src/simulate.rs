@@ -38,6 +38,13 @@ pub struct SimulateArgs {
     /// Random seed: the same seed gives the same stream.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Days of customers' history emitted first (a login on each customer's device and a
+    /// payment to each of its payees, spread over these days before the scenarios start), so the
+    /// store knows established customers' devices and payees; counted in --events. 0: every
+    /// account starts cold (the default here, so that a short stream is all scenarios; the
+    /// training data and the demo use 14).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_days: u32,
     /// Event time of the first event, epoch ms. Default: to Kafka, the stream ends about now
     /// (event times near the records' broker timestamps, as real traffic); with `--output`,
     /// 2026-01-01 (training files the same from run to run).
@@ -81,7 +88,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     if args.events == 0 && args.create_topics.is_none() {
         anyhow::bail!("--events 0 produces nothing: give a positive number (or --create-topics N to only create topics)");
     }
-    let mut cfg = SimConfig::for_events(args.events, args.seed);
+    let mut cfg = SimConfig::for_events(args.events, args.seed)
+        .with_warmup(i64::from(args.warmup_days) * 86_400_000);
     match args.start_ms {
         Some(start) => cfg.start_ms = start,
         None if args.output.is_none() => cfg = cfg.ending_at(args.events, now_ms()),

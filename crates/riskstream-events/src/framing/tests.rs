@@ -36,6 +36,7 @@ fn transaction() -> Transaction {
         }),
         channel: Channel::App,
         session_age_s: 42,
+        failed_auth_attempts: 2,
     }
 }
 
@@ -442,7 +443,8 @@ fn a_verdict_written_with_schema_version_1_still_decodes() {
 /// version to `schema-history/`).
 const SPEC_FINGERPRINTS: &[(&str, &str)] = &[
     ("capture_session.avsc", "0aa435f07390c06f"),
-    ("transaction.avsc", "25424ee9474eb810"),
+    ("transaction.avsc", "1d01d66af241c4c6"),
+    ("transaction.v1.avsc", "25424ee9474eb810"),
     ("verdict.avsc", "e05fadacd680b6c6"),
     ("label.avsc", "b1b7199afb2af893"),
     ("verdict.v1.avsc", "779ee7141ec264d5"),
@@ -488,7 +490,7 @@ fn a_stock_encoder_record_decodes_and_legacy_fingerprints_still_do() {
         &loaded.fingerprint,
         "we write the spec fingerprint"
     );
-    assert_eq!(hex(&ours[2..10]), "25424ee9474eb810");
+    assert_eq!(hex(&ours[2..10]), "1d01d66af241c4c6");
     // A stock encoder writes the same header and body; a release up to 2026-12-01 wrote the
     // legacy fingerprint (different: the schema has a timestamp-millis field).
     assert_ne!(loaded.fingerprint, loaded.legacy_fingerprint);
@@ -512,6 +514,18 @@ fn records_of_a_stock_encoder_decode_and_ours_are_byte_identical() {
     assert_eq!(
         codec.decode_event(tx_bytes).unwrap(),
         Event::Transaction(transaction())
+    );
+    // The same transaction written by the stock encoder with the previous version of the schema
+    // (before `failed_auth_attempts`): found by its fingerprint in `schema-history/`, resolved
+    // into the current schema, the new field at its default.
+    let v1_bytes: &[u8] = include_bytes!("fixtures/transaction.v1.fastavro.bin");
+    assert_eq!(hex(&v1_bytes[2..10]), "25424ee9474eb810");
+    assert_eq!(
+        codec.decode_event(v1_bytes).unwrap(),
+        Event::Transaction(Transaction {
+            failed_auth_attempts: 0,
+            ..transaction()
+        })
     );
     assert_eq!(
         codec
@@ -868,6 +882,7 @@ impl Gen {
             channel: [Channel::Unknown, Channel::App, Channel::Web, Channel::Api]
                 [self.below(4) as usize],
             session_age_s: self.long(),
+            failed_auth_attempts: self.int(),
         }
     }
 }
@@ -930,7 +945,12 @@ fn the_direct_event_reader_reads_what_apache_avro_reads() {
             }
             let (direct, generic) = both_readings(&codec, &bad);
             match (&direct, &generic) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "event {i} corruption {j}"),
+                // Compared as printed: a corrupted score may read as NaN in both.
+                (Ok(a), Ok(b)) => assert_eq!(
+                    format!("{a:?}"),
+                    format!("{b:?}"),
+                    "event {i} corruption {j}"
+                ),
                 (Err(_), Err(_)) => {}
                 _ => panic!("event {i} corruption {j}: direct {direct:?}, apache-avro {generic:?}"),
             }
@@ -1216,6 +1236,18 @@ fn one_case_per_kind_of_hostile_input_is_refused_with_its_reason() {
             tx(&|t| t.amount.as_mut().unwrap().value_minor = -1),
             "validation",
             "must not be negative",
+        ),
+        (
+            "negative failed sign-in attempts",
+            tx(&|t| t.failed_auth_attempts = -1),
+            "validation",
+            "failed_auth_attempts",
+        ),
+        (
+            "absurd failed sign-in attempts",
+            tx(&|t| t.failed_auth_attempts = i32::MAX),
+            "validation",
+            "failed_auth_attempts",
         ),
         (
             "absurd amount",
