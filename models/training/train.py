@@ -59,6 +59,7 @@ BEHAVIORAL_STATIC = [
     "steps_min_s", "device_distinct_accounts", "device_capture_sessions_24h",
     "device_failed_checks_24h", "device_failed_checks_7d", "device_first_seen_age_s",
     "acct_distinct_devices", "acct_device_is_new", "ip_distinct_accounts", "document_distinct_accounts",
+    "graph_cluster_accounts",
 ]
 SEQ_INPUTS = [f"tel_seq_{t:02}_{c}" for t in range(SEQ_LEN) for c in ("dt", "key", "pointer", "paste", "move")]
 

@@ -193,6 +193,107 @@ fn graph_nodes_of<'a>(e: &EventFacts<'a>) -> impl Iterator<Item = (Node, &'a str
     nodes_of(e).filter(|(n, _)| *n != Node::Destination)
 }
 
+/// The entities a cluster walks through (`cluster_walk`): devices, documents and payout
+/// addresses — not IPs (carrier NAT, offices and cafés put strangers behind one).
+fn cluster_node(letter: u8) -> Option<Node> {
+    match letter {
+        b'd' => Some(Node::Device),
+        b'm' => Some(Node::Document),
+        b'x' => Some(Node::Destination),
+        _ => None,
+    }
+}
+
+/// Accounts on a node's set first seen before `t` (other than `me`), or `None` for a hub (more
+/// than [`GRAPH_FANOUT_LIMIT`] accounts in all, as the identity graph's other features skip).
+fn node_accounts<'a>(z: &'a ZSet, t: i64, me: &'a [u8]) -> Option<impl Iterator<Item = &'a [u8]>> {
+    let all = z.keys().filter(|m| m.starts_with(b"a:")).count();
+    (all <= GRAPH_FANOUT_LIMIT).then(|| {
+        z.iter()
+            .filter_map(move |(m, s)| m.strip_prefix(b"a:").filter(|a| *s < t && *a != me))
+    })
+}
+
+/// The size of `e`'s account's cluster as of its time, as far as `ks` holds the sets it walks:
+/// the accounts on the event's own device, document and payout address (hop 1), then, through
+/// those accounts' devices, documents and payout addresses first used before `t` (oldest
+/// first), theirs (hop 2); at most [`CLUSTER_MAX_ENTITIES`] entities, hubs skipped. A set the
+/// walk needs and `ks` lacks is counted as empty and its read pushed to `need` (the Redis store
+/// reads them in two more round trips — the accounts' links, then the entities found through
+/// them — before the batch's features; the memory store's keyspace holds everything).
+/// Point-in-time and order-independent: only members first seen before `t` count.
+fn cluster_walk(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>, need: &mut Vec<Read>) -> usize {
+    let t = e.event_time;
+    let me = e.account_id.as_bytes();
+    let mut visited: HashSet<String> = HashSet::new();
+    let mut hop1: std::collections::BTreeSet<&[u8]> = Default::default();
+    let own = [
+        (Node::Device, e.device_id),
+        (Node::Document, e.document),
+        (Node::Destination, e.destination),
+    ];
+    for (node, id) in own.into_iter().filter(|(_, id)| !id.is_empty()) {
+        let key = keys.node(node, id);
+        if let Some(accounts) = ks.zset(&key).and_then(|z| node_accounts(z, t, me)) {
+            hop1.extend(accounts);
+        }
+        visited.insert(key);
+    }
+    let mut cluster: HashSet<&[u8]> = hop1.iter().copied().collect();
+    'accounts: for b in &hop1 {
+        let Ok(b) = std::str::from_utf8(b) else {
+            continue;
+        };
+        let key = keys.account(b);
+        let Some(links) = ks.zset(&key) else {
+            need.push(Read::Scored(key));
+            continue;
+        };
+        let mut nodes: Vec<(i64, Node, &[u8])> = links
+            .iter()
+            .filter(|(m, s)| m.len() > 2 && m[1] == b':' && **s < t)
+            .filter_map(|(m, s)| Some((*s, cluster_node(m[0])?, &m[2..])))
+            .collect();
+        nodes.sort_unstable();
+        for (_, node, id) in nodes {
+            let Ok(id) = std::str::from_utf8(id) else {
+                continue;
+            };
+            let key = keys.node(node, id);
+            if visited.contains(&key) {
+                continue;
+            }
+            if visited.len() >= CLUSTER_MAX_ENTITIES {
+                break 'accounts;
+            }
+            match ks.zset(&key) {
+                Some(z) => {
+                    if let Some(accounts) = node_accounts(z, t, me) {
+                        cluster.extend(accounts);
+                    }
+                }
+                None => need.push(Read::ZRange(key.clone())),
+            }
+            visited.insert(key);
+        }
+    }
+    cluster.len()
+}
+
+/// The reads the batch's cluster walks still need (none once `ks` holds what they walk).
+pub(crate) fn cluster_reads(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Read> {
+    let mut need = Vec::new();
+    for e in batch {
+        cluster_walk(keys, ks, e, &mut need);
+    }
+    let mut seen = HashSet::new();
+    need.retain(|r| match r {
+        Read::Scored(k) | Read::ZRange(k) | Read::Unscored(k) => seen.insert(k.clone()),
+        Read::HMGet { .. } => true,
+    });
+    need
+}
+
 /// Writes then reads for one batch.
 pub(crate) fn plan_batch(keys: &Keys, batch: &[EventFacts<'_>]) -> (Vec<Op>, Vec<Read>) {
     let mut ops = Vec::new();
@@ -336,6 +437,8 @@ struct EntityView<'a> {
 
 /// The batch's entities, each read and resolved once.
 struct BatchView<'a> {
+    keys: &'a Keys,
+    ks: &'a Keyspace,
     accounts: BatchMap<&'a str, AccountView<'a>>,
     nodes: BatchMap<(Node, &'a str), EntityView<'a>>,
 }
@@ -345,13 +448,15 @@ struct BatchView<'a> {
 pub(crate) type Timelines = HashMap<String, std::sync::Arc<ZSet>, crate::keyspace::Seeded>;
 
 fn batch_view<'a>(
-    keys: &Keys,
+    keys: &'a Keys,
     ks: &'a Keyspace,
     timelines: &'a Timelines,
     batch: &[EventFacts<'a>],
     empty: &'a ZSet,
 ) -> BatchView<'a> {
     let mut view = BatchView {
+        keys,
+        ks,
         accounts: BatchMap::default(),
         nodes: BatchMap::default(),
     };
@@ -587,6 +692,7 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
         hop2.extend(graph.hop2.iter().filter(|a| **a != me));
     }
     v[GRAPH_LINKED] = linked.len() as f32;
+    v[GRAPH_CLUSTER] = cluster_walk(view.keys, view.ks, e, &mut Vec::new()) as f32;
     v[GRAPH_FRAUD_1HOP] = hop1.len() as f32;
     v[GRAPH_FRAUD_2HOP] = hop2.difference(&hop1).count() as f32;
     f

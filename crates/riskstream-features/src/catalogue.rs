@@ -80,6 +80,9 @@ pub const DESTINATION_ACCOUNTS_24H: usize = N_VELOCITY + 26;
 pub const DEVICE_TENURE: usize = N_VELOCITY + 27;
 pub const DEVICE_AFTER_FIRST: usize = N_VELOCITY + 28;
 pub const DEST_TENURE: usize = N_VELOCITY + 29;
+pub const GRAPH_CLUSTER: usize = N_VELOCITY + 30;
+/// The cluster walk visits at most this many devices, documents and payout addresses per event.
+pub const CLUSTER_MAX_ENTITIES: usize = 100;
 
 const fn fixed(
     name: &'static str,
@@ -97,7 +100,7 @@ const fn fixed(
     }
 }
 
-const FIXED: [FeatureDef; 30] = [
+const FIXED: [FeatureDef; 31] = [
     fixed("acct_secs_since_login", "account", "7d", "account", "Seconds since the account's previous login (30 days if none in the last 7 days)."),
     fixed("acct_secs_since_password_change", "account", "30d", "account", "Seconds since the account's previous password change (30 days if none is known)."),
     fixed("acct_secs_since_mfa_change", "account", "30d", "account", "Seconds since the account's previous MFA change (30 days if none is known)."),
@@ -128,6 +131,7 @@ const FIXED: [FeatureDef; 30] = [
     fixed("acct_device_tenure_s", "account x device", "30d", "account", "Seconds since the event's device was first seen on the account (0 if this is its first event there)."),
     fixed("acct_device_after_first_s", "account x device", "30d", "account", "Seconds between the account's first event the store holds and the first use of the event's device on it (0 for the device the account started on): a device added to an established account."),
     fixed("acct_dest_tenure_s", "account x destination", "30d", "account", "Seconds since the account first paid the transaction's destination (0 for its first payment there; 30 days without a destination): a payee taken up within the day."),
+    fixed("graph_cluster_accounts", "account -> device/document/destination -> account -> device/document/destination -> account", "30d", "graph", "Accounts in the event's cluster as of the event, without labels: the other accounts on the event's own device, document and payout address, and the accounts on those accounts' devices, documents and payout addresses (two hops; IPs do not link; at most 100 entities visited, entities with more than 50 accounts skipped)."),
 ];
 
 /// Number of store features.

@@ -412,6 +412,19 @@ impl RedisStore {
                 }
             }
         }
+        // The cluster walks' sets beyond the batch's own (only where an event's device,
+        // document or payout address is shared): the other accounts' links, then the entities
+        // found through them — two more round trips at most, still in the batch's read turn.
+        for _ in 0..2 {
+            let more = algorithm::cluster_reads(&self.keys, &ks, batch);
+            if more.is_empty() {
+                break;
+            }
+            let (extra, _) = self.exec_bumped(Vec::new(), more).await?;
+            for (key, z) in extra.zsets {
+                ks.zsets.entry(key).or_default().extend(z);
+            }
+        }
         if let Some((turn, last)) = turn {
             if last {
                 turn.release_reads();

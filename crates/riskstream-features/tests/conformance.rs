@@ -900,6 +900,50 @@ async fn long_history(store: impl FeatureStore) {
 }
 
 /// Every behaviour above, on stores made by `make` (each call a fresh, isolated store).
+/// The event's cluster: accounts on its own device, document and payout address, then on those
+/// accounts' devices, documents and payout addresses, as of the event; IPs do not link; hubs
+/// (more than 50 accounts) are skipped.
+async fn cluster_size(store: impl FeatureStore) {
+    let c = |x: &StoreFeatures| f(x, "graph_cluster_accounts");
+    let setup = apply(
+        &store,
+        &[
+            // c2 shares device D1 with c1 (below) and pays X1; c3 pays X1 too.
+            ev("k1", "c2", "D1", T0, money(5)).dest("X1"),
+            ev("k2", "c3", "D3", T0 + MIN, money(5)).dest("X1"),
+            // c4 presents c3's document: three hops from c1.
+            ev("k3", "c4", "D4", T0 + 2 * MIN, capture(false)).doc("M1"),
+            ev("k4", "c3", "D3", T0 + 3 * MIN, capture(false)).doc("M1"),
+            // c5 shares only an IP with c1.
+            ev("k5", "c5", "D5", T0 + 4 * MIN, login()).ip("ip9", "FR"),
+        ],
+    )
+    .await;
+    assert_eq!(c(&setup[0]), 0.0, "c2 alone on D1 and X1");
+    assert_eq!(c(&setup[1]), 1.0, "c3: c2 through X1");
+    // The walk starts from the event's own device, document and payout address: c3's capture
+    // reaches c4 through M1, not c2 (X1 is not this event's).
+    assert_eq!(c(&setup[3]), 1.0, "c3's capture: c4 through M1");
+    let out = apply(
+        &store,
+        &[
+            ev("k6", "c1", "D1", T0 + 10 * MIN, login()).ip("ip9", "FR"),
+            // Before anyone else used D1: nothing yet (point in time).
+            ev("k7", "c1", "D1", T0 - 60 * MIN, login()),
+        ],
+    )
+    .await;
+    assert_eq!(c(&out[0]), 2.0, "c2 (D1) and c3 (D1 -> c2 -> X1); not c4 (3 hops), not c5 (IP)");
+    assert_eq!(c(&out[1]), 0.0, "as of its time");
+    // A device shared by more than 50 accounts is a hub: no cluster through it.
+    let hub: Vec<Ev> = (0..51)
+        .map(|i| ev(&format!("hub{i}"), &format!("h{i}"), "DH", T0 + i, login()))
+        .collect();
+    apply(&store, &hub).await;
+    let late = apply(&store, &[ev("k8", "c9", "DH", T0 + 20 * MIN, login())]).await;
+    assert_eq!(c(&late[0]), 0.0, "hub skipped");
+}
+
 async fn conformance<S: FeatureStore, F: std::future::Future<Output = S>>(
     mut make: impl FnMut(&str) -> F,
 ) {
@@ -911,6 +955,7 @@ async fn conformance<S: FeatureStore, F: std::future::Future<Output = S>>(
     recency(make("rec").await).await;
     bounded_retention(make("ret").await).await;
     identity_graph(make("graph").await).await;
+    cluster_size(make("cluster").await).await;
     backfill_matches_scoring(make("bfill-a").await, make("bfill-b").await).await;
     long_history(make("long").await).await;
     let mut pairs = Vec::new();

@@ -621,6 +621,32 @@ mod tests {
     }
 
     #[test]
+    fn linked_clusters_send_payouts_and_captures_to_a_human() {
+        let p = policy();
+        let w = tx(TransactionKind::Withdrawal, 100);
+        let cluster = |n: f32| [("graph_cluster_accounts", n)];
+        let d = decide_with(&p, &w, &cluster(3.0), 0.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Review,
+                Friction::HumanReview,
+                Some("linked_cluster_payout_review")
+            )
+        );
+        // A household: two or three accounts on one device.
+        assert_eq!(decide_with(&p, &w, &cluster(2.0), 0.0).decision, Decision::Allow);
+        // Logins and trades of a linked account are not held on the link alone.
+        let login = tx(TransactionKind::Login, 0);
+        assert_eq!(decide_with(&p, &login, &cluster(8.0), 0.0).decision, Decision::Allow);
+        let d = decide_with(&p, &capture(), &cluster(3.0), 0.0);
+        assert_eq!(
+            (d.decision, d.rule),
+            (Decision::Review, Some("linked_cluster_capture_review"))
+        );
+    }
+
+    #[test]
     fn large_amounts_are_reviewed_rather_than_challenged() {
         let p = policy();
         let big = tx(TransactionKind::Withdrawal, 20_000);
