@@ -859,7 +859,7 @@ mod tests {
                 .iter()
                 .filter(|i| i.group.is_none())
                 .count();
-            assert_eq!(v.features.len(), 4, "the graph features, by name");
+            assert_eq!(v.features.len(), 5, "the graph features, by name");
             assert_eq!(v.model_inputs.len(), 1, "the champion's inputs");
             assert_eq!(v.model_inputs[0].model, model.name());
             assert_eq!(v.model_inputs[0].version, model.version());
@@ -929,6 +929,11 @@ mod tests {
                 );
                 continue;
             };
+            // Within 1e-4 of certainty a score's log-odds move by tenths with float noise between
+            // plan batch sizes (d logit = d p / (p (1 - p))): not a check of the attribution.
+            if v.scores[0].score > 1.0 - 1e-4 {
+                continue;
+            }
             let (name, contribution) = top.rsplit_once(':').unwrap();
             let contribution: f32 = contribution.parse().unwrap();
             // The ato model has no grouped inputs: the logged values are its whole row.
