@@ -29,8 +29,11 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     assert!(stdout.contains("every event: yes"), "{stdout}");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
-    assert_eq!(s["events"], 20000);
-    assert_eq!(s["verdicts"], 20000);
+    // 20 000 events, then the steps of the journeys under way at the cut (a slow takeover's
+    // payouts hours after its sign-in): about 2 000 more (22 338 on this seed).
+    let events = s["events"].as_u64().unwrap();
+    assert!((20_500..25_000).contains(&events), "{events} events");
+    assert_eq!(s["verdicts"], events);
     assert_eq!(s["dead_letters"], 3);
     assert!(s["throughput_eps"].as_f64().unwrap() > 0.0);
     assert!(s["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
@@ -38,7 +41,7 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     let decisions = s["decisions"].as_object().unwrap();
     assert_eq!(
         decisions.values().map(|v| v.as_u64().unwrap()).sum::<u64>(),
-        20000
+        events
     );
     // The models and the policy do their job on the simulator's families. (The README's demo
     // size and rate: much shorter streams are mostly cold start — accounts without history in
@@ -66,9 +69,9 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         ("ring", 0.8),
         ("mule", 0.8),
         ("ato_fast", 0.8),
-        ("ato_delayed", 0.65),
-        ("ato_slow", 0.5),
-        ("scam", 0.6),
+        ("ato_delayed", 0.8),
+        ("ato_slow", 0.75),
+        ("scam", 0.8),
     ] {
         assert!(
             stopped(family) >= at_least,
@@ -78,8 +81,8 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
     }
     let outcome = &s["outcome"];
     let num = |k: &str| outcome[k].as_f64().unwrap();
-    // (Measured on this seed: 90.5 % of fraud stopped, 1.56 % of legitimate events stopped,
-    // 0.01 % blocked; warm-up history is not counted.)
+    // (Measured on this seed: 96.1 % of fraud stopped, 1.60 % of legitimate events stopped,
+    // 0.03 % blocked; warm-up history is not counted.)
     assert!(num("fraud_stopped") >= 0.85, "{outcome}");
     assert!(num("legit_stopped") <= 0.02, "{outcome}");
     assert!(num("legit_blocked") <= 0.002, "{outcome}");
@@ -89,7 +92,7 @@ fn demo_gives_every_event_a_verdict_and_writes_its_summary() {
         stopped("legit")
     );
     // Newly opened accounts verified on their own device and document pass (rings and mules
-    // open accounts too, so a new account alone must not be the signal). 2.6 % on this seed.
+    // open accounts too, so a new account alone must not be the signal). 0.6 % on this seed.
     assert!(
         stopped("new_customer") < 0.05,
         "new customers stopped: {}",
@@ -154,7 +157,7 @@ fn a_rebalance_mid_stream_drains_in_flight_batches_and_scores_nothing_twice() {
     assert!(out.status.success(), "demo failed:\n{stderr}");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
-    assert_eq!(s["verdicts"], 20000);
+    assert_eq!(s["verdicts"], s["events"]);
     let refused = stderr.contains("but the broker refused the commit");
     assert!(
         stderr.contains("in-flight batches drained and committed before revocation") || refused,

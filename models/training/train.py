@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Trains riskstream's two models with PyTorch from simulator data and exports them for tract.
 
-    riskstream simulate --events 300000 --seed 11 --warmup-days 14 --output /tmp/train.jsonl
-    riskstream simulate --events 120000 --seed 97 --warmup-days 14 --output /tmp/test.jsonl   # a seed never trained on
+    riskstream simulate --events 300000 --seed 11 --warmup-days 14 --finish-journeys --output /tmp/train.jsonl
+    riskstream simulate --events 120000 --seed 97 --warmup-days 14 --finish-journeys --output /tmp/test.jsonl   # a seed never trained on
     pip install -r models/training/requirements.txt      # PyTorch: large, never part of CI
     python3 models/training/train.py /tmp/train.jsonl /tmp/test.jsonl models/ [VERSION] [--only SLOT] [--skip-lofo]
 
@@ -403,7 +403,7 @@ def write_card(c, policy):
 
 - **Trained**: {today}, by `models/training/train.py` (PyTorch {torch.__version__}, exported to ONNX opset 17 with a dynamic batch; served by tract).
 - **Architecture**: {spec['arch']}; Platt scaling (a = {pa:.4f}, b = {pb:.4f}) inside the graph, so the output is a calibrated probability. Log-compression of heavy-tailed inputs and normalisation are inside the graph: the pipeline feeds raw feature values.
-- **Data**: training `riskstream simulate --events 300000 --seed 11 --warmup-days 14 --output …` ({len(x)} {spec['event_type'].replace('_', ' ')} events, sha256 prefix `{data_sha}`; 80 % to train, 20 % to calibrate and choose thresholds); **test** on seed 97, never trained on (`simulate --events 120000 --seed 97 --warmup-days 14`, {len(xt)} events, sha256 prefix `{test_sha}`). Fraud families in training: {', '.join(sorted(set(fam[y == 1])))}.
+- **Data**: training `riskstream simulate --events 300000 --seed 11 --warmup-days 14 --finish-journeys --output …` ({len(x)} {spec['event_type'].replace('_', ' ')} events, sha256 prefix `{data_sha}`; 80 % to train, 20 % to calibrate and choose thresholds); **test** on seed 97, never trained on (`simulate --events 120000 --seed 97 --warmup-days 14 --finish-journeys`, {len(xt)} events, sha256 prefix `{test_sha}`). Fraud families in training: {', '.join(sorted(set(fam[y == 1])))}.
 - **Inputs** ({len(names)}, in order): {', '.join('`' + n + '`' if not n.startswith('tel_seq_0') or n == 'tel_seq_00_dt' else n for n in shown)}. Names refer to `FEATURES.md`; the pipeline computes them with the same code that produced the training data.
 - **Output**: `{spec['output'][0]}` in [0, 1], calibrated.
 

@@ -126,7 +126,7 @@ const FIXED: [FeatureDef; 31] = [
     fixed("graph_fraud_accounts_2hop", "account -> entity -> account -> entity -> account", "label", "graph", "Labelled accounts two hops away through the event's device, IP or document (and not one hop away)."),
     fixed("acct_age_s", "account", "30d", "account", "Seconds since the account's first event the store holds (0 for its first event; the store forgets an account idle for 30 days)."),
     fixed("document_accounts_24h", "document", "24h", "document", "Accounts that first presented the capture's document in the 24 hours before the event (0 without a document): a document reused across fresh accounts."),
-    fixed("dest_distinct_accounts", "destination", "30d", "destination", "Distinct accounts that paid the transaction's destination address before the event (fan-in; 0 without a destination)."),
+    fixed("dest_distinct_accounts", "destination", "30d", "destination", "Distinct accounts that paid (or added to their address book) the transaction's destination address before the event (fan-in; 0 without a destination)."),
     fixed("dest_accounts_24h", "destination", "24h", "destination", "Accounts that first paid the transaction's destination address in the 24 hours before the event (0 without a destination): mule collectors, scam addresses."),
     fixed("acct_device_tenure_s", "account x device", "30d", "account", "Seconds since the event's device was first seen on the account (0 if this is its first event there)."),
     fixed("acct_device_after_first_s", "account x device", "30d", "account", "Seconds between the account's first event the store holds and the first use of the event's device on it (0 for the device the account started on): a device added to an established account."),

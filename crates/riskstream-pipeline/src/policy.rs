@@ -647,6 +647,158 @@ mod tests {
     }
 
     #[test]
+    fn a_collector_address_added_to_the_address_book_gets_a_conversation() {
+        let p = policy();
+        let add = tx(TransactionKind::AddressAdd, 0);
+        let fan_in = |n: f32| decide_with(&p, &add, &[("dest_distinct_accounts", n)], 0.0);
+        let d = fan_in(2.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Challenge,
+                Friction::ConversationalAgent,
+                Some("address_add_collector_agent")
+            )
+        );
+        // One other account (a household's shared landlord) is not a collector.
+        assert_eq!(fan_in(1.0).decision, Decision::Allow);
+        // Payouts to such an address have their own rule (a human).
+        let w = tx(TransactionKind::Withdrawal, 100);
+        let d = decide_with(&p, &w, &[("dest_distinct_accounts", 2.0)], 0.0);
+        assert_eq!(d.rule, Some("payout_fan_in_review"));
+    }
+
+    #[test]
+    fn a_large_first_payment_in_a_long_session_gets_a_scam_warning_on_an_established_account() {
+        let p = policy();
+        let t = tx(TransactionKind::TransferOut, 4_000);
+        let payment = |age_s: f32, session_s: f32| {
+            decide_with(
+                &p,
+                &t,
+                &[
+                    ("tx_dest_first_seen", 1.0),
+                    ("tx_amount_vs_24h", 4_000.0),
+                    ("tx_session_age_log_s", (1.0 + session_s).ln()),
+                    ("acct_age_s", age_s),
+                ],
+                0.0,
+            )
+        };
+        let d = payment(60.0 * 86_400.0, 2_400.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Challenge,
+                Friction::ConversationalAgent,
+                Some("scam_warning_large_first_payment")
+            )
+        );
+        // A short session: the customer is not being talked through it.
+        assert_eq!(payment(60.0 * 86_400.0, 300.0).decision, Decision::Allow);
+        // An account opened two days ago has no habits to be unusual against.
+        assert_eq!(payment(2.0 * 86_400.0, 2_400.0).decision, Decision::Allow);
+    }
+
+    #[test]
+    fn a_new_payee_after_a_credential_change_is_held_only_from_a_device_new_this_week() {
+        let p = policy();
+        let w = tx(TransactionKind::Withdrawal, 100);
+        let after_change = |tenure_s: f32| {
+            decide_with(
+                &p,
+                &w,
+                &[
+                    ("acct_credential_changes_24h", 1.0),
+                    ("acct_credential_changes_7d", 1.0),
+                    ("tx_dest_first_seen", 1.0),
+                    ("acct_device_tenure_s", tenure_s),
+                ],
+                0.0,
+            )
+        };
+        let d = after_change(3.0 * 3_600.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Review,
+                Friction::HumanReview,
+                Some("new_payee_after_credential_change_24h")
+            )
+        );
+        // The customer's phone of weeks, where they changed their own password: paid on.
+        assert_eq!(after_change(30.0 * 86_400.0).decision, Decision::Allow);
+        // Days after the change (a delayed takeover waits out the day's hold): a conversation.
+        let d = decide_with(
+            &p,
+            &w,
+            &[
+                ("acct_credential_changes_7d", 1.0),
+                ("tx_dest_first_seen", 1.0),
+                ("acct_device_tenure_s", 3.0 * 86_400.0),
+            ],
+            0.0,
+        );
+        assert_eq!(
+            (d.decision, d.rule),
+            (Decision::Challenge, Some("new_payee_after_credential_change_7d"))
+        );
+    }
+
+    #[test]
+    fn onboarding_from_abroad_is_reverified_live_and_multi_account_sign_ins_checked() {
+        let p = policy();
+        let c = capture();
+        let session = |age_s: f32, abroad: f32| {
+            decide_with(
+                &p,
+                &c,
+                &[("acct_age_s", age_s), ("ip_country_mismatch", abroad)],
+                0.0,
+            )
+        };
+        let d = session(0.0, 1.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Challenge,
+                Friction::ConversationalAgent,
+                Some("onboarding_abroad_capture_agent")
+            )
+        );
+        assert_eq!(session(0.0, 0.0).decision, Decision::Allow, "onboarding at home");
+        assert_eq!(
+            session(90.0 * 86_400.0, 1.0).decision,
+            Decision::Allow,
+            "an established customer re-verifying on holiday"
+        );
+        // Features missing: the account's age is unknown, the rule stays out of it.
+        let degraded = p.decide(
+            &c,
+            &row(&[("ip_country_mismatch", 1.0)]),
+            0.0,
+            &T,
+            true,
+        );
+        assert_ne!(degraded.rule, Some("onboarding_abroad_capture_agent"));
+
+        let login = tx(TransactionKind::Login, 0);
+        let on_device = |accounts: f32| {
+            decide_with(&p, &login, &[("device_distinct_accounts", accounts)], 0.0)
+        };
+        let d = on_device(5.0);
+        assert_eq!(
+            (d.decision, d.friction, d.rule),
+            (
+                Decision::Challenge,
+                Friction::ConversationalAgent,
+                Some("multi_account_device_login_agent")
+            )
+        );
+        assert_eq!(on_device(3.0).decision, Decision::Allow, "a household's tablet");
+    }
+
+    #[test]
     fn large_amounts_are_reviewed_rather_than_challenged() {
         let p = policy();
         let big = tx(TransactionKind::Withdrawal, 20_000);

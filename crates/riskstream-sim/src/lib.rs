@@ -22,10 +22,11 @@
 //! - `mule`: many accounts, each on its own device and IP, passing money to one collector
 //!   address (a few payouts each over days).
 //! - `scam`: the real customer, on their own device and IP, talked into an unusually large
-//!   transfer to a new address during a long session. No takeover signal: the payment carries
-//!   the risk (amount against the account's history, first use of the address, and the scammer's
-//!   address collecting from several victims). The ATO model (the transaction slot) is trained
-//!   to cover it.
+//!   transfer to a new address during a long session, half the time adding the scammer's
+//!   address to the address book first. No takeover signal: the payment carries the risk
+//!   (amount against the account's history, first use of the address, and the scammer's
+//!   address collecting from several victims — visible when it is added, too). The ATO model
+//!   (the transaction slot) is trained to cover it.
 //! - `ato_fast`: login from a new device (often abroad, sometimes an emulator), credential
 //!   changes within minutes, withdrawals of larger-than-usual amounts to a new address.
 //! - `ato_slow`: the same steps spread over hours from a new device in the customer's country,
@@ -46,14 +47,23 @@
 //! - `salary_day`: a deposit and, soon after, larger than usual payouts to known addresses;
 //!   sometimes a large first payment to a new address (rent, a car) with no scam behind it.
 //! - `new_customer`: a newly opened account, as rings and mules open them: identity
-//!   verification on the customer's own device and document, a deposit, trades, and often a
-//!   first withdrawal to a new address (their own wallet) within hours or days.
+//!   verification on the customer's own device and document (now and then from an IP abroad:
+//!   an expat, a VPN), a deposit, trades, and often a first withdrawal to a new address (their
+//!   own wallet) within hours or days.
 //!
 //! **Warm-up history** (`warmup`): before the scenarios start, every customer's account has the
 //! history an established account has — logins on its device and a payment to each of its
 //! known payees, spread over the `SimConfig::warmup_ms` before `start_ms` — so a store fed from
 //! the stream knows customers' devices and payees, as a production store does. Accounts opened
 //! by rings, mules, bots and new customers have none.
+//!
+//! An `ADDRESS_ADD` carries the address being added in `destination` (as an exchange's address
+//! book does): a customer's new payee (remembered, paid later like a known one), a scammer's
+//! collecting address, a takeover's drain address.
+//!
+//! **Whole journeys**: a stream cut after a number of events ends mid-journey (a slow takeover
+//! signed in, its payouts hours away); [`Simulator::next_planned`] finishes the journeys under
+//! way without starting new ones. The demo scores whole journeys this way.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -336,6 +346,26 @@ impl SimConfig {
         self
     }
 
+    /// The same stream moved in time so that its `events` events and then the journeys under
+    /// way at the cut ([`Simulator::next_planned`]) end at `end_ms`: a dry run of the same
+    /// stream finds how far the finished journeys reach (days, for a takeover whose payouts
+    /// come days after its credential change), and the start moves back by that much.
+    pub fn finishing_at(self, events: u64, end_ms: i64) -> Self {
+        let mut dry = Simulator::new(self.clone());
+        let mut last = i64::MIN;
+        for e in dry.by_ref().take(events as usize) {
+            last = last.max(e.event.event_time());
+        }
+        while let Some(e) = dry.next_planned() {
+            last = last.max(e.event.event_time());
+        }
+        let mut cfg = self;
+        if last > i64::MIN {
+            cfg.start_ms -= last - end_ms;
+        }
+        cfg
+    }
+
     /// Warm-up history over `ms` before the start (0: none, every account starts cold — the
     /// default, for tests that need the scenarios from the first event).
     pub fn with_warmup(mut self, ms: i64) -> Self {
@@ -605,13 +635,48 @@ impl Simulator {
 
     /// The next event in event-time order.
     pub fn next_event(&mut self) -> SimEvent {
-        let mut e = self.next_untold();
+        let e = self.next_untold();
+        self.told(e)
+    }
+
+    /// `events` events, then, when `finish`, the steps of the journeys under way at the cut
+    /// ([`Simulator::next_planned`]).
+    pub fn into_stream(mut self, events: u64, finish: bool) -> impl Iterator<Item = SimEvent> {
+        let mut told = 0u64;
+        std::iter::from_fn(move || {
+            if told < events {
+                told += 1;
+                Some(self.next_event())
+            } else if finish {
+                self.next_planned()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Adds what is drawn as an event is told: a sign-in's failed attempts.
+    fn told(&mut self, mut e: SimEvent) -> SimEvent {
         if let Event::Transaction(t) = &mut e.event {
             if t.kind == TransactionKind::Login {
                 t.failed_auth_attempts = self.failed_auth_attempts(e.scenario);
             }
         }
         e
+    }
+
+    /// The next step of a journey already under way (a slow takeover's payouts, a scam's second
+    /// payment, a new phone's follow-ups), in event-time order, without starting any new
+    /// journey; `None` once every journey has finished. A stream cut after a fixed number of
+    /// events ends mid-journey: a takeover spread over hours would be counted by its sign-in
+    /// alone, a new phone by its first login. The demo finishes journeys before it scores.
+    pub fn next_planned(&mut self) -> Option<SimEvent> {
+        if !self.warmup.is_empty() {
+            return None; // still in the warm-up history: no journey has started yet
+        }
+        let Reverse(p) = self.pending.pop()?;
+        let e = self.run_step(p.at, p.step);
+        Some(self.told(e))
     }
 
     /// Failed password / second-factor attempts before a sign-in succeeded. Customers mistype
@@ -859,6 +924,11 @@ impl Simulator {
                     t.destination = Some(self.destination(account, dest, true));
                 }
             }
+            // A new payee in the address book, paid later like any known one.
+            TransactionKind::AddressAdd => {
+                let dest = hex(&mut self.rng);
+                t.destination = Some(self.destination(account, dest, true));
+            }
             _ => {}
         }
     }
@@ -983,7 +1053,7 @@ impl Simulator {
             let action = Action::Tx {
                 kind: TransactionKind::AddressAdd,
                 usd: None,
-                dest: None,
+                dest: Some(dest.clone()),
                 session_age_s: session,
                 channel: Channel::App,
             };
@@ -1094,9 +1164,12 @@ impl Simulator {
         let mut at = self.clock;
         let action = self.tx_action(TransactionKind::Login, None, None);
         self.plan(at, account, &device, Scenario::AtoDelayed, action);
-        for kind in [TransactionKind::PasswordChange, TransactionKind::AddressAdd] {
+        for (kind, to) in [
+            (TransactionKind::PasswordChange, None),
+            (TransactionKind::AddressAdd, Some(dest.clone())),
+        ] {
             at += self.rng.gen_range(MINUTE..30 * MINUTE);
-            let action = self.tx_action(kind, None, None);
+            let action = self.tx_action(kind, None, to);
             self.plan(at, account, &device, Scenario::AtoDelayed, action);
         }
         at += self.rng.gen_range(DAY..4 * DAY);
@@ -1229,6 +1302,12 @@ impl Simulator {
         let country = self.accounts[account].country;
         let mut device = device;
         device.ip_country = country.to_string();
+        if self.rng.gen_bool(0.08) {
+            // An expat or a VPN user: onboarding from an IP in another country.
+            device.ip_country = COUNTRIES[self.rng.gen_range(0..COUNTRIES.len())]
+                .0
+                .to_string();
+        }
         self.accounts[account].devices = vec![device.clone()];
         let usual = self.accounts[account].usual_usd;
         let mut at = self.clock + self.rng.gen_range(2 * MINUTE..2 * HOUR);
@@ -1417,6 +1496,10 @@ impl Simulator {
                 if self.rng.gen_bool(0.15) {
                     t.channel = Channel::Api;
                 }
+                if kind == TransactionKind::AddressAdd {
+                    // The address the drain will go to, whitelisted first.
+                    t.destination = Some(self.destination(account, dest.clone(), false));
+                }
                 if stage >= 3 {
                     // Drain: larger than usual, to a destination the account never used.
                     let usd =
@@ -1493,6 +1576,19 @@ mod ending_at_tests {
             (last - end) / 60_000
         );
         assert!(end - first <= (n as i64) * 2_000 + WARMUP_MS + 3_600_000);
+    }
+
+    #[test]
+    fn a_stream_finishing_its_journeys_at_the_end_ends_exactly_there() {
+        let (n, end) = (5_000u64, 1_800_000_000_000);
+        let cfg = SimConfig::for_events(n, 9).with_warmup(WARMUP_MS).finishing_at(n, end);
+        let mut sim = Simulator::new(cfg);
+        let mut last = sim.by_ref().take(n as usize).map(|e| e.event.event_time()).max().unwrap();
+        assert!(last < end, "the cut comes before the journeys finish");
+        while let Some(e) = sim.next_planned() {
+            last = last.max(e.event.event_time());
+        }
+        assert_eq!(last, end);
     }
 
     #[test]
@@ -1584,6 +1680,47 @@ mod tests {
         assert_eq!(a, FamilyRates::for_seed(1));
         let d = FamilyRates::default();
         assert!(a.ring >= d.ring * 0.6 && a.ring <= d.ring * 1.4);
+    }
+
+    /// After a cut, `next_planned` finishes the journeys under way (in time order, starting
+    /// none): every slow takeover that signed in reaches its payouts.
+    #[test]
+    fn finishing_journeys_completes_every_takeover_and_starts_none() {
+        let mut sim = Simulator::new(SimConfig::for_events(4_000, 5));
+        let mut events: Vec<SimEvent> = sim.by_ref().take(4_000).collect();
+        let cut = events.len();
+        let last = events.iter().map(|e| e.event.event_time()).max().unwrap();
+        let mut t = last;
+        while let Some(e) = sim.next_planned() {
+            assert!(e.event.event_time() >= t, "finished steps come in time order");
+            t = e.event.event_time();
+            events.push(e);
+        }
+        assert!(events.len() > cut, "a 4 000-event stream ends mid-journey");
+        assert!(sim.next_planned().is_none());
+        let mut slow: HashMap<&str, (usize, usize)> = HashMap::new();
+        for e in events.iter().filter(|e| e.scenario == Scenario::AtoSlow) {
+            if let Event::Transaction(t) = &e.event {
+                let v = slow.entry(&t.account_id).or_default();
+                match t.kind {
+                    TransactionKind::Login => v.0 += 1,
+                    TransactionKind::Withdrawal | TransactionKind::TransferOut => v.1 += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(!slow.is_empty());
+        for (account, (logins, payouts)) in slow {
+            assert!(logins >= 1 && payouts >= 1, "{account}: {logins} logins, {payouts} payouts");
+        }
+        // Starting none: every finished step continues an account already seen before the cut
+        // (rings and mules open their next accounts as the journey goes on).
+        let before: HashSet<&str> = events[..cut].iter().map(|e| e.event.account_id()).collect();
+        for e in events[cut..].iter() {
+            if !matches!(e.scenario, Scenario::Ring | Scenario::Mule) {
+                assert!(before.contains(e.event.account_id()), "{:?} started after the cut", e.scenario);
+            }
+        }
     }
 
     fn stream(n: usize, seed: u64) -> Vec<SimEvent> {

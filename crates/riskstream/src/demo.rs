@@ -22,11 +22,14 @@ use crate::config::{Settings, StoreChoice};
 use crate::embedded::EmbeddedKafka;
 use crate::kafka_util;
 use crate::run::{build_scorer, open_store};
-use crate::simulate::{produce, send_blocking};
+use crate::simulate::{produce, produce_events, send_blocking};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Number of simulated events (at least 1).
+    /// Number of simulated events (at least 1). Then the steps of journeys already under way
+    /// follow (a slow takeover's payouts hours after its sign-in, a new phone's follow-ups; no
+    /// new journey starts), so families are scored on whole journeys: the summary's event count
+    /// includes them (about 2 000 for the default).
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: u64,
     /// Events per second offered by the simulator (0 = as fast as possible).
@@ -312,7 +315,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Produce.
     let started = Instant::now();
     let (producer, counter) = kafka_util::load_producer(&brokers, &[])?;
-    // Event times end about now, near the records' broker timestamps.
+    // Event times (those of the journeys finished after the cut too) end now: none is in the
+    // future, and the newest are near the records' broker timestamps.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -321,7 +325,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Simulator::new(
             SimConfig::for_events(args.events, args.seed)
                 .with_warmup(i64::from(args.warmup_days) * 86_400_000)
-                .ending_at(args.events, now),
+                .finishing_at(args.events, now),
         );
     let rate = if args.rate > 0.0 {
         Some(args.rate)
@@ -358,6 +362,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Then the steps of journeys under way (a slow takeover's payouts hours after its sign-in),
+    // starting none: families are scored on whole journeys, not on where the stream was cut.
+    let finishing = std::iter::from_fn(|| sim.next_planned());
+    let on_sent = |e: &riskstream_sim::SimEvent| {
+        sent.lock()
+            .expect("sent")
+            .insert(e.event.event_id().to_string(), (e.scenario, Instant::now()));
+    };
+    produce_events(&producer, &codec, &topics, finishing, rate, false, on_sent).await?;
     let producer = tokio::task::spawn_blocking(move || {
         let r = producer.flush(Duration::from_secs(30));
         (producer, r)
@@ -370,19 +383,20 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     // Wait for every verdict and dead letter.
-    let deadline = Instant::now() + Duration::from_secs(60 + args.events / 1000);
+    let expected = sent.lock().expect("sent").len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60 + expected / 1000);
     let mut last_verdict_at = Instant::now();
     loop {
         let n = seen.lock().expect("seen").verdicts.len() as u64;
         let d = dead.load(Ordering::Relaxed);
-        if n >= args.events && d >= args.bad_records {
+        if n >= expected && d >= args.bad_records {
             last_verdict_at = Instant::now();
             break;
         }
         if Instant::now() > deadline {
             eprintln!(
-                "demo: timed out waiting for verdicts ({n} of {}, {d} of {} dead letters)",
-                args.events, args.bad_records
+                "demo: timed out waiting for verdicts ({n} of {expected}, {d} of {} dead letters)",
+                args.bad_records
             );
             break;
         }
@@ -419,7 +433,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let summary = Summary {
-        events: args.events,
+        events: expected,
         verdicts: seen.verdicts.len() as u64,
         dead_letters: dead.load(Ordering::Relaxed),
         duplicates: seen.duplicates,

@@ -45,6 +45,12 @@ pub struct SimulateArgs {
     /// training data and the demo use 14).
     #[arg(long, default_value_t = 0)]
     pub warmup_days: u32,
+    /// After the --events events, also emit the steps of journeys already under way (a slow
+    /// takeover's payouts hours after its sign-in, a scam's second payment; no new journey
+    /// starts), so every family is there whole, as the demo scores it. To Kafka without
+    /// --start-ms the stream then ends about now.
+    #[arg(long)]
+    pub finish_journeys: bool,
     /// Event time of the first event, epoch ms. Default: to Kafka, the stream ends about now
     /// (event times near the records' broker timestamps, as real traffic); with `--output`,
     /// 2026-01-01 (training files the same from run to run).
@@ -92,12 +98,16 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         .with_warmup(i64::from(args.warmup_days) * 86_400_000);
     match args.start_ms {
         Some(start) => cfg.start_ms = start,
+        None if args.output.is_none() && args.finish_journeys => {
+            cfg = cfg.finishing_at(args.events, now_ms())
+        }
         None if args.output.is_none() => cfg = cfg.ending_at(args.events, now_ms()),
         None => {}
     }
     let sim = Simulator::new(cfg);
     if let Some(path) = &args.output {
-        let n = write_training_data(sim, args.events, path).await?;
+        let events = sim.into_stream(args.events, args.finish_journeys);
+        let n = write_training_data(events, path).await?;
         println!(
             "simulate: wrote {n} events with features to {}",
             path.display()
@@ -143,12 +153,11 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let labels = !args.no_labels;
     // Progress on stderr every 10 s of a long run: count, rate, ETA.
     let (mut sent, mut last_report) = (0u64, Instant::now());
-    produce(
+    produce_events(
         &producer,
         &codec,
         &topics,
-        sim,
-        args.events,
+        sim.into_stream(args.events, args.finish_journeys),
         args.rate,
         labels,
         |e| {
@@ -160,7 +169,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "simulate: {sent} of {} events ({rate:.0}/s, ETA {:.0} s)",
                     args.events,
-                    (args.events - sent) as f64 / rate.max(1.0)
+                    args.events.saturating_sub(sent) as f64 / rate.max(1.0)
                 );
             }
         },
@@ -175,9 +184,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let failed = counter.failed.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "simulate: produced {} events in {secs:.1} s ({:.0}/s), {failed} failed deliveries; by scenario: {:?}",
-        args.events,
-        args.events as f64 / secs,
+        "simulate: produced {sent} events in {secs:.1} s ({:.0}/s), {failed} failed deliveries; by scenario: {:?}",
+        sent as f64 / secs,
         by_scenario
     );
     if failed > 0 {
@@ -198,11 +206,27 @@ pub async fn produce(
     n: u64,
     rate: Option<f64>,
     labels: bool,
-    mut on_sent: impl FnMut(&SimEvent),
+    on_sent: impl FnMut(&SimEvent),
 ) -> anyhow::Result<Simulator> {
+    let events = sim.by_ref().take(n as usize);
+    produce_events(producer, codec, topics, events, rate, labels, on_sent).await?;
+    Ok(sim)
+}
+
+/// Produces `events` (their labels too when `labels`), at `rate` events/s when given.
+#[allow(clippy::too_many_arguments)]
+pub async fn produce_events(
+    producer: &LoadProducer,
+    codec: &Codec,
+    topics: &Topics,
+    events: impl Iterator<Item = SimEvent>,
+    rate: Option<f64>,
+    labels: bool,
+    mut on_sent: impl FnMut(&SimEvent),
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut payload = Vec::with_capacity(2048);
-    for i in 0..n {
+    for (i, e) in events.enumerate() {
         if let Some(rate) = rate {
             if i % 16 == 0 {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
@@ -212,7 +236,6 @@ pub async fn produce(
                 }
             }
         }
-        let e = sim.next_event();
         payload.clear();
         let topic = match &e.event {
             Event::CaptureSession(c) => {
@@ -263,7 +286,7 @@ pub async fn produce(
         }
         on_sent(&e);
     }
-    Ok(sim)
+    Ok(())
 }
 
 /// Sends, waiting while the local queue is full.
@@ -290,7 +313,10 @@ pub async fn send_blocking<'a>(
 
 /// Runs the stream through the in-memory feature store (the serving code path) and writes one
 /// JSON line per event: ids, ground truth, and every model input by name.
-async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyhow::Result<u64> {
+async fn write_training_data(
+    mut events: impl Iterator<Item = SimEvent>,
+    path: &PathBuf,
+) -> anyhow::Result<u64> {
     let store = MemoryStore::new(StoreLimits::default());
     let file =
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -300,10 +326,11 @@ async fn write_training_data(mut sim: Simulator, n: u64, path: &PathBuf) -> anyh
     writeln!(out, "{}", serde_json::json!({ "inputs": names }))?;
     let mut written = 0;
     let mut row = vec![0f32; N_INPUTS];
-    while written < n {
-        let batch: Vec<SimEvent> = (0..(n - written).min(256))
-            .map(|_| sim.next_event())
-            .collect();
+    loop {
+        let batch: Vec<SimEvent> = events.by_ref().take(256).collect();
+        if batch.is_empty() {
+            break;
+        }
         let facts: Vec<_> = batch.iter().map(|e| inputs::facts(&e.event)).collect();
         let features = store.enrich_batch(&facts).await?;
         for (e, f) in batch.iter().zip(&features) {
