@@ -4,7 +4,8 @@
     riskstream simulate --events 300000 --seed 11 --warmup-days 14 --finish-journeys --output /tmp/train.jsonl
     riskstream simulate --events 120000 --seed 97 --warmup-days 14 --finish-journeys --output /tmp/test.jsonl   # a seed never trained on
     pip install -r models/training/requirements.txt      # PyTorch: large, never part of CI
-    python3 models/training/train.py /tmp/train.jsonl /tmp/test.jsonl models/ [VERSION] [--only SLOT] [--skip-lofo]
+    python3 models/training/train.py /tmp/train.jsonl /tmp/test.jsonl models/ [VERSION] [--only SLOT] [--skip-lofo] [--policy-lofo BIN]
+    python3 models/training/train.py --pipeline-summary BIN models/   # only the cards' whole-pipeline section
 
 Per slot: train on the training seed minus a calibration split (20 %), fit a Platt scaling on
 the calibration split (folded into the exported graph: the output is a calibrated probability),
@@ -56,7 +57,7 @@ BEHAVIORAL_STATIC = [
     "vendor_liveness", "vendor_face_match", "virtual_camera", "injection_detected",
     "screen_replay_score", "tel_events", "tel_dt_log_mean", "tel_dt_log_std",
     "tel_paste_frac", "tel_key_frac", "tel_pointer_straightness", "steps_total_log_s",
-    "steps_min_s", "device_distinct_accounts", "device_capture_sessions_24h",
+    "steps_min_s", "tel_modality_switch_frac", "tel_key_unpaired_frac", "device_distinct_accounts", "device_capture_sessions_24h",
     "device_failed_checks_24h", "device_failed_checks_7d", "device_first_seen_age_s",
     "acct_distinct_devices", "acct_device_is_new", "ip_distinct_accounts", "document_distinct_accounts",
     "graph_cluster_accounts",
@@ -83,7 +84,7 @@ SLOTS = {
                               + 0.5 * (x[:, c["tel_dt_log_std"]] < 0.3)
                               + 0.5 * (x[:, c["device_distinct_accounts"]] >= 3)),
         "rule_text": "emulator + virtual camera + injection + (liveness < 0.5) + 0.5 x (timing std < 0.3) + 0.5 x (device shared by >= 3 accounts)",
-        "arch": "1-D convolutional encoder over the first 48 interactions (kernel = stride = 4 interactions: 12 windows of 4 x 5 values -> 32 -> 32 ReLU units, shared by every window, then max and mean over the windows, 64 values; replaced the 2.x GRU-32 at a fraction of its cost), concatenated with 28 normalised static features -> MLP 64 -> 32 -> 1, sigmoid",
+        "arch": "1-D convolutional encoder over the first 48 interactions (kernel = stride = 4 interactions: 12 windows of 4 x 5 values -> 32 -> 32 ReLU units, shared by every window, then max and mean over the windows, 64 values; replaced the 2.x GRU-32 at a fraction of its cost), concatenated with 29 normalised static features -> MLP 64 -> 32 -> 1, sigmoid",
     },
     "ato": {
         "event_type": "transaction",
@@ -389,6 +390,81 @@ def policy_lofo(binary, models_dir, fold_dir, lofo_dir, families_by_slot):
     return out
 
 
+def pipeline_summary(binary, models_dir, lofo_dir):
+    """The committed models and policy through the whole pipeline: `riskstream demo` on the
+    seeds the leave-one-family-out runs use (never trained on); fraud stopped overall and by
+    family, legitimate events stopped and blocked. Written to lofo/pipeline.json, reused when
+    present (delete it after changing the models or the policy)."""
+    import subprocess
+    import tempfile
+    path = os.path.join(lofo_dir, "pipeline.json")
+    if os.path.exists(path):
+        return json.load(open(path))
+    by = {}
+    outcome = {"fraud_events": 0, "fraud_stopped": 0.0, "legit_events": 0, "legit_stopped": 0.0, "legit_blocked": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in POLICY_SEEDS:
+            summary = os.path.join(tmp, f"summary-{seed}.json")
+            subprocess.run([binary, "demo", "--seed", str(seed), "--rate", "0", "--bad-records", "0",
+                            "--models", models_dir, "--summary-json", summary],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            j = json.load(open(summary))
+            o = j["outcome"]
+            outcome["fraud_events"] += o["fraud_events"]
+            outcome["legit_events"] += o["legit_events"]
+            outcome["fraud_stopped"] += o["fraud_stopped"] * o["fraud_events"]
+            outcome["legit_stopped"] += o["legit_stopped"] * o["legit_events"]
+            outcome["legit_blocked"] += o["legit_blocked"] * o["legit_events"]
+            for f, d in j["by_scenario"].items():
+                b = by.setdefault(f, {"events": 0, "stopped": 0, "blocked": 0})
+                b["events"] += sum(d.values())
+                b["stopped"] += sum(d.values()) - d.get("ALLOW", 0)
+                b["blocked"] += d.get("BLOCK", 0)
+    for k in ("fraud_stopped",):
+        outcome[k] /= max(outcome["fraud_events"], 1)
+    for k in ("legit_stopped", "legit_blocked"):
+        outcome[k] /= max(outcome["legit_events"], 1)
+    res = {"seeds": list(POLICY_SEEDS), "outcome": outcome, "by_family": by}
+    json.dump(res, open(path, "w"), indent=1)
+    print(f"  whole pipeline, committed models: fraud stopped {outcome['fraud_stopped']:.3f}, "
+          f"legitimate stopped {outcome['legit_stopped']:.4f}, blocked {outcome['legit_blocked']:.4f}", flush=True)
+    return res
+
+
+PIPELINE_HEADING = "## Whole pipeline (committed models and policy)"
+
+
+def pipeline_section(res, policy):
+    """The card section for `pipeline_summary`'s result and the policy leave-one-family-out."""
+    o = res["outcome"]
+    lines = [PIPELINE_HEADING, "",
+             f"`riskstream demo` with the committed `serving.toml` and models on seeds "
+             f"{res['seeds'][0]}–{res['seeds'][-1]} (never trained on; whole journeys; warm-up history not counted): "
+             f"**fraud stopped {o['fraud_stopped']:.1%}** of {o['fraud_events']} events; **legitimate events stopped "
+             f"{o['legit_stopped']:.2%}, blocked {o['legit_blocked']:.2%}** of {o['legit_events']}. "
+             f"Stopped = any decision but ALLOW. By family (left out = the family excluded from every slot's "
+             f"training, same seeds):", "",
+             "| family | events | stopped | blocked | left out of training: stopped |", "|---|---|---|---|---|"]
+    for f, b in sorted(res["by_family"].items()):
+        if f == "warmup":
+            continue
+        left = f"{policy[f]['stopped']:.1%}" if f in policy else "–"
+        lines.append(f"| {f} | {b['events']} | {b['stopped'] / max(b['events'], 1):.1%} | "
+                     f"{b['blocked'] / max(b['events'], 1):.1%} | {left} |")
+    return "\n".join(lines) + "\n"
+
+
+def put_pipeline_section(card_path, section):
+    """Puts `section` into a card, replacing an earlier one, before `## Limits`."""
+    text = open(card_path).read()
+    if PIPELINE_HEADING in text:
+        i = text.index(PIPELINE_HEADING)
+        j = text.index("\n## ", i + 1) + 1
+        text = text[:i] + text[j:]
+    i = text.index("## Limits")
+    open(card_path, "w").write(text[:i] + section + "\n" + text[i:])
+
+
 def write_card(c, policy):
     """CARD.md of one slot from its training run `c` and the policy-level leave-one-family-out."""
     slot, spec, version, today, pa, pb, data_sha, test_sha, x, xt, fam, y, yt, names, static, metrics, by_fam, by_fam_rule, fraud_families, lofo, thresholds, s_model, epochs, families, out_dir = (
@@ -561,7 +637,28 @@ def main():
                 policy[r['family']] = r
     for c in runs.values():
         write_card(c, policy)
+    if binary and not skip_lofo:
+        section = pipeline_section(pipeline_summary(binary, out_dir, lofo_dir), policy)
+        for slot in SLOTS:
+            put_pipeline_section(os.path.join(out_dir, slot, "CARD.md"), section)
+
+
+def pipeline_only(binary, models_dir):
+    """`train.py --pipeline-summary BIN MODELS_DIR`: only the whole-pipeline section of the cards
+    (after a policy change), from the committed models and the leave-one-family-out files."""
+    lofo_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lofo")
+    policy = {}
+    for f in sorted(os.listdir(lofo_dir)):
+        if f.startswith("policy-"):
+            r = json.load(open(os.path.join(lofo_dir, f)))
+            policy[r["family"]] = r
+    section = pipeline_section(pipeline_summary(binary, models_dir, lofo_dir), policy)
+    for slot in SLOTS:
+        put_pipeline_section(os.path.join(models_dir, slot, "CARD.md"), section)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--pipeline-summary"]:
+        pipeline_only(sys.argv[2], sys.argv[3].rstrip("/"))
+    else:
+        main()

@@ -9,7 +9,7 @@ use crate::catalogue::{
 };
 
 /// Features computed from the event itself (no state), after the store features in [`input_names`] order.
-pub const EVENT_FEATURES: [FeatureDef; 27] = [
+pub const EVENT_FEATURES: [FeatureDef; 29] = [
     FeatureDef {
         name: "device_emulator",
         entity: "event",
@@ -128,6 +128,20 @@ pub const EVENT_FEATURES: [FeatureDef; 27] = [
         window: "-",
         group: "event",
         meaning: "Shortest step, seconds.",
+    },
+    FeatureDef {
+        name: "tel_modality_switch_frac",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Fraction of consecutive interactions that switch between typing, pointer and paste: people act in runs (type a field, then move the pointer), so few switch; a bot drawing each action on its own switches about every other step.",
+    },
+    FeatureDef {
+        name: "tel_key_unpaired_frac",
+        entity: "capture",
+        window: "-",
+        group: "event",
+        meaning: "Fraction of key downs not followed by a key up (the next key event is another key down): a hand presses, then releases; replayed key events drawn one by one break the pairs.",
     },
     FeatureDef {
         name: "tx_money_out",
@@ -304,10 +318,10 @@ pub fn fill_row(event: &Event, store: &StoreFeatures, row: &mut [f32]) {
     ev[3] = b(d.platform == riskstream_events::Platform::Web);
     match event {
         Event::CaptureSession(c) => {
-            fill_capture(c, &mut ev[4..17]);
+            fill_capture(c, &mut ev[4..19]);
             fill_sequence(c, &mut ev[EVENT_FEATURES.len()..]);
         }
-        Event::Transaction(t) => fill_transaction(t, store, &mut ev[17..27]),
+        Event::Transaction(t) => fill_transaction(t, store, &mut ev[19..29]),
     }
 }
 
@@ -379,6 +393,9 @@ fn fill_capture(c: &CaptureSession, out: &mut [f32]) {
             out[10] = if path > 0.0 { (net / path) as f32 } else { 0.0 };
         }
     }
+    let (switch, unpaired) = telemetry_structure(&c.telemetry);
+    out[13] = switch;
+    out[14] = unpaired;
     if !c.steps.is_empty() {
         let total: i64 = c.steps.iter().map(|s| s.duration_ms.max(0) as i64).sum();
         out[11] = (1.0 + total as f64 / 1000.0).ln() as f32;
@@ -390,6 +407,47 @@ fn fill_capture(c: &CaptureSession, out: &mut [f32]) {
             .unwrap_or(0) as f32
             / 1000.0;
     }
+}
+
+/// How the interactions are ordered (`tel_modality_switch_frac`, `tel_key_unpaired_frac`):
+/// the share of consecutive pairs that change modality (typing, pointer, paste), and the share
+/// of key downs whose next key event is not a key up. 0 and 0 without pairs or key downs.
+fn telemetry_structure(telemetry: &[riskstream_events::InteractionEvent]) -> (f32, f32) {
+    #[derive(PartialEq, Clone, Copy)]
+    enum Modality {
+        Keys,
+        Pointer,
+        Paste,
+        Other,
+    }
+    let modality = |k: InteractionKind| match k {
+        InteractionKind::KeyDown | InteractionKind::KeyUp => Modality::Keys,
+        InteractionKind::PointerMove | InteractionKind::PointerDown | InteractionKind::PointerUp => {
+            Modality::Pointer
+        }
+        InteractionKind::Paste => Modality::Paste,
+        _ => Modality::Other,
+    };
+    let pairs = telemetry.len().saturating_sub(1);
+    let switches = telemetry
+        .windows(2)
+        .filter(|w| modality(w[0].kind) != modality(w[1].kind))
+        .count();
+    let keys: Vec<InteractionKind> = telemetry
+        .iter()
+        .map(|e| e.kind)
+        .filter(|k| matches!(k, InteractionKind::KeyDown | InteractionKind::KeyUp))
+        .collect();
+    let downs = keys.iter().filter(|k| **k == InteractionKind::KeyDown).count();
+    let unpaired = keys
+        .iter()
+        .enumerate()
+        .filter(|(i, k)| {
+            **k == InteractionKind::KeyDown && keys.get(i + 1) != Some(&InteractionKind::KeyUp)
+        })
+        .count();
+    let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
+    (frac(switches, pairs), frac(unpaired, downs))
 }
 
 fn fill_transaction(t: &Transaction, store: &StoreFeatures, out: &mut [f32]) {
@@ -476,6 +534,36 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_structure_tells_runs_from_actions_drawn_one_by_one() {
+        use riskstream_events::{InteractionEvent, KeyClass};
+        use InteractionKind::{KeyDown as D, KeyUp as U, Paste as P, PointerMove as M};
+        let events = |kinds: &[InteractionKind]| -> Vec<InteractionEvent> {
+            kinds
+                .iter()
+                .map(|k| InteractionEvent {
+                    kind: *k,
+                    dt_ms: 100,
+                    x: None,
+                    y: None,
+                    key_class: KeyClass::None,
+                })
+                .collect()
+        };
+        // A person: typing a field (down/up pairs), then a pointer stroke, then a paste.
+        let person = events(&[D, U, D, U, D, U, M, M, M, M, P]);
+        let (switch, unpaired) = telemetry_structure(&person);
+        assert!((switch - 2.0 / 10.0).abs() < 1e-6, "{switch}");
+        assert_eq!(unpaired, 0.0);
+        // The same actions drawn one by one.
+        let drawn = events(&[D, M, D, P, U, M, D, M, U, M, U]);
+        let (switch, unpaired) = telemetry_structure(&drawn);
+        assert!((switch - 1.0).abs() < 1e-6, "{switch}");
+        // The first down's next key event is the second down; the others' are ups.
+        assert!((unpaired - 1.0 / 3.0).abs() < 1e-6, "{unpaired}");
+        assert_eq!(telemetry_structure(&[]), (0.0, 0.0));
+    }
+
+    #[test]
     fn names_are_unique_and_indexable() {
         let names: Vec<_> = input_names().collect();
         assert_eq!(names.len(), N_INPUTS);
@@ -485,10 +573,11 @@ mod tests {
         assert_eq!(sorted.len(), N_INPUTS, "duplicate input name");
         assert_eq!(
             input_index("tx_amount_usd_log"),
-            Some(N_STORE_FEATURES + 20)
+            Some(N_STORE_FEATURES + 22)
         );
         assert_eq!(input_index("steps_min_s"), Some(N_STORE_FEATURES + 16));
-        assert_eq!(input_index("tel_seq_00_dt"), Some(N_STORE_FEATURES + 27));
+        assert_eq!(input_index("tel_key_unpaired_frac"), Some(N_STORE_FEATURES + 18));
+        assert_eq!(input_index("tel_seq_00_dt"), Some(N_STORE_FEATURES + 29));
         assert_eq!(input_index("tel_seq_47_move"), Some(N_INPUTS - 1));
     }
 }
