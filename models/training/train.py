@@ -349,13 +349,24 @@ def write_model_dir(model, outd, slot, spec, version, names, x_train, thresholds
 POLICY_SEEDS = (97, 98, 99)
 
 
+def demo_summary(binary, models_dir, seed):
+    """`riskstream demo` as fast as it goes on `seed` with `models_dir`: its summary JSON."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = os.path.join(tmp, "summary.json")
+        subprocess.run([binary, "demo", "--seed", str(seed), "--rate", "0", "--bad-records", "0",
+                        "--models", models_dir, "--summary-json", summary],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.load(open(summary))
+
+
 def policy_lofo(binary, models_dir, fold_dir, lofo_dir, families_by_slot):
     """Leave-one-family-out through the real pipeline and policy: for each fraud family, the
     committed serving.toml and models with every slot that trained on the family replaced by
     its fold's model (trained without it), `riskstream demo` on seeds never trained on; the
     family's share of events not ALLOWed. One file per family, reused when present."""
     import shutil
-    import subprocess
     import tempfile
     families = sorted({f for fs in families_by_slot.values() for f in fs})
     out = {}
@@ -375,11 +386,7 @@ def policy_lofo(binary, models_dir, fold_dir, lofo_dir, families_by_slot):
                 shutil.copytree(src, os.path.join(tmp, slot))
             events = stopped = 0
             for seed in POLICY_SEEDS:
-                summary = os.path.join(tmp, f"summary-{seed}.json")
-                subprocess.run([binary, "demo", "--seed", str(seed), "--rate", "0", "--bad-records", "0",
-                                "--models", tmp, "--summary-json", summary],
-                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                d = json.load(open(summary))["by_scenario"].get(f, {})
+                d = demo_summary(binary, tmp, seed)["by_scenario"].get(f, {})
                 events += sum(d.values())
                 stopped += sum(d.values()) - d.get("ALLOW", 0)
         res = {"family": f, "folds": replaced, "seeds": list(POLICY_SEEDS), "events": events,
@@ -395,31 +402,24 @@ def pipeline_summary(binary, models_dir, lofo_dir):
     seeds the leave-one-family-out runs use (never trained on); fraud stopped overall and by
     family, legitimate events stopped and blocked. Written to lofo/pipeline.json, reused when
     present (delete it after changing the models or the policy)."""
-    import subprocess
-    import tempfile
     path = os.path.join(lofo_dir, "pipeline.json")
     if os.path.exists(path):
         return json.load(open(path))
     by = {}
     outcome = {"fraud_events": 0, "fraud_stopped": 0.0, "legit_events": 0, "legit_stopped": 0.0, "legit_blocked": 0.0}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in POLICY_SEEDS:
-            summary = os.path.join(tmp, f"summary-{seed}.json")
-            subprocess.run([binary, "demo", "--seed", str(seed), "--rate", "0", "--bad-records", "0",
-                            "--models", models_dir, "--summary-json", summary],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            j = json.load(open(summary))
-            o = j["outcome"]
-            outcome["fraud_events"] += o["fraud_events"]
-            outcome["legit_events"] += o["legit_events"]
-            outcome["fraud_stopped"] += o["fraud_stopped"] * o["fraud_events"]
-            outcome["legit_stopped"] += o["legit_stopped"] * o["legit_events"]
-            outcome["legit_blocked"] += o["legit_blocked"] * o["legit_events"]
-            for f, d in j["by_scenario"].items():
-                b = by.setdefault(f, {"events": 0, "stopped": 0, "blocked": 0})
-                b["events"] += sum(d.values())
-                b["stopped"] += sum(d.values()) - d.get("ALLOW", 0)
-                b["blocked"] += d.get("BLOCK", 0)
+    for seed in POLICY_SEEDS:
+        j = demo_summary(binary, models_dir, seed)
+        o = j["outcome"]
+        outcome["fraud_events"] += o["fraud_events"]
+        outcome["legit_events"] += o["legit_events"]
+        outcome["fraud_stopped"] += o["fraud_stopped"] * o["fraud_events"]
+        outcome["legit_stopped"] += o["legit_stopped"] * o["legit_events"]
+        outcome["legit_blocked"] += o["legit_blocked"] * o["legit_events"]
+        for f, d in j["by_scenario"].items():
+            b = by.setdefault(f, {"events": 0, "stopped": 0, "blocked": 0})
+            b["events"] += sum(d.values())
+            b["stopped"] += sum(d.values()) - d.get("ALLOW", 0)
+            b["blocked"] += d.get("BLOCK", 0)
     for k in ("fraud_stopped",):
         outcome[k] /= max(outcome["fraud_events"], 1)
     for k in ("legit_stopped", "legit_blocked"):

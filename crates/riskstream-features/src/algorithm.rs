@@ -225,20 +225,25 @@ fn node_accounts<'a>(z: &'a ZSet, t: i64, me: &'a [u8]) -> Option<impl Iterator<
 fn cluster_walk(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>, need: &mut Vec<Read>) -> usize {
     let t = e.event_time;
     let me = e.account_id.as_bytes();
-    let mut visited: HashSet<String> = HashSet::new();
-    let mut hop1: std::collections::BTreeSet<&[u8]> = Default::default();
-    let own = [
+    let own: Vec<String> = [
         (Node::Device, e.device_id),
         (Node::Document, e.document),
         (Node::Destination, e.destination),
-    ];
-    for (node, id) in own.into_iter().filter(|(_, id)| !id.is_empty()) {
-        let key = keys.node(node, id);
-        if let Some(accounts) = ks.zset(&key).and_then(|z| node_accounts(z, t, me)) {
+    ]
+    .into_iter()
+    .filter(|(_, id)| !id.is_empty())
+    .map(|(node, id)| keys.node(node, id))
+    .collect();
+    let mut hop1: std::collections::BTreeSet<&[u8]> = Default::default();
+    for key in &own {
+        if let Some(accounts) = ks.zset(key).and_then(|z| node_accounts(z, t, me)) {
             hop1.extend(accounts);
         }
-        visited.insert(key);
     }
+    if hop1.is_empty() {
+        return 0; // most events: nothing shared, nothing to walk
+    }
+    let mut visited: HashSet<String> = own.into_iter().collect();
     let mut cluster: HashSet<&[u8]> = hop1.iter().copied().collect();
     'accounts: for b in &hop1 {
         let Ok(b) = std::str::from_utf8(b) else {

@@ -428,24 +428,27 @@ fn telemetry_structure(telemetry: &[riskstream_events::InteractionEvent]) -> (f3
         InteractionKind::Paste => Modality::Paste,
         _ => Modality::Other,
     };
+    // One pass: modality changes between neighbours; a key down is unpaired when the next key
+    // event is another key down, or when none follows.
+    let (mut switches, mut downs, mut unpaired) = (0usize, 0usize, 0usize);
+    let mut previous: Option<Modality> = None;
+    let mut open_down = false;
+    for e in telemetry {
+        let m = modality(e.kind);
+        switches += previous.is_some_and(|p| p != m) as usize;
+        previous = Some(m);
+        match e.kind {
+            InteractionKind::KeyDown => {
+                unpaired += open_down as usize;
+                downs += 1;
+                open_down = true;
+            }
+            InteractionKind::KeyUp => open_down = false,
+            _ => {}
+        }
+    }
+    unpaired += open_down as usize;
     let pairs = telemetry.len().saturating_sub(1);
-    let switches = telemetry
-        .windows(2)
-        .filter(|w| modality(w[0].kind) != modality(w[1].kind))
-        .count();
-    let keys: Vec<InteractionKind> = telemetry
-        .iter()
-        .map(|e| e.kind)
-        .filter(|k| matches!(k, InteractionKind::KeyDown | InteractionKind::KeyUp))
-        .collect();
-    let downs = keys.iter().filter(|k| **k == InteractionKind::KeyDown).count();
-    let unpaired = keys
-        .iter()
-        .enumerate()
-        .filter(|(i, k)| {
-            **k == InteractionKind::KeyDown && keys.get(i + 1) != Some(&InteractionKind::KeyUp)
-        })
-        .count();
     let frac = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
     (frac(switches, pairs), frac(unpaired, downs))
 }

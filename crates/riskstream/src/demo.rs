@@ -336,13 +336,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // still get verdicts.
     let first_half = args.events / 2;
     let mut sim = sim;
+    let on_sent = |e: &riskstream_sim::SimEvent| {
+        sent.lock()
+            .expect("sent")
+            .insert(e.event.event_id().to_string(), (e.scenario, Instant::now()));
+    };
     for (part, n) in [(0, first_half), (1, args.events - first_half)] {
-        let on_sent = |e: &riskstream_sim::SimEvent| {
-            sent.lock()
-                .expect("sent")
-                .insert(e.event.event_id().to_string(), (e.scenario, Instant::now()));
-        };
-        sim = produce(&producer, &codec, &topics, sim, n, rate, false, on_sent).await?;
+        sim = produce(&producer, &codec, &topics, sim, n, rate, false, &on_sent).await?;
         if part == 0 {
             // Not Avro at all, a truncated header, an unknown schema fingerprint.
             let bad: [&[u8]; 3] = [
@@ -365,12 +365,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     // Then the steps of journeys under way (a slow takeover's payouts hours after its sign-in),
     // starting none: families are scored on whole journeys, not on where the stream was cut.
     let finishing = std::iter::from_fn(|| sim.next_planned());
-    let on_sent = |e: &riskstream_sim::SimEvent| {
-        sent.lock()
-            .expect("sent")
-            .insert(e.event.event_id().to_string(), (e.scenario, Instant::now()));
-    };
-    produce_events(&producer, &codec, &topics, finishing, rate, false, on_sent).await?;
+    produce_events(&producer, &codec, &topics, finishing, rate, false, &on_sent).await?;
     let producer = tokio::task::spawn_blocking(move || {
         let r = producer.flush(Duration::from_secs(30));
         (producer, r)
