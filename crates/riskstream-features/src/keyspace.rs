@@ -7,14 +7,15 @@
 //! cannot change the result.
 //!
 //! Keys (the braces are Redis Cluster hash tags: one entity, one slot): a sorted set per entity
-//! — `P:{a:ACCOUNT}`, `P:{d:DEVICE}`, `P:{i:IP}`, `P:{m:DOCUMENT}` — holding its links, and its
+//! — `P:{a:ACCOUNT}:l`, `P:{d:DEVICE}:l`, `P:{i:IP}:l`, `P:{m:DOCUMENT}:l`, `P:{x:ADDRESS}:l`;
+//! on Redis a string holding the log of its commands (`log.rs`) — holding its links, and its
 //! timed members: an account's raw events and tiles, a device's capture sessions and theirs
 //! (members listed in `algorithm.rs`); and per hour of event time and one of
 //! [`first::BUCKETS`](crate::first) buckets of event ids a hash of the first features those events
-//! got, `P:{f:HOUR:BUCKET}` (field: event-id hash). Per batch and entity: one `ZADD LT`, one
-//! `PEXPIRE` (at most every 10 minutes), and one `ZRANGE … WITHSCORES` — for an account two, its
-//! links with scores and its events and tiles (scored 0) without; per hour and bucket the batch
-//! touches, one `HMGET` and one write of its new first features.
+//! got, `P:{f:HOUR:BUCKET}` (field: event-id hash). Per batch and entity: one write (`APPEND`
+//! of the `ZADD LT` / `ZREM` records), one `PEXPIRE` (at most every 10 minutes) and one read
+//! (a place in one of the batch's `MGET`s on a single server, a `GET` on a cluster); per hour and
+//! bucket the batch touches, one `HMGET` and one write of its new first features.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -84,14 +85,6 @@ impl Op {
             | Op::ZRem { key, .. }
             | Op::HSetNx { key, .. }
             | Op::Expire { key, .. } => key,
-        }
-    }
-}
-
-impl Read {
-    pub(crate) fn key(&self) -> &str {
-        match self {
-            Read::ZRange(k) | Read::Scored(k) | Read::Unscored(k) | Read::HMGet { key: k, .. } => k,
         }
     }
 }
@@ -244,12 +237,12 @@ impl Keys {
         }
     }
     pub(crate) fn account(&self, account: &str) -> String {
-        concat(&[&self.prefix, ":{a:", account, "}"])
+        concat(&[&self.prefix, ":{a:", account, LAYOUT])
     }
     /// Whether `key` is an account's set (not its version key or another entity's).
     pub(crate) fn is_account(&self, key: &str) -> bool {
         key.strip_prefix(self.prefix.as_str())
-            .is_some_and(|k| k.starts_with(":{a:") && k.ends_with('}'))
+            .is_some_and(|k| k.starts_with(":{a:") && k.ends_with(LAYOUT))
     }
     /// The hash of first features of the events in hour `hour` (event time / 1 h) whose id
     /// falls in `bucket` (`first.rs`).
@@ -263,9 +256,14 @@ impl Keys {
             Node::Document => ":{m:",
             Node::Destination => ":{x:",
         };
-        concat(&[&self.prefix, tag, id, "}"])
+        concat(&[&self.prefix, tag, id, LAYOUT])
     }
 }
+
+/// The end of an entity's key: its hash tag's close and the layout of its value. `}:l` — a
+/// string log of the sorted set (`log.rs`); keys of the earlier layout (`…}`, Redis sorted sets)
+/// are never read or written again and expire by their TTL.
+const LAYOUT: &str = "}:l";
 
 /// The parts one after the other, allocated once (key names are built per entity and batch).
 fn concat(parts: &[&str]) -> String {

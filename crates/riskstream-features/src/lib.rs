@@ -26,6 +26,7 @@ pub mod catalogue;
 mod first;
 pub mod inputs;
 mod keyspace;
+mod log;
 pub mod memory;
 pub mod order;
 pub mod redis_store;

@@ -46,6 +46,8 @@ pub struct RedisStore {
     accounts: Option<Box<std::sync::Mutex<crate::account_cache::AccountCache>>>,
     /// The last calls' first features, for redeliveries in overlapping batches (`first.rs`).
     recent: std::sync::Mutex<crate::first::Recent>,
+    /// Entity logs found due for compaction, sent with the next round trip (`log.rs`).
+    compactions: std::sync::Mutex<Vec<Compaction>>,
 }
 
 /// What a store wrote lately: TTL refreshes and link members.
@@ -251,6 +253,7 @@ impl RedisStore {
             fast,
             accounts: None,
             recent: Default::default(),
+            compactions: Default::default(),
             conn,
             nodes: node_urls,
             prefix: prefix.to_string(),
@@ -469,21 +472,37 @@ impl RedisStore {
 const HSETNX_ALL: &str =
     "for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end return 0";
 
+/// Keys per `MGET` (keeps each reply a few tens of KB, parsed as it arrives).
+const MGET_KEYS: usize = 64;
+
+/// Compactions due (`log.rs`) kept for the next round trip at most.
+const MAX_PENDING_COMPACTIONS: usize = 1024;
+
+/// A compaction due: the key, the log as read, the live members only.
+type Compaction = (String, Vec<u8>, Vec<u8>);
+
+/// `op` as the bytes of one command: `APPEND` of log records for a sorted-set write.
+fn op_log(op: &Op) -> Option<Vec<u8>> {
+    match op {
+        Op::ZAdd { members, .. } => {
+            let mut b = Vec::with_capacity(members.iter().map(|(_, m)| m.len() + 8).sum());
+            crate::log::encode_adds(&mut b, members);
+            Some(b)
+        }
+        Op::ZRem { members, .. } => {
+            let mut b = Vec::with_capacity(members.iter().map(|m| m.len() + 2).sum());
+            crate::log::encode_removals(&mut b, members);
+            Some(b)
+        }
+        _ => None,
+    }
+}
+
 fn add_op(p: &mut Pipeline, op: &Op) {
     match op {
-        Op::ZAdd { key, members } => {
-            let c = p.cmd("ZADD").arg(key).arg("LT");
-            for (score, member) in members {
-                c.arg(*score).arg(member.as_slice());
-            }
-            c.ignore();
-        }
-        Op::ZRem { key, members } => {
-            let c = p.cmd("ZREM").arg(key);
-            for m in members {
-                c.arg(m.as_slice());
-            }
-            c.ignore();
+        Op::ZAdd { key, .. } | Op::ZRem { key, .. } => {
+            let records = op_log(op).expect("a log write");
+            p.cmd("APPEND").arg(key).arg(records).ignore();
         }
         Op::HSetNx { key, fields } => {
             let c = p.cmd("EVAL").arg(HSETNX_ALL).arg(1).arg(key);
@@ -498,52 +517,25 @@ fn add_op(p: &mut Pipeline, op: &Op) {
     }
 }
 
-/// The arguments after the key of a sorted-set read (`ZRANGE key …`).
-fn zrange_args(read: &Read) -> &'static [&'static str] {
-    match read {
-        Read::ZRange(_) => &["0", "-1", "WITHSCORES"],
-        Read::Scored(_) => &["(0", "+inf", "BYSCORE", "WITHSCORES"],
-        Read::Unscored(_) => &["-inf", "0", "BYSCORE"],
-        Read::HMGet { .. } => &[],
-    }
-}
-
-fn add_read(p: &mut Pipeline, read: &Read) {
-    match read {
-        Read::ZRange(key) | Read::Scored(key) | Read::Unscored(key) => {
-            let c = p.cmd("ZRANGE").arg(key);
-            for a in zrange_args(read) {
-                c.arg(*a);
-            }
-        }
-        Read::HMGet { key, fields } => {
-            let c = p.cmd("HMGET").arg(key);
-            for f in fields {
-                c.arg(f.as_slice());
-            }
-        }
-    }
+fn add_compaction(p: &mut Pipeline, (key, old, new): &Compaction) {
+    p.cmd("EVAL")
+        .arg(crate::log::COMPACT)
+        .arg(1)
+        .arg(key)
+        .arg(old.as_slice())
+        .arg(new.as_slice())
+        .ignore();
 }
 
 /// `op` in RESP (the same command as [`add_op`]).
 fn encode_op(r: &mut crate::resp::Request, op: &Op) {
     match op {
-        Op::ZAdd { key, members } => {
-            r.command(3 + 2 * members.len())
-                .arg(b"ZADD")
+        Op::ZAdd { key, .. } | Op::ZRem { key, .. } => {
+            let records = op_log(op).expect("a log write");
+            r.command(3)
+                .arg(b"APPEND")
                 .arg(key.as_bytes())
-                .arg(b"LT");
-            for (score, member) in members {
-                r.int_arg(*score).arg(member);
-            }
-        }
-        Op::ZRem { key, members } => {
-            r.command(2 + members.len())
-                .arg(b"ZREM")
-                .arg(key.as_bytes());
-            for m in members {
-                r.arg(m);
-            }
+                .arg(&records);
         }
         Op::HSetNx { key, fields } => {
             r.command(4 + 2 * fields.len())
@@ -564,119 +556,174 @@ fn encode_op(r: &mut crate::resp::Request, op: &Op) {
     }
 }
 
-/// `read` in RESP (the same command as [`add_read`]).
-fn encode_read(r: &mut crate::resp::Request, read: &Read) {
-    match read {
-        Read::ZRange(key) | Read::Scored(key) | Read::Unscored(key) => {
-            let args = zrange_args(read);
-            r.command(2 + args.len()).arg(b"ZRANGE").arg(key.as_bytes());
-            for a in args {
-                r.arg(a.as_bytes());
-            }
-        }
-        Read::HMGet { key, fields } => {
-            r.command(2 + fields.len())
-                .arg(b"HMGET")
-                .arg(key.as_bytes());
-            for f in fields {
-                r.arg(f);
-            }
-        }
-    }
+/// `compaction` in RESP (the same command as [`add_compaction`]).
+fn encode_compaction(r: &mut crate::resp::Request, (key, old, new): &Compaction) {
+    r.command(6)
+        .arg(b"EVAL")
+        .arg(crate::log::COMPACT.as_bytes())
+        .arg(b"1")
+        .arg(key.as_bytes())
+        .arg(old)
+        .arg(new);
 }
 
-/// Stores the reply to `read` in `ks`.
-fn take_reply(
+/// The entity logs `reads` name, each once (in first-read order), with what its reads want
+/// together: an account's links and events read apart on a sorted set are one `GET` here.
+fn log_reads(reads: &[Read]) -> Vec<(&str, crate::log::Want)> {
+    let mut out: Vec<(&str, crate::log::Want)> = Vec::new();
+    let mut at: keyspace::BatchMap<&str, usize> = Default::default();
+    for read in reads {
+        let (key, scored, unscored) = match read {
+            Read::ZRange(k) => (k, true, true),
+            Read::Scored(k) => (k, true, false),
+            Read::Unscored(k) => (k, false, true),
+            Read::HMGet { .. } => continue,
+        };
+        let i = *at.entry(key.as_str()).or_insert_with(|| {
+            out.push((
+                key.as_str(),
+                crate::log::Want {
+                    scored: false,
+                    unscored: false,
+                },
+            ));
+            out.len() - 1
+        });
+        out[i].1.scored |= scored;
+        out[i].1.unscored |= unscored;
+    }
+    out
+}
+
+/// Stores an entity log's value (`None`: no such key) in `ks` as `want` reads it; a log due
+/// for compaction is added to `compact`.
+fn take_log(
     ks: &mut Keyspace,
-    read: &Read,
+    key: &str,
+    want: crate::log::Want,
+    value: Option<&[u8]>,
+    compact: &mut Vec<Compaction>,
+) -> Result<(), StoreError> {
+    let z = ks.zsets.entry(key.to_string()).or_default();
+    let Some(bytes) = value else {
+        return Ok(());
+    };
+    let compacted = crate::log::fold(bytes, want, z).map_err(|e| {
+        StoreError::BadReply(format!("{}: {e}", riskstream_events::log_ids::Id(key)))
+    })?;
+    if let Some(new) = compacted {
+        compact.push((key.to_string(), bytes.to_vec(), new));
+    }
+    Ok(())
+}
+
+/// Stores the reply to an `HMGET` in `ks`.
+fn take_hmget(
+    ks: &mut Keyspace,
+    key: &str,
+    fields: &[Vec<u8>],
     reply: crate::resp::Reply<'_>,
 ) -> Result<(), StoreError> {
-    use crate::resp::Reply;
-    let key = read.key();
-    let bad = |what: &str| {
-        StoreError::BadReply(format!("{}: {what}", riskstream_events::log_ids::Id(key)))
+    let crate::resp::Reply::Array(Some(items)) = reply else {
+        return Err(StoreError::BadReply(format!(
+            "{}: not an array",
+            riskstream_events::log_ids::Id(key)
+        )));
     };
-    let Reply::Array(Some(items)) = reply else {
-        return Err(bad("not an array"));
-    };
-    match read {
-        Read::ZRange(key) | Read::Scored(key) | Read::Unscored(key) => {
-            // WITHSCORES: member, score, member, score, …; without: members, scored 0.
-            let step = if matches!(read, Read::Unscored(_)) {
-                1
-            } else {
-                2
-            };
-            if items.len() % step != 0 {
-                return Err(bad("odd WITHSCORES reply"));
-            }
-            // Two reads of one key fill one copy.
-            let z = ks.zsets.entry(key.clone()).or_default();
-            z.reserve(items.len() / step);
-            for entry in items.chunks_exact(step) {
-                let Reply::Bulk(Some(member)) = &entry[0] else {
-                    return Err(bad("member is not a string"));
-                };
-                let score = match entry.get(1) {
-                    Some(score) => score_of(score).ok_or_else(|| bad("bad score"))?,
-                    None => 0,
-                };
-                z.insert(member.to_vec(), score);
-            }
-        }
-        Read::HMGet { key, fields } => {
-            let h = ks.hashes.entry(key.clone()).or_default();
-            for (field, item) in fields.iter().zip(items) {
-                if let Reply::Bulk(Some(v)) = item {
-                    h.insert(field.clone(), v.to_vec());
-                }
-            }
+    let h = ks.hashes.entry(key.to_string()).or_default();
+    for (field, item) in fields.iter().zip(items) {
+        if let crate::resp::Reply::Bulk(Some(v)) = item {
+            h.insert(field.clone(), v.to_vec());
         }
     }
     Ok(())
 }
 
-/// A sorted-set score as an integer: RESP2 sends a decimal string (possibly with a fraction or
-/// exponent); a RESP3 double arrives from redis-rs as an integer (see [`reply_of`]).
-fn score_of(reply: &crate::resp::Reply<'_>) -> Option<i64> {
-    use crate::resp::Reply;
+/// A value of a `GET` / `MGET`: the string, or `None` for a missing key.
+fn string_of<'a>(reply: &crate::resp::Reply<'a>, key: &str) -> Result<Option<&'a [u8]>, StoreError> {
     match reply {
-        Reply::Bulk(Some(b)) => {
-            let s = std::str::from_utf8(b).ok()?;
-            s.parse::<i64>()
-                .ok()
-                .or_else(|| s.parse::<f64>().ok().map(|f| f as i64))
-        }
-        Reply::Int(i) => Some(*i),
-        _ => None,
+        crate::resp::Reply::Bulk(b) => Ok(*b),
+        _ => Err(StoreError::BadReply(format!(
+            "{}: not a string",
+            riskstream_events::log_ids::Id(key)
+        ))),
     }
 }
 
-/// A redis-rs reply seen as ours, so both clients store replies with [`take_reply`].
+/// A redis-rs reply seen as ours, so both clients store replies the same way.
 fn reply_of(v: &Value) -> crate::resp::Reply<'_> {
     use crate::resp::Reply;
     match v {
         Value::BulkString(b) => Reply::Bulk(Some(b)),
         Value::Nil => Reply::Bulk(None),
         Value::Int(i) => Reply::Int(*i),
-        Value::Double(f) => Reply::Int(*f as i64),
         Value::Array(items) => Reply::Array(Some(items.iter().map(reply_of).collect())),
         Value::SimpleString(s) => Reply::Simple(s.as_bytes()),
         _ => Reply::Simple(b""),
     }
 }
 
-/// Stores redis-rs replies to `reads` (same order) in `ks`.
-fn take_replies(ks: &mut Keyspace, reads: &[&Read], replies: Vec<Value>) -> Result<(), StoreError> {
-    if replies.len() != reads.len() {
+/// A read as redis-rs sends it: an `HMGET`, or a `GET` of an entity log.
+enum Fetch<'a> {
+    Hash(&'a str, &'a [Vec<u8>]),
+    Log(&'a str, crate::log::Want),
+}
+
+fn add_fetch(p: &mut Pipeline, f: &Fetch<'_>) {
+    match f {
+        Fetch::Hash(key, fields) => {
+            let c = p.cmd("HMGET").arg(*key);
+            for field in fields.iter() {
+                c.arg(field.as_slice());
+            }
+        }
+        Fetch::Log(key, _) => {
+            p.cmd("GET").arg(*key);
+        }
+    }
+}
+
+fn fetches(reads: &[Read]) -> Vec<Fetch<'_>> {
+    let mut out: Vec<Fetch<'_>> = reads
+        .iter()
+        .filter_map(|r| match r {
+            Read::HMGet { key, fields } => Some(Fetch::Hash(key, fields)),
+            _ => None,
+        })
+        .collect();
+    out.extend(log_reads(reads).into_iter().map(|(k, w)| Fetch::Log(k, w)));
+    out
+}
+
+fn fetch_key<'a>(f: &Fetch<'a>) -> &'a str {
+    match f {
+        Fetch::Hash(k, _) | Fetch::Log(k, _) => k,
+    }
+}
+
+/// Stores redis-rs replies to `fetches` (same order) in `ks`.
+fn take_fetched(
+    ks: &mut Keyspace,
+    fetches: &[&Fetch<'_>],
+    replies: Vec<Value>,
+    compact: &mut Vec<Compaction>,
+) -> Result<(), StoreError> {
+    if replies.len() != fetches.len() {
         return Err(StoreError::BadReply(format!(
             "{} replies for {} reads",
             replies.len(),
-            reads.len()
+            fetches.len()
         )));
     }
-    for (read, reply) in reads.iter().zip(&replies) {
-        take_reply(ks, read, reply_of(reply))?;
+    for (f, reply) in fetches.iter().zip(&replies) {
+        let reply = reply_of(reply);
+        match f {
+            Fetch::Hash(key, fields) => take_hmget(ks, key, fields, reply)?,
+            Fetch::Log(key, want) => {
+                let value = string_of(&reply, key)?;
+                take_log(ks, key, *want, value, compact)?
+            }
+        }
     }
     Ok(())
 }
@@ -724,6 +771,10 @@ impl RedisStore {
         if ops.is_empty() && reads.is_empty() {
             return Ok((ks, tokens));
         }
+        // Compactions found by earlier reads ride along (dropped if this round trip fails:
+        // a later read finds them due again).
+        let compactions = std::mem::take(&mut *self.compactions.lock().expect("compactions"));
+        let mut compact = Vec::new();
         match (&self.fast, &self.conn) {
             (Some(pool), _) => {
                 let bumps = match &self.accounts {
@@ -733,10 +784,21 @@ impl RedisStore {
                         .bumps(&ops, |k| self.keys.is_account(k)),
                     None => Vec::new(),
                 };
+                let hmgets: Vec<(&str, &[Vec<u8>])> = reads
+                    .iter()
+                    .filter_map(|r| match r {
+                        Read::HMGet { key, fields } => Some((key.as_str(), fields.as_slice())),
+                        _ => None,
+                    })
+                    .collect();
+                let logs = log_reads(&reads);
                 let mut request = crate::resp::Request::default();
                 request
                     .buf
                     .reserve(64 * (ops.len() + reads.len() + bumps.len()));
+                compactions
+                    .iter()
+                    .for_each(|c| encode_compaction(&mut request, c));
                 ops.iter().for_each(|op| encode_op(&mut request, op));
                 let ttl = algorithm::ENTITY_TTL_MS.to_string();
                 for b in &bumps {
@@ -749,9 +811,25 @@ impl RedisStore {
                         .arg(ttl.as_bytes())
                         .arg(b"GET");
                 }
-                reads.iter().for_each(|r| encode_read(&mut request, r));
-                let first_bump = ops.len();
+                for (key, fields) in &hmgets {
+                    request
+                        .command(2 + fields.len())
+                        .arg(b"HMGET")
+                        .arg(key.as_bytes());
+                    for f in fields.iter() {
+                        request.arg(f);
+                    }
+                }
+                let chunks: Vec<&[(&str, crate::log::Want)]> = logs.chunks(MGET_KEYS).collect();
+                for chunk in &chunks {
+                    request.command(1 + chunk.len()).arg(b"MGET");
+                    for (key, _) in chunk.iter() {
+                        request.arg(key.as_bytes());
+                    }
+                }
+                let first_bump = compactions.len() + ops.len();
                 let first_read = first_bump + bumps.len();
+                let first_log = first_read + hmgets.len();
                 let mut previous = Vec::with_capacity(bumps.len());
                 pool.round_trip(&request, |i, reply| {
                     if i < first_bump {
@@ -767,7 +845,21 @@ impl RedisStore {
                         });
                         return Ok(());
                     }
-                    take_reply(&mut ks, &reads[i - first_read], reply)
+                    if i < first_log {
+                        let (key, fields) = hmgets[i - first_read];
+                        return take_hmget(&mut ks, key, fields, reply);
+                    }
+                    let chunk = chunks[i - first_log];
+                    let crate::resp::Reply::Array(Some(values)) = reply else {
+                        return Err(StoreError::BadReply("MGET: not an array".into()));
+                    };
+                    if values.len() != chunk.len() {
+                        return Err(StoreError::BadReply("MGET: wrong length".into()));
+                    }
+                    for ((key, want), value) in chunk.iter().zip(&values) {
+                        take_log(&mut ks, key, *want, string_of(value, key)?, &mut compact)?;
+                    }
+                    Ok(())
                 })
                 .await?;
                 if let Some(c) = &self.accounts {
@@ -779,41 +871,57 @@ impl RedisStore {
             }
             (None, Conn::Single(conn)) => {
                 let mut p = redis::pipe();
+                compactions.iter().for_each(|c| add_compaction(&mut p, c));
                 ops.iter().for_each(|op| add_op(&mut p, op));
-                reads.iter().for_each(|r| add_read(&mut p, r));
+                let fetches = fetches(&reads);
+                fetches.iter().for_each(|f| add_fetch(&mut p, f));
                 let replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
-                take_replies(&mut ks, &reads.iter().collect::<Vec<_>>(), replies)?;
+                take_fetched(
+                    &mut ks,
+                    &fetches.iter().collect::<Vec<_>>(),
+                    replies,
+                    &mut compact,
+                )?;
             }
             (None, Conn::Cluster(conn)) => {
                 // One pipeline per slot, writes before reads within each, all in flight at once.
-                let mut groups: BTreeMap<u16, (Pipeline, Vec<&Read>)> = BTreeMap::new();
+                let mut groups: BTreeMap<u16, (Pipeline, Vec<&Fetch<'_>>)> = BTreeMap::new();
+                fn group<'g, 'f>(
+                    groups: &'g mut BTreeMap<u16, (Pipeline, Vec<&'f Fetch<'f>>)>,
+                    key: &str,
+                ) -> &'g mut (Pipeline, Vec<&'f Fetch<'f>>) {
+                    groups
+                        .entry(keyspace::slot(key))
+                        .or_insert_with(|| (redis::pipe(), Vec::new()))
+                }
+                for c in &compactions {
+                    add_compaction(&mut group(&mut groups, &c.0).0, c);
+                }
                 for op in &ops {
-                    add_op(
-                        &mut groups
-                            .entry(keyspace::slot(op.key()))
-                            .or_insert_with(|| (redis::pipe(), Vec::new()))
-                            .0,
-                        op,
-                    );
+                    add_op(&mut group(&mut groups, op.key()).0, op);
                 }
-                for read in &reads {
-                    let g = groups
-                        .entry(keyspace::slot(read.key()))
-                        .or_insert_with(|| (redis::pipe(), Vec::new()));
-                    add_read(&mut g.0, read);
-                    g.1.push(read);
+                let fetches = fetches(&reads);
+                for f in &fetches {
+                    let g = group(&mut groups, fetch_key(f));
+                    add_fetch(&mut g.0, f);
+                    g.1.push(f);
                 }
-                let calls = groups.into_values().map(|(p, reads)| {
+                let calls = groups.into_values().map(|(p, fetches)| {
                     let mut conn = conn.clone();
                     async move {
                         let replies: Vec<Value> = p.query_async(&mut conn).await?;
-                        Ok::<_, StoreError>((reads, replies))
+                        Ok::<_, StoreError>((fetches, replies))
                     }
                 });
-                for (reads, replies) in futures::future::try_join_all(calls).await? {
-                    take_replies(&mut ks, &reads, replies)?;
+                for (fetches, replies) in futures::future::try_join_all(calls).await? {
+                    take_fetched(&mut ks, &fetches, replies, &mut compact)?;
                 }
             }
+        }
+        if !compact.is_empty() {
+            let mut pending = self.compactions.lock().expect("compactions");
+            let room = MAX_PENDING_COMPACTIONS.saturating_sub(pending.len());
+            pending.extend(compact.into_iter().take(room));
         }
         let mut memo = self.memo.lock().expect("memo poisoned");
         memo.ttl.sent(refreshed, now);
@@ -1032,6 +1140,82 @@ mod tests {
                 "{url}"
             );
             assert_eq!(ks.hash_field(&key, b"e3"), Some(b"new".as_slice()), "{url}");
+        }
+    }
+
+    /// A compaction rewrites a log to its live members, keeps what another writer appended
+    /// after the read, and is skipped when the log changed under it in any other way.
+    #[tokio::test]
+    async fn compactions_keep_later_appends_and_skip_changed_logs() {
+        let server = riskstream_testkit::RedisServer::start();
+        let cluster = riskstream_testkit::RedisCluster::start();
+        for url in [server.url(), cluster.url()] {
+            let store =
+                RedisStore::connect(&url, "cp", StoreLimits::default(), Duration::from_secs(5))
+                    .await
+                    .expect("connect");
+            let key = "cp:{d:dev}:l".to_string();
+            let add = |members: &[(i64, &str)]| Op::ZAdd {
+                key: key.clone(),
+                members: members
+                    .iter()
+                    .map(|(s, m)| (*s, m.as_bytes().to_vec()))
+                    .collect(),
+            };
+            let remove = |members: Vec<String>| Op::ZRem {
+                key: key.clone(),
+                members: members.into_iter().map(String::into_bytes).collect(),
+            };
+            let many: Vec<(i64, String)> = (0..200).map(|i| (i + 1, format!("m{i:05}"))).collect();
+            let refs: Vec<(i64, &str)> = many.iter().map(|(s, m)| (*s, m.as_str())).collect();
+            store.exec(vec![add(&refs)], Vec::new()).await.unwrap();
+            let gone: Vec<String> = many[2..].iter().map(|(_, m)| m.clone()).collect();
+            store.exec(vec![remove(gone)], Vec::new()).await.unwrap();
+            let read = || vec![Read::ZRange(key.clone())];
+            let strlen = || async {
+                let cmd = redis::cmd("STRLEN").arg(&key).clone();
+                if store.is_cluster() {
+                    let c = redis::cluster::ClusterClient::new(store.nodes.clone()).unwrap();
+                    let mut conn = c.get_async_connection().await.unwrap();
+                    cmd.query_async::<usize>(&mut conn).await.unwrap()
+                } else {
+                    let c = redis::Client::open(url.as_str()).unwrap();
+                    let mut conn = c.get_multiplexed_async_connection().await.unwrap();
+                    cmd.query_async::<usize>(&mut conn).await.unwrap()
+                }
+            };
+            let long = strlen().await;
+            // This read finds the log due; another writer appends before the compaction goes.
+            let ks = store.exec(Vec::new(), read()).await.unwrap();
+            assert_eq!(ks.zset(&key).unwrap().len(), 2, "{url}");
+            assert_eq!(store.compactions.lock().unwrap().len(), 1, "{url}");
+            let other =
+                RedisStore::connect(&url, "cp", StoreLimits::default(), Duration::from_secs(5))
+                    .await
+                    .unwrap();
+            other.exec(vec![add(&[(7, "late"), (9, "m00000")])], Vec::new()).await.unwrap();
+            // The compaction rides on the next round trip; its read sees the result.
+            let ks = store.exec(Vec::new(), read()).await.unwrap();
+            let short = strlen().await;
+            assert!(short < long / 10, "{url}: {long} -> {short} bytes");
+            let z = ks.zset(&key).unwrap();
+            let mut members: Vec<(&[u8], i64)> = z.iter().map(|(m, s)| (m.as_slice(), *s)).collect();
+            members.sort();
+            assert_eq!(
+                members,
+                vec![(b"late".as_slice(), 7), (b"m00000", 1), (b"m00001", 2)],
+                "{url}"
+            );
+            assert!(store.compactions.lock().unwrap().is_empty(), "{url}");
+            // A compaction computed from a log that was since rewritten is skipped.
+            store.compactions.lock().unwrap().push((
+                key.clone(),
+                b"+\x02\x01x".to_vec(),
+                Vec::new(),
+            ));
+            let ks = store.exec(Vec::new(), read()).await.unwrap();
+            assert_eq!(ks.zset(&key).unwrap().len(), 3, "{url}");
+            assert_eq!(strlen().await, short, "{url}");
         }
     }
 }

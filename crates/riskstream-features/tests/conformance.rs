@@ -1309,13 +1309,14 @@ async fn an_error_reply_fails_the_batch_and_the_next_batch_is_served() {
     let store = redis_at(&server.url(), "w").await;
     let e = ev("e1", "acct-w", "dev-w", T0, login());
     let facts = facts_of(std::slice::from_ref(&e));
-    // Someone wrote a string where the account's set lives: Redis answers WRONGTYPE.
+    // Someone wrote a hash where the account's log lives: Redis answers WRONGTYPE.
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let key = "w:{a:acct-w}";
-    let _: () = redis::cmd("SET")
+    let key = "w:{a:acct-w}:l";
+    let _: () = redis::cmd("HSET")
         .arg(key)
         .arg("x")
+        .arg("y")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -1360,4 +1361,36 @@ async fn a_password_protected_redis_with_a_user_and_a_database_is_served() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(n, 0, "database 0 is untouched");
+}
+
+/// On Redis an entity is a log of its set's commands (`log.rs`): removals (tiles replacing raw
+/// events, trims) leave dead records, which reads compact away, so a long-lived account's key
+/// stays near the size of what it holds instead of growing with everything ever written.
+#[tokio::test]
+async fn entity_logs_stay_near_their_live_size() {
+    let server = RedisServer::start();
+    let store = redis_at(&server.url(), "sz").await;
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let mut sizes = Vec::new();
+    // 20 days of an account's logins every 7 minutes, in batches of 20.
+    let events: Vec<Ev> = (0..20 * DAY / (7 * MIN))
+        .map(|i| ev(&format!("sz-{i}"), "old", "dev", T0 + i * 7 * MIN, login()))
+        .collect();
+    for chunk in events.chunks(20) {
+        apply(&store, chunk).await;
+        let n: usize = redis::cmd("STRLEN")
+            .arg("sz:{a:old}:l")
+            .query(&mut conn)
+            .expect("strlen");
+        sizes.push(n);
+    }
+    // It holds ~4.5 KB (the last hours' raw events and the tiles of 7 days); its 4 100 events
+    // alone took ~220 KB of add records, and as many removals again when tiles replaced them.
+    // A log is compacted once its dead bytes pass its live ones: at most about twice the live
+    // size, plus a batch's appends.
+    let most = *sizes.iter().max().unwrap();
+    let compacted = sizes.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(compacted > 10, "compacted {compacted} times: {sizes:?}");
+    assert!(most < 16_000, "{most} bytes: {sizes:?}");
 }
