@@ -4,8 +4,8 @@
 //!
 //! Kept per hour of event time and bucket of event ids in a hash `P:{f:HOUR:BUCKET}` (field:
 //! the event-id hash; value: the non-zero features as `index: u8, value: f32` pairs, typically
-//! 60–150 bytes), written field by field with `HSETNX` semantics (the first value stays; one
-//! `EVAL` of an `HSETNX` loop per hash and batch) and expiring
+//! 60–150 bytes), written field by field with `HSETNX` (the first value stays; one pipelined
+//! command per field: Redis ran a Lua loop of them 4× slower per field) and expiring
 //! [`StoreLimits::first_features_ttl_ms`](crate::StoreLimits) after its last write. A batch's
 //! events share an hour or two, so its first features take at most [`BUCKETS`] reads and writes
 //! per hour however many accounts it touches (they were one `HMGET` and one `HSETNX` per event

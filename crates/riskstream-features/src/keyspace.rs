@@ -52,8 +52,7 @@ pub(crate) enum Op {
     },
     /// `ZREM key member …`
     ZRem { key: String, members: Vec<Vec<u8>> },
-    /// `HSETNX key field value` for each pair (one `EVAL` of a loop on Redis): the first value
-    /// written to a field stays.
+    /// `HSETNX key field value` for each pair: the first value written to a field stays.
     HSetNx {
         key: String,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
@@ -76,17 +75,6 @@ pub(crate) enum Read {
     Unscored(String),
     /// `HMGET key field …` (absent fields stay absent in the copy).
     HMGet { key: String, fields: Vec<Vec<u8>> },
-}
-
-impl Op {
-    pub(crate) fn key(&self) -> &str {
-        match self {
-            Op::ZAdd { key, .. }
-            | Op::ZRem { key, .. }
-            | Op::HSetNx { key, .. }
-            | Op::Expire { key, .. } => key,
-        }
-    }
 }
 
 impl Keyspace {

@@ -467,11 +467,6 @@ impl RedisStore {
     }
 }
 
-/// [`Op::HSetNx`] on Redis: `HSETNX` of each field / value pair in `ARGV`, in one command
-/// (Redis caches the compiled script by its digest).
-const HSETNX_ALL: &str =
-    "for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end return 0";
-
 /// Keys per `MGET` (keeps each reply a few tens of KB, parsed as it arrives).
 const MGET_KEYS: usize = 64;
 
@@ -481,38 +476,86 @@ const MAX_PENDING_COMPACTIONS: usize = 1024;
 /// A compaction due: the key, the log as read, the live members only.
 type Compaction = (String, Vec<u8>, Vec<u8>);
 
-/// `op` as the bytes of one command: `APPEND` of log records for a sorted-set write.
-fn op_log(op: &Op) -> Option<Vec<u8>> {
-    match op {
-        Op::ZAdd { members, .. } => {
-            let mut b = Vec::with_capacity(members.iter().map(|(_, m)| m.len() + 8).sum());
-            crate::log::encode_adds(&mut b, members);
-            Some(b)
+/// A write as Redis runs it.
+enum Cmd<'a> {
+    /// `APPEND key records`: every `ZADD` / `ZREM` of one key in the batch, in their order.
+    Append(&'a str, Vec<u8>),
+    /// `HSETNX key field value` (a command per field: Redis runs them faster than one Lua loop).
+    HSetNx(&'a str, &'a [u8], &'a [u8]),
+    /// `PEXPIRE key ms`.
+    Expire(&'a str, i64),
+}
+
+/// The commands of `ops`: one `APPEND` per log key, where its first write was (a `PEXPIRE` of
+/// the key comes after it, so it finds the key).
+fn commands(ops: &[Op]) -> Vec<Cmd<'_>> {
+    let mut out = Vec::with_capacity(ops.len());
+    let mut at: keyspace::BatchMap<&str, usize> = Default::default();
+    for op in ops {
+        match op {
+            Op::ZAdd { key, .. } | Op::ZRem { key, .. } => {
+                let i = *at.entry(key.as_str()).or_insert_with(|| {
+                    out.push(Cmd::Append(key.as_str(), Vec::new()));
+                    out.len() - 1
+                });
+                let Cmd::Append(_, records) = &mut out[i] else {
+                    unreachable!("an append")
+                };
+                match op {
+                    Op::ZAdd { members, .. } => crate::log::encode_adds(records, members),
+                    Op::ZRem { members, .. } => crate::log::encode_removals(records, members),
+                    _ => {}
+                }
+            }
+            Op::HSetNx { key, fields } => out.extend(
+                fields
+                    .iter()
+                    .map(|(f, v)| Cmd::HSetNx(key.as_str(), f.as_slice(), v.as_slice())),
+            ),
+            Op::Expire { key, ms } => out.push(Cmd::Expire(key.as_str(), *ms)),
         }
-        Op::ZRem { members, .. } => {
-            let mut b = Vec::with_capacity(members.iter().map(|m| m.len() + 2).sum());
-            crate::log::encode_removals(&mut b, members);
-            Some(b)
-        }
-        _ => None,
+    }
+    out
+}
+
+fn cmd_key<'a>(c: &Cmd<'a>) -> &'a str {
+    match c {
+        Cmd::Append(k, _) | Cmd::HSetNx(k, _, _) | Cmd::Expire(k, _) => k,
     }
 }
 
-fn add_op(p: &mut Pipeline, op: &Op) {
-    match op {
-        Op::ZAdd { key, .. } | Op::ZRem { key, .. } => {
-            let records = op_log(op).expect("a log write");
-            p.cmd("APPEND").arg(key).arg(records).ignore();
+fn add_cmd(p: &mut Pipeline, c: &Cmd<'_>) {
+    match c {
+        Cmd::Append(key, records) => {
+            p.cmd("APPEND").arg(*key).arg(records.as_slice()).ignore();
         }
-        Op::HSetNx { key, fields } => {
-            let c = p.cmd("EVAL").arg(HSETNX_ALL).arg(1).arg(key);
-            for (field, value) in fields {
-                c.arg(field.as_slice()).arg(value.as_slice());
-            }
-            c.ignore();
+        Cmd::HSetNx(key, field, value) => {
+            p.cmd("HSETNX").arg(*key).arg(*field).arg(*value).ignore();
         }
-        Op::Expire { key, ms } => {
-            p.cmd("PEXPIRE").arg(key).arg(*ms).ignore();
+        Cmd::Expire(key, ms) => {
+            p.cmd("PEXPIRE").arg(*key).arg(*ms).ignore();
+        }
+    }
+}
+
+/// `c` in RESP (the same command as [`add_cmd`]).
+fn encode_cmd(r: &mut crate::resp::Request, c: &Cmd<'_>) {
+    match c {
+        Cmd::Append(key, records) => {
+            r.command(3).arg(b"APPEND").arg(key.as_bytes()).arg(records);
+        }
+        Cmd::HSetNx(key, field, value) => {
+            r.command(4)
+                .arg(b"HSETNX")
+                .arg(key.as_bytes())
+                .arg(field)
+                .arg(value);
+        }
+        Cmd::Expire(key, ms) => {
+            r.command(3)
+                .arg(b"PEXPIRE")
+                .arg(key.as_bytes())
+                .int_arg(*ms);
         }
     }
 }
@@ -525,35 +568,6 @@ fn add_compaction(p: &mut Pipeline, (key, old, new): &Compaction) {
         .arg(old.as_slice())
         .arg(new.as_slice())
         .ignore();
-}
-
-/// `op` in RESP (the same command as [`add_op`]).
-fn encode_op(r: &mut crate::resp::Request, op: &Op) {
-    match op {
-        Op::ZAdd { key, .. } | Op::ZRem { key, .. } => {
-            let records = op_log(op).expect("a log write");
-            r.command(3)
-                .arg(b"APPEND")
-                .arg(key.as_bytes())
-                .arg(&records);
-        }
-        Op::HSetNx { key, fields } => {
-            r.command(4 + 2 * fields.len())
-                .arg(b"EVAL")
-                .arg(HSETNX_ALL.as_bytes())
-                .arg(b"1")
-                .arg(key.as_bytes());
-            for (field, value) in fields {
-                r.arg(field).arg(value);
-            }
-        }
-        Op::Expire { key, ms } => {
-            r.command(3)
-                .arg(b"PEXPIRE")
-                .arg(key.as_bytes())
-                .int_arg(*ms);
-        }
-    }
 }
 
 /// `compaction` in RESP (the same command as [`add_compaction`]).
@@ -799,7 +813,8 @@ impl RedisStore {
                 compactions
                     .iter()
                     .for_each(|c| encode_compaction(&mut request, c));
-                ops.iter().for_each(|op| encode_op(&mut request, op));
+                let cmds = commands(&ops);
+                cmds.iter().for_each(|c| encode_cmd(&mut request, c));
                 let ttl = algorithm::ENTITY_TTL_MS.to_string();
                 for b in &bumps {
                     request
@@ -827,7 +842,7 @@ impl RedisStore {
                         request.arg(key.as_bytes());
                     }
                 }
-                let first_bump = compactions.len() + ops.len();
+                let first_bump = compactions.len() + cmds.len();
                 let first_read = first_bump + bumps.len();
                 let first_log = first_read + hmgets.len();
                 let mut previous = Vec::with_capacity(bumps.len());
@@ -872,7 +887,7 @@ impl RedisStore {
             (None, Conn::Single(conn)) => {
                 let mut p = redis::pipe();
                 compactions.iter().for_each(|c| add_compaction(&mut p, c));
-                ops.iter().for_each(|op| add_op(&mut p, op));
+                commands(&ops).iter().for_each(|c| add_cmd(&mut p, c));
                 let fetches = fetches(&reads);
                 fetches.iter().for_each(|f| add_fetch(&mut p, f));
                 let replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
@@ -897,8 +912,8 @@ impl RedisStore {
                 for c in &compactions {
                     add_compaction(&mut group(&mut groups, &c.0).0, c);
                 }
-                for op in &ops {
-                    add_op(&mut group(&mut groups, op.key()).0, op);
+                for c in &commands(&ops) {
+                    add_cmd(&mut group(&mut groups, cmd_key(c)).0, c);
                 }
                 let fetches = fetches(&reads);
                 for f in &fetches {
