@@ -10,8 +10,9 @@
 //! One sorted set per entity (see `keyspace.rs`). An account's set holds its links (`d:`, `i:`,
 //! `c:`, `x:`, `m:` first seen, the score; `p:`/`f:` password / MFA changes; `N:` labelled
 //! accounts one hop away; `L` its own label), read with scores, and its raw events (`0xFF` + 49
-//! bytes, time inside) and tiles (`0xFE`, `tiles.rs`), scored 0 and read without scores (Redis
-//! spends more formatting a score than sending a member). A device's, IP's or document's set holds
+//! bytes, time inside) and tiles (`0xFE`, `tiles.rs`), scored 0 (the two kinds of read,
+//! [`Read::Scored`] and [`Read::Unscored`], let the account cache skip the second; on Redis both
+//! are one read of the entity's log, `log.rs`). A device's, IP's or document's set holds
 //! `a:ACCOUNT` (first seen) and `t1:ACCOUNT` / `t2:ACCOUNT` (labelled accounts one / two hops
 //! away), and a device's set also its capture sessions (`s` + `f`/`p` + time + id hash) and their
 //! tiles. Every write is `ZADD LT`, `ZREM`, `HSETNX` or `PEXPIRE`.

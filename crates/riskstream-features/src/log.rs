@@ -127,7 +127,10 @@ pub(crate) struct Want {
 /// (something else wrote the key).
 pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Vec<u8>>, StoreError> {
     let bad = || StoreError::BadReply("entity log does not parse".into());
-    let mut all = ZSet::default();
+    // A whole read into an empty copy (the usual case) folds in place.
+    let whole = want.scored && want.unscored && z.is_empty();
+    let mut own = ZSet::default();
+    let all = if whole { &mut *z } else { &mut own };
     let mut r = Reader { buf: bytes, at: 0 };
     while r.at < bytes.len() {
         let tag = bytes[r.at];
@@ -154,7 +157,7 @@ pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Vec<
     let dead = bytes.len() - live.min(bytes.len());
     let compacted = (dead >= COMPACT_MIN_DEAD && dead > live).then(|| {
         let mut out = Vec::with_capacity(live);
-        for (member, score) in &all {
+        for (member, score) in all.iter() {
             out.push(ADD);
             varint(&mut out, zigzag(*score));
             varint(&mut out, member.len() as u64);
@@ -162,7 +165,11 @@ pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Vec<
         }
         out
     });
-    z.reserve(all.len());
+    if whole {
+        return Ok(compacted);
+    }
+    z.reserve(own.len());
+    let all = own;
     match (want.scored, want.unscored) {
         (true, true) => z.extend(all),
         (true, false) => z.extend(all.into_iter().filter(|(_, s)| *s > 0)),
