@@ -15,28 +15,49 @@
 //! had (commutative, idempotent writes; see `keyspace.rs`).
 //!
 //! **Compaction.** Removals and repeated adds leave dead records. When a read finds more dead
-//! bytes than live ones (and at least [`COMPACT_MIN_DEAD`]), the store rewrites the key as the
-//! live members only, with [`COMPACT`]: only if the key still starts with exactly the bytes that
-//! were read, and keeping whatever was appended after them. The fold of (live members + the
-//! rest) equals the fold of (what was read + the rest) whatever happened in between, so a
-//! compaction never loses or resurrects anything, and one that lost a race is simply skipped.
-//! A key's length therefore stays within about twice its live size (plus one batch's appends).
+//! bytes than live ones (and at least [`COMPACT_MIN_DEAD`]), the store rewrites the key as a
+//! fresh random *stamp* record (`#` and 8 bytes, no state) followed by the live members, with
+//! [`COMPACT`]: only if the key is still at least as long as what was read and still holds the
+//! same bytes at both ends of it (its first and last [`CHECK_BYTES`]), keeping whatever was
+//! appended after it. Between the read and the rewrite a log only grows by appends, unless
+//! another store compacted it — which changed its first bytes, the stamp — or it was deleted and
+//! rebuilt, which would have to reproduce the same length and the same bytes at both ends within
+//! one round trip. The fold of (live members + the rest) equals the fold of (what was read + the
+//! rest), so a compaction never loses or resurrects anything, and one that lost a race is simply
+//! skipped. A key therefore stays within about twice its live size (plus one batch's appends).
 
 use crate::keyspace::ZSet;
 use crate::StoreError;
 
-/// Compacts a key (`KEYS[1]`) read as `ARGV[1]` to `ARGV[2]` if it still starts with `ARGV[1]`,
+/// Compacts a key (`KEYS[1]`) read as `ARGV[1]` bytes whose first and last bytes were `ARGV[2]`
+/// and `ARGV[3]` to `ARGV[4]` if it still is at least that long with the same bytes there,
 /// keeping what was appended since and the key's TTL. Returns 1 if it did.
-pub(crate) const COMPACT: &str = "local n = #ARGV[1] \
-if n > 0 and redis.call('GETRANGE', KEYS[1], 0, n - 1) == ARGV[1] then \
+pub(crate) const COMPACT: &str = "local n = tonumber(ARGV[1]) \
+if redis.call('STRLEN', KEYS[1]) >= n \
+and redis.call('GETRANGE', KEYS[1], 0, #ARGV[2] - 1) == ARGV[2] \
+and redis.call('GETRANGE', KEYS[1], n - #ARGV[3], n - 1) == ARGV[3] then \
 local rest = redis.call('GETRANGE', KEYS[1], n, -1) \
-redis.call('SET', KEYS[1], ARGV[2] .. rest, 'KEEPTTL') return 1 end return 0";
+redis.call('SET', KEYS[1], ARGV[4] .. rest, 'KEEPTTL') return 1 end return 0";
+
+/// Bytes compared at each end of a log before it is compacted.
+pub(crate) const CHECK_BYTES: usize = 64;
+
+/// A compaction due: the log's length as read, its first and last bytes, the new log.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Compacted {
+    pub(crate) len: usize,
+    pub(crate) head: Vec<u8>,
+    pub(crate) tail: Vec<u8>,
+    pub(crate) log: Vec<u8>,
+}
 
 /// Dead bytes a key must hold before a read compacts it (small keys are left alone).
 pub(crate) const COMPACT_MIN_DEAD: usize = 1024;
 
 const ADD: u8 = b'+';
 const REM: u8 = b'-';
+/// A compaction's stamp: `#` and 8 random bytes.
+const STAMP: u8 = b'#';
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -71,6 +92,17 @@ pub(crate) fn encode_removals(out: &mut Vec<u8>, members: &[Vec<u8>]) {
         varint(out, member.len() as u64);
         out.extend_from_slice(member);
     }
+}
+
+/// A random stamp (std's per-process random hash keys over a counter and the clock).
+fn stamp() -> u64 {
+    use std::hash::BuildHasher;
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((n, t))
 }
 
 /// Size of an add record of `member` with `score`.
@@ -122,10 +154,10 @@ pub(crate) struct Want {
     pub(crate) unscored: bool,
 }
 
-/// The set a log holds, as `want` reads it, into `z`; returns the compacted log (the live
-/// members only) when the log is due for compaction. A log that does not parse is an error
+/// The set a log holds, as `want` reads it, into `z`; returns its compaction when the log is due
+/// for one. A log that does not parse is an error
 /// (something else wrote the key).
-pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Vec<u8>>, StoreError> {
+pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Compacted>, StoreError> {
     let bad = || StoreError::BadReply("entity log does not parse".into());
     // A whole read into an empty copy (the usual case) folds in place.
     let whole = want.scored && want.unscored && z.is_empty();
@@ -150,20 +182,34 @@ pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Vec<
                 let member = r.bytes().ok_or_else(bad)?;
                 all.remove(member);
             }
+            STAMP => {
+                r.at += 8;
+                if r.at > bytes.len() {
+                    return Err(bad());
+                }
+            }
             _ => return Err(bad()),
         }
     }
     let live: usize = all.iter().map(|(m, s)| add_size(*s, m)).sum();
     let dead = bytes.len() - live.min(bytes.len());
     let compacted = (dead >= COMPACT_MIN_DEAD && dead > live).then(|| {
-        let mut out = Vec::with_capacity(live);
+        let mut out = Vec::with_capacity(live + 9);
+        out.push(STAMP);
+        out.extend_from_slice(&stamp().to_le_bytes());
         for (member, score) in all.iter() {
             out.push(ADD);
             varint(&mut out, zigzag(*score));
             varint(&mut out, member.len() as u64);
             out.extend_from_slice(member);
         }
-        out
+        let ends = CHECK_BYTES.min(bytes.len());
+        Compacted {
+            len: bytes.len(),
+            head: bytes[..ends].to_vec(),
+            tail: bytes[bytes.len() - ends..].to_vec(),
+            log: out,
+        }
     });
     if whole {
         return Ok(compacted);
@@ -267,9 +313,14 @@ mod tests {
         // Remove most of them: far more dead than live.
         let gone: Vec<Vec<u8>> = members[10..].iter().map(|(_, m)| m.clone()).collect();
         encode_removals(&mut log, &gone);
-        let compacted = fold(&log, ALL, &mut ZSet::default())
+        let c = fold(&log, ALL, &mut ZSet::default())
             .unwrap()
             .expect("due");
+        assert_eq!((c.len, &c.head[..], &c.tail[..]), (log.len(), &log[..64], &log[log.len() - 64..]));
+        let compacted = c.log;
+        // Each compaction stamps its log afresh (so a rival's rewrite changes the first bytes).
+        let again = fold(&log, ALL, &mut ZSet::default()).unwrap().unwrap().log;
+        assert_ne!(compacted[..9], again[..9]);
         assert!(compacted.len() < log.len() / 5, "{}", compacted.len());
         assert_eq!(state(&compacted), state(&log));
         // Whatever is appended after either gives the same state.

@@ -473,8 +473,8 @@ const MGET_KEYS: usize = 64;
 /// Compactions due (`log.rs`) kept for the next round trip at most.
 const MAX_PENDING_COMPACTIONS: usize = 1024;
 
-/// A compaction due: the key, the log as read, the live members only.
-type Compaction = (String, Vec<u8>, Vec<u8>);
+/// A compaction due: the key and what to check and write (`log.rs`).
+type Compaction = (String, crate::log::Compacted);
 
 /// A write as Redis runs it.
 enum Cmd<'a> {
@@ -560,25 +560,29 @@ fn encode_cmd(r: &mut crate::resp::Request, c: &Cmd<'_>) {
     }
 }
 
-fn add_compaction(p: &mut Pipeline, (key, old, new): &Compaction) {
+fn add_compaction(p: &mut Pipeline, (key, c): &Compaction) {
     p.cmd("EVAL")
         .arg(crate::log::COMPACT)
         .arg(1)
         .arg(key)
-        .arg(old.as_slice())
-        .arg(new.as_slice())
+        .arg(c.len)
+        .arg(c.head.as_slice())
+        .arg(c.tail.as_slice())
+        .arg(c.log.as_slice())
         .ignore();
 }
 
 /// `compaction` in RESP (the same command as [`add_compaction`]).
-fn encode_compaction(r: &mut crate::resp::Request, (key, old, new): &Compaction) {
-    r.command(6)
+fn encode_compaction(r: &mut crate::resp::Request, (key, c): &Compaction) {
+    r.command(8)
         .arg(b"EVAL")
         .arg(crate::log::COMPACT.as_bytes())
         .arg(b"1")
         .arg(key.as_bytes())
-        .arg(old)
-        .arg(new);
+        .int_arg(c.len as i64)
+        .arg(&c.head)
+        .arg(&c.tail)
+        .arg(&c.log);
 }
 
 /// The entity logs `reads` name, each once (in first-read order), with what its reads want
@@ -625,8 +629,8 @@ fn take_log(
     let compacted = crate::log::fold(bytes, want, z).map_err(|e| {
         StoreError::BadReply(format!("{}: {e}", riskstream_events::log_ids::Id(key)))
     })?;
-    if let Some(new) = compacted {
-        compact.push((key.to_string(), bytes.to_vec(), new));
+    if let Some(c) = compacted {
+        compact.push((key.to_string(), c));
     }
     Ok(())
 }
@@ -1223,11 +1227,13 @@ mod tests {
             );
             assert!(store.compactions.lock().unwrap().is_empty(), "{url}");
             // A compaction computed from a log that was since rewritten is skipped.
-            store.compactions.lock().unwrap().push((
-                key.clone(),
-                b"+\x02\x01x".to_vec(),
-                Vec::new(),
-            ));
+            let stale = crate::log::Compacted {
+                len: 4,
+                head: b"+\x02\x01x".to_vec(),
+                tail: b"+\x02\x01x".to_vec(),
+                log: Vec::new(),
+            };
+            store.compactions.lock().unwrap().push((key.clone(), stale));
             let ks = store.exec(Vec::new(), read()).await.unwrap();
             assert_eq!(ks.zset(&key).unwrap().len(), 3, "{url}");
             assert_eq!(strlen().await, short, "{url}");
