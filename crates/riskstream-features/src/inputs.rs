@@ -422,9 +422,9 @@ fn telemetry_structure(telemetry: &[riskstream_events::InteractionEvent]) -> (f3
     }
     let modality = |k: InteractionKind| match k {
         InteractionKind::KeyDown | InteractionKind::KeyUp => Modality::Keys,
-        InteractionKind::PointerMove | InteractionKind::PointerDown | InteractionKind::PointerUp => {
-            Modality::Pointer
-        }
+        InteractionKind::PointerMove
+        | InteractionKind::PointerDown
+        | InteractionKind::PointerUp => Modality::Pointer,
         InteractionKind::Paste => Modality::Paste,
         _ => Modality::Other,
     };
@@ -579,7 +579,10 @@ mod tests {
             Some(N_STORE_FEATURES + 22)
         );
         assert_eq!(input_index("steps_min_s"), Some(N_STORE_FEATURES + 16));
-        assert_eq!(input_index("tel_key_unpaired_frac"), Some(N_STORE_FEATURES + 18));
+        assert_eq!(
+            input_index("tel_key_unpaired_frac"),
+            Some(N_STORE_FEATURES + 18)
+        );
         assert_eq!(input_index("tel_seq_00_dt"), Some(N_STORE_FEATURES + 29));
         assert_eq!(input_index("tel_seq_47_move"), Some(N_INPUTS - 1));
     }

@@ -39,6 +39,9 @@ pub(crate) struct Keyspace {
     pub(crate) hashes: HashMap<String, Hash, Seeded>,
     expiry: HashMap<String, Instant, Seeded>,
     swept: Option<Instant>,
+    /// Redis store only: the entity logs this copy read whole, as read (`log.rs`), for the
+    /// batch's follow-up write to compact them along with its own records.
+    pub(crate) logs: HashMap<String, crate::log::Ends, Seeded>,
 }
 
 /// A write. Each names one key.

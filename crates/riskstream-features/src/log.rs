@@ -39,6 +39,17 @@ and redis.call('GETRANGE', KEYS[1], n - #ARGV[3], n - 1) == ARGV[3] then \
 local rest = redis.call('GETRANGE', KEYS[1], n, -1) \
 redis.call('SET', KEYS[1], ARGV[4] .. rest, 'KEEPTTL') return 1 end return 0";
 
+/// Compacts a key like [`COMPACT`] (`ARGV[1..4]`), or if it cannot, appends `ARGV[5]` to it: a
+/// batch's follow-up records either go in the rewritten log (already applied to it) or are
+/// appended as usual. Returns 1 if it compacted.
+pub(crate) const COMPACT_OR_APPEND: &str = "local n = tonumber(ARGV[1]) \
+if redis.call('STRLEN', KEYS[1]) >= n \
+and redis.call('GETRANGE', KEYS[1], 0, #ARGV[2] - 1) == ARGV[2] \
+and redis.call('GETRANGE', KEYS[1], n - #ARGV[3], n - 1) == ARGV[3] then \
+local rest = redis.call('GETRANGE', KEYS[1], n, -1) \
+redis.call('SET', KEYS[1], ARGV[4] .. rest, 'KEEPTTL') return 1 end \
+redis.call('APPEND', KEYS[1], ARGV[5]) return 0";
+
 /// Bytes compared at each end of a log before it is compacted.
 pub(crate) const CHECK_BYTES: usize = 64;
 
@@ -49,6 +60,50 @@ pub(crate) struct Compacted {
     pub(crate) head: Vec<u8>,
     pub(crate) tail: Vec<u8>,
     pub(crate) log: Vec<u8>,
+}
+
+/// What a compaction checks of a log as read: its length and the bytes at both ends.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ends {
+    pub(crate) len: usize,
+    pub(crate) head: Vec<u8>,
+    pub(crate) tail: Vec<u8>,
+}
+
+impl Ends {
+    pub(crate) fn of(bytes: &[u8]) -> Ends {
+        let n = CHECK_BYTES.min(bytes.len());
+        Ends {
+            len: bytes.len(),
+            head: bytes[..n].to_vec(),
+            tail: bytes[bytes.len() - n..].to_vec(),
+        }
+    }
+}
+
+/// The compacted log of `state` (a log read whole, `read_len` bytes) once `records` are appended
+/// to it, if that log is due for compaction (a follow-up write that removes much, e.g. a first
+/// read sealing a long raw history into tiles, would otherwise leave it mostly dead).
+pub(crate) fn compact_after(state: &ZSet, read_len: usize, records: &[u8]) -> Option<Vec<u8>> {
+    let mut after = state.clone();
+    fold_into(records, &mut after).ok()?;
+    let live: usize = after.iter().map(|(m, s)| add_size(*s, m)).sum();
+    let dead = (read_len + records.len()).saturating_sub(live);
+    (dead >= COMPACT_MIN_DEAD && dead > live).then(|| stamped(&after, live))
+}
+
+/// A fresh stamp and the members of `all`, `live` bytes of them.
+fn stamped(all: &ZSet, live: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(live + 9);
+    out.push(STAMP);
+    out.extend_from_slice(&stamp().to_le_bytes());
+    for (member, score) in all.iter() {
+        out.push(ADD);
+        varint(&mut out, zigzag(*score));
+        varint(&mut out, member.len() as u64);
+        out.extend_from_slice(member);
+    }
+    out
 }
 
 /// Dead bytes a key must hold before a read compacts it (small keys are left alone).
@@ -145,24 +200,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Which members a read wants (`keyspace::Read`'s kinds of sorted-set read).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Want {
-    /// Members scored above 0, with their scores.
-    pub(crate) scored: bool,
-    /// Members scored 0 or below, as 0 (with `scored` too: every member with its score).
-    pub(crate) unscored: bool,
-}
-
-/// The set a log holds, as `want` reads it, into `z`; returns its compaction when the log is due
-/// for one. A log that does not parse is an error
-/// (something else wrote the key).
-pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Compacted>, StoreError> {
+/// Applies the records of `bytes` to `all`, as Redis would have run their commands.
+fn fold_into(bytes: &[u8], all: &mut ZSet) -> Result<(), StoreError> {
     let bad = || StoreError::BadReply("entity log does not parse".into());
-    // A whole read into an empty copy (the usual case) folds in place.
-    let whole = want.scored && want.unscored && z.is_empty();
-    let mut own = ZSet::default();
-    let all = if whole { &mut *z } else { &mut own };
     let mut r = Reader { buf: bytes, at: 0 };
     while r.at < bytes.len() {
         let tag = bytes[r.at];
@@ -191,24 +231,40 @@ pub(crate) fn fold(bytes: &[u8], want: Want, z: &mut ZSet) -> Result<Option<Comp
             _ => return Err(bad()),
         }
     }
+    Ok(())
+}
+
+/// Which members a read wants (`keyspace::Read`'s kinds of sorted-set read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Want {
+    /// Members scored above 0, with their scores.
+    pub(crate) scored: bool,
+    /// Members scored 0 or below, as 0 (with `scored` too: every member with its score).
+    pub(crate) unscored: bool,
+}
+
+/// The set a log holds, as `want` reads it, into `z`; returns its compaction when the log is due
+/// for one. A log that does not parse is an error
+/// (something else wrote the key).
+pub(crate) fn fold(
+    bytes: &[u8],
+    want: Want,
+    z: &mut ZSet,
+) -> Result<Option<Compacted>, StoreError> {
+    // A whole read into an empty copy (the usual case) folds in place.
+    let whole = want.scored && want.unscored && z.is_empty();
+    let mut own = ZSet::default();
+    let all = if whole { &mut *z } else { &mut own };
+    fold_into(bytes, all)?;
     let live: usize = all.iter().map(|(m, s)| add_size(*s, m)).sum();
     let dead = bytes.len() - live.min(bytes.len());
     let compacted = (dead >= COMPACT_MIN_DEAD && dead > live).then(|| {
-        let mut out = Vec::with_capacity(live + 9);
-        out.push(STAMP);
-        out.extend_from_slice(&stamp().to_le_bytes());
-        for (member, score) in all.iter() {
-            out.push(ADD);
-            varint(&mut out, zigzag(*score));
-            varint(&mut out, member.len() as u64);
-            out.extend_from_slice(member);
-        }
-        let ends = CHECK_BYTES.min(bytes.len());
+        let Ends { len, head, tail } = Ends::of(bytes);
         Compacted {
-            len: bytes.len(),
-            head: bytes[..ends].to_vec(),
-            tail: bytes[bytes.len() - ends..].to_vec(),
-            log: out,
+            len,
+            head,
+            tail,
+            log: stamped(all, live),
         }
     });
     if whole {
@@ -267,7 +323,10 @@ mod tests {
         );
         // A member removed and added again is there again (the commands ran in this order).
         encode_removals(&mut log, &[b"b".to_vec()]);
-        encode_adds(&mut log, &[(i64::MAX, b"b".to_vec()), (i64::MIN, b"m".to_vec())]);
+        encode_adds(
+            &mut log,
+            &[(i64::MAX, b"b".to_vec()), (i64::MIN, b"m".to_vec())],
+        );
         let s = state(&log);
         assert!(
             s.contains(&(b"b".to_vec(), i64::MAX)) && s.contains(&(b"m".to_vec(), i64::MIN)),
@@ -292,11 +351,40 @@ mod tests {
     }
 
     #[test]
+    fn records_that_empty_a_log_make_it_due_with_their_result() {
+        let mut log = Vec::new();
+        let members: Vec<(i64, Vec<u8>)> = (0..100)
+            .map(|i| (0, format!("member-{i:04}").into_bytes()))
+            .collect();
+        encode_adds(&mut log, &members);
+        let mut z = ZSet::default();
+        assert!(fold(&log, ALL, &mut z).unwrap().is_none());
+        // A few more members: not due.
+        let mut more = Vec::new();
+        encode_adds(&mut more, &[(5, b"link".to_vec())]);
+        assert!(compact_after(&z, log.len(), &more).is_none());
+        // Most removed: due, and the new log is the state after the records.
+        let mut trim = Vec::new();
+        let gone: Vec<Vec<u8>> = members[3..].iter().map(|(_, m)| m.clone()).collect();
+        encode_removals(&mut trim, &gone);
+        encode_adds(&mut trim, &[(5, b"tile".to_vec())]);
+        let new = compact_after(&z, log.len(), &trim).expect("due");
+        let (mut whole, mut expected) = (log.clone(), Vec::new());
+        whole.extend_from_slice(&trim);
+        expected.extend(state(&whole));
+        assert_eq!(state(&new), expected);
+        assert_eq!(new[0], STAMP);
+    }
+
+    #[test]
     fn a_log_that_does_not_parse_is_an_error() {
         let mut log = Vec::new();
         encode_adds(&mut log, &[(3, b"member".to_vec())]);
         for cut in 1..log.len() {
-            assert!(fold(&log[..cut], ALL, &mut ZSet::default()).is_err(), "{cut}");
+            assert!(
+                fold(&log[..cut], ALL, &mut ZSet::default()).is_err(),
+                "{cut}"
+            );
         }
         assert!(fold(b"x", ALL, &mut ZSet::default()).is_err());
         assert!(fold(b"", ALL, &mut ZSet::default()).unwrap().is_none());
@@ -313,10 +401,11 @@ mod tests {
         // Remove most of them: far more dead than live.
         let gone: Vec<Vec<u8>> = members[10..].iter().map(|(_, m)| m.clone()).collect();
         encode_removals(&mut log, &gone);
-        let c = fold(&log, ALL, &mut ZSet::default())
-            .unwrap()
-            .expect("due");
-        assert_eq!((c.len, &c.head[..], &c.tail[..]), (log.len(), &log[..64], &log[log.len() - 64..]));
+        let c = fold(&log, ALL, &mut ZSet::default()).unwrap().expect("due");
+        assert_eq!(
+            (c.len, &c.head[..], &c.tail[..]),
+            (log.len(), &log[..64], &log[log.len() - 64..])
+        );
         let compacted = c.log;
         // Each compaction stamps its log afresh (so a rival's rewrite changes the first bytes).
         let again = fold(&log, ALL, &mut ZSet::default()).unwrap().unwrap().log;
@@ -326,11 +415,16 @@ mod tests {
         // Whatever is appended after either gives the same state.
         let mut tail = Vec::new();
         encode_removals(&mut tail, &[b"member-0003".to_vec()]);
-        encode_adds(&mut tail, &[(-1, b"member-0050".to_vec()), (1, b"member-0004".to_vec())]);
+        encode_adds(
+            &mut tail,
+            &[(-1, b"member-0050".to_vec()), (1, b"member-0004".to_vec())],
+        );
         let (mut a, mut b) = (log.clone(), compacted.clone());
         a.extend_from_slice(&tail);
         b.extend_from_slice(&tail);
         assert_eq!(state(&a), state(&b));
-        assert!(fold(&compacted, ALL, &mut ZSet::default()).unwrap().is_none());
+        assert!(fold(&compacted, ALL, &mut ZSet::default())
+            .unwrap()
+            .is_none());
     }
 }

@@ -392,7 +392,7 @@ impl RedisStore {
                 _ => true,
             });
         }
-        let (mut ks, tokens) = self.exec_bumped(ops, reads).await?;
+        let (mut ks, tokens) = self.exec_bumped(ops, reads, None).await?;
         let mut timelines = algorithm::Timelines::default();
         if let Some(cache) = self.accounts.as_ref().filter(|_| !cached.is_empty()) {
             let missed: Vec<Read> = {
@@ -409,8 +409,9 @@ impl RedisStore {
                     .collect()
             };
             if !missed.is_empty() {
-                let (more, _) = self.exec_bumped(Vec::new(), missed).await?;
+                let (more, _) = self.exec_bumped(Vec::new(), missed, None).await?;
                 for (key, z) in more.zsets {
+                    ks.logs.remove(&key);
                     ks.zsets.entry(key).or_default().extend(z);
                 }
             }
@@ -423,8 +424,9 @@ impl RedisStore {
             if more.is_empty() {
                 break;
             }
-            let (extra, _) = self.exec_bumped(Vec::new(), more).await?;
+            let (extra, _) = self.exec_bumped(Vec::new(), more, None).await?;
             for (key, z) in extra.zsets {
+                ks.logs.remove(&key);
                 ks.zsets.entry(key).or_default().extend(z);
             }
         }
@@ -461,7 +463,8 @@ impl RedisStore {
         // The cached timelines are not shared any more: the follow-up's changes apply in place.
         drop(timelines);
         if !followups.is_empty() {
-            self.exec(followups, Vec::new()).await?;
+            // Logs read whole that the follow-up would leave mostly dead are compacted by it.
+            self.exec_bumped(followups, Vec::new(), Some(&ks)).await?;
         }
         Ok(features)
     }
@@ -484,6 +487,9 @@ enum Cmd<'a> {
     HSetNx(&'a str, &'a [u8], &'a [u8]),
     /// `PEXPIRE key ms`.
     Expire(&'a str, i64),
+    /// [`crate::log::COMPACT_OR_APPEND`]: the key's follow-up records applied to the log it
+    /// was read as, compacted — or, if it changed meanwhile, the records appended.
+    CompactOrAppend(&'a str, &'a crate::log::Ends, Vec<u8>, Vec<u8>),
 }
 
 /// The commands of `ops`: one `APPEND` per log key, where its first write was (a `PEXPIRE` of
@@ -518,9 +524,37 @@ fn commands(ops: &[Op]) -> Vec<Cmd<'_>> {
     out
 }
 
+/// `cmds` with each `APPEND` to a log `read` holds whole turned into a compaction where the
+/// log would be mostly dead after it.
+fn compacting<'a>(mut cmds: Vec<Cmd<'a>>, read: &'a Keyspace) -> Vec<Cmd<'a>> {
+    for c in cmds.iter_mut() {
+        let Cmd::Append(key, records) = c else {
+            continue;
+        };
+        let (Some(ends), Some(z)) = (read.logs.get(*key), read.zsets.get(*key)) else {
+            continue;
+        };
+        if let Some(log) = crate::log::compact_after(z, ends.len, records) {
+            *c = Cmd::CompactOrAppend(key, ends, log, std::mem::take(records));
+        }
+    }
+    cmds
+}
+
+/// The commands of `ops`; with `read` (a follow-up write), compacting where due.
+fn write_cmds<'a>(ops: &'a [Op], read: Option<&'a Keyspace>) -> Vec<Cmd<'a>> {
+    match read {
+        Some(ks) => compacting(commands(ops), ks),
+        None => commands(ops),
+    }
+}
+
 fn cmd_key<'a>(c: &Cmd<'a>) -> &'a str {
     match c {
-        Cmd::Append(k, _) | Cmd::HSetNx(k, _, _) | Cmd::Expire(k, _) => k,
+        Cmd::Append(k, _)
+        | Cmd::HSetNx(k, _, _)
+        | Cmd::Expire(k, _)
+        | Cmd::CompactOrAppend(k, ..) => k,
     }
 }
 
@@ -534,6 +568,18 @@ fn add_cmd(p: &mut Pipeline, c: &Cmd<'_>) {
         }
         Cmd::Expire(key, ms) => {
             p.cmd("PEXPIRE").arg(*key).arg(*ms).ignore();
+        }
+        Cmd::CompactOrAppend(key, ends, log, records) => {
+            p.cmd("EVAL")
+                .arg(crate::log::COMPACT_OR_APPEND)
+                .arg(1)
+                .arg(*key)
+                .arg(ends.len)
+                .arg(ends.head.as_slice())
+                .arg(ends.tail.as_slice())
+                .arg(log.as_slice())
+                .arg(records.as_slice())
+                .ignore();
         }
     }
 }
@@ -556,6 +602,18 @@ fn encode_cmd(r: &mut crate::resp::Request, c: &Cmd<'_>) {
                 .arg(b"PEXPIRE")
                 .arg(key.as_bytes())
                 .int_arg(*ms);
+        }
+        Cmd::CompactOrAppend(key, ends, log, records) => {
+            r.command(9)
+                .arg(b"EVAL")
+                .arg(crate::log::COMPACT_OR_APPEND.as_bytes())
+                .arg(b"1")
+                .arg(key.as_bytes())
+                .int_arg(ends.len as i64)
+                .arg(&ends.head)
+                .arg(&ends.tail)
+                .arg(log)
+                .arg(records);
         }
     }
 }
@@ -629,8 +687,12 @@ fn take_log(
     let compacted = crate::log::fold(bytes, want, z).map_err(|e| {
         StoreError::BadReply(format!("{}: {e}", riskstream_events::log_ids::Id(key)))
     })?;
-    if let Some(c) = compacted {
-        compact.push((key.to_string(), c));
+    match compacted {
+        Some(c) => compact.push((key.to_string(), c)),
+        None if want.scored && want.unscored => {
+            ks.logs.insert(key.to_string(), crate::log::Ends::of(bytes));
+        }
+        None => {}
     }
     Ok(())
 }
@@ -658,7 +720,10 @@ fn take_hmget(
 }
 
 /// A value of a `GET` / `MGET`: the string, or `None` for a missing key.
-fn string_of<'a>(reply: &crate::resp::Reply<'a>, key: &str) -> Result<Option<&'a [u8]>, StoreError> {
+fn string_of<'a>(
+    reply: &crate::resp::Reply<'a>,
+    key: &str,
+) -> Result<Option<&'a [u8]>, StoreError> {
     match reply {
         crate::resp::Reply::Bulk(b) => Ok(*b),
         _ => Err(StoreError::BadReply(format!(
@@ -748,19 +813,22 @@ fn take_fetched(
 
 impl Exec for RedisStore {
     async fn exec(&self, ops: Vec<Op>, reads: Vec<Read>) -> Result<Keyspace, StoreError> {
-        Ok(self.exec_bumped(ops, reads).await?.0)
+        Ok(self.exec_bumped(ops, reads, None).await?.0)
     }
 }
 
 impl RedisStore {
     /// One round trip: `ops`, then (with the account cache) a token after each account they
-    /// change, then `reads`. Returns the replies and the tokens written, by account key.
+    /// change, then `reads`. Returns the replies and the tokens written, by account key. With
+    /// `read` (a batch's follow-up write: what its reads returned), a log read whole that `ops`
+    /// would leave mostly dead is compacted with them (`log.rs`).
     async fn exec_bumped(
         &self,
         ops: Vec<Op>,
         reads: Vec<Read>,
+        read: Option<&Keyspace>,
     ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
-        let result = self.exec_once(ops, reads).await;
+        let result = self.exec_once(ops, reads, read).await;
         if result.is_err() {
             if let Some(c) = &self.accounts {
                 // Its writes may or may not have landed.
@@ -774,6 +842,7 @@ impl RedisStore {
         &self,
         mut ops: Vec<Op>,
         reads: Vec<Read>,
+        read: Option<&Keyspace>,
     ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
         let mut ks = Keyspace::default();
         let mut tokens = HashMap::new();
@@ -817,7 +886,7 @@ impl RedisStore {
                 compactions
                     .iter()
                     .for_each(|c| encode_compaction(&mut request, c));
-                let cmds = commands(&ops);
+                let cmds = write_cmds(&ops, read);
                 cmds.iter().for_each(|c| encode_cmd(&mut request, c));
                 let ttl = algorithm::ENTITY_TTL_MS.to_string();
                 for b in &bumps {
@@ -891,7 +960,9 @@ impl RedisStore {
             (None, Conn::Single(conn)) => {
                 let mut p = redis::pipe();
                 compactions.iter().for_each(|c| add_compaction(&mut p, c));
-                commands(&ops).iter().for_each(|c| add_cmd(&mut p, c));
+                write_cmds(&ops, read)
+                    .iter()
+                    .for_each(|c| add_cmd(&mut p, c));
                 let fetches = fetches(&reads);
                 fetches.iter().for_each(|f| add_fetch(&mut p, f));
                 let replies: Vec<Value> = p.query_async(&mut conn.clone()).await?;
@@ -916,7 +987,7 @@ impl RedisStore {
                 for c in &compactions {
                     add_compaction(&mut group(&mut groups, &c.0).0, c);
                 }
-                for c in &commands(&ops) {
+                for c in &write_cmds(&ops, read) {
                     add_cmd(&mut group(&mut groups, cmd_key(c)).0, c);
                 }
                 let fetches = fetches(&reads);
@@ -1162,6 +1233,86 @@ mod tests {
         }
     }
 
+    /// A follow-up write that would leave a log it read whole mostly dead rewrites it instead
+    /// (its records applied), and appends them as usual when the log changed meanwhile.
+    #[tokio::test]
+    async fn follow_ups_compact_what_they_empty_or_append_if_the_log_changed() {
+        let server = riskstream_testkit::RedisServer::start();
+        let url = server.url();
+        let connect =
+            || RedisStore::connect(&url, "fu", StoreLimits::default(), Duration::from_secs(5));
+        let (store, other) = (connect().await.unwrap(), connect().await.unwrap());
+        let key = "fu:{a:acct}:l".to_string();
+        let many: Vec<(i64, Vec<u8>)> = (0..200)
+            .map(|i| (0, format!("raw-event-{i:05}").into_bytes()))
+            .collect();
+        let gone: Vec<Vec<u8>> = many[1..].iter().map(|(_, m)| m.clone()).collect();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for changed in [false, true] {
+            let _: () = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let add = Op::ZAdd {
+                key: key.clone(),
+                members: many.clone(),
+            };
+            store.exec(vec![add], Vec::new()).await.unwrap();
+            let read = store
+                .exec(Vec::new(), vec![Read::ZRange(key.clone())])
+                .await
+                .unwrap();
+            assert!(read.logs.contains_key(&key));
+            if changed {
+                // Another store rewrites the log between the read and the follow-up.
+                let mut ks = other
+                    .exec(Vec::new(), vec![Read::ZRange(key.clone())])
+                    .await
+                    .unwrap();
+                let z = ks.zsets.remove(&key).unwrap();
+                let ends = ks.logs.remove(&key).unwrap();
+                let log = crate::log::compact_after(&z, ends.len, &[0u8; 0]);
+                assert!(log.is_none(), "nothing dead yet");
+                let stamp: Vec<u8> = b"#12345678".to_vec();
+                let mut rewritten = stamp;
+                crate::log::encode_adds(&mut rewritten, &many);
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(rewritten)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            let trim = Op::ZRem {
+                key: key.clone(),
+                members: gone.clone(),
+            };
+            store
+                .exec_bumped(vec![trim], Vec::new(), Some(&read))
+                .await
+                .unwrap();
+            let len: usize = redis::cmd("STRLEN")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let after = store
+                .exec(Vec::new(), vec![Read::ZRange(key.clone())])
+                .await
+                .unwrap();
+            let z = after.zsets.get(&key).unwrap();
+            assert_eq!(z.len(), 1, "changed: {changed}");
+            assert!(z.contains_key(b"raw-event-00000".as_slice()));
+            if changed {
+                assert!(len > 5_000, "appended: {len} bytes");
+            } else {
+                assert!(len < 100, "compacted: {len} bytes");
+            }
+        }
+    }
+
     /// A compaction rewrites a log to its live members, keeps what another writer appended
     /// after the read, and is skipped when the log changed under it in any other way.
     #[tokio::test]
@@ -1212,13 +1363,17 @@ mod tests {
                 RedisStore::connect(&url, "cp", StoreLimits::default(), Duration::from_secs(5))
                     .await
                     .unwrap();
-            other.exec(vec![add(&[(7, "late"), (9, "m00000")])], Vec::new()).await.unwrap();
+            other
+                .exec(vec![add(&[(7, "late"), (9, "m00000")])], Vec::new())
+                .await
+                .unwrap();
             // The compaction rides on the next round trip; its read sees the result.
             let ks = store.exec(Vec::new(), read()).await.unwrap();
             let short = strlen().await;
             assert!(short < long / 10, "{url}: {long} -> {short} bytes");
             let z = ks.zset(&key).unwrap();
-            let mut members: Vec<(&[u8], i64)> = z.iter().map(|(m, s)| (m.as_slice(), *s)).collect();
+            let mut members: Vec<(&[u8], i64)> =
+                z.iter().map(|(m, s)| (m.as_slice(), *s)).collect();
             members.sort();
             assert_eq!(
                 members,

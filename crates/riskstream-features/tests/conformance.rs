@@ -379,9 +379,21 @@ async fn fan_in_and_account_age(store: impl FeatureStore) {
     assert_eq!(doc(7), (2.0, 0.0));
     assert_eq!(doc(8), (3.0, 1.0));
     // How long the account has paid the destination: 0 for its first payment there.
-    assert_eq!(f(&out[0], "acct_dest_tenure_s"), 0.0, "p1's first payment to payA");
-    assert_eq!(f(&out[2], "acct_dest_tenure_s"), 600.0, "p1 paid payA 10 min before");
-    assert_eq!(f(&out[3], "acct_dest_tenure_s"), 0.0, "p3's first payment to payA");
+    assert_eq!(
+        f(&out[0], "acct_dest_tenure_s"),
+        0.0,
+        "p1's first payment to payA"
+    );
+    assert_eq!(
+        f(&out[2], "acct_dest_tenure_s"),
+        600.0,
+        "p1 paid payA 10 min before"
+    );
+    assert_eq!(
+        f(&out[3], "acct_dest_tenure_s"),
+        0.0,
+        "p3's first payment to payA"
+    );
     assert_eq!(
         f(&out[5], "acct_dest_tenure_s"),
         30.0 * 86_400.0,
@@ -933,7 +945,11 @@ async fn cluster_size(store: impl FeatureStore) {
         ],
     )
     .await;
-    assert_eq!(c(&out[0]), 2.0, "c2 (D1) and c3 (D1 -> c2 -> X1); not c4 (3 hops), not c5 (IP)");
+    assert_eq!(
+        c(&out[0]),
+        2.0,
+        "c2 (D1) and c3 (D1 -> c2 -> X1); not c4 (3 hops), not c5 (IP)"
+    );
     assert_eq!(c(&out[1]), 0.0, "as of its time");
     // A device shared by more than 50 accounts is a hub: no cluster through it.
     let hub: Vec<Ev> = (0..51)

@@ -603,7 +603,11 @@ mod tests {
                 Some("new_device_login_after_failed_attempts")
             )
         );
-        assert_eq!(new_device(1.0).0, Decision::Allow, "one typo on a new phone");
+        assert_eq!(
+            new_device(1.0).0,
+            Decision::Allow,
+            "one typo on a new phone"
+        );
         // On a device the account knows, failed attempts alone are the customer mistyping.
         let known = decide_with(&p, &login, &[("tx_failed_auth_attempts", 5.0)], 0.0);
         assert_eq!(known.decision, Decision::Allow);
@@ -635,10 +639,16 @@ mod tests {
             )
         );
         // A household: two or three accounts on one device.
-        assert_eq!(decide_with(&p, &w, &cluster(2.0), 0.0).decision, Decision::Allow);
+        assert_eq!(
+            decide_with(&p, &w, &cluster(2.0), 0.0).decision,
+            Decision::Allow
+        );
         // Logins and trades of a linked account are not held on the link alone.
         let login = tx(TransactionKind::Login, 0);
-        assert_eq!(decide_with(&p, &login, &cluster(8.0), 0.0).decision, Decision::Allow);
+        assert_eq!(
+            decide_with(&p, &login, &cluster(8.0), 0.0).decision,
+            Decision::Allow
+        );
         let d = decide_with(&p, &capture(), &cluster(3.0), 0.0);
         assert_eq!(
             (d.decision, d.rule),
@@ -741,7 +751,10 @@ mod tests {
         );
         assert_eq!(
             (d.decision, d.rule),
-            (Decision::Challenge, Some("new_payee_after_credential_change_7d"))
+            (
+                Decision::Challenge,
+                Some("new_payee_after_credential_change_7d")
+            )
         );
     }
 
@@ -766,26 +779,23 @@ mod tests {
                 Some("onboarding_abroad_capture_agent")
             )
         );
-        assert_eq!(session(0.0, 0.0).decision, Decision::Allow, "onboarding at home");
+        assert_eq!(
+            session(0.0, 0.0).decision,
+            Decision::Allow,
+            "onboarding at home"
+        );
         assert_eq!(
             session(90.0 * 86_400.0, 1.0).decision,
             Decision::Allow,
             "an established customer re-verifying on holiday"
         );
         // Features missing: the account's age is unknown, the rule stays out of it.
-        let degraded = p.decide(
-            &c,
-            &row(&[("ip_country_mismatch", 1.0)]),
-            0.0,
-            &T,
-            true,
-        );
+        let degraded = p.decide(&c, &row(&[("ip_country_mismatch", 1.0)]), 0.0, &T, true);
         assert_ne!(degraded.rule, Some("onboarding_abroad_capture_agent"));
 
         let login = tx(TransactionKind::Login, 0);
-        let on_device = |accounts: f32| {
-            decide_with(&p, &login, &[("device_distinct_accounts", accounts)], 0.0)
-        };
+        let on_device =
+            |accounts: f32| decide_with(&p, &login, &[("device_distinct_accounts", accounts)], 0.0);
         let d = on_device(5.0);
         assert_eq!(
             (d.decision, d.friction, d.rule),
@@ -795,7 +805,11 @@ mod tests {
                 Some("multi_account_device_login_agent")
             )
         );
-        assert_eq!(on_device(3.0).decision, Decision::Allow, "a household's tablet");
+        assert_eq!(
+            on_device(3.0).decision,
+            Decision::Allow,
+            "a household's tablet"
+        );
     }
 
     #[test]

@@ -1320,7 +1320,8 @@ impl Simulator {
             } else {
                 TransactionKind::Trade
             };
-            let usd = (kind == TransactionKind::Trade).then(|| lognormal(&mut self.rng, usual, 0.9));
+            let usd =
+                (kind == TransactionKind::Trade).then(|| lognormal(&mut self.rng, usual, 0.9));
             let action = self.tx_action(kind, usd, None);
             self.plan(at, account, &device, Scenario::NewCustomer, action);
         }
@@ -1581,9 +1582,16 @@ mod ending_at_tests {
     #[test]
     fn a_stream_finishing_its_journeys_at_the_end_ends_exactly_there() {
         let (n, end) = (5_000u64, 1_800_000_000_000);
-        let cfg = SimConfig::for_events(n, 9).with_warmup(WARMUP_MS).finishing_at(n, end);
+        let cfg = SimConfig::for_events(n, 9)
+            .with_warmup(WARMUP_MS)
+            .finishing_at(n, end);
         let mut sim = Simulator::new(cfg);
-        let mut last = sim.by_ref().take(n as usize).map(|e| e.event.event_time()).max().unwrap();
+        let mut last = sim
+            .by_ref()
+            .take(n as usize)
+            .map(|e| e.event.event_time())
+            .max()
+            .unwrap();
         assert!(last < end, "the cut comes before the journeys finish");
         while let Some(e) = sim.next_planned() {
             last = last.max(e.event.event_time());
@@ -1602,7 +1610,11 @@ mod ending_at_tests {
             .filter(|e| e.scenario == Scenario::Warmup)
             .collect();
         // Warm-up first, in time order, inside the span before the start.
-        assert!(warm.len() >= cfg.accounts * 2, "{} warm-up events", warm.len());
+        assert!(
+            warm.len() >= cfg.accounts * 2,
+            "{} warm-up events",
+            warm.len()
+        );
         assert!(events[..warm.len()]
             .iter()
             .all(|e| e.scenario == Scenario::Warmup));
@@ -1613,7 +1625,11 @@ mod ending_at_tests {
             .iter()
             .all(|e| (start - WARMUP_MS..start).contains(&e.event.event_time())));
         let warm_accounts: HashSet<&str> = warm.iter().map(|e| e.event.account_id()).collect();
-        assert_eq!(warm_accounts.len(), cfg.accounts, "every customer has history");
+        assert_eq!(
+            warm_accounts.len(),
+            cfg.accounts,
+            "every customer has history"
+        );
         // Payments to known payees only; accounts opened later (rings, mules, bots, new
         // customers) have no history.
         for e in &warm {
@@ -1692,7 +1708,10 @@ mod tests {
         let last = events.iter().map(|e| e.event.event_time()).max().unwrap();
         let mut t = last;
         while let Some(e) = sim.next_planned() {
-            assert!(e.event.event_time() >= t, "finished steps come in time order");
+            assert!(
+                e.event.event_time() >= t,
+                "finished steps come in time order"
+            );
             t = e.event.event_time();
             events.push(e);
         }
@@ -1711,14 +1730,21 @@ mod tests {
         }
         assert!(!slow.is_empty());
         for (account, (logins, payouts)) in slow {
-            assert!(logins >= 1 && payouts >= 1, "{account}: {logins} logins, {payouts} payouts");
+            assert!(
+                logins >= 1 && payouts >= 1,
+                "{account}: {logins} logins, {payouts} payouts"
+            );
         }
         // Starting none: every finished step continues an account already seen before the cut
         // (rings and mules open their next accounts as the journey goes on).
         let before: HashSet<&str> = events[..cut].iter().map(|e| e.event.account_id()).collect();
         for e in events[cut..].iter() {
             if !matches!(e.scenario, Scenario::Ring | Scenario::Mule) {
-                assert!(before.contains(e.event.account_id()), "{:?} started after the cut", e.scenario);
+                assert!(
+                    before.contains(e.event.account_id()),
+                    "{:?} started after the cut",
+                    e.scenario
+                );
             }
         }
     }

@@ -321,12 +321,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    let sim =
-        Simulator::new(
-            SimConfig::for_events(args.events, args.seed)
-                .with_warmup(i64::from(args.warmup_days) * 86_400_000)
-                .finishing_at(args.events, now),
-        );
+    let sim = Simulator::new(
+        SimConfig::for_events(args.events, args.seed)
+            .with_warmup(i64::from(args.warmup_days) * 86_400_000)
+            .finishing_at(args.events, now),
+    );
     let rate = if args.rate > 0.0 {
         Some(args.rate)
     } else {
