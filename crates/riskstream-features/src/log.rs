@@ -31,65 +31,93 @@ use crate::StoreError;
 
 /// Compacts a key (`KEYS[1]`) read as `ARGV[1]` bytes whose first and last bytes were `ARGV[2]`
 /// and `ARGV[3]` to `ARGV[4]` if it still is at least that long with the same bytes there,
-/// keeping what was appended since and the key's TTL. Returns 1 if it did.
+/// keeping what was appended since and the key's TTL; if it cannot, appends `ARGV[5]` (a batch's
+/// follow-up records, already applied in `ARGV[4]`; empty for a compaction found by a read).
+/// Returns 1 if it compacted.
 pub(crate) const COMPACT: &str = "local n = tonumber(ARGV[1]) \
 if redis.call('STRLEN', KEYS[1]) >= n \
 and redis.call('GETRANGE', KEYS[1], 0, #ARGV[2] - 1) == ARGV[2] \
 and redis.call('GETRANGE', KEYS[1], n - #ARGV[3], n - 1) == ARGV[3] then \
 local rest = redis.call('GETRANGE', KEYS[1], n, -1) \
-redis.call('SET', KEYS[1], ARGV[4] .. rest, 'KEEPTTL') return 1 end return 0";
-
-/// Compacts a key like [`COMPACT`] (`ARGV[1..4]`), or if it cannot, appends `ARGV[5]` to it: a
-/// batch's follow-up records either go in the rewritten log (already applied to it) or are
-/// appended as usual. Returns 1 if it compacted.
-pub(crate) const COMPACT_OR_APPEND: &str = "local n = tonumber(ARGV[1]) \
-if redis.call('STRLEN', KEYS[1]) >= n \
-and redis.call('GETRANGE', KEYS[1], 0, #ARGV[2] - 1) == ARGV[2] \
-and redis.call('GETRANGE', KEYS[1], n - #ARGV[3], n - 1) == ARGV[3] then \
-local rest = redis.call('GETRANGE', KEYS[1], n, -1) \
 redis.call('SET', KEYS[1], ARGV[4] .. rest, 'KEEPTTL') return 1 end \
-redis.call('APPEND', KEYS[1], ARGV[5]) return 0";
+if #ARGV[5] > 0 then redis.call('APPEND', KEYS[1], ARGV[5]) end return 0";
 
 /// Bytes compared at each end of a log before it is compacted.
 pub(crate) const CHECK_BYTES: usize = 64;
 
-/// A compaction due: the log's length as read, its first and last bytes, the new log.
+/// A compaction due: what to check of the log as read, and the new log.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Compacted {
-    pub(crate) len: usize,
-    pub(crate) head: Vec<u8>,
-    pub(crate) tail: Vec<u8>,
+    pub(crate) ends: Ends,
     pub(crate) log: Vec<u8>,
 }
 
-/// What a compaction checks of a log as read: its length and the bytes at both ends.
+/// What a compaction checks of a log as read: its length and the bytes at both ends (kept
+/// inline: one is noted per entity read whole, every batch).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Ends {
     pub(crate) len: usize,
-    pub(crate) head: Vec<u8>,
-    pub(crate) tail: Vec<u8>,
+    n: usize,
+    head: [u8; CHECK_BYTES],
+    tail: [u8; CHECK_BYTES],
 }
 
 impl Ends {
     pub(crate) fn of(bytes: &[u8]) -> Ends {
         let n = CHECK_BYTES.min(bytes.len());
+        let (mut head, mut tail) = ([0; CHECK_BYTES], [0; CHECK_BYTES]);
+        head[..n].copy_from_slice(&bytes[..n]);
+        tail[..n].copy_from_slice(&bytes[bytes.len() - n..]);
         Ends {
             len: bytes.len(),
-            head: bytes[..n].to_vec(),
-            tail: bytes[bytes.len() - n..].to_vec(),
+            n,
+            head,
+            tail,
         }
+    }
+    pub(crate) fn head(&self) -> &[u8] {
+        &self.head[..self.n]
+    }
+    pub(crate) fn tail(&self) -> &[u8] {
+        &self.tail[..self.n]
     }
 }
 
 /// The compacted log of `state` (a log read whole, `read_len` bytes) once `records` are appended
 /// to it, if that log is due for compaction (a follow-up write that removes much, e.g. a first
-/// read sealing a long raw history into tiles, would otherwise leave it mostly dead).
+/// read sealing a long raw history into tiles, would otherwise leave it mostly dead). Only the
+/// members the records touch are looked at until it is due.
 pub(crate) fn compact_after(state: &ZSet, read_len: usize, records: &[u8]) -> Option<Vec<u8>> {
+    // The members the records touch, as they end up (`None`: removed).
+    let mut touched: crate::keyspace::BatchMap<&[u8], Option<i64>> = Default::default();
+    for_each_record(records, |r| match r {
+        Record::Add(score, member) => {
+            let now = touched
+                .entry(member)
+                .or_insert_with(|| state.get(member).copied());
+            *now = Some(now.map_or(score, |s| s.min(score)));
+        }
+        Record::Remove(member) => {
+            touched.insert(member, None);
+        }
+    })
+    .ok()?;
+    let mut live: usize = state.iter().map(|(m, s)| add_size(*s, m)).sum();
+    for (member, now) in &touched {
+        if let Some(s) = state.get(*member) {
+            live -= add_size(*s, member);
+        }
+        if let Some(s) = now {
+            live += add_size(*s, member);
+        }
+    }
+    let dead = (read_len + records.len()).saturating_sub(live);
+    if dead < COMPACT_MIN_DEAD || dead <= live {
+        return None;
+    }
     let mut after = state.clone();
     fold_into(records, &mut after).ok()?;
-    let live: usize = after.iter().map(|(m, s)| add_size(*s, m)).sum();
-    let dead = (read_len + records.len()).saturating_sub(live);
-    (dead >= COMPACT_MIN_DEAD && dead > live).then(|| stamped(&after, live))
+    Some(stamped(&after, live))
 }
 
 /// A fresh stamp and the members of `all`, `live` bytes of them.
@@ -98,10 +126,7 @@ fn stamped(all: &ZSet, live: usize) -> Vec<u8> {
     out.push(STAMP);
     out.extend_from_slice(&stamp().to_le_bytes());
     for (member, score) in all.iter() {
-        out.push(ADD);
-        varint(&mut out, zigzag(*score));
-        varint(&mut out, member.len() as u64);
-        out.extend_from_slice(member);
+        add_record(&mut out, *score, member);
     }
     out
 }
@@ -130,13 +155,17 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+fn add_record(out: &mut Vec<u8>, score: i64, member: &[u8]) {
+    out.push(ADD);
+    varint(out, zigzag(score));
+    varint(out, member.len() as u64);
+    out.extend_from_slice(member);
+}
+
 /// The records of `ZADD LT` of `members`.
 pub(crate) fn encode_adds(out: &mut Vec<u8>, members: &[(i64, Vec<u8>)]) {
     for (score, member) in members {
-        out.push(ADD);
-        varint(out, zigzag(*score));
-        varint(out, member.len() as u64);
-        out.extend_from_slice(member);
+        add_record(out, *score, member);
     }
 }
 
@@ -200,8 +229,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Applies the records of `bytes` to `all`, as Redis would have run their commands.
-fn fold_into(bytes: &[u8], all: &mut ZSet) -> Result<(), StoreError> {
+/// One record of a log.
+enum Record<'a> {
+    Add(i64, &'a [u8]),
+    Remove(&'a [u8]),
+}
+
+/// Hands each record of `bytes` to `f`, in order (stamps carry none); an error if the log does
+/// not parse.
+fn for_each_record<'a>(bytes: &'a [u8], mut f: impl FnMut(Record<'a>)) -> Result<(), StoreError> {
     let bad = || StoreError::BadReply("entity log does not parse".into());
     let mut r = Reader { buf: bytes, at: 0 };
     while r.at < bytes.len() {
@@ -210,18 +246,9 @@ fn fold_into(bytes: &[u8], all: &mut ZSet) -> Result<(), StoreError> {
         match tag {
             ADD => {
                 let score = unzigzag(r.varint().ok_or_else(bad)?);
-                let member = r.bytes().ok_or_else(bad)?;
-                match all.get_mut(member) {
-                    Some(s) => *s = (*s).min(score),
-                    None => {
-                        all.insert(member.to_vec(), score);
-                    }
-                }
+                f(Record::Add(score, r.bytes().ok_or_else(bad)?));
             }
-            REM => {
-                let member = r.bytes().ok_or_else(bad)?;
-                all.remove(member);
-            }
+            REM => f(Record::Remove(r.bytes().ok_or_else(bad)?)),
             STAMP => {
                 r.at += 8;
                 if r.at > bytes.len() {
@@ -232,6 +259,21 @@ fn fold_into(bytes: &[u8], all: &mut ZSet) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Applies the records of `bytes` to `all`, as Redis would have run their commands.
+fn fold_into(bytes: &[u8], all: &mut ZSet) -> Result<(), StoreError> {
+    for_each_record(bytes, |r| match r {
+        Record::Add(score, member) => match all.get_mut(member) {
+            Some(s) => *s = (*s).min(score),
+            None => {
+                all.insert(member.to_vec(), score);
+            }
+        },
+        Record::Remove(member) => {
+            all.remove(member);
+        }
+    })
 }
 
 /// Which members a read wants (`keyspace::Read`'s kinds of sorted-set read).
@@ -257,15 +299,10 @@ pub(crate) fn fold(
     let all = if whole { &mut *z } else { &mut own };
     fold_into(bytes, all)?;
     let live: usize = all.iter().map(|(m, s)| add_size(*s, m)).sum();
-    let dead = bytes.len() - live.min(bytes.len());
-    let compacted = (dead >= COMPACT_MIN_DEAD && dead > live).then(|| {
-        let Ends { len, head, tail } = Ends::of(bytes);
-        Compacted {
-            len,
-            head,
-            tail,
-            log: stamped(all, live),
-        }
+    let dead = bytes.len().saturating_sub(live);
+    let compacted = (dead >= COMPACT_MIN_DEAD && dead > live).then(|| Compacted {
+        ends: Ends::of(bytes),
+        log: stamped(all, live),
     });
     if whole {
         return Ok(compacted);
@@ -403,7 +440,7 @@ mod tests {
         encode_removals(&mut log, &gone);
         let c = fold(&log, ALL, &mut ZSet::default()).unwrap().expect("due");
         assert_eq!(
-            (c.len, &c.head[..], &c.tail[..]),
+            (c.ends.len, c.ends.head(), c.ends.tail()),
             (log.len(), &log[..64], &log[log.len() - 64..])
         );
         let compacted = c.log;

@@ -10,6 +10,7 @@
 //! Because no write depends on a read, concurrent workers sharing a device, IP or account
 //! (e.g. during a rebalance) cannot lose each other's updates.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -487,9 +488,9 @@ enum Cmd<'a> {
     HSetNx(&'a str, &'a [u8], &'a [u8]),
     /// `PEXPIRE key ms`.
     Expire(&'a str, i64),
-    /// [`crate::log::COMPACT_OR_APPEND`]: the key's follow-up records applied to the log it
-    /// was read as, compacted — or, if it changed meanwhile, the records appended.
-    CompactOrAppend(&'a str, &'a crate::log::Ends, Vec<u8>, Vec<u8>),
+    /// [`crate::log::COMPACT`]: the log read as `Ends` rewritten as the new log — or, if it
+    /// changed meanwhile, the records (a follow-up's, applied in the new log) appended.
+    Compact(&'a str, &'a crate::log::Ends, Cow<'a, [u8]>, Vec<u8>),
 }
 
 /// The commands of `ops`: one `APPEND` per log key, where its first write was (a `PEXPIRE` of
@@ -535,26 +536,33 @@ fn compacting<'a>(mut cmds: Vec<Cmd<'a>>, read: &'a Keyspace) -> Vec<Cmd<'a>> {
             continue;
         };
         if let Some(log) = crate::log::compact_after(z, ends.len, records) {
-            *c = Cmd::CompactOrAppend(key, ends, log, std::mem::take(records));
+            *c = Cmd::Compact(key, ends, Cow::Owned(log), std::mem::take(records));
         }
     }
     cmds
 }
 
-/// The commands of `ops`; with `read` (a follow-up write), compacting where due.
-fn write_cmds<'a>(ops: &'a [Op], read: Option<&'a Keyspace>) -> Vec<Cmd<'a>> {
-    match read {
+/// The commands of a round trip: the compactions earlier reads found due, then `ops` — with
+/// `read` (a follow-up write), compacting where due.
+fn write_cmds<'a>(
+    due: &'a [Compaction],
+    ops: &'a [Op],
+    read: Option<&'a Keyspace>,
+) -> Vec<Cmd<'a>> {
+    let mut cmds: Vec<Cmd<'a>> = due
+        .iter()
+        .map(|(key, c)| Cmd::Compact(key, &c.ends, Cow::Borrowed(&c.log), Vec::new()))
+        .collect();
+    cmds.extend(match read {
         Some(ks) => compacting(commands(ops), ks),
         None => commands(ops),
-    }
+    });
+    cmds
 }
 
 fn cmd_key<'a>(c: &Cmd<'a>) -> &'a str {
     match c {
-        Cmd::Append(k, _)
-        | Cmd::HSetNx(k, _, _)
-        | Cmd::Expire(k, _)
-        | Cmd::CompactOrAppend(k, ..) => k,
+        Cmd::Append(k, _) | Cmd::HSetNx(k, _, _) | Cmd::Expire(k, _) | Cmd::Compact(k, ..) => k,
     }
 }
 
@@ -569,15 +577,15 @@ fn add_cmd(p: &mut Pipeline, c: &Cmd<'_>) {
         Cmd::Expire(key, ms) => {
             p.cmd("PEXPIRE").arg(*key).arg(*ms).ignore();
         }
-        Cmd::CompactOrAppend(key, ends, log, records) => {
+        Cmd::Compact(key, ends, log, records) => {
             p.cmd("EVAL")
-                .arg(crate::log::COMPACT_OR_APPEND)
+                .arg(crate::log::COMPACT)
                 .arg(1)
                 .arg(*key)
                 .arg(ends.len)
-                .arg(ends.head.as_slice())
-                .arg(ends.tail.as_slice())
-                .arg(log.as_slice())
+                .arg(ends.head())
+                .arg(ends.tail())
+                .arg(log.as_ref())
                 .arg(records.as_slice())
                 .ignore();
         }
@@ -603,44 +611,19 @@ fn encode_cmd(r: &mut crate::resp::Request, c: &Cmd<'_>) {
                 .arg(key.as_bytes())
                 .int_arg(*ms);
         }
-        Cmd::CompactOrAppend(key, ends, log, records) => {
+        Cmd::Compact(key, ends, log, records) => {
             r.command(9)
                 .arg(b"EVAL")
-                .arg(crate::log::COMPACT_OR_APPEND.as_bytes())
+                .arg(crate::log::COMPACT.as_bytes())
                 .arg(b"1")
                 .arg(key.as_bytes())
                 .int_arg(ends.len as i64)
-                .arg(&ends.head)
-                .arg(&ends.tail)
+                .arg(ends.head())
+                .arg(ends.tail())
                 .arg(log)
                 .arg(records);
         }
     }
-}
-
-fn add_compaction(p: &mut Pipeline, (key, c): &Compaction) {
-    p.cmd("EVAL")
-        .arg(crate::log::COMPACT)
-        .arg(1)
-        .arg(key)
-        .arg(c.len)
-        .arg(c.head.as_slice())
-        .arg(c.tail.as_slice())
-        .arg(c.log.as_slice())
-        .ignore();
-}
-
-/// `compaction` in RESP (the same command as [`add_compaction`]).
-fn encode_compaction(r: &mut crate::resp::Request, (key, c): &Compaction) {
-    r.command(8)
-        .arg(b"EVAL")
-        .arg(crate::log::COMPACT.as_bytes())
-        .arg(b"1")
-        .arg(key.as_bytes())
-        .int_arg(c.len as i64)
-        .arg(&c.head)
-        .arg(&c.tail)
-        .arg(&c.log);
 }
 
 /// The entity logs `reads` name, each once (in first-read order), with what its reads want
@@ -766,6 +749,19 @@ fn add_fetch(p: &mut Pipeline, f: &Fetch<'_>) {
     }
 }
 
+/// An `HMGET` fetch in RESP (the same command as [`add_fetch`]; logs go in `MGET`s).
+fn add_fetch_resp(r: &mut crate::resp::Request, f: &Fetch<'_>) {
+    if let Fetch::Hash(key, fields) = f {
+        r.command(2 + fields.len())
+            .arg(b"HMGET")
+            .arg(key.as_bytes());
+        for field in fields.iter() {
+            r.arg(field);
+        }
+    }
+}
+
+/// The reads as fetches: every `HMGET` first, then each log once.
 fn fetches(reads: &[Read]) -> Vec<Fetch<'_>> {
     let mut out: Vec<Fetch<'_>> = reads
         .iter()
@@ -799,16 +795,22 @@ fn take_fetched(
         )));
     }
     for (f, reply) in fetches.iter().zip(&replies) {
-        let reply = reply_of(reply);
-        match f {
-            Fetch::Hash(key, fields) => take_hmget(ks, key, fields, reply)?,
-            Fetch::Log(key, want) => {
-                let value = string_of(&reply, key)?;
-                take_log(ks, key, *want, value, compact)?
-            }
-        }
+        take_fetch(ks, f, reply_of(reply), compact)?;
     }
     Ok(())
+}
+
+/// Stores the reply to one fetch in `ks` (an `MGET`'s value for a log).
+fn take_fetch(
+    ks: &mut Keyspace,
+    f: &Fetch<'_>,
+    reply: crate::resp::Reply<'_>,
+    compact: &mut Vec<Compaction>,
+) -> Result<(), StoreError> {
+    match f {
+        Fetch::Hash(key, fields) => take_hmget(ks, key, fields, reply),
+        Fetch::Log(key, want) => take_log(ks, key, *want, string_of(&reply, key)?, compact),
+    }
 }
 
 impl Exec for RedisStore {
@@ -860,7 +862,7 @@ impl RedisStore {
         }
         // Compactions found by earlier reads ride along (dropped if this round trip fails:
         // a later read finds them due again).
-        let compactions = std::mem::take(&mut *self.compactions.lock().expect("compactions"));
+        let due = std::mem::take(&mut *self.compactions.lock().expect("compactions"));
         let mut compact = Vec::new();
         match (&self.fast, &self.conn) {
             (Some(pool), _) => {
@@ -871,22 +873,15 @@ impl RedisStore {
                         .bumps(&ops, |k| self.keys.is_account(k)),
                     None => Vec::new(),
                 };
-                let hmgets: Vec<(&str, &[Vec<u8>])> = reads
-                    .iter()
-                    .filter_map(|r| match r {
-                        Read::HMGet { key, fields } => Some((key.as_str(), fields.as_slice())),
-                        _ => None,
-                    })
-                    .collect();
-                let logs = log_reads(&reads);
+                // The hashes' `HMGET`s, then the logs in `MGET`s of up to [`MGET_KEYS`].
+                let fetches = fetches(&reads);
+                let split = fetches.partition_point(|f| matches!(f, Fetch::Hash(..)));
+                let (hashes, logs) = fetches.split_at(split);
                 let mut request = crate::resp::Request::default();
                 request
                     .buf
                     .reserve(64 * (ops.len() + reads.len() + bumps.len()));
-                compactions
-                    .iter()
-                    .for_each(|c| encode_compaction(&mut request, c));
-                let cmds = write_cmds(&ops, read);
+                let cmds = write_cmds(&due, &ops, read);
                 cmds.iter().for_each(|c| encode_cmd(&mut request, c));
                 let ttl = algorithm::ENTITY_TTL_MS.to_string();
                 for b in &bumps {
@@ -899,25 +894,19 @@ impl RedisStore {
                         .arg(ttl.as_bytes())
                         .arg(b"GET");
                 }
-                for (key, fields) in &hmgets {
-                    request
-                        .command(2 + fields.len())
-                        .arg(b"HMGET")
-                        .arg(key.as_bytes());
-                    for f in fields.iter() {
-                        request.arg(f);
-                    }
+                for f in hashes {
+                    add_fetch_resp(&mut request, f);
                 }
-                let chunks: Vec<&[(&str, crate::log::Want)]> = logs.chunks(MGET_KEYS).collect();
+                let chunks: Vec<&[Fetch<'_>]> = logs.chunks(MGET_KEYS).collect();
                 for chunk in &chunks {
                     request.command(1 + chunk.len()).arg(b"MGET");
-                    for (key, _) in chunk.iter() {
-                        request.arg(key.as_bytes());
+                    for f in chunk.iter() {
+                        request.arg(fetch_key(f).as_bytes());
                     }
                 }
-                let first_bump = compactions.len() + cmds.len();
+                let first_bump = cmds.len();
                 let first_read = first_bump + bumps.len();
-                let first_log = first_read + hmgets.len();
+                let first_log = first_read + hashes.len();
                 let mut previous = Vec::with_capacity(bumps.len());
                 pool.round_trip(&request, |i, reply| {
                     if i < first_bump {
@@ -934,8 +923,7 @@ impl RedisStore {
                         return Ok(());
                     }
                     if i < first_log {
-                        let (key, fields) = hmgets[i - first_read];
-                        return take_hmget(&mut ks, key, fields, reply);
+                        return take_fetch(&mut ks, &hashes[i - first_read], reply, &mut compact);
                     }
                     let chunk = chunks[i - first_log];
                     let crate::resp::Reply::Array(Some(values)) = reply else {
@@ -944,8 +932,8 @@ impl RedisStore {
                     if values.len() != chunk.len() {
                         return Err(StoreError::BadReply("MGET: wrong length".into()));
                     }
-                    for ((key, want), value) in chunk.iter().zip(&values) {
-                        take_log(&mut ks, key, *want, string_of(value, key)?, &mut compact)?;
+                    for (f, value) in chunk.iter().zip(values) {
+                        take_fetch(&mut ks, f, value, &mut compact)?;
                     }
                     Ok(())
                 })
@@ -959,8 +947,7 @@ impl RedisStore {
             }
             (None, Conn::Single(conn)) => {
                 let mut p = redis::pipe();
-                compactions.iter().for_each(|c| add_compaction(&mut p, c));
-                write_cmds(&ops, read)
+                write_cmds(&due, &ops, read)
                     .iter()
                     .for_each(|c| add_cmd(&mut p, c));
                 let fetches = fetches(&reads);
@@ -984,10 +971,7 @@ impl RedisStore {
                         .entry(keyspace::slot(key))
                         .or_insert_with(|| (redis::pipe(), Vec::new()))
                 }
-                for c in &compactions {
-                    add_compaction(&mut group(&mut groups, &c.0).0, c);
-                }
-                for c in &write_cmds(&ops, read) {
+                for c in &write_cmds(&due, &ops, read) {
                     add_cmd(&mut group(&mut groups, cmd_key(c)).0, c);
                 }
                 let fetches = fetches(&reads);
@@ -1383,9 +1367,7 @@ mod tests {
             assert!(store.compactions.lock().unwrap().is_empty(), "{url}");
             // A compaction computed from a log that was since rewritten is skipped.
             let stale = crate::log::Compacted {
-                len: 4,
-                head: b"+\x02\x01x".to_vec(),
-                tail: b"+\x02\x01x".to_vec(),
+                ends: crate::log::Ends::of(b"+\x02\x01x"),
                 log: Vec::new(),
             };
             store.compactions.lock().unwrap().push((key.clone(), stale));
