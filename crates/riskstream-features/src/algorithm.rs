@@ -130,6 +130,14 @@ fn link(prefix: char, value: &str) -> Vec<u8> {
     m
 }
 
+/// A member `PREFIX:value` written into `buf` (a lookup without an allocation).
+fn member_in<'b>(buf: &'b mut Vec<u8>, prefix: &[u8], value: &str) -> &'b [u8] {
+    buf.clear();
+    buf.extend_from_slice(prefix);
+    buf.extend_from_slice(value.as_bytes());
+    buf
+}
+
 /// The label member of an account's set.
 const LABEL_MEMBER: &[u8] = b"L";
 
@@ -226,33 +234,35 @@ fn node_accounts<'a>(z: &'a ZSet, t: i64, me: &'a [u8]) -> Option<impl Iterator<
 fn cluster_walk(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>, need: &mut Vec<Read>) -> usize {
     let t = e.event_time;
     let me = e.account_id.as_bytes();
-    let own: Vec<String> = [
+    let own = [
         (Node::Device, e.device_id),
         (Node::Document, e.document),
         (Node::Destination, e.destination),
     ]
     .into_iter()
-    .filter(|(_, id)| !id.is_empty())
-    .map(|(node, id)| keys.node(node, id))
-    .collect();
+    .filter(|(_, id)| !id.is_empty());
+    let mut key = String::new();
     let mut hop1: std::collections::BTreeSet<&[u8]> = Default::default();
-    for key in &own {
-        if let Some(accounts) = ks.zset(key).and_then(|z| node_accounts(z, t, me)) {
+    for (node, id) in own.clone() {
+        if let Some(accounts) = ks
+            .zset(keys.node_in(&mut key, node, id))
+            .and_then(|z| node_accounts(z, t, me))
+        {
             hop1.extend(accounts);
         }
     }
     if hop1.is_empty() {
         return 0; // most events: nothing shared, nothing to walk
     }
-    let mut visited: HashSet<String> = own.into_iter().collect();
+    let mut visited: BatchSet<(Node, &[u8])> =
+        own.map(|(node, id)| (node, id.as_bytes())).collect();
     let mut cluster: HashSet<&[u8]> = hop1.iter().copied().collect();
     'accounts: for b in &hop1 {
         let Ok(b) = std::str::from_utf8(b) else {
             continue;
         };
-        let key = keys.account(b);
-        let Some(links) = ks.zset(&key) else {
-            need.push(Read::Scored(key));
+        let Some(links) = ks.zset(keys.account_in(&mut key, b)) else {
+            need.push(Read::Scored(key.clone()));
             continue;
         };
         let mut nodes: Vec<(i64, Node, &[u8])> = links
@@ -262,17 +272,16 @@ fn cluster_walk(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>, need: &mut Vec<R
             .collect();
         nodes.sort_unstable();
         for (_, node, id) in nodes {
-            let Ok(id) = std::str::from_utf8(id) else {
+            let Ok(id_str) = std::str::from_utf8(id) else {
                 continue;
             };
-            let key = keys.node(node, id);
-            if visited.contains(&key) {
+            if visited.contains(&(node, id)) {
                 continue;
             }
             if visited.len() >= CLUSTER_MAX_ENTITIES {
                 break 'accounts;
             }
-            match ks.zset(&key) {
+            match ks.zset(keys.node_in(&mut key, node, id_str)) {
                 Some(z) => {
                     if let Some(accounts) = node_accounts(z, t, me) {
                         cluster.extend(accounts);
@@ -280,7 +289,7 @@ fn cluster_walk(keys: &Keys, ks: &Keyspace, e: &EventFacts<'_>, need: &mut Vec<R
                 }
                 None => need.push(Read::ZRange(key.clone())),
             }
-            visited.insert(key);
+            visited.insert((node, id));
         }
     }
     cluster.len()
@@ -564,6 +573,8 @@ pub(crate) fn evaluate(
 #[derive(Default)]
 struct Scratch {
     distinct: [Vec<u64>; 3],
+    /// A member being looked up.
+    member: Vec<u8>,
 }
 
 /// Features of `e` from the state after its batch was written.
@@ -619,22 +630,23 @@ fn features(e: &EventFacts<'_>, view: &BatchView<'_>, scratch: &mut Scratch) -> 
         v[ACCOUNT_AGE] = secs(t - first);
     }
     // The device's tenure on the account, and how long after the account's start it came.
-    let device_first = links
-        .get(&link('d', e.device_id))
-        .copied()
-        .filter(|s| *s < t)
-        .unwrap_or(t);
+    let mut first_seen = |prefix: &[u8], value: &str| {
+        links
+            .get(member_in(&mut scratch.member, prefix, value))
+            .copied()
+    };
+    let device_seen = first_seen(b"d:", e.device_id);
+    let device_first = device_seen.filter(|s| *s < t).unwrap_or(t);
     v[DEVICE_TENURE] = secs(t - device_first);
     if let Some(first) = account_first {
         v[DEVICE_AFTER_FIRST] = secs((device_first - first).max(0));
     }
     v[SECS_SINCE_PASSWORD_CHANGE] = last_password.map_or(NEVER_SECS, |s| secs(t - s));
     v[SECS_SINCE_MFA_CHANGE] = last_mfa.map_or(NEVER_SECS, |s| secs(t - s));
-    let first_seen = |prefix: char, value: &str| links.get(&link(prefix, value)).copied();
-    v[DEVICE_IS_NEW] = (first_seen('d', e.device_id).is_none_or(|s| s >= t)) as u8 as f32;
+    v[DEVICE_IS_NEW] = (device_seen.is_none_or(|s| s >= t)) as u8 as f32;
     v[DEST_TENURE] = NEVER_SECS;
     if !e.destination.is_empty() {
-        let paid_first = first_seen('x', e.destination).filter(|s| *s < t);
+        let paid_first = first_seen(b"x:", e.destination).filter(|s| *s < t);
         v[DESTINATION_IS_NEW] = paid_first.is_none() as u8 as f32;
         v[DEST_TENURE] = paid_first.map_or(0.0, |s| secs(t - s));
     }
@@ -827,9 +839,12 @@ fn near_member(labelled: &str) -> Vec<u8> {
 fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op> {
     let mut ops = Vec::new();
     let empty = ZSet::default();
+    let (mut key, mut member) = (String::new(), Vec::new());
     for e in batch {
         let t = e.event_time;
-        let links = ks.zset(&keys.account(e.account_id)).unwrap_or(&empty);
+        let links = ks
+            .zset(keys.account_in(&mut key, e.account_id))
+            .unwrap_or(&empty);
         let labelled = links.contains_key(LABEL_MEMBER);
         let near: Vec<&[u8]> = links
             .keys()
@@ -837,15 +852,16 @@ fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op>
             .collect();
         let mut mine: Option<Vec<(Node, String)>> = None;
         for (node, id) in graph_nodes_of(e) {
-            let node_key = keys.node(node, id);
-            let z = ks.zset(&node_key).unwrap_or(&empty);
+            let node_key = keys.node_in(&mut key, node, id);
+            let z = ks.zset(node_key).unwrap_or(&empty);
             if labelled && !z.contains_key(&taint_member(1, e.account_id)) {
                 ops.push(Op::ZAdd {
-                    key: node_key.clone(),
+                    key: node_key.to_string(),
                     members: vec![(t, taint_member(1, e.account_id))],
                 });
             }
-            let new_link = links.get(&link(node.letter(), id)) == Some(&t);
+            let letter = [node.letter() as u8, b':'];
+            let new_link = links.get(member_in(&mut member, &letter, id)) == Some(&t);
             if new_link {
                 for l in &near {
                     let l = String::from_utf8_lossy(l);
@@ -853,13 +869,13 @@ fn taint_fixups(keys: &Keys, ks: &Keyspace, batch: &[EventFacts<'_>]) -> Vec<Op>
                         && !z.contains_key(&taint_member(2, &l))
                     {
                         ops.push(Op::ZAdd {
-                            key: node_key.clone(),
+                            key: node_key.to_string(),
                             members: vec![(t, taint_member(2, &l))],
                         });
                     }
                 }
             }
-            let joined = z.get(&account_member(e.account_id)) == Some(&t);
+            let joined = z.get(member_in(&mut member, b"a:", e.account_id)) == Some(&t);
             if !joined {
                 continue;
             }

@@ -241,14 +241,34 @@ impl Keys {
         format!("{}:{{f:{hour}:{bucket}}}", self.prefix)
     }
     pub(crate) fn node(&self, node: Node, id: &str) -> String {
-        let tag = match node {
-            Node::Device => ":{d:",
-            Node::Ip => ":{i:",
-            Node::Document => ":{m:",
-            Node::Destination => ":{x:",
-        };
-        concat(&[&self.prefix, tag, id, LAYOUT])
+        concat(&[&self.prefix, node_tag(node), id, LAYOUT])
     }
+    /// [`Keys::account`] written into `buf` (a lookup's key without an allocation).
+    pub(crate) fn account_in<'b>(&self, buf: &'b mut String, account: &str) -> &'b str {
+        concat_in(buf, &[&self.prefix, ":{a:", account, LAYOUT])
+    }
+    /// [`Keys::node`] written into `buf`.
+    pub(crate) fn node_in<'b>(&self, buf: &'b mut String, node: Node, id: &str) -> &'b str {
+        concat_in(buf, &[&self.prefix, node_tag(node), id, LAYOUT])
+    }
+}
+
+fn node_tag(node: Node) -> &'static str {
+    match node {
+        Node::Device => ":{d:",
+        Node::Ip => ":{i:",
+        Node::Document => ":{m:",
+        Node::Destination => ":{x:",
+    }
+}
+
+/// The parts one after the other in `buf` (cleared first).
+fn concat_in<'b>(buf: &'b mut String, parts: &[&str]) -> &'b str {
+    buf.clear();
+    for p in parts {
+        buf.push_str(p);
+    }
+    buf
 }
 
 /// The end of an entity's key: its hash tag's close and the layout of its value. `}:l` — a

@@ -92,9 +92,14 @@ fn is_link(member: &[u8]) -> bool {
 const LINK_MEMO_MAX: usize = 1_000_000;
 
 impl LinkMemo {
-    fn key(key: &str, member: &[u8]) -> u64 {
+    /// The memo's hash of a key (then combined with each member's, [`LinkMemo::member`]).
+    fn key(key: &str) -> u64 {
         use std::hash::BuildHasher;
-        foldhash::fast::FixedState::with_seed(0x7269_736b).hash_one((key, member))
+        foldhash::fast::FixedState::with_seed(0x7269_736b).hash_one(key)
+    }
+    fn member(key: u64, member: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(key).hash_one(member)
     }
 
     /// Drops the link members written lately with a score at most theirs (and `ZADD`s left
@@ -106,18 +111,20 @@ impl LinkMemo {
                 Op::ZAdd { key, members } => (key, members),
                 Op::ZRem { key, members } => {
                     // A trim or cap of this store's: a later add must go out again.
+                    let k = Self::key(key);
                     for m in members.iter() {
-                        self.at.remove(&Self::key(key, m));
+                        self.at.remove(&Self::member(k, m));
                     }
                     return true;
                 }
                 _ => return true,
             };
+            let k = Self::key(key);
             members.retain(|(score, member)| {
                 if !is_link(member) {
                     return true;
                 }
-                let h = Self::key(key, member);
+                let h = Self::member(k, member);
                 let written = self.at.get(&h).is_some_and(|(s, at)| {
                     *s <= *score && now.duration_since(*at) < TTL_REFRESH_EVERY
                 });
@@ -155,7 +162,10 @@ impl TtlMemo {
         let mut kept = Vec::new();
         ops.retain(|op| match op {
             Op::Expire { key, .. } => {
-                let h = keyspace::hash64(key);
+                let h = {
+                    use std::hash::BuildHasher;
+                    foldhash::fast::FixedState::with_seed(0x0074_746c).hash_one(key.as_str())
+                };
                 let recent = self
                     .at
                     .get(&h)

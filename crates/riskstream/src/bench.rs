@@ -283,6 +283,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     // 2. Full pipeline: decode, Redis features, both models, policy, verdicts.
     let cpu_before = redis_cpu_seconds(&args.redis);
+    let steal_before = HostSteal::now();
     let worker = spawn_worker(
         &args,
         &topics,
@@ -305,6 +306,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         println!(
             "  redis server CPU  {:>9.2} us/event (user+sys from INFO, over the pipeline run)",
             1e6 * (after - before) / args.events as f64
+        );
+    }
+    if let Some(steal) = steal_before.and_then(|b| b.share_since()) {
+        println!(
+            "  host steal        {:>9.1} % of CPU time (from /proc/stat, over the pipeline run: the hypervisor's share, a noise gauge)",
+            100.0 * steal
         );
     }
 
@@ -446,6 +453,37 @@ fn metric_sum(port: u16, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The machine's CPU time counters (`/proc/stat`, all CPUs): steal (time the hypervisor ran
+/// something else while this machine wanted to run) and the total.
+#[derive(Clone, Copy)]
+struct HostSteal {
+    steal: u64,
+    total: u64,
+}
+
+impl HostSteal {
+    fn now() -> Option<HostSteal> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        Some(HostSteal {
+            steal: *ticks.get(7)?,
+            total: ticks.iter().take(8).sum(),
+        })
+    }
+    /// Steal's share of the CPU time since `self` (0 to 1).
+    fn share_since(self) -> Option<f64> {
+        let now = HostSteal::now()?;
+        let total = now.total.checked_sub(self.total)?;
+        (total > 0).then(|| now.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
 }
 
 /// Redis server CPU time so far (user + sys, seconds), from `INFO cpu`; `None` if unreachable.

@@ -14,6 +14,13 @@ mod simulate;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the worker folds, builds and drops many small buffers
+/// per event across threads, where glibc's malloc cost the store path ~40 % more CPU per event
+/// (`scripts/bench-store`; README, Benchmark). Built without transparent huge pages (`no_thp`):
+/// with them the worker's RSS doubled and clearing huge pages took a quarter of its CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Streaming fraud scoring on Kafka: capture sessions and transactions in, verdicts out.
 #[derive(Parser)]
 #[command(name = "riskstream", version, about)]
