@@ -18,27 +18,11 @@ use clap::{Parser, Subcommand};
 /// folds, builds and drops many small buffers per event across threads, where glibc's malloc
 /// cost the store path ~40 % more CPU per event (`scripts/bench-store`; README, Benchmark).
 /// mimalloc v3 held ~10 % more memory than v2 for no less CPU; with huge pages the worker's RSS
-/// doubled and clearing them took a quarter of its CPU.
+/// doubled and clearing them took a quarter of its CPU. It keeps mimalloc's 10 ms purge delay: at
+/// 1 ms the history run's RSS fell to glibc's level but its throughput fell by half (freed reply
+/// buffers went back to the OS and were faulted in again every batch; BENCHMARKS.md, session 17).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-unsafe extern "C" {
-    /// mimalloc's `mi_option_set` (the library is linked in by the `mimalloc` crate).
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// Returns freed memory to the OS 1 ms after it is freed instead of mimalloc's 10 ms: the
-/// worker's peak RSS in the history-scaling run was ~15 % over glibc's at 10 ms and about level at
-/// 1 ms, for no measurable CPU (BENCHMARKS.md, session 17). `MIMALLOC_PURGE_DELAY` in the
-/// environment still wins.
-fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc v2's `mi_option_t`.
-    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets a process-wide option; mimalloc reads options atomically.
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 1) };
-    }
-}
 
 /// Streaming fraud scoring on Kafka: capture sessions and transactions in, verdicts out.
 #[derive(Parser)]
@@ -86,7 +70,6 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tune_allocator();
     let cli = Cli::parse();
     riskstream_events::log_ids::log_raw_identifiers(cli.log_identifiers);
     // The demo prints its own progress; keep library chatter down there.
