@@ -124,9 +124,7 @@ fn session_member(e: &EventFacts<'_>, failed: bool) -> Vec<u8> {
 
 fn link(prefix: char, value: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(2 + value.len());
-    m.push(prefix as u8);
-    m.push(b':');
-    m.extend_from_slice(value.as_bytes());
+    member_in(&mut m, &[prefix as u8, b':'], value);
     m
 }
 

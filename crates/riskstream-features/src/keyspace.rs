@@ -279,9 +279,7 @@ const LAYOUT: &str = "}:l";
 /// The parts one after the other, allocated once (key names are built per entity and batch).
 fn concat(parts: &[&str]) -> String {
     let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        s.push_str(p);
-    }
+    concat_in(&mut s, parts);
     s
 }
 

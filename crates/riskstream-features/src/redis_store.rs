@@ -88,15 +88,18 @@ fn is_link(member: &[u8]) -> bool {
     matches!(member, [b'd' | b'i' | b'c' | b'x' | b'm' | b'a', b':', ..])
 }
 
+/// The memos' hash of a key (fixed seed: stable for the store's lifetime; foldhash, not
+/// byte-at-a-time).
+fn memo_hash(key: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x7269_736b).hash_one(key)
+}
+
 /// Past this many members the link memo starts over.
 const LINK_MEMO_MAX: usize = 1_000_000;
 
 impl LinkMemo {
-    /// The memo's hash of a key (then combined with each member's, [`LinkMemo::member`]).
-    fn key(key: &str) -> u64 {
-        use std::hash::BuildHasher;
-        foldhash::fast::FixedState::with_seed(0x7269_736b).hash_one(key)
-    }
+    /// The memo's hash of a member of the key hashed as `key` ([`memo_hash`]).
     fn member(key: u64, member: &[u8]) -> u64 {
         use std::hash::BuildHasher;
         foldhash::fast::FixedState::with_seed(key).hash_one(member)
@@ -111,7 +114,7 @@ impl LinkMemo {
                 Op::ZAdd { key, members } => (key, members),
                 Op::ZRem { key, members } => {
                     // A trim or cap of this store's: a later add must go out again.
-                    let k = Self::key(key);
+                    let k = memo_hash(key);
                     for m in members.iter() {
                         self.at.remove(&Self::member(k, m));
                     }
@@ -119,7 +122,7 @@ impl LinkMemo {
                 }
                 _ => return true,
             };
-            let k = Self::key(key);
+            let k = memo_hash(key);
             members.retain(|(score, member)| {
                 if !is_link(member) {
                     return true;
@@ -162,10 +165,7 @@ impl TtlMemo {
         let mut kept = Vec::new();
         ops.retain(|op| match op {
             Op::Expire { key, .. } => {
-                let h = {
-                    use std::hash::BuildHasher;
-                    foldhash::fast::FixedState::with_seed(0x0074_746c).hash_one(key.as_str())
-                };
+                let h = memo_hash(key);
                 let recent = self
                     .at
                     .get(&h)
