@@ -375,52 +375,61 @@ impl<'a> Timeline<'a> {
                 None => {}
             }
         }
-        // Two tiles of one span: the fuller one (then the greater bytes) counts.
-        tiles.sort_by(|a, b| {
-            (a.grain, a.start, a.agg.items, a.member).cmp(&(
-                b.grain,
-                b.start,
-                b.agg.items,
-                b.member,
-            ))
+        // Two tiles of one span: the fuller one (then the greater bytes) counts. (Sorted by
+        // index: a tile is a few hundred bytes, its sort key a few.)
+        let key = |t: &Tile<'a>| (t.grain, t.start, t.agg.items);
+        let mut order: Vec<u32> = (0..tiles.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&tiles[a as usize], &tiles[b as usize]);
+            (key(a), a.member).cmp(&(key(b), b.member))
         });
         let mut stale = Vec::new();
-        let mut best: Vec<Tile<'a>> = Vec::with_capacity(tiles.len());
-        for t in tiles {
+        let mut best: Vec<u32> = Vec::with_capacity(order.len());
+        for i in order {
+            let t = &tiles[i as usize];
             match best.last_mut() {
-                Some(last) if (last.grain, last.start) == (t.grain, t.start) => {
-                    stale.push(last.member);
-                    *last = t;
+                Some(last)
+                    if (tiles[*last as usize].grain, tiles[*last as usize].start)
+                        == (t.grain, t.start) =>
+                {
+                    stale.push(tiles[*last as usize].member);
+                    *last = i;
                 }
-                _ => best.push(t),
+                _ => best.push(i),
             }
         }
-        let days: BatchSet<i64> = best
+        // Hour tiles sort before day tiles, each by start: both lists come out sorted.
+        let split = best.partition_point(|&i| tiles[i as usize].grain == Grain::Hour);
+        let days: Vec<i64> = best[split..]
             .iter()
-            .filter(|t| t.grain == Grain::Day)
-            .map(|t| t.start)
+            .map(|&i| tiles[i as usize].start)
             .collect();
-        let hours: BatchSet<i64> = best
+        let hours: Vec<i64> = best[..split]
             .iter()
-            .filter(|t| t.grain == Grain::Hour)
-            .map(|t| t.start)
+            .map(|&i| tiles[i as usize].start)
             .collect();
-        let mut tiles = Vec::with_capacity(best.len());
-        for t in best {
-            if t.grain == Grain::Hour && days.contains(&floor_to(t.start, DAY_MS)) {
+        let mut kept: Vec<u32> = Vec::with_capacity(best.len());
+        for &i in &best {
+            let t = &tiles[i as usize];
+            if t.grain == Grain::Hour && days.binary_search(&floor_to(t.start, DAY_MS)).is_ok() {
                 stale.push(t.member);
             } else {
-                tiles.push(t);
+                kept.push(i);
             }
         }
-        tiles.sort_by_key(|t| t.start);
+        kept.sort_unstable_by_key(|&i| (tiles[i as usize].start, tiles[i as usize].grain));
+        let mut slots: Vec<Option<Tile<'a>>> = tiles.into_iter().map(Some).collect();
+        let tiles: Vec<Tile<'a>> = kept
+            .into_iter()
+            .map(|i| slots[i as usize].take().expect("each tile once"))
+            .collect();
         raw.sort_by(|a, b| (a.0, a.1, a.3).cmp(&(b.0, b.1, b.3)));
         let mut seen = BatchSet::default();
         let mut out = Vec::with_capacity(raw.len());
         let sealed = |time: i64| {
             !tiles.is_empty()
-                && (days.contains(&floor_to(time, DAY_MS))
-                    || hours.contains(&floor_to(time, HOUR_MS)))
+                && (days.binary_search(&floor_to(time, DAY_MS)).is_ok()
+                    || hours.binary_search(&floor_to(time, HOUR_MS)).is_ok())
         };
         // Usually every id is there once: then no set is needed to find second copies.
         let unique_ids = {
