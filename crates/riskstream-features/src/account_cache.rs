@@ -164,7 +164,7 @@ impl AccountCache {
                 }
                 for m in &b.added {
                     if !events.contains_key(m) {
-                        events.insert(m.clone(), 0);
+                        events.insert(m, 0);
                         e.bytes += member_bytes(m);
                         self.bytes += member_bytes(m);
                     }
@@ -185,7 +185,7 @@ impl AccountCache {
                 .map(|z| {
                     z.iter()
                         .filter(|(_, s)| **s <= 0)
-                        .map(|(m, s)| (m.clone(), *s))
+                        .map(|(m, s)| (m, *s))
                         .collect()
                 })
                 .unwrap_or_default();

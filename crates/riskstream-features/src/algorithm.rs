@@ -796,7 +796,7 @@ fn maintenance<'a>(
         if z.len() <= MAX_LINKS {
             continue;
         }
-        let mut linked: Vec<(i64, &Vec<u8>)> = z
+        let mut linked: Vec<(i64, &[u8])> = z
             .iter()
             .filter(|(m, _)| {
                 if account {
@@ -813,7 +813,7 @@ fn maintenance<'a>(
                 key: key.to_string(),
                 members: linked[MAX_LINKS..]
                     .iter()
-                    .map(|(_, m)| (*m).clone())
+                    .map(|(_, m)| m.to_vec())
                     .collect(),
             });
         }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 /// store, whose maps live across batches).
 pub(crate) type Seeded = foldhash::fast::RandomState;
 
-/// A sorted set: member -> score.
-pub(crate) type ZSet = HashMap<Vec<u8>, i64, Seeded>;
+/// A sorted set: member -> score (`zset.rs`).
+pub(crate) use crate::zset::ZSet;
 
 /// A hash: field -> value.
 pub(crate) type Hash = HashMap<Vec<u8>, Vec<u8>, Seeded>;
@@ -87,9 +87,7 @@ impl Keyspace {
             Op::ZAdd { key, members } => {
                 let z = self.zsets.entry(key.clone()).or_default();
                 for (score, member) in members {
-                    z.entry(member.clone())
-                        .and_modify(|s| *s = (*s).min(*score))
-                        .or_insert(*score);
+                    z.add_lt(member, *score);
                 }
             }
             Op::ZRem { key, members } => {
@@ -154,7 +152,7 @@ impl Keyspace {
                             })
                             .map(|(m, s)| {
                                 let unscored = matches!(read, Read::Unscored(_));
-                                (m.clone(), if unscored { 0 } else { *s })
+                                (m, if unscored { 0 } else { *s })
                             }),
                     );
                 }

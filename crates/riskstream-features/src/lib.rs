@@ -32,6 +32,7 @@ pub mod order;
 pub mod redis_store;
 mod resp;
 mod tiles;
+mod zset;
 
 use std::future::Future;
 

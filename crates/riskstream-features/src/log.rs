@@ -265,14 +265,9 @@ fn for_each_record<'a>(bytes: &'a [u8], mut f: impl FnMut(Record<'a>)) -> Result
 fn fold_into(bytes: &[u8], all: &mut ZSet) -> Result<(), StoreError> {
     // About one member per 32 bytes of log (links ~25, events 53, tiles more): one allocation
     // of the map instead of a rehash per doubling.
-    all.reserve(bytes.len() / 32);
+    all.reserve(bytes.len() / 32, bytes.len());
     for_each_record(bytes, |r| match r {
-        Record::Add(score, member) => match all.get_mut(member) {
-            Some(s) => *s = (*s).min(score),
-            None => {
-                all.insert(member.to_vec(), score);
-            }
-        },
+        Record::Add(score, member) => all.add_lt(member, score),
         Record::Remove(member) => {
             all.remove(member);
         }
@@ -310,16 +305,11 @@ pub(crate) fn fold(
     if whole {
         return Ok(compacted);
     }
-    z.reserve(own.len());
     let all = own;
     match (want.scored, want.unscored) {
-        (true, true) => z.extend(all),
-        (true, false) => z.extend(all.into_iter().filter(|(_, s)| *s > 0)),
-        (false, true) => z.extend(
-            all.into_iter()
-                .filter(|(_, s)| *s <= 0)
-                .map(|(m, _)| (m, 0)),
-        ),
+        (true, true) => z.extend_from(&all),
+        (true, false) => z.extend(all.iter().filter(|(_, s)| **s > 0).map(|(m, s)| (m, *s))),
+        (false, true) => z.extend(all.iter().filter(|(_, s)| **s <= 0).map(|(m, _)| (m, 0))),
         (false, false) => {}
     }
     Ok(compacted)
@@ -337,7 +327,7 @@ mod tests {
     fn state(log: &[u8]) -> Vec<(Vec<u8>, i64)> {
         let mut z = ZSet::default();
         fold(log, ALL, &mut z).expect("parses");
-        let mut v: Vec<_> = z.into_iter().collect();
+        let mut v: Vec<(Vec<u8>, i64)> = z.iter().map(|(m, s)| (m.to_vec(), *s)).collect();
         v.sort();
         v
     }

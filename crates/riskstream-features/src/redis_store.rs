@@ -423,7 +423,7 @@ impl RedisStore {
                 let (more, _) = self.exec_bumped(Vec::new(), missed, None).await?;
                 for (key, z) in more.zsets {
                     ks.logs.remove(&key);
-                    ks.zsets.entry(key).or_default().extend(z);
+                    ks.zsets.entry(key).or_default().extend_from(&z);
                 }
             }
         }
@@ -438,7 +438,7 @@ impl RedisStore {
             let (extra, _) = self.exec_bumped(Vec::new(), more, None).await?;
             for (key, z) in extra.zsets {
                 ks.logs.remove(&key);
-                ks.zsets.entry(key).or_default().extend(z);
+                ks.zsets.entry(key).or_default().extend_from(&z);
             }
         }
         if let Some((turn, last)) = turn {
@@ -1366,8 +1366,7 @@ mod tests {
             let short = strlen().await;
             assert!(short < long / 10, "{url}: {long} -> {short} bytes");
             let z = ks.zset(&key).unwrap();
-            let mut members: Vec<(&[u8], i64)> =
-                z.iter().map(|(m, s)| (m.as_slice(), *s)).collect();
+            let mut members: Vec<(&[u8], i64)> = z.iter().map(|(m, s)| (m, *s)).collect();
             members.sort();
             assert_eq!(
                 members,
