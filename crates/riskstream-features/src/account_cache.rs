@@ -189,7 +189,7 @@ impl AccountCache {
                         .collect()
                 })
                 .unwrap_or_default();
-            let bytes: usize = events.keys().map(|m| member_bytes(m)).sum();
+            let bytes: usize = events.keys().map(member_bytes).sum();
             self.remove(key);
             if self.bytes + bytes > self.capacity {
                 self.shrink();

@@ -104,7 +104,7 @@ pub(crate) fn compact_after(state: &ZSet, read_len: usize, records: &[u8]) -> Op
     .ok()?;
     let mut live: usize = state.iter().map(|(m, s)| add_size(*s, m)).sum();
     for (member, now) in &touched {
-        if let Some(s) = state.get(*member) {
+        if let Some(s) = state.get(member) {
             live -= add_size(*s, member);
         }
         if let Some(s) = now {
