@@ -348,7 +348,7 @@ impl<'a> Timeline<'a> {
     /// scores are not used: each member carries its own time).
     pub(crate) fn of(z: &'a ZSet, account: bool) -> Timeline<'a> {
         let mut raw: Vec<(i64, u64, Item, &'a [u8])> = Vec::new();
-        let mut tiles: Vec<Tile<'a>> = Vec::new();
+        let mut tiles: Vec<Tile<'a>> = Vec::with_capacity(z.len().min(128));
         for m in z.keys() {
             match m.first() {
                 Some(&TILE_TAG) => {
@@ -417,12 +417,18 @@ impl<'a> Timeline<'a> {
                 kept.push(i);
             }
         }
-        kept.sort_unstable_by_key(|&i| (tiles[i as usize].start, tiles[i as usize].grain));
-        let mut slots: Vec<Option<Tile<'a>>> = tiles.into_iter().map(Some).collect();
-        let tiles: Vec<Tile<'a>> = kept
-            .into_iter()
-            .map(|i| slots[i as usize].take().expect("each tile once"))
-            .collect();
+        let tiles: Vec<Tile<'a>> = if kept.len() == tiles.len() {
+            // Usually every tile counts: sorted in place (they are mostly in order already).
+            let mut tiles = tiles;
+            tiles.sort_unstable_by_key(|t| (t.start, t.grain));
+            tiles
+        } else {
+            kept.sort_unstable_by_key(|&i| (tiles[i as usize].start, tiles[i as usize].grain));
+            let mut slots: Vec<Option<Tile<'a>>> = tiles.into_iter().map(Some).collect();
+            kept.into_iter()
+                .map(|i| slots[i as usize].take().expect("each tile once"))
+                .collect()
+        };
         raw.sort_by(|a, b| (a.0, a.1, a.3).cmp(&(b.0, b.1, b.3)));
         let mut seen = BatchSet::default();
         let mut out = Vec::with_capacity(raw.len());
