@@ -327,8 +327,8 @@ impl Tile<'_> {
     }
 }
 
-/// An entity's timed members, resolved: raw members sorted by (time, id), tiles that count
-/// sorted by start, and what no longer counts (removed at the next maintenance).
+/// An entity's timed members, resolved: raw members sorted by (time, id), tiles that count (in
+/// no particular order), and what no longer counts (removed at the next maintenance).
 pub(crate) struct Timeline<'a> {
     pub(crate) raw: Vec<Raw<'a>>,
     pub(crate) tiles: Vec<Tile<'a>>,
@@ -417,13 +417,10 @@ impl<'a> Timeline<'a> {
                 kept.push(i);
             }
         }
+        // (No order is needed: every use of the tiles sums, merges or takes a maximum.)
         let tiles: Vec<Tile<'a>> = if kept.len() == tiles.len() {
-            // Usually every tile counts: sorted in place (they are mostly in order already).
-            let mut tiles = tiles;
-            tiles.sort_unstable_by_key(|t| (t.start, t.grain));
-            tiles
+            tiles // usually every tile counts
         } else {
-            kept.sort_unstable_by_key(|&i| (tiles[i as usize].start, tiles[i as usize].grain));
             let mut slots: Vec<Option<Tile<'a>>> = tiles.into_iter().map(Some).collect();
             kept.into_iter()
                 .map(|i| slots[i as usize].take().expect("each tile once"))
