@@ -42,6 +42,9 @@ pub(crate) struct Keyspace {
     /// Redis store only: the entity logs this copy read whole, as read (`log.rs`), for the
     /// batch's follow-up write to compact them along with its own records.
     pub(crate) logs: HashMap<String, crate::log::Ends, Seeded>,
+    /// Redis store only: compactions the read found due on logs it read whole, held for the
+    /// batch's follow-up write (`redis_store.rs`).
+    pub(crate) due: Vec<(String, crate::log::Compacted)>,
 }
 
 /// A write. Each names one key.

@@ -403,7 +403,7 @@ impl RedisStore {
                 _ => true,
             });
         }
-        let (mut ks, tokens) = self.exec_bumped(ops, reads, None).await?;
+        let (mut ks, tokens) = self.exec_held(ops, reads, None, true).await?;
         let mut timelines = algorithm::Timelines::default();
         if let Some(cache) = self.accounts.as_ref().filter(|_| !cached.is_empty()) {
             let missed: Vec<Read> = {
@@ -474,9 +474,23 @@ impl RedisStore {
         // The cached timelines are not shared any more: the follow-up's changes apply in place.
         drop(timelines);
         if !followups.is_empty() {
-            // Logs read whole that the follow-up would leave mostly dead are compacted by it.
+            // Logs read whole that the follow-up would leave mostly dead are compacted by it —
+            // including those the read found due: their compaction from the read alone would
+            // go first and leave the follow-up's records (e.g. the removals of a long raw
+            // history just sealed into tiles) appended, dead, behind it.
+            let written: keyspace::BatchSet<&str> = followups
+                .iter()
+                .filter_map(|op| match op {
+                    Op::ZAdd { key, .. } | Op::ZRem { key, .. } if ks.logs.contains_key(key) => {
+                        Some(key.as_str())
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.queue_compactions(ks.due.drain(..).filter(|(k, _)| !written.contains(k.as_str())));
             self.exec_bumped(followups, Vec::new(), Some(&ks)).await?;
         }
+        self.queue_compactions(ks.due.drain(..));
         Ok(features)
     }
 }
@@ -681,7 +695,13 @@ fn take_log(
         StoreError::BadReply(format!("{}: {e}", riskstream_events::log_ids::Id(key)))
     })?;
     match compacted {
-        Some(c) => compact.push((key.to_string(), c)),
+        Some(c) => {
+            // Noted as read too: a follow-up write to it compacts it with its own records.
+            if want.scored && want.unscored {
+                ks.logs.insert(key.to_string(), c.ends.clone());
+            }
+            compact.push((key.to_string(), c))
+        }
         None if want.scored && want.unscored => {
             ks.logs.insert(key.to_string(), crate::log::Ends::of(bytes));
         }
@@ -840,7 +860,20 @@ impl RedisStore {
         reads: Vec<Read>,
         read: Option<&Keyspace>,
     ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
-        let result = self.exec_once(ops, reads, read).await;
+        self.exec_held(ops, reads, read, false).await
+    }
+
+    /// [`RedisStore::exec_bumped`]; with `hold`, the compactions due on logs read whole are
+    /// left in the returned copy's `due` for the caller (whose follow-up write may compact
+    /// them with its own records) instead of riding on the next round trip.
+    async fn exec_held(
+        &self,
+        ops: Vec<Op>,
+        reads: Vec<Read>,
+        read: Option<&Keyspace>,
+        hold: bool,
+    ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
+        let result = self.exec_once(ops, reads, read, hold).await;
         if result.is_err() {
             if let Some(c) = &self.accounts {
                 // Its writes may or may not have landed.
@@ -850,11 +883,19 @@ impl RedisStore {
         result
     }
 
+    /// Compactions for the next round trip (at most [`MAX_PENDING_COMPACTIONS`] pending).
+    fn queue_compactions(&self, found: impl Iterator<Item = Compaction>) {
+        let mut pending = self.compactions.lock().expect("compactions");
+        let room = MAX_PENDING_COMPACTIONS.saturating_sub(pending.len());
+        pending.extend(found.take(room));
+    }
+
     async fn exec_once(
         &self,
         mut ops: Vec<Op>,
         reads: Vec<Read>,
         read: Option<&Keyspace>,
+        hold: bool,
     ) -> Result<(Keyspace, HashMap<String, u64>), StoreError> {
         let mut ks = Keyspace::default();
         let mut tokens = HashMap::new();
@@ -1002,11 +1043,12 @@ impl RedisStore {
                 }
             }
         }
-        if !compact.is_empty() {
-            let mut pending = self.compactions.lock().expect("compactions");
-            let room = MAX_PENDING_COMPACTIONS.saturating_sub(pending.len());
-            pending.extend(compact.into_iter().take(room));
+        if hold {
+            let (held, rest) = compact.into_iter().partition(|(k, _)| ks.logs.contains_key(k));
+            ks.due = held;
+            compact = rest;
         }
+        self.queue_compactions(compact.into_iter());
         let mut memo = self.memo.lock().expect("memo poisoned");
         memo.ttl.sent(refreshed, now);
         memo.links.sent(linked, now);
