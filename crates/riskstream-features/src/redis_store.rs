@@ -487,7 +487,11 @@ impl RedisStore {
                     _ => None,
                 })
                 .collect();
-            self.queue_compactions(ks.due.drain(..).filter(|(k, _)| !written.contains(k.as_str())));
+            self.queue_compactions(
+                ks.due
+                    .drain(..)
+                    .filter(|(k, _)| !written.contains(k.as_str())),
+            );
             self.exec_bumped(followups, Vec::new(), Some(&ks)).await?;
         }
         self.queue_compactions(ks.due.drain(..));
@@ -1044,7 +1048,9 @@ impl RedisStore {
             }
         }
         if hold {
-            let (held, rest) = compact.into_iter().partition(|(k, _)| ks.logs.contains_key(k));
+            let (held, rest) = compact
+                .into_iter()
+                .partition(|(k, _)| ks.logs.contains_key(k));
             ks.due = held;
             compact = rest;
         }

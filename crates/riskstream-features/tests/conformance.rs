@@ -1410,3 +1410,32 @@ async fn entity_logs_stay_near_their_live_size() {
     assert!(compacted > 10, "compacted {compacted} times: {sizes:?}");
     assert!(most < 16_000, "{most} bytes: {sizes:?}");
 }
+
+/// A batch that brings a long raw history (a backfill, a replay, a consumer catching up) seals
+/// it into tiles in its follow-up write and compacts the log with that write — also when the
+/// batch needs extra reads (here: the device is shared, so the identity-graph walk reads the
+/// other account's links), whose round trip must not carry a compaction that keeps the sealed
+/// raw events and their removals behind it.
+#[tokio::test]
+async fn a_long_history_in_one_batch_leaves_its_log_compacted() {
+    let server = RedisServer::start();
+    let store = redis_at(&server.url(), "lh").await;
+    let client = redis::Client::open(server.url()).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    // Long device and network names: the batch's repeated link records (one per event and
+    // entity) outweigh its raw events, so the read already finds the log due.
+    let (dev, ip) = ("shared-device-".repeat(4), "203.0.113.77-".repeat(4));
+    let at = |id: &str, acct: &str, t: i64| ev(id, acct, &dev, t, login()).ip(&ip, "PT");
+    apply(&store, &[at("lh-other", "other", T0)]).await;
+    let history: Vec<Ev> = (0..400)
+        .map(|i| at(&format!("lh-{i}"), "long", T0 + MIN + i * 25 * MIN))
+        .collect();
+    apply(&store, &history).await;
+    let n: usize = redis::cmd("STRLEN")
+        .arg("lh:{a:long}:l")
+        .query(&mut conn)
+        .expect("strlen");
+    // ~7 days of tiles and a few raw events: ~4 KB live; the 400 raw events alone were ~21 KB
+    // of add records and their removals as many again.
+    assert!(n < 10_000, "{n} bytes");
+}
