@@ -305,11 +305,10 @@ pub(crate) fn fold(
     if whole {
         return Ok(compacted);
     }
-    let all = own;
     match (want.scored, want.unscored) {
-        (true, true) => z.extend_from(&all),
-        (true, false) => z.extend(all.iter().filter(|(_, s)| **s > 0).map(|(m, s)| (m, *s))),
-        (false, true) => z.extend(all.iter().filter(|(_, s)| **s <= 0).map(|(m, _)| (m, 0))),
+        (true, true) => z.extend_from(&own),
+        (true, false) => z.extend(own.iter().filter(|(_, s)| **s > 0).map(|(m, s)| (m, *s))),
+        (false, true) => z.extend(own.iter().filter(|(_, s)| **s <= 0).map(|(m, _)| (m, 0))),
         (false, false) => {}
     }
     Ok(compacted)

@@ -408,24 +408,19 @@ impl<'a> Timeline<'a> {
             .iter()
             .map(|&i| tiles[i as usize].start)
             .collect();
-        let mut kept: Vec<u32> = Vec::with_capacity(best.len());
+        let mut keep = vec![false; tiles.len()];
         for &i in &best {
             let t = &tiles[i as usize];
             if t.grain == Grain::Hour && days.binary_search(&floor_to(t.start, DAY_MS)).is_ok() {
                 stale.push(t.member);
             } else {
-                kept.push(i);
+                keep[i as usize] = true;
             }
         }
-        // (No order is needed: every use of the tiles sums, merges or takes a maximum.)
-        let tiles: Vec<Tile<'a>> = if kept.len() == tiles.len() {
-            tiles // usually every tile counts
-        } else {
-            let mut slots: Vec<Option<Tile<'a>>> = tiles.into_iter().map(Some).collect();
-            kept.into_iter()
-                .map(|i| slots[i as usize].take().expect("each tile once"))
-                .collect()
-        };
+        // Kept in the order read (every use sums, merges or takes a maximum); usually every
+        // tile counts and nothing moves.
+        let mut keep = keep.into_iter();
+        tiles.retain(|_| keep.next() == Some(true));
         raw.sort_by(|a, b| (a.0, a.1, a.3).cmp(&(b.0, b.1, b.3)));
         let mut seen = BatchSet::default();
         let mut out = Vec::with_capacity(raw.len());

@@ -173,11 +173,11 @@ impl ZSet {
     }
 
     /// Members and scores, in insertion order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &i64)> + '_ {
-        self.entries
-            .iter()
-            .filter(|e| e.len != DEAD)
-            .map(|e| (member(&self.bytes, e), &e.score))
+    pub(crate) fn iter(&self) -> Iter<'_> {
+        Iter {
+            bytes: &self.bytes,
+            entries: self.entries.iter(),
+        }
     }
 
     pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
@@ -205,11 +205,25 @@ impl std::ops::Index<&[u8]> for ZSet {
     }
 }
 
+/// A set's members and scores, in insertion order ([`ZSet::iter`]).
+pub(crate) struct Iter<'a> {
+    bytes: &'a [u8],
+    entries: std::slice::Iter<'a, Entry>,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a [u8], &'a i64);
+    fn next(&mut self) -> Option<Self::Item> {
+        let e = self.entries.find(|e| e.len != DEAD)?;
+        Some((member(self.bytes, e), &e.score))
+    }
+}
+
 impl<'a> IntoIterator for &'a ZSet {
     type Item = (&'a [u8], &'a i64);
-    type IntoIter = Box<dyn Iterator<Item = (&'a [u8], &'a i64)> + 'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
     }
 }
 
