@@ -79,7 +79,7 @@ impl StoredEvent {
             country: hash64(e.country),
         }
     }
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(50);
         out.push(EVENT_TAG);
         out.extend_from_slice(&self.time.to_le_bytes());

@@ -85,8 +85,9 @@ fn money_kinds(d: &StoredEvent) -> [bool; 4] {
 }
 
 /// The intermediate representation of a set of timed members: what the features need from
-/// them, mergeable in any order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// them, mergeable in any order (the distinct hashes apart: [`Sketch`]). Plain numbers, so a
+/// tile's copy is a copy of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Agg {
     /// Raw members summarised (decides between two tiles of one span).
     pub(crate) items: i64,
@@ -98,8 +99,6 @@ pub(crate) struct Agg {
     pub(crate) last_login: i64,
     pub(crate) sessions: i64,
     pub(crate) failed: i64,
-    /// Distinct device, IP and country hashes, sorted (at most [`TILE_DISTINCT`] in a tile).
-    pub(crate) distinct: [Vec<u64>; 3],
 }
 
 impl Default for Agg {
@@ -112,9 +111,16 @@ impl Default for Agg {
             last_login: i64::MIN,
             sessions: 0,
             failed: 0,
-            distinct: Default::default(),
         }
     }
+}
+
+/// A tile being sealed: its aggregate and its distinct device, IP and country hashes, sorted
+/// (at most [`TILE_DISTINCT`] of each are written).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sketch {
+    pub(crate) agg: Agg,
+    pub(crate) distinct: [Vec<u64>; 3],
 }
 
 fn insert_sorted(set: &mut Vec<u64>, h: u64) {
@@ -126,7 +132,7 @@ fn insert_sorted(set: &mut Vec<u64>, h: u64) {
 }
 
 impl Agg {
-    pub(crate) fn add(&mut self, item: &Item, distinct: bool) {
+    pub(crate) fn add(&mut self, item: &Item) {
         self.items += 1;
         match item {
             Item::Session(failed) => {
@@ -151,16 +157,11 @@ impl Agg {
                 {
                     self.credentials += 1;
                 }
-                if distinct {
-                    for (what, h) in [d.device, d.ip, d.country].into_iter().enumerate() {
-                        insert_sorted(&mut self.distinct[what], h);
-                    }
-                }
             }
         }
     }
 
-    pub(crate) fn merge(&mut self, o: &Agg, distinct: bool) {
+    pub(crate) fn merge(&mut self, o: &Agg) {
         self.items += o.items;
         for (m, om) in self.money.iter_mut().zip(&o.money) {
             m[0] += om[0];
@@ -172,76 +173,17 @@ impl Agg {
         self.last_login = self.last_login.max(o.last_login);
         self.sessions += o.sessions;
         self.failed += o.failed;
-        if distinct {
-            for (set, other) in self.distinct.iter_mut().zip(&o.distinct) {
-                for h in other {
-                    insert_sorted(set, *h);
-                }
-            }
-        }
     }
 
-    /// The tile member: tag, grain, then zigzag LEB128 varints (start, items, money, logins,
-    /// credential changes, last login as an offset from the start + 1 or 0 for none, sessions,
-    /// failed), then per kind a count and that many 8-byte hashes (typically 40–70 bytes).
-    fn encode(&self, grain: Grain, start: i64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        out.push(TILE_TAG);
-        out.push(grain.code());
-        let mut put = |v: i64| {
-            let mut z = ((v << 1) ^ (v >> 63)) as u64;
-            while z >= 0x80 {
-                out.push(z as u8 | 0x80);
-                z >>= 7;
-            }
-            out.push(z as u8);
-        };
-        put(start);
-        put(self.items);
-        self.money.iter().flatten().for_each(|v| put(*v));
-        let last_login = match self.last_login {
-            i64::MIN => 0,
-            t => t.wrapping_sub(start).wrapping_add(1),
-        };
-        for v in [
-            self.logins,
-            self.credentials,
-            last_login,
-            self.sessions,
-            self.failed,
-        ] {
-            put(v);
-        }
-        for set in &self.distinct {
-            let kept = &set[..set.len().min(TILE_DISTINCT)];
-            out.push(kept.len() as u8);
-            for h in kept {
-                out.extend_from_slice(&h.to_le_bytes());
-            }
-        }
-        out
-    }
-
-    /// A tile member: its grain, start, aggregate (without the distinct hashes) and the bytes
-    /// of its distinct hashes (read with [`hashes`]).
+    /// A tile member: its grain, start, aggregate and the bytes of its distinct hashes (read
+    /// with [`hashes`]).
     fn decode(b: &[u8]) -> Option<(Grain, i64, Agg, &[u8])> {
         if b.len() < 2 || b[0] != TILE_TAG {
             return None;
         }
         let grain = Grain::of_code(b[1])?;
         let mut at = 2;
-        let mut int = || -> Option<i64> {
-            let mut z: u64 = 0;
-            for shift in (0..64).step_by(7) {
-                let byte = *b.get(at)?;
-                at += 1;
-                z |= ((byte & 0x7f) as u64) << shift;
-                if byte < 0x80 {
-                    return Some((z >> 1) as i64 ^ -((z & 1) as i64));
-                }
-            }
-            None
-        };
+        let mut int = || varint(b, &mut at);
         let start = int()?;
         let mut a = Agg {
             items: int()?,
@@ -268,6 +210,92 @@ impl Agg {
         }
         rest.is_empty().then_some((grain, start, a, tail))
     }
+}
+
+impl Sketch {
+    pub(crate) fn add(&mut self, item: &Item) {
+        self.agg.add(item);
+        if let Item::Event(d) = item {
+            for (what, h) in [d.device, d.ip, d.country].into_iter().enumerate() {
+                insert_sorted(&mut self.distinct[what], h);
+            }
+        }
+    }
+
+    /// Merges a decoded tile (its aggregate and hash bytes).
+    fn merge_tile(&mut self, agg: &Agg, hash_bytes: &[u8]) {
+        self.agg.merge(agg);
+        for (what, h) in hashes(hash_bytes) {
+            insert_sorted(&mut self.distinct[what], h);
+        }
+    }
+
+    #[cfg(test)]
+    fn merge(&mut self, o: &Sketch) {
+        self.agg.merge(&o.agg);
+        for (set, other) in self.distinct.iter_mut().zip(&o.distinct) {
+            for h in other {
+                insert_sorted(set, *h);
+            }
+        }
+    }
+
+    /// The tile member: tag, grain, then zigzag LEB128 varints (start, items, money, logins,
+    /// credential changes, last login as an offset from the start + 1 or 0 for none, sessions,
+    /// failed), then per kind a count and that many 8-byte hashes (typically 40–70 bytes).
+    fn encode(&self, grain: Grain, start: i64) -> Vec<u8> {
+        let a = &self.agg;
+        let mut out = Vec::with_capacity(64);
+        out.push(TILE_TAG);
+        out.push(grain.code());
+        let mut put = |v: i64| {
+            let mut z = ((v << 1) ^ (v >> 63)) as u64;
+            while z >= 0x80 {
+                out.push(z as u8 | 0x80);
+                z >>= 7;
+            }
+            out.push(z as u8);
+        };
+        put(start);
+        put(a.items);
+        a.money.iter().flatten().for_each(|v| put(*v));
+        let last_login = match a.last_login {
+            i64::MIN => 0,
+            t => t.wrapping_sub(start).wrapping_add(1),
+        };
+        for v in [a.logins, a.credentials, last_login, a.sessions, a.failed] {
+            put(v);
+        }
+        for set in &self.distinct {
+            let kept = &set[..set.len().min(TILE_DISTINCT)];
+            out.push(kept.len() as u8);
+            for h in kept {
+                out.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// A zig-zag LEB128 varint at `*at` (most of a tile's are one byte).
+#[inline(always)]
+fn varint(b: &[u8], at: &mut usize) -> Option<i64> {
+    let unzig = |z: u64| (z >> 1) as i64 ^ -((z & 1) as i64);
+    let byte = *b.get(*at)?;
+    *at += 1;
+    if byte < 0x80 {
+        return Some(unzig(byte as u64));
+    }
+    let mut z = (byte & 0x7f) as u64;
+    for shift in (7..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        z |= ((byte & 0x7f) as u64) << shift;
+        if byte < 0x80 {
+            return Some(unzig(z));
+        }
+    }
+    None
 }
 
 /// The distinct hashes of a decoded tile's tail: (kind, hash), kinds in order.
@@ -375,46 +403,63 @@ impl<'a> Timeline<'a> {
                 None => {}
             }
         }
-        // Two tiles of one span: the fuller one (then the greater bytes) counts. (Sorted by
-        // index: a tile is a few hundred bytes, its sort key a few.)
-        let key = |t: &Tile<'a>| (t.grain, t.start, t.agg.items);
-        let mut order: Vec<u32> = (0..tiles.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&tiles[a as usize], &tiles[b as usize]);
-            (key(a), a.member).cmp(&(key(b), b.member))
-        });
+        // Usually each grain's tiles were read oldest first, one per span: nothing to resolve.
+        let in_order = {
+            let mut last = [i64::MIN; 2];
+            tiles.iter().all(|t| {
+                let g = &mut last[(t.grain == Grain::Day) as usize];
+                std::mem::replace(g, t.start) < t.start
+            })
+        };
+        let mut keep = vec![true; tiles.len()];
         let mut stale = Vec::new();
-        let mut best: Vec<u32> = Vec::with_capacity(order.len());
-        for i in order {
-            let t = &tiles[i as usize];
-            match best.last_mut() {
-                Some(last)
-                    if (tiles[*last as usize].grain, tiles[*last as usize].start)
-                        == (t.grain, t.start) =>
-                {
-                    stale.push(tiles[*last as usize].member);
-                    *last = i;
+        let (mut hours, mut days) = (Vec::new(), Vec::new());
+        if in_order {
+            for t in &tiles {
+                match t.grain {
+                    Grain::Hour => hours.push(t.start),
+                    Grain::Day => days.push(t.start),
                 }
-                _ => best.push(i),
+            }
+        } else {
+            // Two tiles of one span: the fuller one (then the greater bytes) counts. (Sorted
+            // by index: a tile is a couple of hundred bytes, its sort key a few.)
+            let key = |t: &Tile<'a>| (t.grain, t.start, t.agg.items);
+            let mut order: Vec<u32> = (0..tiles.len() as u32).collect();
+            order.sort_unstable_by(|&a, &b| {
+                let (a, b) = (&tiles[a as usize], &tiles[b as usize]);
+                (key(a), a.member).cmp(&(key(b), b.member))
+            });
+            let mut best: Option<u32> = None;
+            for i in order {
+                let t = &tiles[i as usize];
+                if let Some(last) = best.filter(|&l| {
+                    let l = &tiles[l as usize];
+                    (l.grain, l.start) == (t.grain, t.start)
+                }) {
+                    stale.push(tiles[last as usize].member);
+                    keep[last as usize] = false;
+                } else {
+                    // Hour tiles sort before day tiles, each by start: both lists come out
+                    // sorted.
+                    match t.grain {
+                        Grain::Hour => hours.push(t.start),
+                        Grain::Day => days.push(t.start),
+                    }
+                }
+                best = Some(i);
             }
         }
-        // Hour tiles sort before day tiles, each by start: both lists come out sorted.
-        let split = best.partition_point(|&i| tiles[i as usize].grain == Grain::Hour);
-        let days: Vec<i64> = best[split..]
-            .iter()
-            .map(|&i| tiles[i as usize].start)
-            .collect();
-        let hours: Vec<i64> = best[..split]
-            .iter()
-            .map(|&i| tiles[i as usize].start)
-            .collect();
-        let mut keep = vec![false; tiles.len()];
-        for &i in &best {
-            let t = &tiles[i as usize];
-            if t.grain == Grain::Hour && days.binary_search(&floor_to(t.start, DAY_MS)).is_ok() {
-                stale.push(t.member);
-            } else {
-                keep[i as usize] = true;
+        // An hour under a day tile no longer counts.
+        if !days.is_empty() {
+            for (t, keep) in tiles.iter().zip(keep.iter_mut()) {
+                if *keep
+                    && t.grain == Grain::Hour
+                    && days.binary_search(&floor_to(t.start, DAY_MS)).is_ok()
+                {
+                    stale.push(t.member);
+                    *keep = false;
+                }
             }
         }
         // Kept in the order read (every use sums, merges or takes a maximum); usually every
@@ -469,14 +514,14 @@ impl<'a> Timeline<'a> {
         for r in self.raw[from.min(upto)..upto].iter().filter(|r| r.counted) {
             for (w, (_, len)) in WINDOWS.iter().enumerate() {
                 if t - r.time <= *len {
-                    out[w].add(&r.item, false);
+                    out[w].add(&r.item);
                 }
             }
         }
         for tile in &self.tiles {
             for (w, (_, len)) in WINDOWS.iter().enumerate() {
                 if tile.counts_for(t, *len) {
-                    out[w].merge(&tile.agg, false);
+                    out[w].merge(&tile.agg);
                 }
             }
         }
@@ -505,7 +550,11 @@ impl<'a> Timeline<'a> {
         }
         for tile in self.tiles.iter().filter(|tile| tile.counts_for(t, len)) {
             for (what, h) in hashes(tile.hashes) {
-                scratch[what].push(h);
+                // Tiles of one account mostly repeat the same few hashes: runs are skipped
+                // here rather than sorted below.
+                if scratch[what].last() != Some(&h) {
+                    scratch[what].push(h);
+                }
             }
         }
         scratch.each_mut().map(|set| {
@@ -557,7 +606,7 @@ impl<'a> Timeline<'a> {
                 (Grain::Day, floor_to(t, DAY_MS))
             }
         };
-        let mut groups: BTreeMap<(Grain, i64), Agg> = BTreeMap::new();
+        let mut groups: BTreeMap<(Grain, i64), Sketch> = BTreeMap::new();
         let mut kept = 0;
         for r in self.raw.iter().rev() {
             if r.time < horizon {
@@ -565,7 +614,7 @@ impl<'a> Timeline<'a> {
             } else if r.time < head {
                 let g = groups.entry(target(r.time)).or_default();
                 if r.counted {
-                    g.add(&r.item, true);
+                    g.add(&r.item);
                 }
                 rems.push(r.member.to_vec());
             } else if r.counted && kept >= MAX_EVENTS {
@@ -581,16 +630,13 @@ impl<'a> Timeline<'a> {
                 let day = groups
                     .entry((Grain::Day, floor_to(tile.start, DAY_MS)))
                     .or_default();
-                day.merge(&tile.agg, false);
-                for (what, h) in hashes(tile.hashes) {
-                    insert_sorted(&mut day.distinct[what], h);
-                }
+                day.merge_tile(&tile.agg, tile.hashes);
                 rems.push(tile.member.to_vec());
             }
         }
-        for ((grain, start), agg) in groups {
-            if start + grain.ms() > horizon && agg.items > 0 {
-                adds.push((start, agg.encode(grain, start)));
+        for ((grain, start), sketch) in groups {
+            if start + grain.ms() > horizon && sketch.agg.items > 0 {
+                adds.push((start, sketch.encode(grain, start)));
             }
         }
         (adds, rems)
@@ -603,10 +649,10 @@ mod tests {
 
     #[test]
     fn tiles_round_trip_and_merge_in_any_order() {
-        let mut a = Agg::default();
-        a.add(&Item::Session(true), true);
-        a.money[2] = [3, 4500, 4000];
-        a.last_login = 86_400_000 + 1234;
+        let mut a = Sketch::default();
+        a.add(&Item::Session(true));
+        a.agg.money[2] = [3, 4500, 4000];
+        a.agg.last_login = 86_400_000 + 1234;
         a.distinct[1] = (1..=100).collect();
         let bytes = a.encode(Grain::Day, 86_400_000);
         let (g, start, back, tail) = Agg::decode(&bytes).expect("decodes");
@@ -617,27 +663,100 @@ mod tests {
             (1..=64).map(|h| (1, h)).collect::<Vec<_>>(),
             "bottom 64"
         );
-        assert_eq!(back.money, a.money);
+        assert_eq!(back.money, a.agg.money);
         assert_eq!(
             (back.sessions, back.failed, back.last_login),
             (1, 1, 86_400_000 + 1234)
         );
-        let none = Agg::default().encode(Grain::Hour, -5);
+        let none = Sketch::default().encode(Grain::Hour, -5);
         let (_, start, empty, _) = Agg::decode(&none).expect("decodes");
         assert_eq!((start, empty.last_login), (-5, i64::MIN));
         assert!(none.len() < 30, "an empty tile is {} bytes", none.len());
-        let mut b = Agg::default();
+        let mut b = Sketch::default();
         b.distinct[1] = vec![7, 0x10];
         let mut full = a.clone();
         full.distinct[1].truncate(64);
         let (mut ab, mut ba) = (full.clone(), b.clone());
-        ab.merge(&b, true);
-        ba.merge(&full, true);
+        ab.merge(&b);
+        ba.merge(&full);
         assert_eq!(
             ab.encode(Grain::Day, 0),
             ba.encode(Grain::Day, 0),
             "merge order does not matter"
         );
         assert!(Agg::decode(&bytes[..bytes.len() - 1]).is_none());
+    }
+}
+
+/// Per-event cost of an old account's timeline (the history-scaling case): an account set as
+/// one with 500 events over 7 days holds after a few batches (22 hour tiles, 6 day tiles, 4 raw
+/// events, a few links). Prints ns per account; run with
+/// `cargo test --release -p riskstream-features -- --ignored --nocapture timeline_cost`.
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use crate::zset::ZSet;
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn timeline_cost() {
+        let now = 100 * DAY_MS + 13 * HOUR_MS + 1_000;
+        let event = |k: i64, time: i64| StoredEvent {
+            time,
+            id: 1_000 + k as u64,
+            kind: [TransactionKind::Login, TransactionKind::CardPayment][k as usize % 2] as u8,
+            usd_cents: 2_500,
+            device: 11,
+            ip: 22,
+            country: 33,
+        };
+        let mut z = ZSet::default();
+        for (m, s) in [
+            (&b"d:dev"[..], 1),
+            (b"i:ip", 1),
+            (b"c:cc", 1),
+            (b"x:dest", 5),
+        ] {
+            z.insert(m, s);
+        }
+        let head = floor_to(now - 2 * HOUR_MS, HOUR_MS);
+        let days_from = floor_to(head - DAY_MS, DAY_MS);
+        let mut k = 0;
+        let mut tile = |grain: Grain, start: i64, n: i64| {
+            let mut s = Sketch::default();
+            for i in 0..n {
+                k += 1;
+                s.add(&Item::Event(event(k, start + i * 60_000)));
+            }
+            s.encode(grain, start)
+        };
+        for d in (1..=6).rev() {
+            let start = days_from - d * DAY_MS;
+            z.insert(&tile(Grain::Day, start, 70), start);
+        }
+        for h in 0..22 {
+            let start = days_from + h * HOUR_MS;
+            z.insert(&tile(Grain::Hour, start, 3), start);
+        }
+        for i in 0..4 {
+            let e = event(10_000 + i, head + i * 20 * 60_000);
+            z.insert(&e.encode(), e.time);
+        }
+        let rounds = 200_000;
+        let mut scratch = Default::default();
+        let started = std::time::Instant::now();
+        let mut sink = 0usize;
+        for r in 0..rounds {
+            let t = now + r % 1_000;
+            let tl = Timeline::of(&z, true);
+            let w = tl.windows_before(t);
+            let d = tl.distinct_before(t, WINDOWS[3].1, &mut scratch);
+            let d2 = tl.distinct_before(t, WINDOWS[2].1, &mut scratch);
+            sink += w[3].money[0][0] as usize + d[0] + d2[1] + tl.tiles.len();
+            sink += tl.last_login_before(t, WINDOWS[3].1).is_some() as usize;
+        }
+        let ns = started.elapsed().as_nanos() as f64 / rounds as f64;
+        println!("timeline of an old account: {ns:.0} ns per event ({sink})");
+        assert!(sink > 0);
     }
 }
