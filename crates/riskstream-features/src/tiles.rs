@@ -678,6 +678,46 @@ mod tests {
         );
         assert!(Agg::decode(&bytes[..bytes.len() - 1]).is_none());
     }
+
+    #[test]
+    fn of_two_tiles_of_one_span_the_fuller_counts_and_an_hour_under_a_day_is_stale() {
+        let session = |n: usize| {
+            let mut s = Sketch::default();
+            (0..n).for_each(|_| s.add(&Item::Session(false)));
+            s
+        };
+        let (day, hour) = (10 * DAY_MS, 11 * DAY_MS + 3 * HOUR_MS);
+        let fuller = session(3).encode(Grain::Hour, hour);
+        let thinner = session(2).encode(Grain::Hour, hour);
+        let under_day = session(5).encode(Grain::Hour, day + HOUR_MS);
+        let day_tile = session(7).encode(Grain::Day, day);
+        let later = session(1).encode(Grain::Hour, hour + HOUR_MS);
+        // Read out of order (the later hour first), so the tiles are resolved by sorting.
+        let mut z = ZSet::default();
+        for m in [&later, &fuller, &under_day, &thinner, &day_tile] {
+            z.insert(m, 0);
+        }
+        let tl = Timeline::of(&z, false);
+        let mut stale: Vec<&[u8]> = tl.stale.clone();
+        stale.sort();
+        let mut want: Vec<&[u8]> = vec![&thinner, &under_day];
+        want.sort();
+        assert_eq!(stale, want);
+        let counted: i64 = tl.tiles.iter().map(|t| t.agg.sessions).sum();
+        assert_eq!(
+            counted,
+            3 + 7 + 1,
+            "the fuller hour, the day, the later hour"
+        );
+        // Read in order: nothing to resolve but the hour under the day.
+        let mut z = ZSet::default();
+        for m in [&day_tile, &under_day, &fuller, &later] {
+            z.insert(m, 0);
+        }
+        let tl = Timeline::of(&z, false);
+        assert_eq!(tl.stale, vec![&under_day[..]]);
+        assert_eq!(tl.tiles.len(), 3);
+    }
 }
 
 /// Per-event cost of an old account's timeline (the history-scaling case): an account set as
