@@ -167,6 +167,27 @@ impl Worker {
             .unwrap_or(f64::NAN)
     }
 
+    /// Waits until the worker has partitions assigned (its `/readyz` says so).
+    async fn wait_assigned(&self, limit: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let body = http_get(self.metrics_port, "/readyz").unwrap_or_default();
+            let assigned = body
+                .split("\"assigned_partitions\":")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            if assigned > 0 {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                bail!("worker had no partition assigned after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn stop(mut self) -> anyhow::Result<()> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait()?;
@@ -269,7 +290,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         worker.peak_rss_mb()
     );
     worker.print_cpu(&pass, args.events);
-    let producer = latency_runs(
+    let (producer, _) = latency_runs(
         &args,
         &extra,
         &pass_topics,
@@ -316,7 +337,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // 3. Latency at fixed offered rates, same worker (now caught up).
-    let producer = latency_runs(
+    let (mut producer, measured) = latency_runs(
         &args,
         &extra,
         &topics,
@@ -326,6 +347,33 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "pipeline",
     )
     .await?;
+    // A rate the pipeline did not sustain: the highest it does, stepping down by a fifth.
+    let mut sustained_at = Vec::new();
+    for (i, missed) in measured.iter().filter(|l| !l.sustained).enumerate() {
+        let mut rate = missed.rate;
+        let mut found = None;
+        for step in 0..SUSTAIN_STEPS {
+            rate = (rate * 0.8 / 100.0).round() * 100.0;
+            let seed = 210 + 10 * i as u64 + step;
+            let (p, l) = latency_run(
+                &args,
+                &extra,
+                &topics,
+                &topics.verdicts,
+                producer,
+                seed,
+                rate,
+                "pipeline",
+            )
+            .await?;
+            producer = p;
+            if l.sustained {
+                found = Some(l);
+                break;
+            }
+        }
+        sustained_at.push((missed.rate, found, rate));
+    }
     let rss = worker.peak_rss_mb();
     println!(
         "                    whole scoring worker: {}",
@@ -333,6 +381,46 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     worker.stop()?;
     println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
+    // The passthrough at each such rate, for the comparison the targets make.
+    if !sustained_at.is_empty() {
+        let worker = spawn_worker(
+            &args,
+            &pass_topics,
+            &passthrough_out,
+            &format!("{run_id}-pass"),
+            None,
+            true,
+        )?;
+        worker.wait_assigned(Duration::from_secs(60)).await?;
+        for (i, (offered, found, lowest)) in sustained_at.into_iter().enumerate() {
+            let Some(found) = found else {
+                println!(
+                    "  highest sustained pipeline rate: none tried (from {lowest:.0}/s up; {offered:.0}/s not sustained)"
+                );
+                continue;
+            };
+            let (p, pass) = latency_run(
+                &args,
+                &extra,
+                &pass_topics,
+                &passthrough_out,
+                producer,
+                310 + i as u64,
+                found.rate,
+                "passthrough",
+            )
+            .await?;
+            producer = p;
+            println!(
+                "  highest sustained pipeline rate {:.0}/s ({offered:.0}/s not sustained): p99 {:.2} ms, passthrough at that rate {:.2} ms ({:+.2} ms)",
+                found.rate,
+                found.p99_ms,
+                pass.p99_ms,
+                found.p99_ms - pass.p99_ms
+            );
+        }
+        worker.stop()?;
+    }
 
     // 4. History scaling: the same stream again, on a store pre-loaded with long histories.
     if args.history_per_account > 0 {
@@ -460,6 +548,8 @@ fn metric_sum(port: u16, name: &str) -> f64 {
 #[derive(Clone, Copy)]
 struct HostSteal {
     steal: u64,
+    /// idle + iowait
+    idle: u64,
     total: u64,
 }
 
@@ -475,6 +565,7 @@ impl HostSteal {
             .collect();
         Some(HostSteal {
             steal: *ticks.get(7)?,
+            idle: ticks.get(3)? + ticks.get(4)?,
             total: ticks.iter().take(8).sum(),
         })
     }
@@ -483,6 +574,13 @@ impl HostSteal {
         let now = HostSteal::now()?;
         let total = now.total.checked_sub(self.total)?;
         (total > 0).then(|| now.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
+    /// The share of all CPUs' time spent busy (not idle, not waiting for I/O) since `self`.
+    fn busy_since(&self) -> Option<f64> {
+        let now = HostSteal::now()?;
+        let total = now.total.checked_sub(self.total)?;
+        let idle = now.idle.saturating_sub(self.idle);
+        (total > 0).then(|| 1.0 - idle as f64 / total as f64)
     }
 }
 
@@ -581,6 +679,54 @@ async fn preload_history(args: &BenchArgs, prefix: &str) -> anyhow::Result<Prelo
     })
 }
 
+/// Lower rates tried (each a fifth below the last) for an offered rate the pipeline did not
+/// sustain.
+const SUSTAIN_STEPS: u64 = 4;
+
+/// What one latency run measured.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    rate: f64,
+    p99_ms: f64,
+    /// Whether the worker kept up with the offered rate (see [`Trend::sustained`]).
+    sustained: bool,
+}
+
+/// How latency moved over a latency run: the median of the events sent in its first fifth and
+/// of those sent in its last fifth, ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Trend {
+    first: f64,
+    last: f64,
+}
+
+impl Trend {
+    /// From (sent at, latency µs) samples; `None` for fewer than 50.
+    fn of(samples: &mut [(Instant, u64)]) -> Option<Trend> {
+        if samples.len() < 50 {
+            return None;
+        }
+        samples.sort_by_key(|s| s.0);
+        let k = samples.len() / 5;
+        let median = |part: &[(Instant, u64)]| {
+            let mut v: Vec<u64> = part.iter().map(|s| s.1).collect();
+            v.sort_unstable();
+            v[v.len() / 2] as f64 / 1000.0
+        };
+        Some(Trend {
+            first: median(&samples[..k]),
+            last: median(&samples[samples.len() - k..]),
+        })
+    }
+
+    /// A worker that keeps up has latency that does not trend: one that falls behind the
+    /// offered rate builds a backlog, so the events sent last wait longest. Not sustained: the
+    /// last fifth's median is more than 50 ms and more than double above the first fifth's.
+    fn sustained(&self) -> bool {
+        self.last <= self.first + self.first.max(50.0)
+    }
+}
+
 /// For each `--latency-rate`, offers that many events/s for `latency_seconds` to the running
 /// worker (simulator seeds `first_seed`, `first_seed + 1`, …) and prints produce → output-read
 /// latency percentiles (matched by the `riskstream.event_id` header).
@@ -592,11 +738,15 @@ async fn latency_runs(
     mut producer: kafka_util::LoadProducer,
     first_seed: u64,
     label: &str,
-) -> anyhow::Result<kafka_util::LoadProducer> {
+) -> anyhow::Result<(kafka_util::LoadProducer, Vec<Latency>)> {
+    let mut measured = Vec::new();
     for (seed, &rate) in (first_seed..).zip(&args.latency_rate) {
-        producer = latency_run(args, extra, topics, out_topic, producer, seed, rate, label).await?;
+        let (p, l) =
+            latency_run(args, extra, topics, out_topic, producer, seed, rate, label).await?;
+        producer = p;
+        measured.push(l);
     }
-    Ok(producer)
+    Ok((producer, measured))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -609,7 +759,7 @@ async fn latency_run(
     seed: u64,
     rate: f64,
     label: &str,
-) -> anyhow::Result<kafka_util::LoadProducer> {
+) -> anyhow::Result<(kafka_util::LoadProducer, Latency)> {
     let n = (rate * args.latency_seconds as f64) as u64;
     let sent: Arc<Mutex<HashMap<String, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
@@ -622,6 +772,7 @@ async fn latency_run(
         None,
     ));
     tokio::time::sleep(Duration::from_secs(4)).await; // let the reader join before timing starts
+    let cpu = HostSteal::now();
     let codec = Codec::registry_free();
     produce(
         &producer,
@@ -638,7 +789,8 @@ async fn latency_run(
         },
     )
     .await?;
-    let lat = reader.await??;
+    let mut lat = reader.await??;
+    let busy = cpu.and_then(|c| c.busy_since());
     let h = lat.latency.as_ref().context("latency histogram")?;
     println!(
         "  latency {label:<11} @ {:.0}/s   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} events, produce → output read)",
@@ -649,7 +801,29 @@ async fn latency_run(
         h.max() as f64 / 1000.0,
         h.len()
     );
-    Ok(producer)
+    let p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
+    let trend = Trend::of(&mut lat.samples);
+    let sustained = trend.is_none_or(|t| t.sustained());
+    if let Some(t) = trend {
+        println!(
+            "                    {}: p50 of the first / last fifth of the events sent {:.1} / {:.1} ms{}",
+            if sustained { "sustained" } else { "NOT sustained (backlog grew)" },
+            t.first,
+            t.last,
+            busy.map_or(String::new(), |b| format!(
+                "; host CPU busy {:.0} % (broker, Redis, worker, load generator)",
+                100.0 * b
+            ))
+        );
+    }
+    Ok((
+        producer,
+        Latency {
+            rate,
+            p99_ms,
+            sustained,
+        },
+    ))
 }
 
 async fn flush(producer: kafka_util::LoadProducer) -> anyhow::Result<kafka_util::LoadProducer> {
@@ -734,6 +908,8 @@ fn spawn_worker(
 struct Drained {
     throughput: f64,
     latency: Option<hdrhistogram::Histogram<u64>>,
+    /// With latency: (when the event was sent, its latency in µs), per event read.
+    samples: Vec<(Instant, u64)>,
     /// Distinct `riskstream.event_id` headers among the records read.
     distinct: u64,
     /// The watched worker's CPU seconds (user + system) when the first record was read.
@@ -806,6 +982,7 @@ async fn drain(
         let (mut count, mut first, mut last) = (0u64, None, Instant::now());
         let mut cpu_at_first = None;
         let mut ids: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        let mut samples = Vec::new();
         let idle_limit = Duration::from_secs(120);
         let mut idle_since = Instant::now();
         while count < n {
@@ -826,7 +1003,9 @@ async fn drain(
                     if let Some(sent) = &sent {
                         if let Some(id) = id.and_then(|v| std::str::from_utf8(v).ok()) {
                             if let Some(t) = sent.lock().expect("sent").get(id) {
-                                let _ = hist.record(now.saturating_duration_since(*t).as_micros().max(1) as u64);
+                                let us = now.saturating_duration_since(*t).as_micros().max(1) as u64;
+                                let _ = hist.record(us);
+                                samples.push((*t, us));
                             }
                         }
                     }
@@ -844,6 +1023,7 @@ async fn drain(
         Ok(Drained {
             throughput: if secs > 0.0 { (count.saturating_sub(1)) as f64 / secs } else { f64::NAN },
             latency: sent.map(|_| hist),
+            samples,
             distinct: ids.len() as u64,
             cpu_at_first,
         })
@@ -862,4 +1042,35 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` samples sent 1 ms apart whose latency is `f(i)` ms.
+    fn samples(n: u64, f: impl Fn(u64) -> u64) -> Vec<(Instant, u64)> {
+        let t0 = Instant::now();
+        // Read order is not send order: the trend is by send time.
+        (0..n)
+            .rev()
+            .map(|i| (t0 + Duration::from_millis(i), 1000 * f(i)))
+            .collect()
+    }
+
+    #[test]
+    fn a_backlog_that_grows_is_not_sustained_and_steady_latency_is() {
+        // Falling behind: latency grows linearly over the run (60 ms → 520 ms).
+        let mut growing = samples(1000, |i| 60 + i * 460 / 1000);
+        let t = Trend::of(&mut growing).expect("enough samples");
+        assert!((t.first - 106.0).abs() < 2.0 && (t.last - 474.0).abs() < 2.0, "{t:?}");
+        assert!(!t.sustained());
+        // Keeping up: high but steady latency, with noise, is sustained.
+        let mut steady = samples(1000, |i| 200 + (i * 7919) % 40);
+        assert!(Trend::of(&mut steady).expect("enough samples").sustained());
+        // Small latencies that double but stay within 50 ms of the start are noise.
+        let mut small = samples(1000, |i| if i < 500 { 10 } else { 45 });
+        assert!(Trend::of(&mut small).expect("enough samples").sustained());
+        assert_eq!(Trend::of(&mut samples(49, |_| 1)), None);
+    }
 }
