@@ -9,7 +9,7 @@ use tract_onnx::prelude::*;
 use crate::manifest::{Golden, Manifest};
 
 /// Batch sizes with a compiled plan. Larger batches are split; smaller ones padded up.
-pub const PLAN_BATCH_SIZES: [usize; 4] = [1, 16, 64, 256];
+pub const PLAN_BATCH_SIZES: [usize; 6] = [1, 16, 32, 64, 128, 256];
 
 /// Max allowed difference between tract's outputs and the golden outputs.
 const GOLDEN_TOLERANCE: f32 = 1e-5;
