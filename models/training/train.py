@@ -340,6 +340,10 @@ def write_model_dir(model, outd, slot, spec, version, names, x_train, thresholds
         "inputs": inputs_spec,
         "output": {"name": spec["output"][0], "meaning": spec["output"][1]},
         "thresholds": {k: round(v, 6) for k, v in thresholds.items()},
+        # The first linear layer after the elementwise preparation of the static inputs: reason
+        # codes occlude those inputs through it (riskstream-models' layered.rs). Node names as
+        # torch.onnx.export names the modules of Tabular (`net.0`) and Behavioral (`head.0`).
+        "explain_layer": "/base/head/head.0/Gemm" if slot == "behavioral" else "/base/net/net.0/Gemm",
     }
     json.dump(manifest, open(f"{outd}/manifest.json", "w"), indent=1)
     gy = predict(model, gx)

@@ -10,6 +10,7 @@
 //! whose outputs on its golden inputs differ from the golden outputs is refused.
 
 mod intern;
+mod layered;
 mod manifest;
 mod model;
 

@@ -19,6 +19,12 @@ pub struct Manifest {
     pub output: OutputSpec,
     /// Suggested decision thresholds on the output.
     pub thresholds: Thresholds,
+    /// The ONNX node of the model's first linear layer (`Gemm`) after an elementwise
+    /// preparation of its ungrouped inputs: reason codes then occlude those inputs by moving
+    /// the layer's output instead of re-running the front of the model (checked against full
+    /// occlusion on the golden rows at load; see `layered.rs`). Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain_layer: Option<String>,
 }
 
 /// One model input.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
+use crate::layered::{self, Layered};
 use crate::manifest::{Golden, Manifest};
 
 /// Batch sizes with a compiled plan. Larger batches are split; smaller ones padded up.
@@ -45,6 +46,12 @@ pub enum ModelError {
     },
     #[error("model {model}: golden check failed: {why}")]
     Golden { model: String, why: String },
+    #[error("model {model}: explain layer `{layer}` refused: {why}")]
+    ExplainLayer {
+        model: String,
+        layer: String,
+        why: String,
+    },
     #[error("model {model}: inference failed: {why}")]
     Inference { model: String, why: String },
 }
@@ -86,6 +93,8 @@ pub struct Model {
     /// Columns of the inputs a verdict logs for this model: every input without a `group`,
     /// in manifest order (`ModelInputs.values` in the verdict).
     logged_columns: Vec<usize>,
+    /// The model cut at its manifest's `explain_layer`, for cheaper occlusion.
+    layered: Option<Layered>,
 }
 
 impl Model {
@@ -122,22 +131,14 @@ impl Model {
             path: onnx_path.clone(),
             why,
         };
-        let plans = catch_unwind(AssertUnwindSafe(
-            || -> TractResult<Vec<(usize, Arc<TypedRunnableModel>)>> {
-                let proto = tract_onnx::onnx().model_for_path(&onnx_path)?;
-                PLAN_BATCH_SIZES
-                    .iter()
-                    .map(|&b| {
-                        let plan = proto
-                            .clone()
-                            .with_input_fact(0, f32::fact([b, n_inputs]).into())?
-                            .into_optimized()?
-                            .into_runnable()?;
-                        Ok((b, plan))
-                    })
-                    .collect()
-            },
-        ))
+        let proto = catch_unwind(AssertUnwindSafe(|| {
+            tract_onnx::onnx().model_for_path(&onnx_path)
+        }))
+        .map_err(|panic| tract_err(format!("tract panicked: {}", panic_message(&panic))))?
+        .map_err(|e| tract_err(format!("{e:#}")))?;
+        let plans = catch_unwind(AssertUnwindSafe(|| {
+            layered::compile(&proto, n_inputs, &PLAN_BATCH_SIZES)
+        }))
         .map_err(|panic| tract_err(format!("tract panicked: {}", panic_message(&panic))))?
         .map_err(|e| tract_err(format!("{e:#}")))?;
         let input_names: Vec<&'static str> = manifest
@@ -166,7 +167,7 @@ impl Model {
             .filter(|(spec, _)| spec.group.is_none())
             .map(|(_, &c)| c)
             .collect();
-        let model = Model {
+        let mut model = Model {
             manifest,
             logged_columns,
             columns,
@@ -175,8 +176,38 @@ impl Model {
             version,
             plans,
             units,
+            layered: None,
         };
-        model.check_golden(dir)?;
+        let golden = model.check_golden(dir)?;
+        if let Some(layer) = model.manifest.explain_layer.clone() {
+            let err = |why: String| ModelError::ExplainLayer {
+                model: model.manifest.name.clone(),
+                layer: layer.clone(),
+                why,
+            };
+            let units: Vec<(bool, Vec<usize>)> = model
+                .units
+                .iter()
+                .map(|(_, m)| (model.manifest.inputs[m[0]].group.is_some(), m.clone()))
+                .collect();
+            let means: Vec<f32> = model.manifest.inputs.iter().map(|i| i.mean).collect();
+            let steps: Vec<f32> = model.manifest.inputs.iter().map(|i| i.std).collect();
+            let cut = catch_unwind(AssertUnwindSafe(|| {
+                Layered::build(
+                    &proto,
+                    &layer,
+                    n_inputs,
+                    &PLAN_BATCH_SIZES,
+                    &units,
+                    &means,
+                    &steps,
+                )
+            }))
+            .map_err(|panic| err(format!("tract panicked: {}", panic_message(&panic))))?
+            .map_err(|e| err(format!("{e:#}")))?;
+            model.layered = Some(cut);
+            model.check_layered(&golden).map_err(err)?;
+        }
         Ok(model)
     }
 
@@ -253,8 +284,9 @@ impl Model {
         out.extend(self.columns.iter().map(|&c| row[c]));
     }
 
-    /// Runs the golden inputs and compares with the golden outputs.
-    fn check_golden(&self, dir: &Path) -> Result<(), ModelError> {
+    /// Runs the golden inputs and compares with the golden outputs; returns the inputs (rows
+    /// back to back).
+    fn check_golden(&self, dir: &Path) -> Result<Vec<f32>, ModelError> {
         let path = dir.join(&self.manifest.golden);
         let err = |why: String| ModelError::Golden {
             model: self.manifest.name.clone(),
@@ -287,6 +319,110 @@ impl Model {
                 return Err(err(format!("row {i}: tract gives {g}, golden says {want}")));
             }
         }
+        Ok(flat)
+    }
+
+    /// On every golden row, each input occluded through the explain layer scores as the
+    /// occluded row re-scored in full, within [`layered::TOLERANCE`].
+    fn check_layered(&self, golden: &[f32]) -> Result<(), String> {
+        let k = self.columns.len();
+        let n = golden.len() / k;
+        let fast_units: Vec<usize> = (0..self.units.len())
+            .filter(|&u| self.layered.as_ref().is_some_and(|l| l.fast(u)))
+            .collect();
+        if fast_units.is_empty() {
+            return Err("no input moves exactly one column of the layer's input".into());
+        }
+        let candidates = vec![fast_units.clone(); n];
+        let mut fast = Vec::new();
+        self.occluded_scores(golden, n, &candidates, &mut fast)
+            .map_err(|e| e.to_string())?;
+        let mut occluded = Vec::new();
+        for i in 0..n {
+            for &u in &fast_units {
+                self.push_occluded(&golden[i * k..(i + 1) * k], u, &mut occluded);
+            }
+        }
+        let mut full = Vec::new();
+        self.score_model_rows(&occluded, occluded.len() / k, &mut full)
+            .map_err(|e| e.to_string())?;
+        let (worst, at) = fast
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .enumerate()
+            .fold((0f32, 0), |(w, at), (i, d)| {
+                if d > w || d.is_nan() {
+                    (d, i)
+                } else {
+                    (w, at)
+                }
+            });
+        if worst.is_nan() || worst > layered::TOLERANCE {
+            return Err(format!(
+                "golden row {}, input `{}`: {} through the layer, {} re-scored in full",
+                at / fast_units.len(),
+                self.units[fast_units[at % fast_units.len()]].0,
+                fast[at],
+                full[at]
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether attribution unit `unit` is occluded through the manifest's `explain_layer`
+    /// (otherwise its occluded rows are re-scored in full).
+    pub fn occludes_through_layer(&self, unit: usize) -> bool {
+        self.layered.as_ref().is_some_and(|l| l.fast(unit))
+    }
+
+    /// The scores of `n` rows of `base` (model order), each with its `candidates` (attribution
+    /// units) occluded in turn, in order: what reason codes compare against each row's score.
+    /// Inputs the explain layer handles skip the model's front; the rest are re-scored in full.
+    pub fn occluded_scores(
+        &self,
+        base: &[f32],
+        n: usize,
+        candidates: &[Vec<usize>],
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let k = self.columns.len();
+        let fast = |u: usize| self.layered.as_ref().is_some_and(|l| l.fast(u));
+        // Full re-scores for the units the layer does not handle.
+        let mut occluded = Vec::new();
+        for (i, c) in candidates.iter().enumerate().take(n) {
+            for &u in c.iter().filter(|&&u| !fast(u)) {
+                self.push_occluded(&base[i * k..(i + 1) * k], u, &mut occluded);
+            }
+        }
+        let mut slow = Vec::new();
+        self.score_model_rows(&occluded, occluded.len() / k, &mut slow)?;
+        let mut quick = Vec::new();
+        if let Some(l) = &self.layered {
+            let handled: Vec<Vec<usize>> = candidates
+                .iter()
+                .take(n)
+                .map(|c| c.iter().copied().filter(|&u| fast(u)).collect())
+                .collect();
+            if handled.iter().any(|c| !c.is_empty()) {
+                l.occluded(base, n, k, &handled, &mut quick).map_err(|e| {
+                    ModelError::Inference {
+                        model: self.manifest.name.clone(),
+                        why: format!("{e:#}"),
+                    }
+                })?;
+            }
+        }
+        let (mut s, mut q) = (slow.into_iter(), quick.into_iter());
+        for c in candidates.iter().take(n) {
+            for &u in c {
+                let next = if fast(u) { q.next() } else { s.next() };
+                out.push(next.ok_or_else(|| ModelError::Inference {
+                    model: self.manifest.name.clone(),
+                    why: "fewer occluded scores than candidates".into(),
+                })?);
+            }
+        }
         Ok(())
     }
 
@@ -307,23 +443,6 @@ impl Model {
         self.score_model_rows(&gathered, n, out)
     }
 
-    /// The plan for the next chunk of `left` rows: the smallest plan that holds them all if
-    /// it wastes at most half its rows (or is one of the small plans, ≤ 16), otherwise the
-    /// largest plan that is full — 120 rows go as 64 + 64, not as one padded 256.
-    fn plan_for(&self, left: usize) -> &(usize, Arc<TypedRunnableModel>) {
-        let fits = self.plans.iter().find(|(b, _)| *b >= left);
-        match fits {
-            Some(p) if p.0 <= (2 * left).max(16) => p,
-            _ => self
-                .plans
-                .iter()
-                .rev()
-                .find(|(b, _)| *b <= left)
-                .or(fits)
-                .expect("plans"),
-        }
-    }
-
     /// Scores `n` rows already in model input order (`rows.len() == n * inputs`), splitting
     /// and padding them onto the fixed-size plans; appends one score per row to `out`.
     pub fn score_model_rows(
@@ -332,42 +451,12 @@ impl Model {
         n: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        let k = self.columns.len();
-        let infer_err = |why: String| ModelError::Inference {
-            model: self.manifest.name.clone(),
-            why,
-        };
-        let mut done = 0;
-        while done < n {
-            let left = n - done;
-            let (size, plan) = self.plan_for(left);
-            let take = left.min(*size);
-            let mut padded = vec![0f32; size * k];
-            padded[..take * k].copy_from_slice(&rows[done * k..(done + take) * k]);
-            let input =
-                Tensor::from_shape(&[*size, k], &padded).map_err(|e| infer_err(e.to_string()))?;
-            // plan.run spawns a fresh state: no recurrent state leaks between batches.
-            let result = plan
-                .run(tvec!(input.into()))
-                .map_err(|e| infer_err(format!("{e:#}")))?;
-            let view = result[0]
-                .try_as_plain_ram()
-                .map_err(|e| infer_err(e.to_string()))?;
-            let scores = view
-                .as_slice::<f32>()
-                .map_err(|e| infer_err(e.to_string()))?;
-            if scores.len() < take {
-                return Err(infer_err(format!(
-                    "{} outputs for a batch of {size}",
-                    scores.len()
-                )));
+        layered::scores(&self.plans, rows, n, self.columns.len(), out).map_err(|e| {
+            ModelError::Inference {
+                model: self.manifest.name.clone(),
+                why: format!("{e:#}"),
             }
-            // One output per row: [batch, 1] or [batch].
-            let per_row = scores.len() / size;
-            out.extend((0..take).map(|i| scores[i * per_row + per_row - 1]));
-            done += take;
-        }
-        Ok(())
+        })
     }
 }
 
@@ -376,4 +465,22 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The load's check against full occlusion on the golden rows refuses a cut whose
+    /// arithmetic is off (here its weights, 1 % too large).
+    #[test]
+    fn the_golden_check_refuses_a_layer_that_does_not_reproduce_full_occlusion() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/ato");
+        let mut model = Model::load(&dir, &|_| Some(0)).expect("the committed model loads");
+        let golden = model.check_golden(&dir).unwrap();
+        assert_eq!(model.check_layered(&golden), Ok(()));
+        model.layered.as_mut().unwrap().scale_weights(1.01);
+        let err = model.check_layered(&golden).unwrap_err();
+        assert!(err.starts_with("golden row"), "{err}");
+    }
 }

@@ -120,3 +120,103 @@ fn golden_mismatch_is_refused() {
         Err(ModelError::Golden { .. })
     ));
 }
+
+#[test]
+fn occlusion_through_the_explain_layer_matches_full_occlusion() {
+    for slot in ["ato", "behavioral"] {
+        let model = Model::load(&models_dir().join(slot), &input_index).unwrap();
+        let k = model.input_names().len();
+        let units = model.attribution_units();
+        let fast = (0..units.len())
+            .filter(|&u| model.occludes_through_layer(u))
+            .count();
+        let ungrouped = units.iter().filter(|(_, m)| m.len() == 1).count();
+        assert_eq!(
+            fast, ungrouped,
+            "{slot}: every ungrouped input goes through the layer"
+        );
+        // Rows unlike the golden ones the load checked: those, each value scaled by a factor
+        // in [0.5, 1.5]; every unit a candidate (groups too: those are re-scored in full,
+        // interleaved in order).
+        let golden: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(models_dir().join(slot).join("golden.json")).unwrap(),
+        )
+        .unwrap();
+        let base: Vec<f32> = golden["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32)
+            })
+            .enumerate()
+            .map(|(i, v)| v * (1.0 + 0.5 * (i as f32 * 0.7).sin()))
+            .collect();
+        let n = base.len() / k;
+        let mut base_scores = Vec::new();
+        model.score_model_rows(&base, n, &mut base_scores).unwrap();
+        let all: Vec<usize> = (0..units.len()).collect();
+        let candidates = vec![all.clone(); n];
+        let mut got = Vec::new();
+        model
+            .occluded_scores(&base, n, &candidates, &mut got)
+            .unwrap();
+        let mut occluded = Vec::new();
+        for i in 0..n {
+            for &u in &all {
+                model.push_occluded(&base[i * k..(i + 1) * k], u, &mut occluded);
+            }
+        }
+        let mut want = Vec::new();
+        model
+            .score_model_rows(&occluded, occluded.len() / k, &mut want)
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        let moved = want
+            .iter()
+            .enumerate()
+            .filter(|(i, w)| (**w - base_scores[i / all.len()]).abs() > 1e-3)
+            .count();
+        assert!(
+            moved > n,
+            "{slot}: occlusion moves scores ({moved} rows of {n})"
+        );
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() < 1e-4,
+                "{slot} row {} unit {}: {g} through the layer, {w} in full",
+                i / all.len(),
+                units[all[i % all.len()]].0
+            );
+        }
+    }
+}
+
+#[test]
+fn an_explain_layer_that_does_not_cut_the_graph_or_is_absent_is_refused() {
+    for (layer, why) in [
+        // Not a cut of the graph (the raw features also reach the layers after it).
+        ("/base/prep/Log", "refused"),
+        // After the first layer: an input moves every column of its input.
+        ("/base/net/net.1/Relu", "no input moves exactly one column"),
+        ("no-such-node", "no-such-node"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        copy_model(dir.path());
+        let path = dir.path().join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        m["explain_layer"] = serde_json::Value::String(layer.into());
+        std::fs::write(&path, m.to_string()).unwrap();
+        match Model::load(dir.path(), &input_index) {
+            Err(e @ ModelError::ExplainLayer { .. }) => {
+                assert!(e.to_string().contains(why), "{layer}: {e}")
+            }
+            Err(e) => panic!("{layer}: refused for another reason: {e}"),
+            Ok(_) => panic!("{layer}: loaded"),
+        }
+    }
+}

@@ -611,7 +611,8 @@ impl<S> Scorer<S> {
 /// log-odds is its contribution (log-odds, not probability: a saturated score near 1 still
 /// shows what holds it up). The strongest positive contributions become `name:+2.31` (at most
 /// three; at least the strongest one). All occluded rows of a model go through one inference
-/// call.
+/// call; inputs the model's explain layer handles skip the front of the model
+/// ([`riskstream_models::Model::occluded_scores`]).
 fn logit(p: f32) -> f32 {
     let p = p.clamp(1e-7, 1.0 - 1e-7);
     (p / (1.0 - p)).ln()
@@ -638,22 +639,17 @@ fn explain(
         let units = model.attribution_units();
         let max_inputs = attribution_candidates_for(model);
         let k = model.input_names().len();
-        let mut occluded = Vec::new();
-        let mut base = Vec::with_capacity(k);
+        let mut base = Vec::with_capacity(events.len() * k);
         let mut candidates: Vec<Vec<usize>> = Vec::with_capacity(events.len());
         for &i in &events {
-            base.clear();
+            let at = base.len();
             model.gather(&rows[i * N_INPUTS..(i + 1) * N_INPUTS], &mut base);
             let mut c = Vec::new();
-            model.attribution_candidates(&base, max_inputs, &mut c);
-            for &u in &c {
-                model.push_occluded(&base, u, &mut occluded);
-            }
+            model.attribution_candidates(&base[at..], max_inputs, &mut c);
             candidates.push(c);
         }
-        let n_rows = occluded.len() / k;
-        let mut scores = Vec::with_capacity(n_rows);
-        if let Err(e) = model.score_model_rows(&occluded, n_rows, &mut scores) {
+        let mut scores = Vec::new();
+        if let Err(e) = model.occluded_scores(&base, events.len(), &candidates, &mut scores) {
             tracing::warn!(error = %e, "attribution failed; reason codes name the policy rule only");
             continue;
         }

@@ -1063,7 +1063,10 @@ mod tests {
         // Falling behind: latency grows linearly over the run (60 ms → 520 ms).
         let mut growing = samples(1000, |i| 60 + i * 460 / 1000);
         let t = Trend::of(&mut growing).expect("enough samples");
-        assert!((t.first - 106.0).abs() < 2.0 && (t.last - 474.0).abs() < 2.0, "{t:?}");
+        assert!(
+            (t.first - 106.0).abs() < 2.0 && (t.last - 474.0).abs() < 2.0,
+            "{t:?}"
+        );
         assert!(!t.sustained());
         // Keeping up: high but steady latency, with noise, is sustained.
         let mut steady = samples(1000, |i| 200 + (i * 7919) % 40);

@@ -121,30 +121,29 @@ fn time_per_event(model: &Model, rows: &[f32], batch: usize, seconds: f64) -> an
     Ok(started.elapsed().as_secs_f64() * 1e6 / events as f64)
 }
 
-/// µs per flagged event for its reason codes, as the scorer computes them: one occluded row
-/// per attribution candidate, 16 events per inference call.
+/// µs per flagged event for its reason codes, as the scorer computes them: one occluded score
+/// per attribution candidate (through the explain layer where the model has one), 16 events
+/// per call.
 fn time_attribution(model: &Model, rows: &[f32], seconds: f64) -> anyhow::Result<(f64, usize)> {
     let k = model.input_names().len();
     let events_per_call = 16;
-    let mut occluded = Vec::new();
-    let mut base = Vec::with_capacity(k);
+    let mut base = Vec::with_capacity(events_per_call * k);
     let mut candidates = Vec::new();
     for i in 0..events_per_call {
-        base.clear();
+        let at = base.len();
         model.gather(&rows[i * N_INPUTS..(i + 1) * N_INPUTS], &mut base);
-        model.attribution_candidates(&base, attribution_candidates_for(model), &mut candidates);
-        for &u in &candidates {
-            model.push_occluded(&base, u, &mut occluded);
-        }
+        let mut c = Vec::new();
+        model.attribution_candidates(&base[at..], attribution_candidates_for(model), &mut c);
+        candidates.push(c);
     }
-    let n_rows = occluded.len() / k;
+    let n_rows: usize = candidates.iter().map(Vec::len).sum();
     let budget = Duration::from_secs_f64(seconds);
     let mut out = Vec::new();
     let mut events = 0usize;
     let started = Instant::now();
     while started.elapsed() < budget {
         out.clear();
-        model.score_model_rows(&occluded, n_rows, &mut out)?;
+        model.occluded_scores(&base, events_per_call, &candidates, &mut out)?;
         events += events_per_call;
     }
     Ok((

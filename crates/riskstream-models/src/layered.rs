@@ -1,0 +1,281 @@
+//! Occlusion through the first linear layer: cheaper reason codes for the same numbers.
+//!
+//! A reason code occludes one input (sets it to its training mean) and re-scores the row. When
+//! the model's first linear layer `z = W u + b` takes the inputs through an elementwise
+//! preparation (`u_c` depends on one input only: log-compression, normalisation), occluding
+//! that input changes one column of `u`, so the layer's output moves by `W[:, c] · (u_c(mean) −
+//! u_c)` — a vector addition, no inference. Only the rest of the network (`z` → score) runs
+//! per occluded row. For the ATO MLP (97 → 128 → 64 → 1) that skips the widest layer; for the
+//! behavioral model, whose static inputs join the sequence encoder's output at its head, it
+//! skips the encoder too.
+//!
+//! A manifest opts in by naming the layer (`explain_layer`, an ONNX node: a `Gemm` or
+//! `MatMul`+bias whose first input is `u`). At load the model is cut there into a *front*
+//! (features → `u`, `z`) and a *back* (`z` → score); `W` is read by probing the layer with unit
+//! vectors, and which column of `u` each input moves by perturbing it. Nothing is trusted: on
+//! every golden row, every input's fast occlusion must match a full re-score of the occluded
+//! row within [`TOLERANCE`], or the model keeps full occlusion (and says so in its log).
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{bail, TractErrorContext as _};
+
+/// Most difference between a fast occluded score and the full re-score, on any golden row.
+pub(crate) const TOLERANCE: f32 = 1e-4;
+
+/// Compiled plans of one graph, (batch size, plan) ascending by batch size.
+pub(crate) type Plans = Vec<(usize, Arc<TypedRunnableModel>)>;
+
+/// A model cut at its first linear layer.
+pub(crate) struct Layered {
+    /// features → [u, z]
+    front: Plans,
+    /// z → score
+    back: Plans,
+    width: usize,
+    hidden: usize,
+    /// Column `c` of `W` (how `z` moves per unit of `u_c`) at `w[c * hidden..(c + 1) * hidden]`.
+    w: Vec<f32>,
+    /// Per attribution unit: the column of `u` it moves and that column at the training mean
+    /// (`None`: a group, or an input that moves more than one column — occluded in full).
+    cols: Vec<Option<(usize, f32)>>,
+}
+
+/// Makes `node` the graph's only input (its op becomes a source, its inputs are cut).
+fn cut_above(mut m: InferenceModel, node: usize) -> TractResult<InferenceModel> {
+    for i in m.nodes[node].inputs.clone() {
+        m.nodes[i.node].outputs[i.slot]
+            .successors
+            .retain(|s| s.node != node);
+    }
+    m.nodes[node].inputs.clear();
+    m.nodes[node].op = Box::new(tract_onnx::tract_hir::ops::source::Source::new());
+    m.with_input_outlets(&[OutletId::new(node, 0)])
+}
+
+/// One plan per batch size with input 0 of shape `[b, width]`.
+pub(crate) fn compile(m: &InferenceModel, width: usize, sizes: &[usize]) -> TractResult<Plans> {
+    sizes
+        .iter()
+        .map(|&b| {
+            let plan = m
+                .clone()
+                .with_input_fact(0, f32::fact([b, width]).into())?
+                .into_optimized()?
+                .into_runnable()?;
+            Ok((b, plan))
+        })
+        .collect()
+}
+
+/// The plan for the next chunk of `left` rows: the smallest plan that holds them all if it
+/// wastes at most half its rows (or is one of the small plans, ≤ 16), otherwise the largest
+/// plan that is full — 120 rows go as 64 + 64, not as one padded 256.
+pub(crate) fn plan_for(plans: &Plans, left: usize) -> &(usize, Arc<TypedRunnableModel>) {
+    let fits = plans.iter().find(|(b, _)| *b >= left);
+    match fits {
+        Some(p) if p.0 <= (2 * left).max(16) => p,
+        _ => plans
+            .iter()
+            .rev()
+            .find(|(b, _)| *b <= left)
+            .or(fits)
+            .expect("plans"),
+    }
+}
+
+/// Runs `n` rows of `width` values through `plans` (split and padded onto them); for each
+/// chunk, `each(outputs, rows in the chunk, padded size)`.
+pub(crate) fn run_rows(
+    plans: &Plans,
+    rows: &[f32],
+    n: usize,
+    width: usize,
+    mut each: impl FnMut(&TVec<TValue>, usize, usize) -> TractResult<()>,
+) -> TractResult<()> {
+    let mut done = 0;
+    while done < n {
+        let left = n - done;
+        let (size, plan) = plan_for(plans, left);
+        let take = left.min(*size);
+        let mut padded = vec![0f32; size * width];
+        padded[..take * width].copy_from_slice(&rows[done * width..(done + take) * width]);
+        let input = Tensor::from_shape(&[*size, width], &padded)?;
+        // plan.run spawns a fresh state: no recurrent state leaks between batches.
+        let result = plan.run(tvec!(input.into()))?;
+        each(&result, take, *size)?;
+        done += take;
+    }
+    Ok(())
+}
+
+/// The values of output `ix` as a slice.
+fn values(out: &TVec<TValue>, ix: usize) -> TractResult<&[f32]> {
+    out.get(ix)
+        .context("missing output")?
+        .try_as_plain_ram()?
+        .as_slice::<f32>()
+}
+
+/// Appends the first `take` rows of `per_row`-wide `v` to `out`.
+fn take_rows(v: &[f32], take: usize, per_row: usize, out: &mut Vec<f32>) {
+    out.extend_from_slice(&v[..take * per_row]);
+}
+
+/// Scores `n` rows through `plans`: one score per row (the last value of each output row).
+pub(crate) fn scores(
+    plans: &Plans,
+    rows: &[f32],
+    n: usize,
+    width: usize,
+    out: &mut Vec<f32>,
+) -> TractResult<()> {
+    run_rows(plans, rows, n, width, |result, take, size| {
+        let v = values(result, 0)?;
+        if v.len() < take {
+            bail!("{} outputs for a batch of {size}", v.len());
+        }
+        // One output per row: [batch, 1] or [batch].
+        let per_row = v.len() / size;
+        out.extend((0..take).map(|i| v[i * per_row + per_row - 1]));
+        Ok(())
+    })
+}
+
+impl Layered {
+    /// Cuts `proto` (input `[b, k]`) at `layer`; `units` are the attribution units (input
+    /// positions; groups have several, or `grouped`), `means` the inputs' training means and
+    /// `steps` a perturbation per input (its std). `Ok(None)` with the reason when the cut does
+    /// not reproduce full occlusion.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn build(
+        proto: &InferenceModel,
+        layer: &str,
+        k: usize,
+        sizes: &[usize],
+        units: &[(bool, Vec<usize>)],
+        means: &[f32],
+        steps: &[f32],
+    ) -> TractResult<Layered> {
+        let node = proto.node_by_name(layer)?;
+        let (layer_id, u_outlet) = (node.id, *node.inputs.first().context("layer has no input")?);
+        if u_outlet.slot != 0 {
+            bail!(
+                "the layer's input is output {} of its node (expected 0)",
+                u_outlet.slot
+            );
+        }
+        let front_m = proto
+            .clone()
+            .with_output_outlets(&[u_outlet, OutletId::new(layer_id, 0)])?;
+        let one = compile(&front_m, k, &[1])?;
+        // Widths of u and z, from one row.
+        let (width, hidden) = {
+            let out = one[0]
+                .1
+                .run(tvec!(Tensor::from_shape(&[1, k], means)?.into()))?;
+            (values(&out, 0)?.len(), values(&out, 1)?.len())
+        };
+        // W by probing the layer alone (u → z) with unit vectors.
+        let layer_m = cut_above(proto.clone(), u_outlet.node)?
+            .with_output_outlets(&[OutletId::new(layer_id, 0)])?;
+        let layer_plans = compile(&layer_m, width, &[width + 1])?;
+        let mut probe = vec![0f32; (width + 1) * width];
+        for c in 0..width {
+            probe[(c + 1) * width + c] = 1.0;
+        }
+        let out = layer_plans[0].1.run(tvec!(
+            Tensor::from_shape(&[width + 1, width], &probe)?.into()
+        ))?;
+        let z = values(&out, 0)?;
+        let w: Vec<f32> = (0..width)
+            .flat_map(|c| (0..hidden).map(move |h| (c, h)))
+            .map(|(c, h)| z[(c + 1) * hidden + h] - z[h])
+            .collect();
+        let front = compile(&front_m, k, sizes)?;
+        let back_m = cut_above(proto.clone(), layer_id)?;
+        let back = compile(&back_m, hidden, sizes)?;
+        // Which column of u each ungrouped input moves: the means row, then each input moved
+        // by its step.
+        let mut rows = means.to_vec();
+        for (grouped, members) in units {
+            let mut row = means.to_vec();
+            if !grouped && members.len() == 1 {
+                row[members[0]] += steps[members[0]].max(1.0);
+            }
+            rows.extend_from_slice(&row);
+        }
+        let mut u = Vec::new();
+        run_rows(&front, &rows, units.len() + 1, k, |r, take, _| {
+            take_rows(values(r, 0)?, take, width, &mut u);
+            Ok(())
+        })?;
+        let at_mean = &u[..width];
+        let cols = units
+            .iter()
+            .enumerate()
+            .map(|(i, (grouped, members))| {
+                if *grouped || members.len() != 1 {
+                    return None;
+                }
+                let moved = &u[(i + 1) * width..(i + 2) * width];
+                let changed: Vec<usize> = (0..width)
+                    .filter(|&c| (moved[c] - at_mean[c]).abs() > 1e-6)
+                    .collect();
+                (changed.len() == 1).then(|| (changed[0], at_mean[changed[0]]))
+            })
+            .collect();
+        Ok(Layered {
+            front,
+            back,
+            width,
+            hidden,
+            w,
+            cols,
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn scale_weights(&mut self, by: f32) {
+        self.w.iter_mut().for_each(|w| *w *= by);
+    }
+
+    /// Whether unit `u` is occluded through the layer.
+    pub(crate) fn fast(&self, unit: usize) -> bool {
+        self.cols.get(unit).is_some_and(|c| c.is_some())
+    }
+
+    /// Scores of `n` `base` rows (model order) each with its `candidates` (units this cut
+    /// handles, see [`Layered::fast`]) occluded, in order.
+    pub(crate) fn occluded(
+        &self,
+        base: &[f32],
+        n: usize,
+        k: usize,
+        candidates: &[Vec<usize>],
+        out: &mut Vec<f32>,
+    ) -> TractResult<()> {
+        let (mut u, mut z) = (Vec::with_capacity(n * self.width), Vec::new());
+        run_rows(&self.front, base, n, k, |r, take, _| {
+            take_rows(values(r, 0)?, take, self.width, &mut u);
+            take_rows(values(r, 1)?, take, self.hidden, &mut z);
+            Ok(())
+        })?;
+        let h = self.hidden;
+        let mut rows = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            for &unit in c {
+                let (col, at_mean) = self.cols[unit].context("not a fast unit")?;
+                let delta = at_mean - u[i * self.width + col];
+                let start = rows.len();
+                rows.extend_from_slice(&z[i * h..(i + 1) * h]);
+                let wc = &self.w[col * h..(col + 1) * h];
+                for (v, w) in rows[start..].iter_mut().zip(wc) {
+                    *v += w * delta;
+                }
+            }
+        }
+        scores(&self.back, &rows, rows.len() / h, h, out)
+    }
+}
