@@ -13,6 +13,7 @@ mod intern;
 mod layered;
 mod manifest;
 mod model;
+mod plans;
 
 pub use intern::intern;
 pub use manifest::{InputSpec, Manifest, OutputSpec, Thresholds};

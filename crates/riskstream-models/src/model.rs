@@ -2,12 +2,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
 use crate::layered::{self, Layered};
 use crate::manifest::{Golden, Manifest};
+use crate::plans;
 
 /// Batch sizes with a compiled plan. Larger batches are split; smaller ones padded up.
 pub const PLAN_BATCH_SIZES: [usize; 6] = [1, 16, 32, 64, 128, 256];
@@ -86,7 +86,7 @@ pub struct Model {
     name: &'static str,
     version: &'static str,
     /// (batch size, plan), ascending by batch size.
-    plans: Vec<(usize, Arc<TypedRunnableModel>)>,
+    plans: plans::Plans,
     /// Attribution units: (label, input positions in model order) — one per ungrouped input,
     /// one per group.
     units: Vec<(&'static str, Vec<usize>)>,
@@ -137,7 +137,7 @@ impl Model {
         .map_err(|panic| tract_err(format!("tract panicked: {}", panic_message(&panic))))?
         .map_err(|e| tract_err(format!("{e:#}")))?;
         let plans = catch_unwind(AssertUnwindSafe(|| {
-            layered::compile(&proto, n_inputs, &PLAN_BATCH_SIZES)
+            plans::compile(&proto, n_inputs, &PLAN_BATCH_SIZES)
         }))
         .map_err(|panic| tract_err(format!("tract panicked: {}", panic_message(&panic))))?
         .map_err(|e| tract_err(format!("{e:#}")))?;
@@ -451,7 +451,7 @@ impl Model {
         n: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        layered::scores(&self.plans, rows, n, self.columns.len(), out).map_err(|e| {
+        plans::scores(&self.plans, rows, n, self.columns.len(), out).map_err(|e| {
             ModelError::Inference {
                 model: self.manifest.name.clone(),
                 why: format!("{e:#}"),

@@ -399,20 +399,38 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 );
                 continue;
             };
-            let (p, pass) = latency_run(
+            // Two runs of the restarted passthrough at that rate, the lower p99 taken (the
+            // stricter floor): its latency at one rate moves 2–3× between back-to-back runs here.
+            let (p, first) = latency_run(
                 &args,
                 &extra,
                 &pass_topics,
                 &passthrough_out,
                 producer,
+                320 + i as u64,
+                found.rate,
+                "passthrough",
+            )
+            .await?;
+            let (p, second) = latency_run(
+                &args,
+                &extra,
+                &pass_topics,
+                &passthrough_out,
+                p,
                 310 + i as u64,
                 found.rate,
                 "passthrough",
             )
             .await?;
+            let pass = if first.p99_ms <= second.p99_ms {
+                first
+            } else {
+                second
+            };
             producer = p;
             println!(
-                "  highest sustained pipeline rate {:.0}/s ({offered:.0}/s not sustained): p99 {:.2} ms, passthrough at that rate {:.2} ms ({:+.2} ms)",
+                "  highest sustained pipeline rate {:.0}/s ({offered:.0}/s not sustained): p99 {:.2} ms, passthrough at that rate {:.2} ms (the lower of its two runs; {:+.2} ms)",
                 found.rate,
                 found.p99_ms,
                 pass.p99_ms,
