@@ -154,8 +154,8 @@ impl Layered {
         self.cols.get(unit).is_some_and(|c| c.is_some())
     }
 
-    /// Scores of `n` `base` rows (model order) each with its `candidates` (units this cut
-    /// handles, see [`Layered::fast`]) occluded, in order.
+    /// Scores of `n` `base` rows (model order) each with those of its `candidates` this cut
+    /// handles ([`Layered::fast`]) occluded, in order (the others are skipped).
     pub(crate) fn occluded(
         &self,
         base: &[f32],
@@ -164,6 +164,9 @@ impl Layered {
         candidates: &[Vec<usize>],
         out: &mut Vec<f32>,
     ) -> TractResult<()> {
+        if !candidates.iter().flatten().any(|&unit| self.fast(unit)) {
+            return Ok(());
+        }
         let (mut u, mut z) = (Vec::with_capacity(n * self.width), Vec::new());
         run_rows(&self.front, base, n, k, |r, take, _| {
             take_rows(values(r, 0)?, take, self.width, &mut u);
@@ -174,7 +177,9 @@ impl Layered {
         let mut rows = Vec::new();
         for (i, c) in candidates.iter().enumerate() {
             for &unit in c {
-                let (col, at_mean) = self.cols[unit].context("not a fast unit")?;
+                let Some((col, at_mean)) = self.cols.get(unit).copied().flatten() else {
+                    continue;
+                };
                 let delta = at_mean - u[i * self.width + col];
                 let start = rows.len();
                 rows.extend_from_slice(&z[i * h..(i + 1) * h]);

@@ -328,7 +328,7 @@ impl Model {
         let k = self.columns.len();
         let n = golden.len() / k;
         let fast_units: Vec<usize> = (0..self.units.len())
-            .filter(|&u| self.layered.as_ref().is_some_and(|l| l.fast(u)))
+            .filter(|&u| self.occludes_through_layer(u))
             .collect();
         if fast_units.is_empty() {
             return Err("no input moves exactly one column of the layer's input".into());
@@ -337,14 +337,8 @@ impl Model {
         let mut fast = Vec::new();
         self.occluded_scores(golden, n, &candidates, &mut fast)
             .map_err(|e| e.to_string())?;
-        let mut occluded = Vec::new();
-        for i in 0..n {
-            for &u in &fast_units {
-                self.push_occluded(&golden[i * k..(i + 1) * k], u, &mut occluded);
-            }
-        }
         let mut full = Vec::new();
-        self.score_model_rows(&occluded, occluded.len() / k, &mut full)
+        self.rescore_occluded(golden, &candidates, |_| true, &mut full)
             .map_err(|e| e.to_string())?;
         let (worst, at) = fast
             .iter()
@@ -370,6 +364,25 @@ impl Model {
         Ok(())
     }
 
+    /// Re-scores in full each row of `base` (model order) with each of its `candidates` that
+    /// `which` selects occluded, in order.
+    fn rescore_occluded(
+        &self,
+        base: &[f32],
+        candidates: &[Vec<usize>],
+        which: impl Fn(usize) -> bool,
+        out: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let k = self.columns.len();
+        let mut occluded = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            for &u in c.iter().filter(|&&u| which(u)) {
+                self.push_occluded(&base[i * k..(i + 1) * k], u, &mut occluded);
+            }
+        }
+        self.score_model_rows(&occluded, occluded.len() / k, out)
+    }
+
     /// Whether attribution unit `unit` is occluded through the manifest's `explain_layer`
     /// (otherwise its occluded rows are re-scored in full).
     pub fn occludes_through_layer(&self, unit: usize) -> bool {
@@ -386,35 +399,19 @@ impl Model {
         candidates: &[Vec<usize>],
         out: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
-        let k = self.columns.len();
-        let fast = |u: usize| self.layered.as_ref().is_some_and(|l| l.fast(u));
-        // Full re-scores for the units the layer does not handle.
-        let mut occluded = Vec::new();
-        for (i, c) in candidates.iter().enumerate().take(n) {
-            for &u in c.iter().filter(|&&u| !fast(u)) {
-                self.push_occluded(&base[i * k..(i + 1) * k], u, &mut occluded);
-            }
-        }
+        let fast = |u: usize| self.occludes_through_layer(u);
         let mut slow = Vec::new();
-        self.score_model_rows(&occluded, occluded.len() / k, &mut slow)?;
+        self.rescore_occluded(base, &candidates[..n], |u| !fast(u), &mut slow)?;
         let mut quick = Vec::new();
         if let Some(l) = &self.layered {
-            let handled: Vec<Vec<usize>> = candidates
-                .iter()
-                .take(n)
-                .map(|c| c.iter().copied().filter(|&u| fast(u)).collect())
-                .collect();
-            if handled.iter().any(|c| !c.is_empty()) {
-                l.occluded(base, n, k, &handled, &mut quick).map_err(|e| {
-                    ModelError::Inference {
-                        model: self.manifest.name.clone(),
-                        why: format!("{e:#}"),
-                    }
+            l.occluded(base, n, self.columns.len(), &candidates[..n], &mut quick)
+                .map_err(|e| ModelError::Inference {
+                    model: self.manifest.name.clone(),
+                    why: format!("{e:#}"),
                 })?;
-            }
         }
         let (mut s, mut q) = (slow.into_iter(), quick.into_iter());
-        for c in candidates.iter().take(n) {
+        for c in &candidates[..n] {
             for &u in c {
                 let next = if fast(u) { q.next() } else { s.next() };
                 out.push(next.ok_or_else(|| ModelError::Inference {

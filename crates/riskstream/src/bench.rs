@@ -275,14 +275,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     // 1. Passthrough ceiling.
-    let worker = spawn_worker(
-        &args,
-        &pass_topics,
-        &passthrough_out,
-        &format!("{run_id}-pass"),
-        None,
-        true,
-    )?;
+    let spawn_passthrough = || {
+        spawn_worker(
+            &args,
+            &pass_topics,
+            &passthrough_out,
+            &format!("{run_id}-pass"),
+            None,
+            true,
+        )
+    };
+    let worker = spawn_passthrough()?;
     let pass = drain_all(&args, &extra, &passthrough_out, Some(worker.child.id())).await?;
     println!(
         "  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB",
@@ -383,14 +386,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
     // The passthrough at each such rate, for the comparison the targets make.
     if !sustained_at.is_empty() {
-        let worker = spawn_worker(
-            &args,
-            &pass_topics,
-            &passthrough_out,
-            &format!("{run_id}-pass"),
-            None,
-            true,
-        )?;
+        let worker = spawn_passthrough()?;
         worker.wait_assigned(Duration::from_secs(60)).await?;
         for (i, (offered, found, lowest)) in sustained_at.into_iter().enumerate() {
             let Some(found) = found else {
@@ -401,34 +397,25 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             };
             // Two runs of the restarted passthrough at that rate, the lower p99 taken (the
             // stricter floor): its latency at one rate moves 2–3× between back-to-back runs here.
-            let (p, first) = latency_run(
-                &args,
-                &extra,
-                &pass_topics,
-                &passthrough_out,
-                producer,
-                320 + i as u64,
-                found.rate,
-                "passthrough",
-            )
-            .await?;
-            let (p, second) = latency_run(
-                &args,
-                &extra,
-                &pass_topics,
-                &passthrough_out,
-                p,
-                310 + i as u64,
-                found.rate,
-                "passthrough",
-            )
-            .await?;
-            let pass = if first.p99_ms <= second.p99_ms {
-                first
-            } else {
-                second
-            };
-            producer = p;
+            let mut pass: Option<Latency> = None;
+            for seed in [320 + i as u64, 310 + i as u64] {
+                let (p, l) = latency_run(
+                    &args,
+                    &extra,
+                    &pass_topics,
+                    &passthrough_out,
+                    producer,
+                    seed,
+                    found.rate,
+                    "passthrough",
+                )
+                .await?;
+                producer = p;
+                if pass.is_none_or(|b| l.p99_ms < b.p99_ms) {
+                    pass = Some(l);
+                }
+            }
+            let pass = pass.expect("two runs");
             println!(
                 "  highest sustained pipeline rate {:.0}/s ({offered:.0}/s not sustained): p99 {:.2} ms, passthrough at that rate {:.2} ms (the lower of its two runs; {:+.2} ms)",
                 found.rate,
