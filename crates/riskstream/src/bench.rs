@@ -275,17 +275,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     // 1. Passthrough ceiling.
-    let spawn_passthrough = || {
-        spawn_worker(
-            &args,
-            &pass_topics,
-            &passthrough_out,
-            &format!("{run_id}-pass"),
-            None,
-            true,
-        )
-    };
-    let worker = spawn_passthrough()?;
+    let worker = spawn_worker(
+        &args,
+        &pass_topics,
+        &passthrough_out,
+        &format!("{run_id}-pass"),
+        None,
+        true,
+    )?;
     let pass = drain_all(&args, &extra, &passthrough_out, Some(worker.child.id())).await?;
     println!(
         "  passthrough       {:>9.0} events/s   worker peak RSS {:>6.1} MB",
@@ -293,17 +290,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         worker.peak_rss_mb()
     );
     worker.print_cpu(&pass, args.events);
-    let (producer, _) = latency_runs(
-        &args,
-        &extra,
-        &pass_topics,
-        &passthrough_out,
-        producer,
-        303,
-        "passthrough",
-    )
-    .await?;
     worker.stop()?;
+    let pass_runs = LatencyTarget::new(&args, &extra, &run_id, &topics, None);
+    let (producer, _) = latency_runs(&pass_runs, producer, 303).await?;
 
     // 2. Full pipeline: decode, Redis features, both models, policy, verdicts.
     let cpu_before = redis_cpu_seconds(&args.redis);
@@ -339,17 +328,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    // 3. Latency at fixed offered rates, same worker (now caught up).
-    let (mut producer, measured) = latency_runs(
-        &args,
-        &extra,
-        &topics,
-        &topics.verdicts,
-        producer,
-        202,
-        "pipeline",
-    )
-    .await?;
+    let mut rss = worker.peak_rss_mb();
+    worker.stop()?;
+
+    // 3. Latency at fixed offered rates: each run a scoring worker of its own on the same store.
+    let score_prefix = format!("{run_id}-score");
+    let score_runs = LatencyTarget::new(&args, &extra, &run_id, &topics, Some(&score_prefix));
+    let (mut producer, measured) = latency_runs(&score_runs, producer, 202).await?;
     // A rate the pipeline did not sustain: the highest it does, stepping down by a fifth.
     let mut sustained_at = Vec::new();
     for (i, missed) in measured.iter().filter(|l| !l.sustained).enumerate() {
@@ -358,17 +343,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         for step in 0..SUSTAIN_STEPS {
             rate = (rate * 0.8 / 100.0).round() * 100.0;
             let seed = 210 + 10 * i as u64 + step;
-            let (p, l) = latency_run(
-                &args,
-                &extra,
-                &topics,
-                &topics.verdicts,
-                producer,
-                seed,
-                rate,
-                "pipeline",
-            )
-            .await?;
+            let (p, l) = latency_run(&score_runs, producer, seed, rate).await?;
             producer = p;
             if l.sustained {
                 found = Some(l);
@@ -377,17 +352,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         sustained_at.push((missed.rate, found, rate));
     }
-    let rss = worker.peak_rss_mb();
-    println!(
-        "                    whole scoring worker: {}",
-        worker.stage_report()
-    );
-    worker.stop()?;
+    rss = rss.max(score_runs.peak_rss_mb.get());
     println!("  worker peak RSS over the whole scoring run {rss:.1} MB");
     // The passthrough at each such rate, for the comparison the targets make.
     if !sustained_at.is_empty() {
-        let worker = spawn_passthrough()?;
-        worker.wait_assigned(Duration::from_secs(60)).await?;
         for (i, (offered, found, lowest)) in sustained_at.into_iter().enumerate() {
             let Some(found) = found else {
                 println!(
@@ -396,20 +364,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 continue;
             };
             // Two runs of the restarted passthrough at that rate, the lower p99 taken (the
-            // stricter floor): its latency at one rate moves 2–3× between back-to-back runs here.
+            // stricter floor).
             let mut pass: Option<Latency> = None;
             for seed in [320 + i as u64, 310 + i as u64] {
-                let (p, l) = latency_run(
-                    &args,
-                    &extra,
-                    &pass_topics,
-                    &passthrough_out,
-                    producer,
-                    seed,
-                    found.rate,
-                    "passthrough",
-                )
-                .await?;
+                let (p, l) = latency_run(&pass_runs, producer, seed, found.rate).await?;
                 producer = p;
                 if pass.is_none_or(|b| l.p99_ms < b.p99_ms) {
                     pass = Some(l);
@@ -424,7 +382,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 found.p99_ms - pass.p99_ms
             );
         }
-        worker.stop()?;
     }
 
     // 4. History scaling: the same stream again, on a store pre-loaded with long histories.
@@ -732,39 +689,114 @@ impl Trend {
     }
 }
 
-/// For each `--latency-rate`, offers that many events/s for `latency_seconds` to the running
-/// worker (simulator seeds `first_seed`, `first_seed + 1`, …) and prints produce → output-read
-/// latency percentiles (matched by the `riskstream.event_id` header).
+/// Where latency runs go: each run gets input and output topics of its own and a worker (a
+/// passthrough, or a scoring worker on the store namespace `score_prefix`) started for it and
+/// stopped after it. The test broker's cost per fetch grows with the batches a partition holds
+/// (tansu's object-store engines list a partition's stored batches on every fetch), so runs
+/// sharing topics would each measure a slower broker than the last: fresh topics give every
+/// run, pipeline and passthrough alike, the same broker.
+struct LatencyTarget<'a> {
+    args: &'a BenchArgs,
+    extra: &'a [(String, String)],
+    run_id: &'a str,
+    /// Dead-letter and labels topics (shared by the runs).
+    shared: &'a Topics,
+    score_prefix: Option<&'a str>,
+    runs: std::cell::Cell<u32>,
+    /// The highest peak RSS of the runs' workers, MB.
+    peak_rss_mb: std::cell::Cell<f64>,
+}
+
+impl<'a> LatencyTarget<'a> {
+    fn new(
+        args: &'a BenchArgs,
+        extra: &'a [(String, String)],
+        run_id: &'a str,
+        shared: &'a Topics,
+        score_prefix: Option<&'a str>,
+    ) -> Self {
+        LatencyTarget {
+            args,
+            extra,
+            run_id,
+            shared,
+            score_prefix,
+            runs: Default::default(),
+            peak_rss_mb: Default::default(),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        if self.score_prefix.is_some() {
+            "pipeline"
+        } else {
+            "passthrough"
+        }
+    }
+
+    /// Creates the next run's topics and starts its worker; returns them once the worker has
+    /// its partitions.
+    async fn start(&self) -> anyhow::Result<(Topics, Worker)> {
+        let k = self.runs.get() + 1;
+        self.runs.set(k);
+        let name = format!("{}-{}-lat{k}", self.run_id, self.label());
+        let topics = Topics {
+            capture_sessions: format!("{name}-capture-sessions"),
+            transactions: format!("{name}-transactions"),
+            verdicts: format!("{name}-out"),
+            ..self.shared.clone()
+        };
+        let p = self.args.partitions;
+        kafka_util::create_topics(
+            &self.args.brokers,
+            self.extra,
+            &[
+                (&topics.capture_sessions, p),
+                (&topics.transactions, p),
+                (&topics.verdicts, p),
+            ],
+        )
+        .await?;
+        let worker = spawn_worker(
+            self.args,
+            &topics,
+            &topics.verdicts,
+            &name,
+            self.score_prefix,
+            self.score_prefix.is_none(),
+        )?;
+        worker.wait_assigned(Duration::from_secs(60)).await?;
+        Ok((topics, worker))
+    }
+}
+
+/// For each `--latency-rate`, a latency run (simulator seeds `first_seed`, `first_seed + 1`, …).
 async fn latency_runs(
-    args: &BenchArgs,
-    extra: &[(String, String)],
-    topics: &Topics,
-    out_topic: &str,
+    target: &LatencyTarget<'_>,
     mut producer: kafka_util::LoadProducer,
     first_seed: u64,
-    label: &str,
 ) -> anyhow::Result<(kafka_util::LoadProducer, Vec<Latency>)> {
     let mut measured = Vec::new();
-    for (seed, &rate) in (first_seed..).zip(&args.latency_rate) {
-        let (p, l) =
-            latency_run(args, extra, topics, out_topic, producer, seed, rate, label).await?;
+    for (seed, &rate) in (first_seed..).zip(&target.args.latency_rate) {
+        let (p, l) = latency_run(target, producer, seed, rate).await?;
         producer = p;
         measured.push(l);
     }
     Ok((producer, measured))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Offers `rate` events/s for `latency_seconds` to a fresh worker on fresh topics and prints
+/// produce → output-read latency percentiles (matched by the `riskstream.event_id` header),
+/// whether the worker kept up, and for a scoring worker its stage report.
 async fn latency_run(
-    args: &BenchArgs,
-    extra: &[(String, String)],
-    topics: &Topics,
-    out_topic: &str,
+    target: &LatencyTarget<'_>,
     producer: kafka_util::LoadProducer,
     seed: u64,
     rate: f64,
-    label: &str,
 ) -> anyhow::Result<(kafka_util::LoadProducer, Latency)> {
+    let (args, extra, label) = (target.args, target.extra, target.label());
+    let (topics, worker) = target.start().await?;
+    let (topics, out_topic) = (&topics, topics.verdicts.as_str());
     let n = (rate * args.latency_seconds as f64) as u64;
     let sent: Arc<Mutex<HashMap<String, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
@@ -821,6 +853,13 @@ async fn latency_run(
             ))
         );
     }
+    if target.score_prefix.is_some() {
+        println!("                    worker: {}", worker.stage_report());
+    }
+    target
+        .peak_rss_mb
+        .set(target.peak_rss_mb.get().max(worker.peak_rss_mb()));
+    worker.stop()?;
     Ok((
         producer,
         Latency {
@@ -977,7 +1016,11 @@ async fn drain(
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "2000")
-            .set("fetch.wait.max.ms", "2");
+            // The worker's shipped fetch wait: the reader stands in for the verdicts' consumer
+            // (the rules engine). On tansu every fetch costs the broker a listing of each
+            // partition's stored batches, so a reader polling faster than that loads the broker
+            // it measures.
+            .set("fetch.wait.max.ms", "5");
         for (k, v) in &extra {
             cfg.set(k, v);
         }
