@@ -210,9 +210,12 @@ pub fn client_configs(cfg: &WorkerConfig) -> (ClientConfig, ClientConfig) {
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
-        // Latency: a fetch waits at most 5 ms for data (librdkafka's default, 500 ms, is what an
-        // idle partition adds to the next record's latency on brokers that hold fetches).
-        .set("fetch.wait.max.ms", "5");
+        // Latency: a fetch waits at most 10 ms for data (librdkafka's default, 500 ms, is what an
+        // idle partition adds to the next record's latency on brokers that hold fetches until
+        // the wait expires, as tansu does). Not lower: every fetch costs the broker work (tansu
+        // lists each partition's stored batches per fetch), and at 2 000 events/s on a shared
+        // box 5 ms gave a worse p99 than 10 in five of six benchmark pairs (BENCHMARKS.md).
+        .set("fetch.wait.max.ms", "10");
     let mut producer = ClientConfig::new();
     producer
         .set("bootstrap.servers", &cfg.brokers)
