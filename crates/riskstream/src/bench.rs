@@ -363,8 +363,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 );
                 continue;
             };
-            // Two runs of the restarted passthrough at that rate, the lower p99 taken (the
-            // stricter floor).
+            // Two passthrough runs at that rate, the lower p99 taken (the stricter floor).
             let mut pass: Option<Latency> = None;
             for seed in [320 + i as u64, 310 + i as u64] {
                 let (p, l) = latency_run(&pass_runs, producer, seed, found.rate).await?;
@@ -795,8 +794,8 @@ async fn latency_run(
     rate: f64,
 ) -> anyhow::Result<(kafka_util::LoadProducer, Latency)> {
     let (args, extra, label) = (target.args, target.extra, target.label());
-    let (topics, worker) = target.start().await?;
-    let (topics, out_topic) = (&topics, topics.verdicts.as_str());
+    let (run_topics, worker) = target.start().await?;
+    let (topics, out_topic) = (&run_topics, run_topics.verdicts.as_str());
     let n = (rate * args.latency_seconds as f64) as u64;
     let sent: Arc<Mutex<HashMap<String, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(n as usize)));
