@@ -172,31 +172,41 @@ async fn preload(store: &AnyStore, sim: &[riskstream_events::Event], per: i64) {
         })
         .collect();
     let t = Instant::now();
-    let mut facts = Vec::new();
-    for (f, ids) in firsts.iter().zip(&ids) {
-        for (k, id) in ids.iter().enumerate() {
-            facts.push(EventFacts {
-                event_id: id,
-                document: "",
-                destination: "",
-                event_time: start - WEEK_MS + 3_600_000 + k as i64 * step,
-                kind: FactKind::Transaction {
-                    kind: if k % 2 == 0 {
-                        TransactionKind::Login
-                    } else {
-                        TransactionKind::CardPayment
-                    },
-                    usd_cents: 2_500,
-                },
-                ..*f
-            });
-        }
-        if facts.len() >= 20_000 {
+    // In time order, in 6-hour slices per chunk of accounts, as a live worker would have written
+    // it (each call's read seals the slices before it into tiles; see `preload_history` in the
+    // riskstream crate's bench.rs).
+    let slices = 28.min(per).max(1);
+    let per_slice = (per + slices - 1) / slices;
+    for chunk in firsts
+        .iter()
+        .zip(&ids)
+        .collect::<Vec<_>>()
+        .chunks((20_000 / per_slice).max(1) as usize)
+    {
+        for slice in 0..slices {
+            let mut facts = Vec::new();
+            for (f, ids) in chunk {
+                for k in slice * per / slices..(slice + 1) * per / slices {
+                    facts.push(EventFacts {
+                        event_id: &ids[k as usize],
+                        document: "",
+                        destination: "",
+                        event_time: start - WEEK_MS + 3_600_000 + k * step,
+                        kind: FactKind::Transaction {
+                            kind: if k % 2 == 0 {
+                                TransactionKind::Login
+                            } else {
+                                TransactionKind::CardPayment
+                            },
+                            usd_cents: 2_500,
+                        },
+                        ..**f
+                    });
+                }
+            }
             store.record_batch(&facts).await.expect("store answers");
-            facts.clear();
         }
     }
-    store.record_batch(&facts).await.expect("store answers");
     println!(
         "pre-loaded {} events per account for {} accounts in {:.1} s",
         per,

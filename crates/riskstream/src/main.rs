@@ -18,11 +18,34 @@ use clap::{Parser, Subcommand};
 /// folds, builds and drops many small buffers per event across threads, where glibc's malloc
 /// cost the store path ~40 % more CPU per event (`scripts/bench-store`; README, Benchmark).
 /// mimalloc v3 held ~10 % more memory than v2 for no less CPU; with huge pages the worker's RSS
-/// doubled and clearing them took a quarter of its CPU. It keeps mimalloc's 10 ms purge delay: at
-/// 1 ms the history run's RSS fell to glibc's level but its throughput fell by half (freed reply
-/// buffers went back to the OS and were faulted in again every batch; BENCHMARKS.md, session 17).
+/// doubled and clearing them took a quarter of its CPU. Freed memory goes back to the OS after
+/// [`PURGE_DELAY_MS`] (see [`tune_allocator`]).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long mimalloc keeps freed pages before returning them to the OS, ms (its default: 10).
+/// A batch's buffers are freed and allocated again every few ms under load: returned after 10 ms
+/// they were faulted in and zeroed again (page faults were ~5 % of the worker's CPU samples). At
+/// 1000 ms the scoring worker took half the page faults (48–53 k against 105–115 k over a
+/// 100 000-event benchmark run) for ~10–20 MB more RSS (BENCHMARKS.md, session 22; at 1 ms,
+/// session 17, throughput halved). Memory is still returned after a second of quiet.
+const PURGE_DELAY_MS: std::os::raw::c_long = 1000;
+
+/// Sets mimalloc's purge delay to [`PURGE_DELAY_MS`] unless `MIMALLOC_PURGE_DELAY` sets it.
+/// Runs first in `main`, before any other thread exists (mimalloc's option setter is not
+/// thread-safe).
+fn tune_allocator() {
+    /// `mi_option_purge_delay` in mimalloc v2's `mi_option_t` (`mimalloc.h`).
+    const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
+    extern "C" {
+        // Linked from the mimalloc library that `libmimalloc-sys` builds for the allocator.
+        fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
+    }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: a plain C call with an option index and a value, made before other threads.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
 
 /// Streaming fraud scoring on Kafka: capture sessions and transactions in, verdicts out.
 #[derive(Parser)]
@@ -70,6 +93,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     riskstream_events::log_ids::log_raw_identifiers(cli.log_identifiers);
     // The demo prints its own progress; keep library chatter down there.
