@@ -27,6 +27,9 @@ pub const VERDICT_BYTES: &str = "riskstream_verdict_bytes";
 pub const INFERENCE_SECONDS: &str = "riskstream_inference_seconds";
 /// Reason codes for one batch's flagged (not simply allowed) events, seconds.
 pub const EXPLAIN_SECONDS: &str = "riskstream_explain_seconds";
+/// CPU time of the thread that computed one batch's reason codes, seconds (the wall time of
+/// [`EXPLAIN_SECONDS`] less the waits for a core on a busy host).
+pub const EXPLAIN_CPU_SECONDS: &str = "riskstream_explain_cpu_seconds";
 /// Verdicts by `decision` and `event_type`.
 pub const DECISIONS: &str = "riskstream_decisions_total";
 /// Events scored without some inputs, by `reason`.
@@ -84,6 +87,7 @@ pub const CATALOGUE: &[(&str, Kind, &str)] = &[
     (VERDICT_BYTES, Kind::Histogram, "Encoded size of one verdict, bytes."),
     (INFERENCE_SECONDS, Kind::Histogram, "One batched inference call, seconds, by model directory."),
     (EXPLAIN_SECONDS, Kind::Histogram, "Reason codes for one batch's flagged events, seconds."),
+    (EXPLAIN_CPU_SECONDS, Kind::Histogram, "CPU time of the thread that computed one batch's reason codes, seconds."),
     (DECISIONS, Kind::Counter, "Verdicts by decision and event type."),
     (DEGRADED, Kind::Counter, "Events scored without some inputs, by reason."),
     (LABELS, Kind::Counter, "Labels read from the labels topic, by kind and outcome (applied, ignored, retried)."),

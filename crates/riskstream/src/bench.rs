@@ -147,10 +147,27 @@ impl Worker {
     }
 
     /// The worker's CPU per event over a throughput run (from the first record read to now).
+    /// With reason codes, their share: CPU (their thread's CPU time) against the worker's CPU,
+    /// and wall time against the pipeline's wall time, per event.
     fn print_cpu(&self, drained: &Drained, events: u64) {
-        if let Some(us) = drained.cpu_us_per_event(process_cpu_seconds(self.child.id()), events) {
+        let Some(us) = drained.cpu_us_per_event(process_cpu_seconds(self.child.id()), events)
+        else {
+            return;
+        };
+        println!(
+            "                    worker CPU {us:.1} us/event (user+sys from /proc, first record read to last)"
+        );
+        let explain_cpu = metric_sum(self.metrics_port, "riskstream_explain_cpu_seconds_sum");
+        let explain_wall = metric_sum(self.metrics_port, "riskstream_explain_seconds_sum");
+        if explain_cpu > 0.0 && drained.throughput > 0.0 {
+            let (cpu, wall) = (
+                1e6 * explain_cpu / events as f64,
+                1e6 * explain_wall / events as f64,
+            );
             println!(
-                "                    worker CPU {us:.1} us/event (user+sys from /proc, first record read to last)"
+                "                    reason codes {cpu:.1} us/event CPU = {:.1} % of the worker's CPU; {wall:.1} us/event wall = {:.1} % of the pipeline's wall time per event",
+                100.0 * cpu / us,
+                100.0 * wall * drained.throughput / 1e6
             );
         }
     }
