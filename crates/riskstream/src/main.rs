@@ -26,9 +26,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long mimalloc keeps freed pages before returning them to the OS, ms (its default: 10).
 /// A batch's buffers are freed and allocated again every few ms under load: returned after 10 ms
 /// they were faulted in and zeroed again (page faults were ~5 % of the worker's CPU samples). At
-/// 1000 ms the scoring worker took half the page faults (48–53 k against 105–115 k over a
-/// 100 000-event benchmark run) for ~10–20 MB more RSS (BENCHMARKS.md, session 22; at 1 ms,
-/// session 17, throughput halved). Memory is still returned after a second of quiet.
+/// 1000 ms the scoring worker takes half the page faults (48–53 k against 99–115 k over a
+/// 100 000-event benchmark run), its RSS the same within noise; its CPU per event was lower in six
+/// of nine pairs, within the benchmark box's noise (BENCHMARKS.md, session 22; at 1 ms, session
+/// 17, throughput halved). Memory still goes back to the OS after a second of quiet.
 const PURGE_DELAY_MS: std::os::raw::c_long = 1000;
 
 /// Sets mimalloc's purge delay to [`PURGE_DELAY_MS`] unless `MIMALLOC_PURGE_DELAY` sets it.
