@@ -414,8 +414,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
         let hist_out = format!("{run_id}-hist-verdicts");
         kafka_util::create_topics(&args.brokers, &extra, &[(&hist_out, p)]).await?;
+        let cpu_before = redis_cpu_seconds(&args.redis);
         let worker = spawn_worker(&args, &topics, &hist_out, &prefix, Some(&prefix), false)?;
         let hist = drain_all(&args, &extra, &hist_out, Some(worker.child.id())).await?;
+        let cpu_after = redis_cpu_seconds(&args.redis);
         println!(
             "  pipeline history  {:>9.0} events/s   worker peak RSS {:>6.1} MB   ratio history/fresh {:.2}",
             hist.throughput,
@@ -424,6 +426,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
         println!("                    {}", worker.stage_report());
         worker.print_cpu(&hist, args.events);
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            println!(
+                "                    redis server CPU {:.2} us/event (user+sys from INFO, over the history run)",
+                1e6 * (after - before) / args.events as f64
+            );
+        }
         worker.stop()?;
     }
     tokio::task::spawn_blocking(move || drop(producer)).await?;
