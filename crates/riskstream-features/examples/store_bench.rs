@@ -172,26 +172,25 @@ async fn preload(store: &AnyStore, sim: &[riskstream_events::Event], per: i64) {
         })
         .collect();
     let t = Instant::now();
-    // In time order, in 6-hour slices per chunk of accounts, as a live worker would have written
-    // it (each call's read seals the slices before it into tiles; see `preload_history` in the
-    // riskstream crate's bench.rs).
-    let slices = 28.min(per).max(1);
-    let per_slice = (per + slices - 1) / slices;
+    // In time order, as a live worker would have written it: per chunk of accounts, one call
+    // per slice of about 6 hours, then the newest event alone (`backfill_slices`).
+    let ranges = riskstream_features::backfill_slices(per as usize, 28);
+    let per_slice = ranges.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
     for chunk in firsts
         .iter()
         .zip(&ids)
         .collect::<Vec<_>>()
-        .chunks((20_000 / per_slice).max(1) as usize)
+        .chunks((20_000 / per_slice).max(1))
     {
-        for slice in 0..slices {
+        for ks in &ranges {
             let mut facts = Vec::new();
             for (f, ids) in chunk {
-                for k in slice * per / slices..(slice + 1) * per / slices {
+                for k in ks.clone() {
                     facts.push(EventFacts {
-                        event_id: &ids[k as usize],
+                        event_id: &ids[k],
                         document: "",
                         destination: "",
-                        event_time: start - WEEK_MS + 3_600_000 + k * step,
+                        event_time: start - WEEK_MS + 3_600_000 + k as i64 * step,
                         kind: FactKind::Transaction {
                             kind: if k % 2 == 0 {
                                 TransactionKind::Login

@@ -215,6 +215,8 @@ pub trait FeatureStore: Send + Sync + 'static {
     /// history before scoring starts (e.g. the benchmark's long histories, or warming a replay's
     /// namespace). The same writes as [`FeatureStore::enrich_batch`] — first features, tiles,
     /// trims — so a later delivery of one of these events gets what scoring would have given.
+    /// Tiles are sealed by reads, so a long backfill is best written in time order over several
+    /// calls ([`backfill_slices`]), as scoring would have written it.
     fn record_batch(
         &self,
         batch: &[EventFacts<'_>],
@@ -238,6 +240,24 @@ pub trait FeatureStore: Send + Sync + 'static {
         tainted: bool,
         label_time: i64,
     ) -> impl Future<Output = Result<LabelOutcome, StoreError>> + Send;
+}
+
+/// How to write `events` events of one entity's history (by index, oldest first) over
+/// [`FeatureStore::record_batch`] calls in time order: `slices` − 1 runs of about equal length,
+/// then the newest event alone. Each call's read seals the runs before it into tiles and its
+/// follow-up write compacts the log, and the last one leaves the tiles sealed up to the head of
+/// the event before, as a worker that scored the history would have left them (written in one
+/// call, the whole history would stay raw until the next read sealed it at once).
+pub fn backfill_slices(events: usize, slices: usize) -> Vec<std::ops::Range<usize>> {
+    if events < 2 || slices < 2 {
+        return std::iter::once(0..events).collect();
+    }
+    let n = (slices - 1).min(events - 1);
+    let mut out: Vec<_> = (0..n)
+        .map(|i| i * (events - 1) / n..(i + 1) * (events - 1) / n)
+        .collect();
+    out.push(events - 1..events);
+    out
 }
 
 /// The store chosen at start-up.
@@ -299,6 +319,24 @@ impl FeatureStore for AnyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backfill_slices_cover_every_event_in_order_and_end_with_the_newest_alone() {
+        for per in [0, 1, 2, 3, 27, 28, 29, 500, 1001] {
+            let ranges = backfill_slices(per, 28);
+            let flat: Vec<usize> = ranges.iter().cloned().flatten().collect();
+            assert_eq!(flat, (0..per).collect::<Vec<_>>(), "per {per}");
+            assert!(ranges.len() <= 28, "per {per}");
+            if per >= 2 {
+                assert_eq!(ranges.last(), Some(&(per - 1..per)), "per {per}");
+                assert!(ranges.iter().all(|r| !r.is_empty()), "per {per}");
+            }
+        }
+        // 500 events: 27 slices of 18–19 (about 6 hours each of a week), then the newest.
+        let ranges = backfill_slices(500, 28);
+        assert_eq!(ranges.len(), 28);
+        assert!(ranges[..27].iter().all(|r| (18..=19).contains(&r.len())));
+    }
 
     #[test]
     fn owned_facts_give_back_every_field() {

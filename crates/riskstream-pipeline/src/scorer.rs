@@ -631,7 +631,7 @@ fn thread_cpu_seconds() -> Option<f64> {
     };
     // SAFETY: `t` is a valid timespec for the call to write.
     let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
-    ok.then(|| t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
+    ok.then_some(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
 }
 
 fn explain(
@@ -695,6 +695,10 @@ fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serving::test_models;
+    use riskstream_features::inputs::input_index;
+    use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
+    use riskstream_sim::{SimConfig, Simulator};
 
     #[test]
     fn thread_cpu_time_counts_this_threads_work() {
@@ -707,10 +711,6 @@ mod tests {
         let after = thread_cpu_seconds().expect("CLOCK_THREAD_CPUTIME_ID on Linux");
         assert!(after > before, "{before} → {after}");
     }
-    use crate::serving::test_models;
-    use riskstream_features::inputs::input_index;
-    use riskstream_features::{EventFacts, MemoryStore, StoreError, StoreLimits};
-    use riskstream_sim::{SimConfig, Simulator};
 
     struct DownStore;
     impl FeatureStore for DownStore {

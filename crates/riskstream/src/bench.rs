@@ -589,20 +589,6 @@ struct Preloaded {
 /// Slices of the week the history is written in, in time order (about 6 hours each).
 const HISTORY_SLICES: usize = 28;
 
-/// The events (by index, oldest first) of each call that writes `per` events of an account's
-/// history: [`HISTORY_SLICES`] − 1 slices of about equal length, then the newest event alone.
-fn history_slices(per: usize) -> Vec<std::ops::Range<usize>> {
-    if per < 2 {
-        return std::iter::once(0..per).collect();
-    }
-    let n = (HISTORY_SLICES - 1).min(per - 1);
-    let mut out: Vec<_> = (0..n)
-        .map(|i| i * (per - 1) / n..(i + 1) * (per - 1) / n)
-        .collect();
-    out.push(per - 1..per);
-    out
-}
-
 /// Writes `history_per_account` events for every account of the benchmark's stream into the
 /// store under `prefix`, spread evenly over the 7 days before the stream starts, each on the
 /// account's first device, IP and country (logins, card payments, trades, deposits and small
@@ -646,15 +632,10 @@ async fn preload_history(args: &BenchArgs, prefix: &str) -> anyhow::Result<Prelo
     ];
     let mut ids: Vec<String> = Vec::new();
     let mut events = 0;
-    // In time order, as a live worker would have written it: per chunk of accounts, one call per
-    // slice of the week, so each call's read seals the slices before it into tiles and its
-    // follow-up write compacts the logs, as the hours go by on a live store; the last call holds
-    // each account's newest event only, so the timed run finds the week sealed into tiles up to
-    // the head (`tiles.rs`) of the event before, as a worker that scored the week would leave it.
-    // (Written in one call per account, the whole week stayed raw until the timed run's first
-    // read sealed it: a one-off cost that no account which lived through the week pays.) About
-    // 20 000 events per call.
-    let ranges = history_slices(per);
+    // In time order, as a live worker would have written it (`backfill_slices`): per chunk of
+    // accounts one call per slice of the week, so the timed run finds the tiles a worker that
+    // scored the week would have left. About 20 000 events per call.
+    let ranges = riskstream_features::backfill_slices(per, HISTORY_SLICES);
     let per_slice = ranges.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
     for chunk in accounts.chunks((20_000 / per_slice).max(1)) {
         ids.clear();
@@ -1147,24 +1128,6 @@ fn http_get(port: u16, path: &str) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn history_slices_cover_every_event_in_order_and_end_with_the_newest_alone() {
-        for per in [0, 1, 2, 3, 27, 28, 29, 500, 1001] {
-            let ranges = history_slices(per);
-            let flat: Vec<usize> = ranges.iter().cloned().flatten().collect();
-            assert_eq!(flat, (0..per).collect::<Vec<_>>(), "per {per}");
-            assert!(ranges.len() <= HISTORY_SLICES, "per {per}");
-            if per >= 2 {
-                assert_eq!(ranges.last(), Some(&(per - 1..per)), "per {per}");
-                assert!(ranges.iter().all(|r| !r.is_empty()), "per {per}");
-            }
-        }
-        // 500 events: 27 slices of 18–19 (about 6 hours each), then the newest.
-        let ranges = history_slices(500);
-        assert_eq!(ranges.len(), 28);
-        assert!(ranges[..27].iter().all(|r| (18..=19).contains(&r.len())));
-    }
 
     /// `n` samples sent 1 ms apart whose latency is `f(i)` ms.
     fn samples(n: u64, f: impl Fn(u64) -> u64) -> Vec<(Instant, u64)> {
