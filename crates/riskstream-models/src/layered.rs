@@ -9,6 +9,11 @@
 //! behavioral model, whose static inputs join the sequence encoder's output at its head, it
 //! skips the encoder too.
 //!
+//! A group of inputs (the telemetry sequence) whose columns of `u` depend on the group alone —
+//! the behavioral model's sequence encoder output — is occluded the same way: set to the
+//! training means, the group puts the same values in its columns for every row (read once at
+//! load), so the layer's output moves by `Σ_c W[:, c] · (u_c(mean) − u_c)` over its columns.
+//!
 //! A manifest opts in by naming the layer (`explain_layer`, an ONNX node: a `Gemm` or
 //! `MatMul`+bias whose first input is `u`). At load the model is cut there into a *front*
 //! (features → `u`, `z`) and a *back* (`z` → score); `W` is read by probing the layer with unit
@@ -34,9 +39,10 @@ pub(crate) struct Layered {
     hidden: usize,
     /// Column `c` of `W` (how `z` moves per unit of `u_c`) at `w[c * hidden..(c + 1) * hidden]`.
     w: Vec<f32>,
-    /// Per attribution unit: the column of `u` it moves and that column at the training mean
-    /// (`None`: a group, or an input that moves more than one column — occluded in full).
-    cols: Vec<Option<(usize, f32)>>,
+    /// Per attribution unit: the columns of `u` it moves and their values at the training means
+    /// (`None`: occluded in full — an input that moves more than one column, a unit sharing a
+    /// column with another, or a group the load check found not to match a full re-score).
+    cols: Vec<Option<Vec<(usize, f32)>>>,
 }
 
 /// Makes `node` the graph's only input (its op becomes a source, its inputs are cut).
@@ -104,34 +110,61 @@ impl Layered {
         let front = compile(&front_m, k, sizes)?;
         let back_m = cut_above(proto.clone(), layer_id)?;
         let back = compile(&back_m, hidden, sizes)?;
-        // Which column of u each ungrouped input moves: the means row, then each input moved
-        // by its step.
+        // Which columns of u each unit moves: the means row, then each unit moved twice (by its
+        // step, then by minus half of it: a column a group moves one way only still shows).
         let mut rows = means.to_vec();
-        for (grouped, members) in units {
-            let mut row = means.to_vec();
-            if !grouped && members.len() == 1 {
-                row[members[0]] += steps[members[0]].max(1.0);
+        for (_, members) in units {
+            for by in [1.0f32, -0.5] {
+                let mut row = means.to_vec();
+                for &m in members {
+                    row[m] += by * steps[m].max(1.0);
+                }
+                rows.extend_from_slice(&row);
             }
-            rows.extend_from_slice(&row);
         }
         let mut u = Vec::new();
-        run_rows(&front, &rows, units.len() + 1, k, |r, take, _| {
+        run_rows(&front, &rows, 2 * units.len() + 1, k, |r, take, _| {
             take_rows(values(r, 0)?, take, width, &mut u);
             Ok(())
         })?;
         let at_mean = &u[..width];
+        let mut moved: Vec<Vec<usize>> = (0..units.len())
+            .map(|i| {
+                let a = &u[(2 * i + 1) * width..(2 * i + 2) * width];
+                let b = &u[(2 * i + 2) * width..(2 * i + 3) * width];
+                (0..width)
+                    .filter(|&c| {
+                        (a[c] - at_mean[c]).abs() > 1e-6 || (b[c] - at_mean[c]).abs() > 1e-6
+                    })
+                    .collect()
+            })
+            .collect();
+        // A column moved by two units belongs to neither; one moved by none (a column the
+        // probes left still, e.g. a unit at zero in both) goes to the only group if there is
+        // one (the load check tells whether it was right).
+        let mut owners = vec![0u32; width];
+        for c in moved.iter().flatten() {
+            owners[*c] += 1;
+        }
+        let groups: Vec<usize> = (0..units.len())
+            .filter(|&i| units[i].0 || units[i].1.len() > 1)
+            .collect();
+        if let [g] = groups[..] {
+            for (c, o) in owners.iter_mut().enumerate().filter(|(_, o)| **o == 0) {
+                *o = 1;
+                moved[g].push(c);
+            }
+            moved[g].sort_unstable();
+        }
         let cols = units
             .iter()
-            .enumerate()
-            .map(|(i, (grouped, members))| {
-                if *grouped || members.len() != 1 {
-                    return None;
-                }
-                let moved = &u[(i + 1) * width..(i + 2) * width];
-                let changed: Vec<usize> = (0..width)
-                    .filter(|&c| (moved[c] - at_mean[c]).abs() > 1e-6)
-                    .collect();
-                (changed.len() == 1).then(|| (changed[0], at_mean[changed[0]]))
+            .zip(&moved)
+            .map(|((grouped, members), cs)| {
+                let single = !grouped && members.len() == 1;
+                let ok = !cs.is_empty()
+                    && (!single || cs.len() == 1)
+                    && cs.iter().all(|&c| owners[c] == 1);
+                ok.then(|| cs.iter().map(|&c| (c, at_mean[c])).collect())
             })
             .collect();
         Ok(Layered {
@@ -149,9 +182,24 @@ impl Layered {
         self.w.iter_mut().for_each(|w| *w *= by);
     }
 
+    /// Moves the values unit `unit` puts in its columns at the training means by `by`.
+    #[cfg(test)]
+    pub(crate) fn shift_means(&mut self, unit: usize, by: f32) {
+        for (_, m) in self.cols[unit].iter_mut().flatten() {
+            *m += by;
+        }
+    }
+
     /// Whether unit `u` is occluded through the layer.
     pub(crate) fn fast(&self, unit: usize) -> bool {
         self.cols.get(unit).is_some_and(|c| c.is_some())
+    }
+
+    /// Occludes unit `u` in full from now on (its columns did not reproduce a full re-score).
+    pub(crate) fn refuse(&mut self, unit: usize) {
+        if let Some(c) = self.cols.get_mut(unit) {
+            *c = None;
+        }
     }
 
     /// Scores of `n` `base` rows (model order) each with those of its `candidates` this cut
@@ -177,15 +225,20 @@ impl Layered {
         let mut rows = Vec::new();
         for (i, c) in candidates.iter().enumerate() {
             for &unit in c {
-                let Some((col, at_mean)) = self.cols.get(unit).copied().flatten() else {
+                let Some(Some(cols)) = self.cols.get(unit) else {
                     continue;
                 };
-                let delta = at_mean - u[i * self.width + col];
                 let start = rows.len();
                 rows.extend_from_slice(&z[i * h..(i + 1) * h]);
-                let wc = &self.w[col * h..(col + 1) * h];
-                for (v, w) in rows[start..].iter_mut().zip(wc) {
-                    *v += w * delta;
+                for &(col, at_mean) in cols {
+                    let delta = at_mean - u[i * self.width + col];
+                    if delta == 0.0 {
+                        continue;
+                    }
+                    let wc = &self.w[col * h..(col + 1) * h];
+                    for (v, w) in rows[start..].iter_mut().zip(wc) {
+                        *v += w * delta;
+                    }
                 }
             }
         }
