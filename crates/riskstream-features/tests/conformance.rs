@@ -1205,6 +1205,78 @@ async fn account_cache_notices_lost_data() {
     );
 }
 
+/// The log cache (`log_cache.rs`) changes no feature: the whole suite again, every stamped log
+/// held whatever its length.
+#[tokio::test]
+async fn redis_store_with_log_cache_for_every_log_conforms() {
+    let server = RedisServer::start();
+    let url = server.url();
+    conformance(|prefix| {
+        let (url, prefix) = (url.clone(), prefix.to_string());
+        async move { redis_at(&url, &prefix).await.with_log_cache(64 << 20, 0) }
+    })
+    .await;
+}
+
+/// Two workers appending to and compacting the same entity logs, each holding the logs it read:
+/// every batch gets the features a store holding none gives the same batches in the same
+/// order. Held logs are read as what was appended to them, and whole again once the other
+/// worker (or the store itself) compacted them.
+#[tokio::test]
+async fn log_cache_reads_appends_and_sees_other_writers() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let cached = [
+        redis_at(&url, "shared").await.with_log_cache(64 << 20, 0),
+        redis_at(&url, "shared").await.with_log_cache(64 << 20, 0),
+    ];
+    let plain = redis_at(&url, "plain").await.with_log_cache(0, 0);
+    assert_eq!(plain.log_cache_counts(), None);
+    // ~8 days of 8 accounts: hour and day tiles sealed, logs compacted (and so stamped).
+    let events = random_stream(43, 2400, 10 * MIN);
+    let mut rng = SmallRng::seed_from_u64(43);
+    let mut delivered = 0;
+    while delivered < events.len() {
+        let take = rng.gen_range(1..=30).min(events.len() - delivered);
+        let batch = &events[delivered..delivered + take];
+        let writer = &cached[usize::from(rng.gen_bool(0.2))];
+        assert_eq!(
+            apply(writer, batch).await,
+            apply(&plain, batch).await,
+            "batch at {delivered}"
+        );
+        delivered += take;
+    }
+    let (s0, w0) = cached[0].log_cache_counts().expect("cache on");
+    let (s1, w1) = cached[1].log_cache_counts().expect("cache on");
+    assert!(s0 + s1 > 200, "{s0} + {s1} logs read as their appends");
+    assert!(w0 + w1 > 5, "{w0} + {w1} held logs read whole after a compaction");
+}
+
+/// A held log that Redis lost (`FLUSHDB`), or that was written again from scratch, is read
+/// whole: the store never adds what it held to what Redis now has.
+#[tokio::test]
+async fn log_cache_notices_lost_logs() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let cached = redis_at(&url, "lost").await.with_log_cache(64 << 20, 0);
+    let plain = redis_at(&url, "plain").await.with_log_cache(0, 0);
+    let events = random_stream(44, 1600, 10 * MIN);
+    let (before, after) = events.split_at(1500);
+    for batch in before.chunks(20) {
+        assert_eq!(apply(&cached, batch).await, apply(&plain, batch).await);
+    }
+    assert!(cached.log_cache_counts().expect("cache on").0 > 50, "cache used");
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = client.get_connection().expect("connect");
+    let _: () = redis::cmd("FLUSHDB").query(&mut conn).expect("flushdb");
+    // Both stores lost everything: each batch must give what a store that never held
+    // anything gives.
+    for batch in after.chunks(20) {
+        assert_eq!(apply(&cached, batch).await, apply(&plain, batch).await);
+    }
+}
+
 /// A namespace can be deleted whole (a finished replay's), on one server and on a cluster,
 /// without touching another namespace.
 #[tokio::test]
