@@ -27,7 +27,6 @@ mod first;
 pub mod inputs;
 mod keyspace;
 mod log;
-mod log_cache;
 pub mod memory;
 pub mod order;
 pub mod redis_store;

@@ -45,27 +45,6 @@ if #ARGV[5] > 0 then redis.call('APPEND', KEYS[1], ARGV[5]) end return 0";
 /// Bytes compared at each end of a log before it is compacted.
 pub(crate) const CHECK_BYTES: usize = 64;
 
-/// Reads logs a store holds folded (`log_cache.rs`) as what was appended since. Per key
-/// `KEYS[i]`: `ARGV[3i-2]` its first bytes as held (a compaction's stamp), `ARGV[3i-1]` the
-/// length held, `ARGV[3i]` the bytes just before that length. Two replies per key: `1` and the
-/// bytes after that length when the key still starts with those first bytes and holds those
-/// bytes there — only appends happened since: a compaction writes a fresh random stamp, a key
-/// deleted and written again starts without one; otherwise `0` and the whole value (nil: no key).
-pub(crate) const SUFFIXES: &str = "local out = {} \
-for i, k in ipairs(KEYS) do \
-local head, n, tail = ARGV[3*i-2], tonumber(ARGV[3*i-1]), ARGV[3*i] \
-local rest = redis.call('GETRANGE', k, n - #tail, -1) \
-if #rest >= #tail and string.sub(rest, 1, #tail) == tail \
-and redis.call('GETRANGE', k, 0, #head - 1) == head then \
-out[2*i-1] = 1 out[2*i] = string.sub(rest, #tail + 1) \
-else out[2*i-1] = 0 out[2*i] = redis.call('GET', k) end end \
-return out";
-
-/// First bytes of a held log [`SUFFIXES`] compares: the stamp record.
-pub(crate) const SUFFIX_HEAD: usize = 9;
-/// Bytes before a held log's end [`SUFFIXES`] compares.
-pub(crate) const SUFFIX_TAIL: usize = 16;
-
 /// A compaction due: what to check of the log as read, and the new log.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Compacted {
@@ -102,60 +81,6 @@ impl Ends {
     pub(crate) fn tail(&self) -> &[u8] {
         &self.tail[..self.n]
     }
-
-    /// Whether the log starts with a compaction's stamp (then its first bytes change whenever
-    /// it is rewritten).
-    pub(crate) fn stamped(&self) -> bool {
-        self.n >= SUFFIX_HEAD && self.head[0] == STAMP
-    }
-
-    /// The ends of this log once `suffix` is appended to it.
-    pub(crate) fn extended(&self, suffix: &[u8]) -> Ends {
-        let mut joined = Vec::with_capacity(2 * CHECK_BYTES + suffix.len().min(CHECK_BYTES));
-        let len = self.len + suffix.len();
-        if self.len < CHECK_BYTES {
-            // The whole log is in `head`.
-            joined.extend_from_slice(self.head());
-            joined.extend_from_slice(suffix);
-            return Ends::of(&joined).with_len(len);
-        }
-        let mut out = self.clone();
-        out.len = len;
-        if suffix.len() >= CHECK_BYTES {
-            out.tail.copy_from_slice(&suffix[suffix.len() - CHECK_BYTES..]);
-        } else {
-            joined.extend_from_slice(self.tail());
-            joined.extend_from_slice(suffix);
-            out.tail.copy_from_slice(&joined[joined.len() - CHECK_BYTES..]);
-        }
-        out
-    }
-
-    fn with_len(mut self, len: usize) -> Ends {
-        self.len = len;
-        self
-    }
-}
-
-/// The set `held` — a log `ends.len` bytes long with those ends, folded whole — once `suffix`,
-/// what was appended to the log since, is applied; into `z` (empty). Returns the log's ends
-/// now and its compaction if it is due (as [`fold`] of the whole log would).
-pub(crate) fn fold_suffix(
-    held: &ZSet,
-    ends: &Ends,
-    suffix: &[u8],
-    z: &mut ZSet,
-) -> Result<(Ends, Option<Compacted>), StoreError> {
-    z.clone_from(held);
-    fold_into(suffix, z)?;
-    let ends = ends.extended(suffix);
-    let live: usize = z.iter().map(|(m, s)| add_size(*s, m)).sum();
-    let dead = ends.len.saturating_sub(live);
-    let compacted = (dead >= COMPACT_MIN_DEAD && dead > live).then(|| Compacted {
-        ends: ends.clone(),
-        log: stamped(z, live),
-    });
-    Ok((ends, compacted))
 }
 
 /// The compacted log of `state` (a log read whole, `read_len` bytes) once `records` are appended

@@ -12,7 +12,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
@@ -22,7 +21,6 @@ use redis::{Pipeline, Value};
 use crate::algorithm::{self, Exec};
 use crate::catalogue::StoreFeatures;
 use crate::keyspace::{self, Keys, Keyspace, Op, Read};
-use crate::log_cache::Held;
 use crate::{EventFacts, FeatureStore, LabelOutcome, StoreError, StoreLimits};
 
 /// How the store reaches Redis.
@@ -51,9 +49,6 @@ pub struct RedisStore {
     recent: std::sync::Mutex<crate::first::Recent>,
     /// Entity logs found due for compaction, sent with the next round trip (`log.rs`).
     compactions: std::sync::Mutex<Vec<Compaction>>,
-    /// Long logs read lately, folded: read again as what was appended (`log_cache.rs`);
-    /// plain `redis://` only.
-    logs: Option<Box<std::sync::Mutex<crate::log_cache::LogCache>>>,
 }
 
 /// What a store wrote lately: TTL refreshes and link members.
@@ -265,15 +260,8 @@ impl RedisStore {
             }
             Conn::Cluster(_) => None,
         };
-        let logs = fast.is_some().then(|| {
-            Box::new(std::sync::Mutex::new(crate::log_cache::LogCache::new(
-                crate::log_cache::CAPACITY,
-                crate::log_cache::MIN_LEN,
-            )))
-        });
         Ok(RedisStore {
             fast,
-            logs,
             accounts: None,
             recent: Default::default(),
             compactions: Default::default(),
@@ -296,28 +284,6 @@ impl RedisStore {
             ))
         });
         self
-    }
-
-    /// The same store keeping up to about `bytes` of long entity logs folded between reads, so
-    /// that a read fetches only what was appended since (`log_cache.rs`; `0`: none; by default
-    /// 32 MiB, keeping stamped logs of at least `min_len` bytes — 512 by default). Plain
-    /// `redis://` only.
-    pub fn with_log_cache(mut self, bytes: usize, min_len: usize) -> Self {
-        self.logs = (bytes > 0 && self.fast.is_some()).then(|| {
-            Box::new(std::sync::Mutex::new(crate::log_cache::LogCache::new(
-                bytes, min_len,
-            )))
-        });
-        self
-    }
-
-    /// Held logs read as what was appended to them, and held logs read whole after all (they
-    /// were compacted, or rewritten, since).
-    pub fn log_cache_counts(&self) -> Option<(u64, u64)> {
-        self.logs.as_ref().map(|c| {
-            let c = c.lock().expect("log cache poisoned");
-            (c.suffixes, c.wholes)
-        })
     }
 
     /// Timelines taken from the account cache, and timelines it had to read after all (another
@@ -748,25 +714,6 @@ fn take_log(
     Ok(())
 }
 
-/// Stores a held log (`held`) and what was appended to it since (`suffix`) in `ks`, as
-/// [`take_log`] would the whole log.
-fn take_suffix(
-    ks: &mut Keyspace,
-    key: &str,
-    held: &Held,
-    suffix: &[u8],
-    compact: &mut Vec<Compaction>,
-) -> Result<(), StoreError> {
-    let z = ks.zsets.entry(key.to_string()).or_default();
-    let (ends, compacted) = crate::log::fold_suffix(&held.set, &held.ends, suffix, z)
-        .map_err(|e| StoreError::BadReply(format!("{}: {e}", riskstream_events::log_ids::Id(key))))?;
-    ks.logs.insert(key.to_string(), ends);
-    if let Some(c) = compacted {
-        compact.push((key.to_string(), c));
-    }
-    Ok(())
-}
-
 /// Stores the reply to an `HMGET` in `ks`.
 fn take_hmget(
     ks: &mut Keyspace,
@@ -981,32 +928,10 @@ impl RedisStore {
                         .bumps(&ops, |k| self.keys.is_account(k)),
                     None => Vec::new(),
                 };
-                // The hashes' `HMGET`s, then the logs in `MGET`s of up to [`MGET_KEYS`], then
-                // the logs held folded (`log_cache.rs`) as what was appended to them since.
+                // The hashes' `HMGET`s, then the logs in `MGET`s of up to [`MGET_KEYS`].
                 let fetches = fetches(&reads);
                 let split = fetches.partition_point(|f| matches!(f, Fetch::Hash(..)));
-                let (hashes, all_logs) = fetches.split_at(split);
-                let (logs, held): (Vec<&Fetch<'_>>, Vec<(&Fetch<'_>, Arc<Held>)>) =
-                    match &self.logs {
-                        None => (all_logs.iter().collect(), Vec::new()),
-                        Some(c) => {
-                            let c = c.lock().expect("log cache poisoned");
-                            let mut plain = Vec::with_capacity(all_logs.len());
-                            let mut held = Vec::new();
-                            for f in all_logs {
-                                match f {
-                                    Fetch::Log(key, want) if want.scored && want.unscored => {
-                                        match c.get(key, now) {
-                                            Some(h) => held.push((f, h)),
-                                            None => plain.push(f),
-                                        }
-                                    }
-                                    _ => plain.push(f),
-                                }
-                            }
-                            (plain, held)
-                        }
-                    };
+                let (hashes, logs) = fetches.split_at(split);
                 let mut request = crate::resp::Request::default();
                 request
                     .buf
@@ -1027,37 +952,16 @@ impl RedisStore {
                 for f in hashes {
                     add_fetch_resp(&mut request, f);
                 }
-                let chunks: Vec<&[&Fetch<'_>]> = logs.chunks(MGET_KEYS).collect();
+                let chunks: Vec<&[Fetch<'_>]> = logs.chunks(MGET_KEYS).collect();
                 for chunk in &chunks {
                     request.command(1 + chunk.len()).arg(b"MGET");
                     for f in chunk.iter() {
                         request.arg(fetch_key(f).as_bytes());
                     }
                 }
-                let held_chunks: Vec<&[(&Fetch<'_>, Arc<Held>)]> =
-                    held.chunks(MGET_KEYS).collect();
-                for chunk in &held_chunks {
-                    request
-                        .command(3 + 4 * chunk.len())
-                        .arg(b"EVAL")
-                        .arg(crate::log::SUFFIXES.as_bytes())
-                        .arg(chunk.len().to_string().as_bytes());
-                    for (f, _) in chunk.iter() {
-                        request.arg(fetch_key(f).as_bytes());
-                    }
-                    for (_, h) in chunk.iter() {
-                        let tail = h.ends.tail();
-                        request
-                            .arg(&h.ends.head()[..crate::log::SUFFIX_HEAD])
-                            .arg(h.ends.len.to_string().as_bytes())
-                            .arg(&tail[tail.len() - crate::log::SUFFIX_TAIL..]);
-                    }
-                }
                 let first_bump = cmds.len();
                 let first_read = first_bump + bumps.len();
                 let first_log = first_read + hashes.len();
-                let first_held = first_log + chunks.len();
-                let (mut suffixes, mut wholes) = (0u64, 0u64);
                 let mut previous = Vec::with_capacity(bumps.len());
                 pool.round_trip(&request, |i, reply| {
                     if i < first_bump {
@@ -1076,31 +980,6 @@ impl RedisStore {
                     if i < first_log {
                         return take_fetch(&mut ks, &hashes[i - first_read], reply, &mut compact);
                     }
-                    if i >= first_held {
-                        let chunk = held_chunks[i - first_held];
-                        let crate::resp::Reply::Array(Some(values)) = reply else {
-                            return Err(StoreError::BadReply("suffixes: not an array".into()));
-                        };
-                        if values.len() != 2 * chunk.len() {
-                            return Err(StoreError::BadReply("suffixes: wrong length".into()));
-                        }
-                        let mut values = values.into_iter();
-                        for (f, h) in chunk.iter() {
-                            let key = fetch_key(f);
-                            let (Some(flag), Some(value)) = (values.next(), values.next()) else {
-                                return Err(StoreError::BadReply("suffixes: wrong length".into()));
-                            };
-                            if matches!(flag, crate::resp::Reply::Int(1)) {
-                                let suffix = string_of(&value, key)?.unwrap_or_default();
-                                suffixes += 1;
-                                take_suffix(&mut ks, key, h, suffix, &mut compact)?;
-                            } else {
-                                wholes += 1;
-                                take_fetch(&mut ks, f, value, &mut compact)?;
-                            }
-                        }
-                        return Ok(());
-                    }
                     let chunk = chunks[i - first_log];
                     let crate::resp::Reply::Array(Some(values)) = reply else {
                         return Err(StoreError::BadReply("MGET: not an array".into()));
@@ -1114,22 +993,6 @@ impl RedisStore {
                     Ok(())
                 })
                 .await?;
-                if let Some(c) = &self.logs {
-                    let mut c = c.lock().expect("log cache poisoned");
-                    c.suffixes += suffixes;
-                    c.wholes += wholes;
-                    for f in all_logs {
-                        if let Fetch::Log(key, want) = f {
-                            if let (true, Some(ends), Some(set)) = (
-                                want.scored && want.unscored,
-                                ks.logs.get(*key),
-                                ks.zsets.get(*key),
-                            ) {
-                                c.keep(key, ends, set, now);
-                            }
-                        }
-                    }
-                }
                 if let Some(c) = &self.accounts {
                     c.lock()
                         .expect("account cache poisoned")

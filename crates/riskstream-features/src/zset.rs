@@ -72,13 +72,6 @@ impl ZSet {
         self.index.len()
     }
 
-    /// Heap memory held, about.
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.bytes.capacity()
-            + self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
