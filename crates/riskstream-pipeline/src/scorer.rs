@@ -81,14 +81,19 @@ fn graph_features() -> &'static [(&'static str, usize)] {
 const MIN_ATTRIBUTION: f32 = 0.1;
 /// Ungrouped inputs occluded per flagged event (besides every input group).
 pub const ATTRIBUTION_CANDIDATES: usize = 8;
-/// The same for models with grouped inputs (a sequence encoder such as the behavioral model's telemetry encoder):
-/// each occluded row is a full recurrent pass (~25× an MLP row), and the sequence group is
-/// usually what drives them, so fewer ungrouped inputs are screened.
+/// The same for models with grouped inputs (a sequence encoder such as the behavioral model's
+/// telemetry encoder) whose occlusion does not all go through the explain layer: there each
+/// occluded row is a full recurrent pass (~25× an MLP row), and the sequence group is usually
+/// what drives them, so fewer ungrouped inputs are screened.
 pub const ATTRIBUTION_CANDIDATES_SEQUENCE: usize = 3;
 
-/// Ungrouped inputs screened for `model`'s reason codes.
+/// Ungrouped inputs screened for `model`'s reason codes: [`ATTRIBUTION_CANDIDATES`] when
+/// every unit is occluded through the explain layer (a row costs the layers above it, however
+/// deep the model's front), else [`ATTRIBUTION_CANDIDATES_SEQUENCE`] for a model with a group.
 pub fn attribution_candidates_for(model: &riskstream_models::Model) -> usize {
-    if model.attribution_units().iter().any(|(_, u)| u.len() > 1) {
+    let units = model.attribution_units();
+    let all_fast = (0..units.len()).all(|u| model.occludes_through_layer(u));
+    if !all_fast && units.iter().any(|(_, u)| u.len() > 1) {
         ATTRIBUTION_CANDIDATES_SEQUENCE
     } else {
         ATTRIBUTION_CANDIDATES
