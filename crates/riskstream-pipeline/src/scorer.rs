@@ -485,7 +485,7 @@ impl<S> Scorer<S> {
             .filter(|&i| decided[i].is_some_and(|d| d.decision != Decision::Allow))
             .collect();
         let started = Instant::now();
-        let cpu_started = thread_cpu_seconds();
+        let cpu_started = (!flagged.is_empty()).then(thread_cpu_seconds).flatten();
         let mut explanations = explain(&serving, &targets, &flagged, &buf.rows, |i| {
             score_of(i, targets[i].champion)
         });
