@@ -59,7 +59,7 @@ fn cut_above(mut m: InferenceModel, node: usize) -> TractResult<InferenceModel> 
 
 impl Layered {
     /// Cuts `proto` (input `[b, k]`) at `layer`; `units` are the attribution units (input
-    /// positions; groups have several, or `grouped`), `means` the inputs' training means and
+    /// positions, `true` for a group), `means` the inputs' training means and
     /// `steps` a perturbation per input (its std). `Ok(None)` with the reason when the cut does
     /// not reproduce full occlusion.
     #[allow(clippy::too_many_arguments)]
@@ -146,9 +146,7 @@ impl Layered {
         for c in moved.iter().flatten() {
             owners[*c] += 1;
         }
-        let groups: Vec<usize> = (0..units.len())
-            .filter(|&i| units[i].0 || units[i].1.len() > 1)
-            .collect();
+        let groups: Vec<usize> = (0..units.len()).filter(|&i| units[i].0).collect();
         if let [g] = groups[..] {
             for (c, o) in owners.iter_mut().enumerate().filter(|(_, o)| **o == 0) {
                 *o = 1;
@@ -159,10 +157,9 @@ impl Layered {
         let cols = units
             .iter()
             .zip(&moved)
-            .map(|((grouped, members), cs)| {
-                let single = !grouped && members.len() == 1;
+            .map(|((grouped, _), cs)| {
                 let ok = !cs.is_empty()
-                    && (!single || cs.len() == 1)
+                    && (*grouped || cs.len() == 1)
                     && cs.iter().all(|&c| owners[c] == 1);
                 ok.then(|| cs.iter().map(|&c| (c, at_mean[c])).collect())
             })

@@ -186,10 +186,8 @@ impl Model {
                 layer: layer.clone(),
                 why,
             };
-            let units: Vec<(bool, Vec<usize>)> = model
-                .units
-                .iter()
-                .map(|(_, m)| (model.manifest.inputs[m[0]].group.is_some(), m.clone()))
+            let units: Vec<(bool, Vec<usize>)> = (0..model.units.len())
+                .map(|u| (model.grouped(u), model.units[u].1.clone()))
                 .collect();
             let means: Vec<f32> = model.manifest.inputs.iter().map(|i| i.mean).collect();
             let steps: Vec<f32> = model.manifest.inputs.iter().map(|i| i.std).collect();
@@ -367,8 +365,9 @@ impl Model {
                 fast[at],
                 full[at]
             );
+            let grouped = self.grouped(unit);
             match self.layered.as_mut() {
-                Some(l) if self.units[unit].1.len() > 1 => l.refuse(unit),
+                Some(l) if grouped => l.refuse(unit),
                 _ => return Err(why),
             }
         }
@@ -391,6 +390,11 @@ impl Model {
             }
         }
         self.score_model_rows(&occluded, occluded.len() / k, out)
+    }
+
+    /// Whether attribution unit `unit` is an input group (the manifest's `group`).
+    fn grouped(&self, unit: usize) -> bool {
+        self.manifest.inputs[self.units[unit].1[0]].group.is_some()
     }
 
     /// Whether attribution unit `unit` is occluded through the manifest's `explain_layer`
